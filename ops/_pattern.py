@@ -1,0 +1,165 @@
+"""Generalized neighborhood attention semantics: the one place that says which keys a query sees.
+
+Every backend (reference, torch, triton) follows these rules, which are NATTEN's (DESIGN §1), per spatial axis:
+
+* window halves: ``left = k // 2``, ``right = k // 2 + (k % 2 - 1)``;
+* dilation ``d``: token ``x`` lives in group ``x % d`` and attends only inside it, in group coordinates ``x // d``;
+* stride ``s``: queries ``q // s`` share the window of their group leader ``min((q // s) * s + s // 2, L - 1)``,
+  clamped into ``[0, L - k]`` (a border query still sees ``k`` keys, shifted inwards);
+* causal: leader ``min((q // s) * s + s - 1, L - 1)``; keys ``[max(leader - k + 1, 0), q]``;
+* ``valid_shape``: keys at index ``>= valid_shape[axis]`` are masked (zero-padded Swin/MaxViT-style blocks).
+
+The N-D neighbourhood is the Cartesian product of the per-axis ones; relative position bias uses
+``table[(key - query) // dilation + k - 1]`` per axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+IntOrTuple = Union[int, Sequence[int]]
+BoolOrTuple = Union[bool, Sequence[bool]]
+
+__all__ = ['NASpec', 'make_spec', 'to_tuple', 'axis_window', 'axis_neighbors', 'dense_mask', 'dense_rpb_index']
+
+
+@dataclass(frozen=True)
+class NASpec:
+    """Static description of one neighborhood-attention pattern (all per-axis tuples of equal length)."""
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    is_causal: tuple[bool, ...]
+    valid_shape: tuple[int, ...] | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.kernel_size)
+
+    def num_keys(self) -> int:
+        """Upper bound on the number of (non-extra) keys one query sees: prod(kernel_size)."""
+        n = 1
+        for k in self.kernel_size:
+            n *= k
+        return n
+
+
+def to_tuple(value, ndim: int, name: str, kind: type = int) -> tuple:
+    """Expand an int/bool or per-axis sequence to an ``ndim`` tuple, naming ``name`` on error."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != ndim:
+            raise ValueError(f'{name} must be a {kind.__name__} or a sequence of {ndim}, got {value!r}')
+        values = tuple(value)
+    else:
+        values = (value,) * ndim
+    for v in values:
+        if kind is bool:
+            if not isinstance(v, bool):
+                raise TypeError(f'{name} must contain bools, got {value!r}')
+        elif isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f'{name} must contain ints, got {value!r}')
+    return values
+
+
+def make_spec(
+        spatial_shape: Sequence[int],
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        dilation: IntOrTuple = 1,
+        is_causal: BoolOrTuple = False,
+        valid_shape: Sequence[int] | None = None,
+) -> NASpec:
+    """Validate a pattern against the token grid ``spatial_shape`` and return its :class:`NASpec`."""
+    ndim = len(spatial_shape)
+    ks = to_tuple(kernel_size, ndim, 'kernel_size')
+    st = to_tuple(stride, ndim, 'stride')
+    dl = to_tuple(dilation, ndim, 'dilation')
+    ca = to_tuple(is_causal, ndim, 'is_causal', bool)
+    for axis, (length, k, s, d) in enumerate(zip(spatial_shape, ks, st, dl)):
+        if k < 1 or s < 1 or d < 1:
+            raise ValueError(f'kernel_size, stride and dilation must be >= 1, got {ks}, {st}, {dl} (axis {axis})')
+        if k * d > length:
+            raise ValueError(
+                f'kernel_size * dilation must be <= the input length on every axis; axis {axis} has length '
+                f'{length} but kernel_size={k}, dilation={d} (pad the input or lower them)')
+        if s > k:
+            raise ValueError(f'stride must be <= kernel_size on every axis; axis {axis} has stride={s} > {k}')
+    if valid_shape is not None:
+        valid_shape = tuple(int(v) for v in valid_shape)
+        if len(valid_shape) != ndim or any(not 1 <= v <= n for v, n in zip(valid_shape, spatial_shape)):
+            raise ValueError(f'valid_shape must hold {ndim} sizes in [1, length], got {valid_shape} for '
+                             f'input of spatial shape {tuple(spatial_shape)}')
+        if valid_shape == tuple(spatial_shape):
+            valid_shape = None
+    return NASpec(ks, st, dl, ca, valid_shape)
+
+
+def axis_window(length: int, kernel: int, stride: int, dilation: int, causal: bool,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query index on one axis: (first key index, number of keys); keys are ``first + j * dilation``."""
+    q = torch.arange(length, device=device)
+    group, qg = q % dilation, q // dilation
+    group_len = (length - group + dilation - 1) // dilation
+    left = kernel // 2
+    if causal:
+        leader = torch.minimum((qg // stride) * stride + stride - 1, group_len - 1)
+        start = (leader - kernel + 1).clamp_min(0)
+        count = qg - start + 1
+    else:
+        leader = torch.minimum((qg // stride) * stride + stride // 2, group_len - 1)
+        start = torch.minimum((leader - left).clamp_min(0), group_len - kernel)
+        count = torch.full_like(q, kernel)
+    return start * dilation + group, count
+
+
+def axis_neighbors(length: int, kernel: int, stride: int, dilation: int, causal: bool,
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query on one axis: key indices ``[length, kernel]`` (clamped in range) and their validity mask."""
+    first, count = axis_window(length, kernel, stride, dilation, causal, device)
+    j = torch.arange(kernel, device=device)
+    valid = j[None, :] < count[:, None]
+    idx = first[:, None] + torch.where(valid, j[None, :], 0) * dilation
+    return idx, valid
+
+
+def _axis_dense(spec: NASpec, shape: Sequence[int], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for axis, length in enumerate(shape):
+        k, d = spec.kernel_size[axis], spec.dilation[axis]
+        idx, valid = axis_neighbors(length, k, spec.stride[axis], d, spec.is_causal[axis], device)
+        mask = torch.zeros(length, length, dtype=torch.bool, device=device)
+        mask.scatter_(1, idx, valid)
+        if spec.valid_shape is not None:
+            mask[:, spec.valid_shape[axis]:] = False
+        q = torch.arange(length, device=device)
+        rel = torch.div(q[None, :] - q[:, None], d, rounding_mode='floor') + k - 1
+        out.append((mask, torch.where(mask, rel, 0)))
+    return out
+
+
+def _expand_axis(table: torch.Tensor, axis: int, shape: Sequence[int]) -> torch.Tensor:
+    """Broadcast one axis' ``[L_a, L_a]`` (query, key) table to ``[N, N]`` over row-major tokens of ``shape``."""
+    n = len(shape)
+    view = [1] * (2 * n)
+    view[axis], view[n + axis] = table.shape
+    total = 1
+    for length in shape:
+        total *= length
+    return table.reshape(view).expand(*shape, *shape).reshape(total, total)
+
+
+def dense_mask(spec: NASpec, shape: Sequence[int], device=None) -> torch.Tensor:
+    """``[N, N]`` bool: may query token i attend to key token j (row-major flattening of ``shape``)."""
+    mask = None
+    for axis, (m, _) in enumerate(_axis_dense(spec, shape, device)):
+        m = _expand_axis(m, axis, shape)
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def dense_rpb_index(spec: NASpec, shape: Sequence[int], device=None) -> tuple[torch.Tensor, ...]:
+    """Per axis an ``[N, N]`` index into the rpb table (0 where masked); use as ``rpb[:, *index]``."""
+    return tuple(_expand_axis(rel, axis, shape) for axis, (_, rel) in enumerate(_axis_dense(spec, shape, device)))
