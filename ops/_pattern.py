@@ -14,13 +14,13 @@ The N-D neighbourhood is the Cartesian product of the per-axis ones; relative po
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 
-IntOrTuple = Union[int, Sequence[int]]
-BoolOrTuple = Union[bool, Sequence[bool]]
+IntOrTuple = int | Sequence[int]
+BoolOrTuple = bool | Sequence[bool]
 
 __all__ = ['NASpec', 'make_spec', 'to_tuple', 'axis_window', 'axis_neighbors', 'dense_mask', 'dense_rpb_index']
 
@@ -131,7 +131,8 @@ def _axis_dense(spec: NASpec, shape: Sequence[int], device) -> list[tuple[torch.
         k, d = spec.kernel_size[axis], spec.dilation[axis]
         idx, valid = axis_neighbors(length, k, spec.stride[axis], d, spec.is_causal[axis], device)
         mask = torch.zeros(length, length, dtype=torch.bool, device=device)
-        mask.scatter_(1, idx, valid)
+        rows = torch.arange(length, device=device)[:, None].expand_as(idx)
+        mask[rows[valid], idx[valid]] = True  # not scatter_: clamped duplicates of invalid slots would win
         if spec.valid_shape is not None:
             mask[:, spec.valid_shape[axis]:] = False
         q = torch.arange(length, device=device)

@@ -1,0 +1,111 @@
+"""``torch.library`` registration of the neighborhood-attention op, so ``torch.compile`` sees one opaque node.
+
+``attnzoo::na_forward`` and ``attnzoo::na_backward`` call the named backend; fake (meta) implementations give
+``torch.compile(fullgraph=True)`` the output shapes without running it, and :func:`torch.library.register_autograd`
+wires the backward. Absent optional gradients travel as empty tensors (custom ops cannot return ``None``).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor
+
+from ._pattern import NASpec
+from .backends import get_backend
+
+__all__ = ['na_forward', 'na_backward', 'spec_args']
+
+
+def spec_args(spec: NASpec) -> tuple[list[int], list[int], list[int], list[int], list[int] | None]:
+    """The NASpec as op arguments (int lists; is_causal as 0/1 because jit tracing cannot hold bool lists)."""
+    return (list(spec.kernel_size), list(spec.stride), list(spec.dilation), [int(c) for c in spec.is_causal],
+            None if spec.valid_shape is None else list(spec.valid_shape))
+
+
+def _spec(kernel_size, stride, dilation, is_causal, valid_shape) -> NASpec:
+    return NASpec(tuple(kernel_size), tuple(stride), tuple(dilation), tuple(bool(c) for c in is_causal),
+                  None if valid_shape is None else tuple(valid_shape))
+
+
+def _lse_dtype(q: Tensor) -> torch.dtype:
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op('attnzoo::na_forward', mutates_args=())
+def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int], stride: list[int],
+               dilation: list[int], is_causal: list[int], valid_shape: list[int] | None, scale: float,
+               rpb: Tensor | None, additional_keys: Tensor | None, additional_values: Tensor | None,
+               backend: str) -> tuple[Tensor, Tensor]:
+    """Neighborhood attention forward on backend ``backend``: ``(out, lse)``."""
+    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
+    out, lse = get_backend(backend).forward(query, key, value, spec, scale, rpb, additional_keys, additional_values)
+    return out.contiguous(), lse.to(_lse_dtype(query)).contiguous()
+
+
+@na_forward.register_fake
+def _(query, key, value, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, additional_keys,
+      additional_values, backend):
+    return query.new_empty(query.shape), query.new_empty(query.shape[:-1], dtype=_lse_dtype(query))
+
+
+@torch.library.custom_op('attnzoo::na_backward', mutates_args=())
+def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: Tensor, value: Tensor, out: Tensor,
+                lse: Tensor, kernel_size: list[int], stride: list[int], dilation: list[int], is_causal: list[int],
+                valid_shape: list[int] | None, scale: float, rpb: Tensor | None,
+                additional_keys: Tensor | None, additional_values: Tensor | None,
+                backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent ones are empty tensors."""
+    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
+    module = get_backend(backend)
+    kwargs = {}
+    if grad_lse is not None:
+        if 'grad_lse' not in inspect.signature(module.backward).parameters:
+            raise NotImplementedError(f'backend {backend!r} has no gradient through the returned lse (used by '
+                                      'merge_attentions); use backend="torch" for this call')
+        kwargs['grad_lse'] = grad_lse
+    grads = module.backward(grad_out, query, key, value, out, lse, spec, scale, rpb, additional_keys,
+                                          additional_values, **kwargs)
+    # custom ops may not return aliases of inputs or of each other (a backend may return views of one buffer)
+    seen = {t.untyped_storage().data_ptr() for t in (grad_out, query, key, value, out, lse) if t.numel()}
+    result = []
+    for g in grads:
+        if g is None:
+            g = query.new_empty(0)
+        else:
+            g = g.contiguous()
+            ptr = g.untyped_storage().data_ptr()
+            if ptr in seen:
+                g = g.clone()
+            seen.add(g.untyped_storage().data_ptr())
+        result.append(g)
+    return tuple(result)
+
+
+@na_backward.register_fake
+def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, stride, dilation, is_causal, valid_shape, scale,
+      rpb, additional_keys, additional_values, backend):
+    return tuple(query.new_empty(0) if t is None else t.new_empty(t.shape)
+                 for t in (query, key, value, rpb, additional_keys, additional_values))
+
+
+def _setup_context(ctx, inputs, output):
+    (q, k, v, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, add_k, add_v, backend) = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, rpb, add_k, add_v)
+    ctx.args = (kernel_size, stride, dilation, is_causal, valid_shape, scale)
+    ctx.backend = backend
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, rpb, add_k, add_v = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *ctx.args, rpb, add_k, add_v, ctx.backend)
+    dq, dk, dv, drpb, dak, dav = grads
+    return (dq, dk, dv, None, None, None, None, None, None, None if rpb is None else drpb,
+            None if add_k is None else dak, None if add_v is None else dav, None)
+
+
+torch.library.register_autograd('attnzoo::na_forward', _backward, setup_context=_setup_context)

@@ -1,0 +1,377 @@
+"""Pure-PyTorch tiled backend: fast on CPU, memory linear in tokens, explicit FlashAttention-style backward.
+
+How it works (DESIGN §1b):
+
+* Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
+  original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
+* Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
+  tile needs form one contiguous *halo* per axis, computed from :func:`ops._pattern.axis_window`; every tile's
+  halo is widened to the same size so that all tiles go through one batched matmul (BLAS) of
+  ``[T_q, D] x [D, H_k]`` with the exact pattern (window, causal, ``valid_shape``, padding) as a mask.
+* Extra keys are appended to every tile's keys in the same softmax; relative position bias is gathered per
+  (query, key) pair of the tile from ``table[key - query + k - 1]`` in group coordinates.
+* Tiles are processed in chunks, so peak memory is bounded by the chunk budget plus O(tokens x halo / tile).
+* Backward recomputes the probabilities from the saved log-sum-exp (no attention matrix is stored) and
+  scatter-adds key/value gradients of overlapping halos with ``index_add_`` (deterministic on CPU, and
+  deterministic on CUDA under ``torch.use_deterministic_algorithms(True)``).
+
+Routing hook: a routed pattern (BiFormer) is a per-query-tile list of key tiles; with tokens permuted so that a
+region is one tile it is the same chunk loop with ``k_flat`` built from the index list instead of the halos.
+
+The tile size per axis is chosen by a small cost model (:func:`_choose_tiles`); strided/blocked patterns get
+tiles that are multiples of the stride so that a tile shares one window (no masking waste).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .._pattern import NASpec, axis_window
+
+__all__ = ['forward', 'backward', 'forward_with_dropout']
+
+# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (4M fp32 = 16 MiB).
+_CHUNK_ELEMENTS = 1 << 22
+# Plans whose bias indices (int32 per (query slot, halo key)) stay below this many elements keep them cached.
+_CACHE_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Tiling of one axis: tiles of ``tile`` queries (in permuted order) and their ``halo``-sized key ranges."""
+
+    tile: int
+    halo: int
+    n_tiles: int
+    q_index: torch.Tensor  # [n_tiles * tile] original index of every permuted query slot (clamped)
+    q_real: torch.Tensor  # [n_tiles, tile] is the slot a real query (not padding of the last tile)
+    inv: torch.Tensor  # [length] permuted slot of every original index
+    k_index: torch.Tensor  # [n_tiles, halo] original index of every halo key (clamped)
+    mask: torch.Tensor  # [n_tiles, tile, halo] may the query attend to the key
+    rel: torch.Tensor  # [n_tiles, tile, halo] rpb table index (0 where masked)
+
+
+def _halo(length: int, kernel: int, stride: int, dilation: int, causal: bool, tile: int):
+    """Per-tile halo start (group coordinates) and the common halo size for ``tile`` queries per tile."""
+    first, count = axis_window(length, kernel, stride, dilation, causal)
+    group_len = -(-length // dilation)
+    tiles_per_group = -(-group_len // tile)
+    padded = tiles_per_group * tile
+    slot = torch.arange(dilation * padded)
+    group, pos = slot // padded, slot % padded
+    orig = pos * dilation + group
+    real = orig < length
+    orig_c = orig.clamp(max=length - 1)
+    start = torch.where(real, first[orig_c] // dilation, 0)
+    end = torch.where(real, start + count[orig_c], 0)
+    lo = torch.where(real, start, padded).view(-1, tile).amin(1)
+    hi = end.view(-1, tile).amax(1)
+    lo = torch.minimum(lo, hi)  # tiles without a real query
+    halo = max(int((hi - lo).max()), 1)
+    return lo.clamp(max=padded - halo), halo, padded, pos, orig, real, start, end
+
+
+@lru_cache(maxsize=256)
+def _axis_plan(length: int, kernel: int, stride: int, dilation: int, causal: bool, valid: int, tile: int,
+               device: str) -> _Axis:
+    hstart, halo, padded, pos, orig, real, start, end = _halo(length, kernel, stride, dilation, causal, tile)
+    n_tiles = hstart.numel()
+    key_pos = hstart[:, None] + torch.arange(halo)  # [n_tiles, halo] group coordinates
+    key_group = (torch.arange(n_tiles) * tile // padded)[:, None]
+    key_orig = key_pos * dilation + key_group
+    key_real = key_orig < valid
+    qpos, qreal = pos.view(n_tiles, tile, 1), real.view(n_tiles, tile, 1)
+    kp = key_pos[:, None, :]
+    mask = qreal & key_real[:, None, :] & (kp >= start.view(n_tiles, tile, 1)) & (kp < end.view(n_tiles, tile, 1))
+    rel = torch.where(mask, kp - qpos + kernel - 1, 0)
+    x = torch.arange(length)
+    inv = (x % dilation) * padded + x // dilation
+    return _Axis(tile, halo, n_tiles, orig.clamp(max=length - 1).to(device), qreal.view(n_tiles, tile).to(device),
+                 inv.to(device),
+                 key_orig.clamp(max=length - 1).to(device), mask.to(device), rel.to(device))
+
+
+def _tile_candidates(length: int, kernel: int, stride: int, dilation: int) -> list[int]:
+    group_len = -(-length // dilation)
+    cands = {min(stride * m, group_len) for m in range(1, 65) if stride * m <= max(32, stride)}
+    if group_len <= 64:
+        cands.add(group_len)
+    return sorted(cands)
+
+
+@lru_cache(maxsize=256)
+def _choose_tiles(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int) -> tuple[int, ...]:
+    """Pick per-axis tile sizes minimising a simple cost model (matmul work + per-element and per-tile cost)."""
+    per_axis = []
+    for axis, length in enumerate(shape):
+        k, s, d, c = spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis], spec.is_causal[axis]
+        opts = []
+        for t in _tile_candidates(length, k, s, d):
+            lo, halo, padded = _halo(length, k, s, d, c, t)[:3]
+            opts.append((t, halo, lo.numel()))
+        per_axis.append(opts)
+    best, best_cost = None, math.inf
+    for combo in _product(per_axis):
+        tq = math.prod(t for t, _, _ in combo)
+        hk = math.prod(h for _, h, _ in combo) + n_extra
+        nt = math.prod(n for _, _, n in combo)
+        # measured on CPU: small tiles run the batched matmuls inefficiently, and each tile has a fixed cost
+        cost = nt * (tq * hk * (2 * head_dim + 24) * max(1., 16 / tq) + 70000)
+        if cost < best_cost:
+            best, best_cost = tuple(t for t, _, _ in combo), cost
+    return best
+
+
+def _product(lists):
+    if not lists:
+        yield ()
+        return
+    for head in lists[0]:
+        for rest in _product(lists[1:]):
+            yield (head, *rest)
+
+
+class _Plan:
+    """All axes' tilings combined: flat token indices of query slots and halo keys, per-chunk bias indices."""
+
+    def __init__(self, shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str):
+        tiles = _choose_tiles(shape, spec, head_dim, n_extra)
+        valid = spec.valid_shape or shape
+        self.axes = [
+            _axis_plan(n, spec.kernel_size[a], spec.stride[a], spec.dilation[a], spec.is_causal[a], valid[a],
+                       tiles[a], device)
+            for a, n in enumerate(shape)]
+        self.ndim = len(shape)
+        self.n_tiles = math.prod(ax.n_tiles for ax in self.axes)
+        self.tq = math.prod(ax.tile for ax in self.axes)
+        self.hk = math.prod(ax.halo for ax in self.axes)
+        strides = [math.prod(shape[a + 1:]) for a in range(self.ndim)]
+        self.rpb_strides = [math.prod(2 * k - 1 for k in spec.kernel_size[a + 1:]) for a in range(self.ndim)]
+        self.rpb_size = math.prod(2 * k - 1 for k in spec.kernel_size)  # index of the masked (-inf) bias entry
+        self.q_flat = self._combine([ax.q_index.view(ax.n_tiles, ax.tile) * st for ax, st in zip(self.axes, strides)])
+        self.k_flat = self._combine([ax.k_index * st for ax, st in zip(self.axes, strides)])
+        self.q_pad = self._combine([(~ax.q_real).long() for ax in self.axes]).reshape(-1) > 0
+        # slot (tile * tq + i) of every original token, row-major over the grid
+        inv = torch.zeros((), dtype=torch.long, device=device)
+        tile_strides = [math.prod(ax.n_tiles for ax in self.axes[a + 1:]) for a in range(self.ndim)]
+        in_strides = [math.prod(ax.tile for ax in self.axes[a + 1:]) for a in range(self.ndim)]
+        for a, ax in enumerate(self.axes):
+            inv = inv[..., None] + (ax.inv // ax.tile) * tile_strides[a] * self.tq + (ax.inv % ax.tile) * in_strides[a]
+        self.inv = inv.reshape(-1)
+        self._cache_bias = self.n_tiles * self.tq * self.hk <= _CACHE_ELEMENTS
+        self._bias_index: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _combine(self, per_axis: list[torch.Tensor]) -> torch.Tensor:
+        """Sum per-axis ``[n_a, m_a]`` tables into ``[prod n_a, prod m_a]`` (row-major on both)."""
+        n = self.ndim
+        out = torch.zeros((), dtype=per_axis[0].dtype, device=per_axis[0].device)
+        for a, t in enumerate(per_axis):
+            view = [1] * (2 * n)
+            view[a], view[n + a] = t.shape
+            out = out + t.view(view)
+        return out.reshape(math.prod(t.shape[0] for t in per_axis), -1)
+
+    def _outer(self, tables: list[torch.Tensor], op) -> torch.Tensor:
+        """Combine per-axis ``[c, T_a, H_a]`` into ``[c, tq, hk]`` with ``op``."""
+        n = self.ndim
+        out = None
+        for a, t in enumerate(tables):
+            view = [t.shape[0]] + [1] * (2 * n)
+            view[1 + a], view[1 + n + a] = t.shape[1], t.shape[2]
+            t = t.view(view)
+            out = t if out is None else op(out, t)
+        return out.reshape(out.shape[0], self.tq, self.hk)
+
+    def bias_index(self, t0: int, t1: int) -> torch.Tensor:
+        """``[c * tq * hk]`` index into the bias table (rpb offset, or ``rpb_size`` = -inf where masked)."""
+        idx = self._bias_index.get((t0, t1))
+        if idx is None:
+            flat = torch.arange(t0, t1, device=self.q_flat.device)
+            sel = []
+            for a in reversed(range(self.ndim)):
+                sel.append(flat % self.axes[a].n_tiles)
+                flat = flat // self.axes[a].n_tiles
+            sel = sel[::-1]
+            mask = self._outer([ax.mask[s] for ax, s in zip(self.axes, sel)], torch.logical_and)
+            rel = self._outer([ax.rel[s] * st for ax, s, st in zip(self.axes, sel, self.rpb_strides)], torch.add)
+            idx = torch.where(mask, rel, self.rpb_size).reshape(-1).int()
+            if self._cache_bias:
+                self._bias_index[(t0, t1)] = idx
+        return idx
+
+
+@lru_cache(maxsize=16)
+def _plan(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str) -> _Plan:
+    return _Plan(shape, spec, head_dim, n_extra, device)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _heads_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, *S, H, D] -> contiguous [B, H, N, D] in ``dtype``."""
+    b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    return x.reshape(b, -1, h, d).transpose(1, 2).to(dtype).contiguous()
+
+
+def _bias_table(rpb: torch.Tensor | None, heads: int, size: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``[heads or 1, size + 1]``: the flattened rpb (or zeros) with a trailing -inf entry for masked pairs."""
+    if rpb is None:
+        table = torch.zeros(1, size + 1, dtype=dtype, device=device)
+        table[:, -1] = float('-inf')
+        return table
+    return torch.cat([rpb.to(dtype).reshape(heads, -1), torch.full((heads, 1), float('-inf'), dtype=dtype,
+                                                                    device=device)], 1)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, index]`` for ``x`` of shape ``[B, H, N, ...]`` (index_select on a 3-D view: the fast CPU path)."""
+    b, h, n = x.shape[:3]
+    out = x.reshape(b * h, n, -1).index_select(1, index)
+    return out.view(b, h, index.numel(), *x.shape[3:])
+
+
+def _add_at(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst[:, :, index] += src`` (duplicates accumulate) for ``[B, H, N, D]``; index_add_ on a 2-D view."""
+    b, h, n, d = dst.shape
+    offsets = torch.arange(0, b * h * n, n, device=dst.device)
+    dst.view(-1, d).index_add_(0, (offsets[:, None] + index).reshape(-1), src.reshape(-1, d))
+
+
+def _chunks(plan: _Plan, bh: int):
+    step = max(1, _CHUNK_ELEMENTS // max(1, bh * plan.tq * plan.hk))
+    for t0 in range(0, plan.n_tiles, step):
+        yield t0, min(t0 + step, plan.n_tiles)
+
+
+def _scores(plan: _Plan, t0: int, t1: int, qt: torch.Tensor, kh: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Masked, biased logits ``[B, H, c, tq, hk]`` of one chunk; ``qt`` is already scaled."""
+    bias = table.index_select(1, plan.bias_index(t0, t1)).view(table.shape[0], t1 - t0, plan.tq, plan.hk)
+    s = qt @ kh.transpose(-1, -2)
+    return s.add_(bias) if not torch.is_grad_enabled() else s + bias
+
+
+def _run(q, k, v, spec, scale, rpb, add_k, add_v, dropout_p: float = 0.0):
+    """Shared forward; differentiable through autograd (used with ``dropout_p > 0``), else run under no_grad."""
+    b, *shape, h, d = q.shape
+    dtype = _compute_dtype(q)
+    plan = _plan(tuple(shape), spec, d, 0 if add_k is None else add_k.shape[1], str(q.device))
+    qf, kf, vf = _heads_first(q, dtype), _heads_first(k, dtype), _heads_first(v, dtype)
+    table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
+    ak = None if add_k is None else add_k.transpose(1, 2).to(dtype)  # [B, H, E, D]
+    av = None if add_v is None else add_v.transpose(1, 2).to(dtype)
+    outs, lses = [], []
+    for t0, t1 in _chunks(plan, b * h):
+        c = t1 - t0
+        qt = _take(qf, plan.q_flat[t0:t1].reshape(-1)).mul_(scale)  # [B, H, c*tq, D]
+        kidx = plan.k_flat[t0:t1].reshape(-1)
+        kh = _take(kf, kidx).view(b, h, c, plan.hk, -1)
+        vh = _take(vf, kidx).view(b, h, c, plan.hk, -1)
+        s = _scores(plan, t0, t1, qt.view(b, h, c, plan.tq, -1), kh, table)
+        se = None if ak is None else (qt @ ak.transpose(-1, -2)).view(b, h, c, plan.tq, -1)
+        with torch.no_grad():
+            m = s.amax(-1) if se is None else torch.maximum(s.amax(-1), se.amax(-1))
+            m = torch.where(torch.isfinite(m), m, 0.)[..., None]
+        p = torch.exp(s - m) if torch.is_grad_enabled() else s.sub_(m).exp_()
+        denom = p.sum(-1)
+        if se is not None:
+            pe = torch.exp(se - m)
+            denom = denom + pe.sum(-1)
+        inv_denom = torch.where(denom > 0, 1 / denom, 0.)[..., None]
+        if dropout_p > 0:
+            p = torch.nn.functional.dropout(p, dropout_p)
+        o = p @ vh
+        if se is not None:
+            if dropout_p > 0:
+                pe = torch.nn.functional.dropout(pe, dropout_p)
+            o = o + (pe.view(b, h, c * plan.tq, -1) @ av).view(o.shape)
+        outs.append((o * inv_denom).view(b, h, c * plan.tq, -1))
+        lses.append((m[..., 0] + torch.log(denom)).view(b, h, -1))
+    out = _take(torch.cat(outs, 2), plan.inv)
+    lse = _take(torch.cat(lses, 2), plan.inv)
+    out = out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]).to(q.dtype)
+    lse = lse.transpose(1, 2).reshape(b, *shape, h)
+    return out, lse
+
+
+def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, scale: float,
+            rpb: torch.Tensor | None = None, add_k: torch.Tensor | None = None,
+            add_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])``; lse is float32 (float64 for float64 inputs)."""
+    with torch.no_grad():
+        return _run(q, k, v, spec, scale, rpb, add_k, add_v)
+
+
+def forward_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, scale: float,
+                         rpb: torch.Tensor | None, add_k: torch.Tensor | None, add_v: torch.Tensor | None,
+                         dropout_p: float) -> torch.Tensor:
+    """Attention with dropout on the probabilities, differentiable through autograd (saves per-tile weights)."""
+    return _run(q, k, v, spec, scale, rpb, add_k, add_v, dropout_p)[0]
+
+
+def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+             lse: torch.Tensor, spec: NASpec, scale: float, rpb: torch.Tensor | None = None,
+             add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
+             grad_lse: torch.Tensor | None = None) -> tuple:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent inputs), recomputed from ``lse``."""
+    with torch.no_grad():
+        return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse)
+
+
+def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse):
+    b, *shape, h, d = q.shape
+    dtype = _compute_dtype(q)
+    plan = _plan(tuple(shape), spec, d, 0 if add_k is None else add_k.shape[1], str(q.device))
+    qf, kf, vf = _heads_first(q, dtype), _heads_first(k, dtype), _heads_first(v, dtype)
+    dof = _heads_first(grad_out, dtype)
+    delta = (dof * _heads_first(out, dtype)).sum(-1)  # [B, H, N]
+    if grad_lse is not None:
+        delta = delta - grad_lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
+    lsef = lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
+    lsef = torch.where(torch.isfinite(lsef), lsef, float('inf'))  # rows that see nothing get p = 0
+    table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
+    ak = None if add_k is None else add_k.transpose(1, 2).to(dtype)
+    av = None if add_v is None else add_v.transpose(1, 2).to(dtype)
+    dq_slots = []
+    dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
+    dtable = None if rpb is None else torch.zeros_like(table)
+    dak = None if ak is None else torch.zeros_like(ak)
+    dav = None if av is None else torch.zeros_like(av)
+    for t0, t1 in _chunks(plan, b * h):
+        c = t1 - t0
+        qidx = plan.q_flat[t0:t1].reshape(-1)
+        kidx = plan.k_flat[t0:t1].reshape(-1)
+        qt = _take(qf, qidx).mul_(scale)  # [B, H, c*tq, D]
+        dot = _take(dof, qidx)
+        lse_t = _take(lsef, qidx).masked_fill_(plan.q_pad[t0 * plan.tq:t1 * plan.tq], float('inf'))
+        lse_t = lse_t.view(b, h, c, plan.tq, 1)
+        delta_t = _take(delta, qidx).view(b, h, c, plan.tq, 1)
+        kh = _take(kf, kidx).view(b, h, c, plan.hk, -1)
+        vh = _take(vf, kidx).view(b, h, c, plan.hk, -1)
+        qt4, dot4 = qt.view(b, h, c, plan.tq, -1), dot.view(b, h, c, plan.tq, -1)
+        p = _scores(plan, t0, t1, qt4, kh, table).sub_(lse_t).exp_()
+        ds = (dot4 @ vh.transpose(-1, -2)).sub_(delta_t).mul_(p)  # [B, H, c, tq, hk]
+        dq = ds @ kh
+        _add_at(dk, kidx, ds.transpose(-1, -2) @ qt4)
+        _add_at(dv, kidx, p.transpose(-1, -2) @ dot4)
+        if dtable is not None:
+            dtable.index_add_(1, plan.bias_index(t0, t1).long(), ds.sum(0).view(h, -1))  # int32 index: slow
+        if ak is not None:
+            pe = (qt @ ak.transpose(-1, -2)).sub_(lse_t.view(b, h, -1, 1)).exp_()  # [B, H, c*tq, E]
+            dse = (dot @ av.transpose(-1, -2)).sub_(delta_t.view(b, h, -1, 1)).mul_(pe)
+            dq = dq + (dse @ ak).view(dq.shape)
+            dak += (dse.transpose(-1, -2) @ qt).sum(0, keepdim=True) if ak.shape[0] < b else dse.transpose(-1, -2) @ qt
+            dav += (pe.transpose(-1, -2) @ dot).sum(0, keepdim=True) if av.shape[0] < b else pe.transpose(-1, -2) @ dot
+        dq_slots.append(dq.view(b, h, c * plan.tq, -1))
+    dq = (_take(torch.cat(dq_slots, 2), plan.inv) * scale).transpose(1, 2).reshape(q.shape).to(q.dtype)
+    dk = dk.transpose(1, 2).reshape(k.shape).to(k.dtype)
+    dv = dv.transpose(1, 2).reshape(v.shape).to(v.dtype)
+    drpb = None if rpb is None else dtable[:, :-1].reshape(rpb.shape).to(rpb.dtype)
+    if dak is not None:
+        dak = dak.transpose(1, 2).to(add_k.dtype)
+        dav = dav.transpose(1, 2).to(add_v.dtype)
+    return dq, dk, dv, drpb, dak, dav

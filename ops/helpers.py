@@ -1,0 +1,92 @@
+"""Conveniences the backbones share: padding to a multiple, block (window) and grid attention on the same op.
+
+Non-divisible maps can be handled two ways (DESIGN §1):
+
+* ``padding='zeros'`` (Swin / MaxViT): zero-pad the token grid to a multiple of the window, attend in
+  blocks, crop. Padded keys take part in the softmax like the official models do, unless
+  ``mask_padding=True`` (then they are masked through ``valid_shape``).
+* ``padding='clamp'`` (NATTEN): no padding; the last block's window is clamped inwards and overlaps the
+  previous one (length 10, window 4: queries 8-9 see keys 6-9).
+
+Relative position bias tables use ``table[key - query + w - 1]`` per axis; Swin/timm index ``query - key``,
+so their tables map onto ours flipped on every spatial axis.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._pattern import to_tuple
+from .api import neighborhood_attention
+
+__all__ = ['pad_to_multiple', 'window_attention', 'grid_attention']
+
+
+def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:
+    """Zero-pad ``x`` at the end of each dim in ``dims`` to a multiple of ``multiple`` (int or one per dim).
+
+    Returns ``(padded, original_sizes)``; crop back with ``padded[..., :original_sizes[i], ...]`` per dim.
+    """
+    dims = [d % x.dim() for d in dims]
+    mult = to_tuple(multiple, len(dims), 'multiple')
+    if any(m < 1 for m in mult):
+        raise ValueError(f'multiple must be >= 1, got {multiple!r}')
+    sizes = tuple(int(x.shape[d]) for d in dims)
+    pad = [0] * (2 * x.dim())
+    for d, m, n in zip(dims, mult, sizes):
+        pad[2 * (x.dim() - 1 - d) + 1] = -n % m
+    if any(pad):
+        x = F.pad(x, pad)
+    return x, sizes
+
+
+def _crop(x: Tensor, sizes: Sequence[int]) -> Tensor:
+    return x[(slice(None), *(slice(0, n) for n in sizes))]
+
+
+def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, padding: str, mask_padding: bool,
+                 **kwargs) -> Tensor | tuple[Tensor, Tensor]:
+    ndim = query.dim() - 3
+    if ndim not in (1, 2, 3):
+        raise ValueError(f'query must be [batch, *spatial (1-3 dims), heads, head_dim], got {tuple(query.shape)}')
+    size = to_tuple(size, ndim, 'grid_size' if grid else 'window_size')
+    if padding not in ('zeros', 'clamp'):
+        raise ValueError(f"padding must be 'zeros' (Swin/MaxViT) or 'clamp' (NATTEN), got {padding!r}")
+    shape = tuple(int(n) for n in query.shape[1:-2])  # plain ints also under jit tracing (fvcore)
+    if padding == 'clamp':
+        if mask_padding:
+            raise ValueError("mask_padding applies to padding='zeros' only (clamped windows pad nothing)")
+        if grid:
+            raise ValueError("grid_attention needs padding='zeros' (a grid needs lengths that are multiples of it)")
+        return neighborhood_attention(ndim, query, key, value, size, size, **kwargs)
+    dims = range(1, ndim + 1)
+    q, _ = pad_to_multiple(query, size, dims)
+    k, _ = pad_to_multiple(key, size, dims)
+    v, _ = pad_to_multiple(value, size, dims)
+    padded = tuple(int(n) for n in q.shape[1:-2])
+    dilation = tuple(n // s for n, s in zip(padded, size)) if grid else 1
+    valid = shape if mask_padding and padded != shape else None
+    result = neighborhood_attention(ndim, q, k, v, size, 1 if grid else size, dilation, valid_shape=valid, **kwargs)
+    if isinstance(result, tuple):
+        return _crop(result[0], shape), _crop(result[1], shape)
+    return _crop(result, shape)
+
+
+def window_attention(query: Tensor, key: Tensor, value: Tensor, window_size: int | Sequence[int],
+                     padding: str = 'zeros', mask_padding: bool = False, **kwargs) -> Tensor | tuple[Tensor, Tensor]:
+    """Block (Swin W-MSA / MaxViT block) attention: every query attends to its non-overlapping window.
+
+    ``[batch, *spatial, heads, head_dim]`` in and out; as ``na*d`` with kernel = stride = window. ``padding`` and
+    ``mask_padding`` as in the module docstring; other keyword arguments (``rpb`` ``[heads, 2w-1, ...]``, ``scale``,
+    ``additional_keys``, ``return_lse``, ``backend``, ...) go to :func:`ops.na2d` and friends.
+    """
+    return _partitioned(query, key, value, window_size, False, padding, mask_padding, **kwargs)
+
+
+def grid_attention(query: Tensor, key: Tensor, value: Tensor, grid_size: int | Sequence[int],
+                   padding: str = 'zeros', mask_padding: bool = False, **kwargs) -> Tensor | tuple[Tensor, Tensor]:
+    """MaxViT grid attention: a ``G``-grid spread over the (zero-padded) map, i.e. kernel ``G`` with dilation
+    ``L_padded / G`` per axis. Arguments as :func:`window_attention`."""
+    return _partitioned(query, key, value, grid_size, True, padding, mask_padding, **kwargs)
