@@ -1,0 +1,628 @@
+"""MaxViT on the shared neighborhood-attention op, weight-compatible with timm's ``maxvit_*_tf_*``.
+
+MaxViT: Multi-Axis Vision Transformer (Tu et al., ECCV 2022, https://arxiv.org/abs/2204.01697), official
+code https://github.com/google-research/maxvit; the weights are the official TF checkpoints as ported by timm.
+
+Both MaxViT attentions are patterns of :func:`ops.na2d` on the ``[B, H, W, heads, head_dim]`` token grid:
+
+* block attention over ``P x P`` windows: ``kernel_size = stride = P``;
+* grid attention over a ``G x G`` grid: ``kernel_size = G``, ``dilation = H / G`` (token ``r`` is in group
+  ``r % (H / G)`` at group coordinate ``r // (H / G)``, exactly timm's ``grid_partition``);
+* the relative position bias is the op's ``rpb`` argument ``[heads, 2P - 1, 2P - 1]``, the same table as timm's
+  ``RelPosBiasTf`` (bias of a pair = ``table[key - query + P - 1]`` per axis, in window/grid coordinates).
+
+Model names ``maxvit_na_{tiny,small,base,large,xlarge}_tf_{224,384,512}``: ``na`` says the attention runs on the
+neighborhood-attention op, ``tf`` that the configuration and weights are those of timm's ``maxvit_*_tf_*``
+(which the ``na`` names never shadow). The architecture, parameter names (except ``attn.rpb``, timm's
+``attn.rel_pos.relative_position_bias_table``) and outputs equal timm's. What differs:
+
+* any input size: timm asserts every feature map is divisible by the partition size; here a map that is not is
+  zero-padded to a multiple (bottom/right) for attention, padded keys are masked out, and the output is cropped
+  back (``ops.window_attention`` / ``ops.grid_attention`` with ``mask_padding=True``).
+* each attention is one op call on the map (no partition/reverse permutes); ``attn_drop`` is not offered (0 in
+  every official config).
+
+Partition sizes follow timm: ``img_size // 32`` (7 at 224, 12 at 384, 16 at 512) unless given explicitly.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    NormMlpClassifierHead,
+    SEModule,
+    calculate_drop_path_rates,
+    create_conv2d,
+    create_pool2d,
+    get_act_layer,
+    get_norm_act_layer,
+    make_divisible,
+    resize_rel_pos_bias_table,
+    to_2tuple,
+)
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models._features import feature_take_indices
+from torch import nn
+
+import ops
+
+__all__ = ['MaxViTNA', 'checkpoint_filter_fn']
+
+_ARCHS = {
+    # name: (embed_dim, depths, stem_width); head hidden size = embed_dim[-1], as the official models
+    'tiny': ((64, 128, 256, 512), (2, 2, 5, 2), 64),
+    'small': ((96, 192, 384, 768), (2, 2, 5, 2), 64),
+    'base': ((96, 192, 384, 768), (2, 6, 14, 2), 64),
+    'large': ((128, 256, 512, 1024), (2, 6, 14, 2), 128),
+    'xlarge': ((192, 384, 768, 1536), (2, 6, 14, 2), 192),
+}
+
+
+def _conv_init(module: nn.Module, name: str = '') -> None:
+    """EfficientNet-style fan-out normal init of convolutions (timm's 'vit_eff' scheme for conv blocks)."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _transformer_init(module: nn.Module, name: str = '') -> None:
+    """ViT-style xavier init of linear layers; MLP biases get a tiny normal (timm's 'vit_eff' scheme)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            if 'mlp' in name:
+                nn.init.normal_(module.bias, std=1e-6)
+            else:
+                nn.init.zeros_(module.bias)
+
+
+class Stem(nn.Module):
+    """3x3 stride-2 conv, BN + act, 3x3 conv (TF 'same' padding)."""
+
+    def __init__(self, in_chs: int, out_chs: int, act_layer: str = 'gelu_tanh', norm_eps: float = 1e-3):
+        super().__init__()
+        norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
+        self.conv1 = create_conv2d(in_chs, out_chs, 3, stride=2, padding='same', bias=True)
+        self.norm1 = norm_act_layer(out_chs)
+        self.conv2 = create_conv2d(out_chs, out_chs, 3, stride=1, padding='same', bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.norm1(self.conv1(x)))
+
+
+class Downsample(nn.Module):
+    """Shortcut of a strided MBConv: 2x2 average pool ('same' padding), then a 1x1 conv if channels change."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.pool = create_pool2d('avg', 2, padding='same')
+        self.expand = nn.Conv2d(in_chs, out_chs, 1, bias=True) if in_chs != out_chs else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.pool(x))
+
+
+class MBConv(nn.Module):
+    """Pre-norm inverted bottleneck: BN, 1x1 expand, BN-act, 3x3 depthwise (strided), BN-act, SE, 1x1 project."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            expand_ratio: float = 4.,
+            se_ratio: float = 0.25,
+            act_layer: str = 'gelu_tanh',
+            norm_eps: float = 1e-3,
+            drop_path: float = 0.,
+    ):
+        super().__init__()
+        if stride == 1 and in_chs != out_chs:
+            raise ValueError(f'MBConv changes channels ({in_chs} -> {out_chs}) only in its strided first block')
+        norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
+        mid_chs = make_divisible(out_chs * expand_ratio)
+        self.shortcut = Downsample(in_chs, out_chs) if stride == 2 else nn.Identity()
+        self.pre_norm = norm_act_layer(in_chs, apply_act=False)
+        self.conv1_1x1 = create_conv2d(in_chs, mid_chs, 1)
+        self.norm1 = norm_act_layer(mid_chs)
+        self.conv2_kxk = create_conv2d(mid_chs, mid_chs, 3, stride=stride, depthwise=True, padding='same')
+        self.norm2 = norm_act_layer(mid_chs)
+        self.se = SEModule(mid_chs, rd_channels=int(out_chs * se_ratio), act_layer=get_act_layer('silu'))
+        self.conv3_1x1 = create_conv2d(mid_chs, out_chs, 1, bias=True)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        x = self.norm1(self.conv1_1x1(self.pre_norm(x)))
+        x = self.se(self.norm2(self.conv2_kxk(x)))
+        x = self.conv3_1x1(x)
+        return self.drop_path(x) + shortcut
+
+
+class PartitionAttention(nn.Module):
+    """Multi-head attention inside block windows or grid groups of a ``[B, H, W, C]`` map (``ops.na2d`` patterns).
+
+    Sizes not divisible by the partition are zero-padded for the op with the padded keys masked, and cropped after.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            partition_size: tuple[int, int],
+            grid: bool = False,
+            dim_head: int = 32,
+            proj_drop: float = 0.,
+    ):
+        super().__init__()
+        if dim % dim_head:
+            raise ValueError(f'dim ({dim}) must be divisible by dim_head ({dim_head})')
+        self.num_heads = dim // dim_head
+        self.dim_head = dim_head
+        self.partition_size = partition_size
+        self.grid = grid
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.rpb = nn.Parameter(torch.empty(self.num_heads, 2 * partition_size[0] - 1, 2 * partition_size[1] - 1))
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.normal_(self.rpb, std=.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.dim_head).unbind(3)
+        attention = ops.grid_attention if self.grid else ops.window_attention
+        x = attention(q, k, v, self.partition_size, mask_padding=True, rpb=self.rpb)
+        return self.proj_drop(self.proj(x.reshape(B, H, W, C)))
+
+
+class PartitionTransformer(nn.Module):
+    """Pre-norm transformer layer (partition attention + MLP) on a channels-last map."""
+
+    def __init__(
+            self,
+            dim: int,
+            partition_size: tuple[int, int],
+            grid: bool = False,
+            dim_head: int = 32,
+            mlp_ratio: float = 4.,
+            act_layer: str = 'gelu_tanh',
+            norm_eps: float = 1e-5,
+            proj_drop: float = 0.,
+            drop_path: float = 0.,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = PartitionAttention(dim, partition_size, grid=grid, dim_head=dim_head, proj_drop=proj_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=get_act_layer(act_layer), drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class MaxViTBlock(nn.Module):
+    """MBConv, then block attention + MLP, then grid attention + MLP."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int,
+            window_size: tuple[int, int],
+            grid_size: tuple[int, int],
+            dim_head: int = 32,
+            mlp_ratio: float = 4.,
+            proj_drop: float = 0.,
+            drop_path: float = 0.,
+    ):
+        super().__init__()
+        self.conv = MBConv(in_chs, out_chs, stride=stride, drop_path=drop_path)
+        layer = partial(
+            PartitionTransformer, out_chs, dim_head=dim_head, mlp_ratio=mlp_ratio, proj_drop=proj_drop,
+            drop_path=drop_path)
+        self.attn_block = layer(window_size)
+        self.attn_grid = layer(grid_size, grid=True)
+
+    def init_weights(self) -> None:
+        named_apply(_conv_init, self.conv)
+        named_apply(_transformer_init, self.attn_block)
+        named_apply(_transformer_init, self.attn_grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x).permute(0, 2, 3, 1)
+        x = self.attn_grid(self.attn_block(x))
+        return x.permute(0, 3, 1, 2)
+
+
+class MaxViTStage(nn.Module):
+    """A stride-2 stage of MaxViT blocks."""
+
+    def __init__(self, in_chs: int, out_chs: int, depth: int, drop_path: Sequence[float], **block_kwargs: Any):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.blocks = nn.Sequential(*[
+            MaxViTBlock(in_chs if i == 0 else out_chs, out_chs, stride=2 if i == 0 else 1, drop_path=drop_path[i],
+                        **block_kwargs)
+            for i in range(depth)
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class MaxViTNA(nn.Module):
+    """MaxViT (official TF configuration) with block/grid attention on ``ops.na2d``; any input size."""
+
+    def __init__(
+            self,
+            embed_dim: Sequence[int] = (64, 128, 256, 512),
+            depths: Sequence[int] = (2, 2, 5, 2),
+            stem_width: int = 64,
+            head_hidden_size: int | None = None,
+            img_size: int | tuple[int, int] = 224,
+            window_size: int | tuple[int, int] | None = None,
+            grid_size: int | tuple[int, int] | None = None,
+            dim_head: int = 32,
+            mlp_ratio: float = 4.,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+    ):
+        """
+        Args:
+            embed_dim: Channels of the four stages.
+            depths: Blocks per stage.
+            stem_width: Stem channels.
+            head_hidden_size: Width of the head's pre-logits layer (default: ``embed_dim[-1]``).
+            img_size: Training resolution; sets the default partition size ``img_size // 32``.
+            window_size: Block-attention window (default ``img_size // 32``).
+            grid_size: Grid-attention grid (default ``window_size``).
+            dim_head: Channels per attention head.
+            mlp_ratio: MLP expansion of the transformer layers.
+            in_chans: Input image channels.
+            num_classes: Classifier outputs (0: no classifier).
+            global_pool: Head pooling type.
+            drop_rate: Dropout before the classifier.
+            proj_drop_rate: Dropout after attention/MLP projections.
+            drop_path_rate: Stochastic depth rate, linear over blocks.
+        """
+        super().__init__()
+        if len(embed_dim) != len(depths):
+            raise ValueError(f'embed_dim ({embed_dim}) and depths ({depths}) must have the same length')
+        img_size = to_2tuple(img_size)
+        window_size = to_2tuple(window_size) if window_size is not None else (img_size[0] // 32, img_size[1] // 32)
+        grid_size = to_2tuple(grid_size) if grid_size is not None else window_size
+        if min(window_size) < 1 or min(grid_size) < 1:
+            raise ValueError(f'window_size {window_size} and grid_size {grid_size} must be >= 1 (img_size >= 32)')
+        self.window_size, self.grid_size = window_size, grid_size
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.embed_dim = embed_dim[-1]
+        self.head_hidden_size = head_hidden_size or embed_dim[-1]
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.stem = Stem(in_chans, stem_width)
+        self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')]
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, in_chs, reduction = [], stem_width, 2
+        for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
+            stages.append(MaxViTStage(
+                in_chs, dim, depth, dpr[i], window_size=window_size, grid_size=grid_size, dim_head=dim_head,
+                mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate))
+            in_chs, reduction = dim, reduction * 2
+            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()  # the final norm lives in the head, after pooling (as the official models)
+        self.head = NormMlpClassifierHead(
+            self.num_features, num_classes, hidden_size=self.head_hidden_size, pool_type=global_pool,
+            drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5))
+
+        named_apply(_conv_init, self.stem)
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.init_weights()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)', None), (r'^norm', (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f'{type(self).__name__} expects input of shape [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), '
+                f'got {tuple(x.shape)}')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the stem and stage outputs (indices 0..4; int n = the last n).
+
+        Args:
+            x: Input images.
+            indices: Take the last n if int, all if None, those listed if a sequence.
+            norm: Apply the final norm to the last intermediate (an identity here: the norm is in the head).
+            stop_early: Stop after the last requested intermediate.
+            output_fmt: Only 'NCHW'.
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        self._check_input(x)
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        last_idx = len(self.stages)
+        stages = self.stages[:max_index] if stop_early and not torch.jit.is_scripting() else self.stages
+        feat_idx = 0
+        for stage in stages:
+            feat_idx += 1
+            x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
+        if intermediates_only:
+            return intermediates
+        if feat_idx == last_idx:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages (and optionally norm/head) not needed for ``indices``."""
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        self.stages = self.stages[:max_index]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.stem(x)
+        x = self.stages(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _unwrap_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of a plain state dict or of a training checkpoint (EMA weights first, as they are the ones
+    evaluated); a DDP ``module.`` prefix is dropped."""
+    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    return {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[str, torch.Tensor]:
+    """Map a timm ``maxvit_*_tf_*`` (or our own) state dict onto ``model``; raise if it is another model's.
+
+    timm's ``attn.rel_pos.relative_position_bias_table`` becomes ``attn.rpb``; tables of another partition size
+    (e.g. 224 weights in a 384 model) are resized as timm does. The classifier may differ (timm adapts it).
+    """
+    if not isinstance(model, MaxViTNA):
+        raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
+    state_dict = _unwrap_state_dict(state_dict)
+    target = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        k = k.replace('.attn.rel_pos.relative_position_bias_table', '.attn.rpb')
+        if k.endswith('.attn.rpb') and k in target and v.ndim == 3 and v.shape != target[k].shape:
+            if v.shape[0] != target[k].shape[0]:
+                raise ValueError(f'checkpoint does not match the model: {k} has {v.shape[0]} heads, model '
+                                 f'{target[k].shape[0]}')
+            window = ((target[k].shape[1] + 1) // 2, (target[k].shape[2] + 1) // 2)
+            v = resize_rel_pos_bias_table(v, new_window_size=window, new_bias_shape=tuple(target[k].shape))
+        out[k] = v
+
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    if 'stem.conv1.weight' not in out or not any(k.endswith('.attn_grid.attn.rpb') for k in out):
+        raise ValueError(f'checkpoint is not a MaxViT (timm maxvit_*_tf_* layout) state dict, cannot load into '
+                         f'{name}; first keys: {list(state_dict)[:5]}')
+    classifier = ('head.fc.weight', 'head.fc.bias')
+    missing = [k for k in target if k not in out and k not in classifier]
+    unexpected = [k for k in out if k not in target and k not in classifier]
+    mismatched = [f'{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(target[k].shape)}'
+                  for k in out if k in target and k not in classifier and out[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f'checkpoint does not match {name} (another MaxViT variant?): {len(missing)} missing keys '
+            f'{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, {len(mismatched)} shape mismatches '
+            f'{mismatched[:3]}')
+    return out
+
+
+def _create_maxvit_na(variant: str, pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    size = variant.split('_')[2]
+    embed_dim, depths, stem_width = _ARCHS[size]
+    model_args = dict(
+        embed_dim=embed_dim, depths=depths, stem_width=stem_width, img_size=int(variant.split('_')[-1]))
+    return build_model_with_cfg(
+        MaxViTNA, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True),
+        **dict(model_args, **kwargs),
+    )
+
+
+def _cfg(timm_name: str, res: int = 224, **kwargs: Any) -> dict[str, Any]:
+    """Pretrained cfg pointing at timm's converted TF weights (``timm/<timm_name>``), with timm's eval settings."""
+    if res == 224:
+        extra = dict(crop_pct=0.95)
+        if timm_name.endswith('.in1k'):  # the 224 ImageNet-1k models were trained on ImageNet-normalised inputs
+            extra.update(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    else:
+        extra = dict(crop_pct=1.0, crop_mode='squash')
+    cfg = {
+        'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),
+        'hf_hub_id': f'timm/{timm_name}', 'num_classes': 1000, 'input_size': (3, res, res),
+        'pool_size': (res // 32, res // 32), 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'first_conv': 'stem.conv1', 'classifier': 'head.fc', 'license': 'apache-2.0',
+        'paper_name': 'MaxViT: Multi-Axis Vision Transformer', 'paper_ids': 'arXiv:2204.01697',
+        'origin_url': 'https://github.com/google-research/maxvit', **extra,
+    }
+    cfg.update(kwargs)
+    return cfg
+
+
+def _pretrained_cfgs() -> dict[str, dict[str, Any]]:
+    cfgs = {}
+    for size in ('tiny', 'small', 'base', 'large', 'xlarge'):
+        for res in (224, 384, 512):
+            name, timm_name = f'maxvit_na_{size}_tf_{res}', f'maxvit_{size}_tf_{res}'
+            if size != 'xlarge':
+                cfgs[f'{name}.in1k'] = _cfg(f'{timm_name}.in1k', res)
+            if size in ('base', 'large', 'xlarge'):
+                if res == 224:
+                    cfgs[f'{name}.in21k'] = _cfg(f'{timm_name}.in21k', res, num_classes=21843)
+                else:
+                    cfgs[f'{name}.in21k_ft_in1k'] = _cfg(f'{timm_name}.in21k_ft_in1k', res)
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_pretrained_cfgs())
+
+
+@register_model
+def maxvit_na_tiny_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-T, 224 (window/grid 7), on the neighborhood-attention op; loads timm's maxvit_tiny_tf_224 weights."""
+    return _create_maxvit_na('maxvit_na_tiny_tf_224', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_tiny_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-T, 384 (window/grid 12); timm's maxvit_tiny_tf_384 weights."""
+    return _create_maxvit_na('maxvit_na_tiny_tf_384', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_tiny_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-T, 512 (window/grid 16); timm's maxvit_tiny_tf_512 weights."""
+    return _create_maxvit_na('maxvit_na_tiny_tf_512', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_small_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-S, 224; timm's maxvit_small_tf_224 weights."""
+    return _create_maxvit_na('maxvit_na_small_tf_224', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_small_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-S, 384; timm's maxvit_small_tf_384 weights."""
+    return _create_maxvit_na('maxvit_na_small_tf_384', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_small_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-S, 512; timm's maxvit_small_tf_512 weights."""
+    return _create_maxvit_na('maxvit_na_small_tf_512', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_base_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-B, 224; timm's maxvit_base_tf_224 weights (in1k, or in21k with the .in21k tag)."""
+    return _create_maxvit_na('maxvit_na_base_tf_224', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_base_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-B, 384; timm's maxvit_base_tf_384 weights (in1k, or .in21k_ft_in1k)."""
+    return _create_maxvit_na('maxvit_na_base_tf_384', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_base_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-B, 512; timm's maxvit_base_tf_512 weights (in1k, or .in21k_ft_in1k)."""
+    return _create_maxvit_na('maxvit_na_base_tf_512', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_large_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-L, 224; timm's maxvit_large_tf_224 weights (in1k, or in21k with the .in21k tag)."""
+    return _create_maxvit_na('maxvit_na_large_tf_224', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_large_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-L, 384; timm's maxvit_large_tf_384 weights (in1k, or .in21k_ft_in1k)."""
+    return _create_maxvit_na('maxvit_na_large_tf_384', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_large_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-L, 512; timm's maxvit_large_tf_512 weights (in1k, or .in21k_ft_in1k)."""
+    return _create_maxvit_na('maxvit_na_large_tf_512', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_xlarge_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-XL, 224; timm's maxvit_xlarge_tf_224.in21k weights (21843 classes)."""
+    return _create_maxvit_na('maxvit_na_xlarge_tf_224', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_xlarge_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-XL, 384; timm's maxvit_xlarge_tf_384.in21k_ft_in1k weights."""
+    return _create_maxvit_na('maxvit_na_xlarge_tf_384', pretrained=pretrained, **kwargs)
+
+
+@register_model
+def maxvit_na_xlarge_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
+    """MaxViT-XL, 512; timm's maxvit_xlarge_tf_512.in21k_ft_in1k weights."""
+    return _create_maxvit_na('maxvit_na_xlarge_tf_512', pretrained=pretrained, **kwargs)

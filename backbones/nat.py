@@ -1,0 +1,721 @@
+"""NAT, DiNAT and DiNAT_s: hierarchical vision transformers on (dilated) neighborhood attention.
+
+Papers:
+    `Neighborhood Attention Transformer` (CVPR 2023) - https://arxiv.org/abs/2204.07143
+    `Dilated Neighborhood Attention Transformer` - https://arxiv.org/abs/2209.15001
+Official code and weights (MIT): https://github.com/SHI-Labs/Neighborhood-Attention-Transformer
+
+* NAT: overlapping conv stem (two 3x3 stride-2 convs), blocks of 7x7 neighborhood attention with relative position
+  bias (RPB), 3x3 stride-2 conv downsampling between stages.
+* DiNAT: NAT whose blocks alternate plain and dilated neighborhood attention (dilation per block, as published).
+* DiNAT_s: the Swin layout (4x4 patch stem, patch merging, MLP ratio 4) with NA / dilated NA alternating.
+
+All three are one :class:`NAT` class on attnzoo's shared ``ops.NeighborhoodAttention2D`` (same ``qkv`` / ``rpb`` /
+``proj`` parameters as NATTEN's module, so official checkpoints load). Feature maps smaller than kernel * dilation
+are padded by that module exactly as NATTEN's was, so any input size works.
+
+Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+    * a stage downsamples at its start (timm's layout), so every stage output is a feature map:
+      ``levels.{i}.downsample`` / ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
+    * ``levels`` / ``layers`` -> ``stages``, ``gamma1`` / ``gamma2`` -> ``ls1.gamma`` / ``ls2.gamma``,
+      ``head`` -> ``head.fc``;
+    * stages take and return NCHW maps (``features_only`` and ``forward_intermediates`` give NCHW).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ops import NeighborhoodAttention2D
+
+__all__ = ['NAT', 'checkpoint_filter_fn']
+
+_LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
+
+
+def _check_image(x: torch.Tensor, in_chans: int) -> None:
+    if x.ndim != 4:
+        raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'expected {in_chans} input channels (in_chans={in_chans}), got {x.shape[1]} '
+                         f'(input shape {tuple(x.shape)})')
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f'input height and width must be >= 1, got {tuple(x.shape)}')
+
+
+class ConvTokenizer(nn.Module):
+    """NAT / DiNAT stem: two overlapping 3x3 stride-2 convs (stride 4 in all) and a LayerNorm; NCHW in and out."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 64):
+        super().__init__()
+        self.in_chans = in_chans
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+        )
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, self.in_chans)
+        return self.norm(self.proj(x))
+
+
+class PatchEmbed(nn.Module):
+    """DiNAT_s stem (Swin's): non-overlapping 4x4 patches and a LayerNorm; H, W zero-padded to a multiple of 4."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4):
+        super().__init__()
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, self.in_chans)
+        p = self.patch_size
+        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
+        return self.norm(self.proj(x))
+
+
+class ConvDownsample(nn.Module):
+    """NAT / DiNAT downsampling: 3x3 stride-2 conv (no bias) doubling channels, then LayerNorm; NHWC in and out."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False)
+        self.norm = nn.LayerNorm(out_dim, eps=_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class PatchMerging(nn.Module):
+    """DiNAT_s downsampling (Swin's): concatenate 2x2 neighbours (odd sizes zero-padded), LayerNorm, linear; NHWC."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=_LN_EPS)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        H, W = x.shape[1], x.shape[2]
+        # channel order (h, w) = (0, 0), (1, 0), (0, 1), (1, 1), as the official cat([x0, x1, x2, x3])
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class NATBlock(nn.Module):
+    """Pre-norm transformer block: (dilated) neighborhood attention with RPB, then an MLP; optional layer scale."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            kernel_size: int = 7,
+            dilation: int = 1,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            qk_scale: float | None = None,
+            layer_scale: float | None = None,
+            proj_drop: float = 0.,
+            attn_drop: float = 0.,
+            drop_path: float = 0.,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
+        self.attn = NeighborhoodAttention2D(
+            dim, num_heads, kernel_size, dilation=dilation, bias=True, qkv_bias=qkv_bias, qk_scale=qk_scale,
+            attn_drop=attn_drop, proj_drop=proj_drop)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+
+class NATStage(nn.Module):
+    """Optional downsampling, then ``depth`` blocks with per-block dilations; NCHW in and out, NHWC inside."""
+
+    def __init__(
+            self,
+            dim: int,
+            out_dim: int,
+            depth: int,
+            num_heads: int,
+            kernel_size: int = 7,
+            dilations: Sequence[int] | None = None,
+            downsample: str | None = None,
+            drop_path: Sequence[float] | float = 0.,
+            **block_kwargs: Any,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        if downsample == 'conv':
+            self.downsample = ConvDownsample(dim, out_dim)
+        elif downsample == 'merge':
+            self.downsample = PatchMerging(dim, out_dim)
+        elif downsample is None:
+            if dim != out_dim:
+                raise ValueError(f'a stage without downsampling keeps its width, got dim={dim}, out_dim={out_dim}')
+            self.downsample = nn.Identity()
+        else:
+            raise ValueError(f"downsample must be 'conv', 'merge' or None, got {downsample!r}")
+        dilations = [1] * depth if dilations is None else list(dilations)
+        if len(dilations) != depth:
+            raise ValueError(f'need one dilation per block: depth={depth} but dilations={dilations}')
+        drop_path = list(drop_path) if isinstance(drop_path, Sequence) else [drop_path] * depth
+        self.blocks = nn.Sequential(*[
+            NATBlock(out_dim, num_heads, kernel_size, dilation=dilations[i], drop_path=drop_path[i], **block_kwargs)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x.permute(0, 2, 3, 1))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class NAT(nn.Module):
+    """NAT / DiNAT / DiNAT_s (one class: stem, downsampling and dilation schedule are arguments).
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        embed_dim: width of the first stage; stage ``i`` has ``embed_dim * 2 ** i`` channels.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        kernel_size: neighborhood size (odd).
+        dilations: per stage, one dilation per block (``None``: no dilation, NAT).
+        mlp_ratio: MLP hidden width / block width.
+        qkv_bias: bias in the qkv projection.
+        qk_scale: attention logit scale (``None``: head_dim ** -0.5).
+        layer_scale: initial layer-scale value (``None``: no layer scale).
+        stem_type: ``'conv'`` (NAT / DiNAT tokenizer) or ``'patch'`` (DiNAT_s 4x4 patches).
+        downsample_type: ``'conv'`` (NAT / DiNAT) or ``'merge'`` (DiNAT_s patch merging).
+        drop_rate: classifier dropout.
+        proj_drop_rate: dropout after the attention projection and in the MLP.
+        attn_drop_rate: attention-probability dropout.
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 64,
+            depths: Sequence[int] = (3, 4, 18, 5),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            kernel_size: int = 7,
+            dilations: Sequence[Sequence[int]] | None = None,
+            mlp_ratio: float = 3.,
+            qkv_bias: bool = True,
+            qk_scale: float | None = None,
+            layer_scale: float | None = None,
+            stem_type: str = 'conv',
+            downsample_type: str = 'conv',
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.2,
+    ):
+        super().__init__()
+        num_stages = len(depths)
+        if len(num_heads) != num_stages or (dilations is not None and len(dilations) != num_stages):
+            raise ValueError(f'depths, num_heads and dilations need one entry per stage, got {depths}, {num_heads}, '
+                             f'{dilations}')
+        if stem_type not in ('conv', 'patch'):
+            raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        self.stem_type = stem_type
+        self.kernel_size = kernel_size
+        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        if stem_type == 'conv':
+            self.patch_embed = ConvTokenizer(in_chans, dims[0])
+        else:
+            self.patch_embed = PatchEmbed(in_chans, dims[0])
+
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages = []
+        self.feature_info = []
+        for i in range(num_stages):
+            stages.append(NATStage(
+                dim=dims[max(i - 1, 0)],
+                out_dim=dims[i],
+                depth=depths[i],
+                num_heads=num_heads[i],
+                kernel_size=kernel_size,
+                dilations=None if dilations is None else dilations[i],
+                downsample=downsample_type if i > 0 else None,
+                drop_path=dpr[i],
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                layer_scale=layer_scale,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+            ))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+
+        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated normal linear weights, zero biases (convs and rpb keep their own init)
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Relative position bias tables take no weight decay (the official ``no_weight_decay_keywords``)."""
+        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
+
+        ``norm`` applies the final norm to the last stage's output (the only one it is sized for).
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.patch_embed(x)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                x_inter = self.norm(x) if norm and i == last else x
+                if output_fmt == 'NHWC':
+                    x_inter = x_inter.permute(0, 2, 3, 1)
+                intermediates.append(x_inter.contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages (and norm / head) that the given intermediates do not need; returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = self.stages(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+_WRAPPERS = ('model', 'state_dict', 'model_ema', 'state_dict_ema')
+_OFFICIAL_NAT = 'NAT/DiNAT (conv tokenizer stem, conv downsampling)'
+_OFFICIAL_DINAT_S = 'DiNAT_s (4x4 patch stem, patch merging)'
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    for key in _WRAPPERS:
+        inner = state_dict.get(key)
+        if isinstance(inner, Mapping):
+            state_dict = inner
+            break
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f'checkpoint entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict, '
+                             f'optionally wrapped in one of {_WRAPPERS}')
+        out[k[len('module.'):] if k.startswith('module.') else k] = v
+    return out
+
+
+def _family_of(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | None, bool]:
+    """(family description, is official layout) of a state dict; family None when it is no NAT-family checkpoint."""
+    if any(k.startswith('levels.') for k in state_dict):
+        return _OFFICIAL_NAT, True
+    if any(k.startswith('layers.') for k in state_dict):
+        return _OFFICIAL_DINAT_S, True
+    if any(k.startswith('stages.') for k in state_dict):
+        if 'patch_embed.proj.0.weight' in state_dict:
+            return _OFFICIAL_NAT, False
+        if 'patch_embed.proj.weight' in state_dict:
+            return _OFFICIAL_DINAT_S, False
+    return None, False
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^(?:levels|layers)\.(\d+)\.downsample\.(.*)$', key)
+    if m:
+        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
+    key = re.sub(r'^(?:levels|layers)\.', 'stages.', key)
+    key = re.sub(r'\.gamma([12])$', r'.ls\1.gamma', key)
+    if key.startswith('head.'):
+        key = 'head.fc.' + key[len('head.'):]
+    return key
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Depths, widths, heads, kernel and layer scale per stage, read from a state dict in our layout."""
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            depths[s] = max(depths.get(s, 0), b + 1)
+    stages = sorted(depths)
+    widths, heads, kernels = [], [], []
+    for s in stages:
+        w = state_dict.get(f'stages.{s}.blocks.0.norm1.weight')
+        r = state_dict.get(f'stages.{s}.blocks.0.attn.rpb')
+        widths.append(None if w is None else w.shape[0])
+        heads.append(None if r is None else r.shape[0])
+        kernels.append(None if r is None else (r.shape[-1] + 1) // 2)
+    return dict(
+        depths=[depths[s] for s in stages], widths=widths, heads=heads, kernels=kernels,
+        layer_scale=any(k.endswith('.ls1.gamma') for k in state_dict))
+
+
+def _resize_rpb(rpb: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bicubic resize of an RPB table [heads, 2k-1, 2k-1] to a new kernel (as the official 11x11 checkpoints)."""
+    out = F.interpolate(rpb[None].float(), size=tuple(size), mode='bicubic', align_corners=False)[0]
+    return out.to(rpb.dtype)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str, torch.Tensor]:
+    """Map an official NAT / DiNAT / DiNAT_s checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` / ``state_dict_ema``
+    (and DDP's ``module.`` prefix). RPB tables of another kernel size are resized bicubically (how the official
+    11x11 weights were made from 7x7 ones). Raises ``ValueError`` naming what differs when the checkpoint belongs to
+    another family or variant (depths, widths, heads, layer scale, kernel, missing or unexpected keys). The
+    classifier is dropped for a headless model; otherwise it and the first conv's input channels are left to timm's
+    loader, which adapts them to ``num_classes`` / ``in_chans``.
+    """
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    state_dict = _unwrap(state_dict)
+    family, official = _family_of(state_dict)
+    model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
+    if family is None:
+        raise ValueError(f'{name}: not a NAT/DiNAT/DiNAT_s checkpoint (no levels.*, layers.* or stages.* keys; '
+                         f'first keys {list(state_dict)[:3]})')
+    if family != model_family:
+        raise ValueError(f'{name}: checkpoint is a {family} model but {name} is a {model_family} model')
+    if official:
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:  # a headless model (num_classes=0) takes the backbone only
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+    for k, v in state_dict.items():
+        if k.endswith('.attn.rpb') and k in expected:
+            target = expected[k].shape
+            if v.ndim == 3 and v.shape[0] == target[0] and v.shape[1:] != target[1:]:
+                state_dict[k] = _resize_rpb(v, target[1:])
+
+    first_conv = 'patch_embed.proj.0.weight' if model.stem_type == 'conv' else 'patch_embed.proj.weight'
+
+    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
+        return k.startswith('head.fc.')
+
+    missing = [k for k in expected if k not in state_dict and not exempt(k)]
+    unexpected = [k for k in state_dict if k not in expected and not exempt(k)]
+    mismatched = []
+    for k, v in state_dict.items():
+        if k in expected and not exempt(k):
+            want = expected[k].shape
+            same = v.shape == want
+            if k == first_conv and v.ndim == 4 and len(want) == 4:
+                same = v.shape[0] == want[0] and v.shape[2:] == want[2:]
+            if not same:
+                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want)}')
+    if missing or unexpected or mismatched:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths', heads='heads per stage',
+                      kernels='kernel sizes', layer_scale='layer scale')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        details = (mismatched + [f'missing {k}' for k in missing] + [f'unexpected {k}' for k in unexpected])[:5]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + details))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+
+def _alternating(depths: Sequence[int], dilations: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """Per-block dilations of the published DiNAT / DiNAT_s schedules: 1, d, 1, d, ... in each stage."""
+    return tuple(tuple(d if j % 2 else 1 for j in range(depth)) for depth, d in zip(depths, dilations))
+
+
+_NAT_D = (3, 4, 18, 5)
+_SWIN_D = (2, 2, 18, 2)
+_NAT_MINI = dict(depths=(3, 4, 6, 5), embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_NAT_TINY = dict(depths=_NAT_D, embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_NAT_SMALL = dict(depths=_NAT_D, embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2., drop_path_rate=0.3)
+_NAT_BASE = dict(depths=_NAT_D, embed_dim=128, num_heads=(4, 8, 16, 32), mlp_ratio=2., drop_path_rate=0.5,
+                 layer_scale=1e-5)
+_NAT_LARGE = dict(depths=_NAT_D, embed_dim=192, num_heads=(6, 12, 24, 48), mlp_ratio=2., drop_path_rate=0.35)
+_DINAT_S = dict(stem_type='patch', downsample_type='merge', mlp_ratio=4.)
+
+# Architecture arguments of every variant (the official register functions' values; drop_path_rate is the
+# official training default). Dilations: 224 inputs give stage maps 56/28/14/7, 384 inputs 96/48/24/12.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    nat_mini=_NAT_MINI,
+    nat_tiny=_NAT_TINY,
+    nat_small=dict(_NAT_SMALL, layer_scale=1e-5),
+    nat_base=_NAT_BASE,
+    dinat_mini=dict(_NAT_MINI, dilations=_alternating(_NAT_MINI['depths'], (8, 4, 2, 1))),
+    dinat_tiny=dict(_NAT_TINY, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
+    dinat_small=dict(_NAT_SMALL, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),  # no layer scale, unlike NAT-S
+    dinat_base=dict(_NAT_BASE, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
+    dinat_large=dict(_NAT_LARGE, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
+    dinat_large_384=dict(_NAT_LARGE, dilations=_alternating(_NAT_D, (13, 6, 3, 1))),
+    dinat_large_384_11x11=dict(_NAT_LARGE, kernel_size=11, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
+    dinat_s_tiny=dict(_DINAT_S, depths=(2, 2, 6, 2), embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.2,
+                      dilations=_alternating((2, 2, 6, 2), (8, 4, 2, 1))),
+    dinat_s_small=dict(_DINAT_S, depths=_SWIN_D, embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.3,
+                       dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
+    dinat_s_base=dict(_DINAT_S, depths=_SWIN_D, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5,
+                      dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
+    dinat_s_large=dict(_DINAT_S, depths=_SWIN_D, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.35,
+                       dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
+    dinat_s_large_384=dict(_DINAT_S, depths=_SWIN_D, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.35,
+                           dilations=_alternating(_SWIN_D, (13, 6, 3, 1))),
+)
+
+
+def _create_nat(variant: str, pretrained: bool = False, **kwargs: Any) -> NAT:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        NAT, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_NAT_PAPER = dict(paper_ids='arXiv:2204.07143', paper_name='Neighborhood Attention Transformer')
+_DINAT_PAPER = dict(paper_ids='arXiv:2209.15001', paper_name='Dilated Neighborhood Attention Transformer')
+_NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
+_DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
+
+
+def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',
+        'origin_url': 'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer', **_DINAT_PAPER, **kwargs,
+    }
+
+
+_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+_IN22K = dict(num_classes=21841, notes=('ImageNet-22k head; the class count is not stated by the authors '
+                                        '(21841 as Swin\'s ImageNet-22k releases)',))
+_S = dict(first_conv='patch_embed.proj')
+
+default_cfgs = generate_default_cfgs({
+    'nat_mini.in1k': _cfg(_NAT_URL + 'nat_mini.pth', **_NAT_PAPER),
+    'nat_tiny.in1k': _cfg(_NAT_URL + 'nat_tiny.pth', **_NAT_PAPER),
+    'nat_small.in1k': _cfg(_NAT_URL + 'nat_small.pth', **_NAT_PAPER),
+    'nat_base.in1k': _cfg(_NAT_URL + 'nat_base.pth', **_NAT_PAPER),
+    'dinat_mini.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_mini_in1k_224.pth'),
+    'dinat_tiny.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_tiny_in1k_224.pth'),
+    'dinat_small.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_small_in1k_224.pth'),
+    'dinat_base.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_base_in1k_224.pth'),
+    'dinat_large.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth'),
+    'dinat_large.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224.pth', **_IN22K),
+    'dinat_large_384.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth', **_384),
+    'dinat_large_384_11x11.in22k_ft_in1k': _cfg(
+        _DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth', **_384),
+    # the ImageNet-22k 7x7 weights with RPB bicubic-resized to 11x11 by the authors: a 384 fine-tuning start
+    'dinat_large_384_11x11.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth', **_IN22K),
+    'dinat_s_tiny.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_tiny_in1k_224.pth', **_S),
+    'dinat_s_small.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_small_in1k_224.pth', **_S),
+    'dinat_s_base.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_base_in1k_224.pth', **_S),
+    'dinat_s_large.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_in1k_224.pth', **_S),
+    'dinat_s_large.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_s_large_in22k_224.pth', **_S, **_IN22K),
+    'dinat_s_large_384.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_in1k_384.pth', **_S, **_384),
+})
+
+
+@register_model
+def nat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Mini: 20M params, 2.7 GFLOPs at 224."""
+    return _create_nat('nat_mini', pretrained, **kwargs)
+
+
+@register_model
+def nat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Tiny: 28M params, 4.3 GFLOPs at 224."""
+    return _create_nat('nat_tiny', pretrained, **kwargs)
+
+
+@register_model
+def nat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Small: 51M params, 7.8 GFLOPs at 224 (layer scale)."""
+    return _create_nat('nat_small', pretrained, **kwargs)
+
+
+@register_model
+def nat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Base: 90M params, 13.7 GFLOPs at 224 (layer scale)."""
+    return _create_nat('nat_base', pretrained, **kwargs)
+
+
+@register_model
+def dinat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Mini: NAT-Mini with NA / dilated NA alternating."""
+    return _create_nat('dinat_mini', pretrained, **kwargs)
+
+
+@register_model
+def dinat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Tiny: NAT-Tiny with NA / dilated NA alternating."""
+    return _create_nat('dinat_tiny', pretrained, **kwargs)
+
+
+@register_model
+def dinat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Small: NAT-Small with NA / dilated NA alternating, without layer scale."""
+    return _create_nat('dinat_small', pretrained, **kwargs)
+
+
+@register_model
+def dinat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Base: NAT-Base with NA / dilated NA alternating (layer scale)."""
+    return _create_nat('dinat_base', pretrained, **kwargs)
+
+
+@register_model
+def dinat_large(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large: 200M params, ImageNet-22k pre-trained."""
+    return _create_nat('dinat_large', pretrained, **kwargs)
+
+
+@register_model
+def dinat_large_384(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large at 384: kernel 7, dilations 13 / 6 / 3 / 1 for the larger stage maps."""
+    return _create_nat('dinat_large_384', pretrained, **kwargs)
+
+
+@register_model
+def dinat_large_384_11x11(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large at 384: kernel 11, dilations 8 / 4 / 2 / 1."""
+    return _create_nat('dinat_large_384_11x11', pretrained, **kwargs)
+
+
+@register_model
+def dinat_s_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT_s-Tiny: Swin-T layout with NA / dilated NA in place of W-MSA / SW-MSA."""
+    return _create_nat('dinat_s_tiny', pretrained, **kwargs)
+
+
+@register_model
+def dinat_s_small(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT_s-Small: Swin-S layout with NA / dilated NA."""
+    return _create_nat('dinat_s_small', pretrained, **kwargs)
+
+
+@register_model
+def dinat_s_base(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT_s-Base: Swin-B layout with NA / dilated NA."""
+    return _create_nat('dinat_s_base', pretrained, **kwargs)
+
+
+@register_model
+def dinat_s_large(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT_s-Large: Swin-L layout with NA / dilated NA, ImageNet-22k pre-trained."""
+    return _create_nat('dinat_s_large', pretrained, **kwargs)
+
+
+@register_model
+def dinat_s_large_384(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT_s-Large at 384: dilations 13 / 6 / 3 / 1."""
+    return _create_nat('dinat_s_large_384', pretrained, **kwargs)
