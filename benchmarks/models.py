@@ -1,0 +1,594 @@
+"""Benchmark whole models: inference and training throughput and peak memory, and backbone-only inference at 1024.
+
+For every model, in one run and under the same settings:
+
+* ``infer``: eval-mode forward of a random batch at 224 (or the model's native resolution), img/s and peak memory;
+* ``train``: one training step (forward, cross-entropy, backward, AdamW step), img/s and peak memory;
+* ``backbone``: ``forward_features`` (no head) of a 1024x1024 batch (``--backbone-size``), as a dense-prediction
+  backbone runs.
+
+Zoo models are compared with timm's ``swin_tiny_patch4_window7_224``, ``convnext_tiny`` and ``maxvit_tiny_tf_224``
+measured in the same run; a zoo model whose weights are a timm model's (``maxvit_na_*_tf_*`` <- ``maxvit_*_tf_*``)
+also gets that timm "twin", and both hold the SAME weights (the twin's random init mapped through the zoo model's
+``checkpoint_filter_fn``; the fp32 output difference is recorded as a check).
+
+GPU: autocast (bf16 by default), channels-last, per-iteration CUDA events, median over ``--iters`` after
+``--warmup`` iterations, peak = ``torch.cuda.max_memory_allocated`` (weights, optimizer state and activations);
+a batch that does not fit is halved until it does. CPU: median process CPU time with one torch thread (immune to
+other processes on the cores), else wall-clock time; peak = growth of the resident set during one call (above
+weights, inputs and optimizer state); backbone runs only with ``--full``.
+
+    python benchmarks/models.py                                     # every zoo model (that fits) + peers
+    python benchmarks/models.py --models dinat_tiny,maxvit_na_tiny_tf_224   # the issue's two targets
+
+Writes ``benchmarks/results/<device>/models.{json,md,png}``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import functools
+import gc
+import inspect
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's `ops`, not benchmarks/ops.py
+
+import timm  # noqa: E402
+
+import backbones  # noqa: E402,F401  (registers the zoo with timm)
+from zoo_common import CliError, first_line, run_cli  # noqa: E402
+
+PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny', 'maxvit_tiny_tf_224')
+RATIO_PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny')  # every zoo model is compared with these
+MODES = ('infer', 'train', 'backbone')
+SEED = 0
+_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': None}
+
+
+# --- model selection ---------------------------------------------------------------------------------------------
+
+def is_zoo(name: str) -> bool:
+    """True for a model registered by ``import backbones`` (as opposed to one of timm's own)."""
+    return timm.models.model_entrypoint(name).__module__.startswith('backbones.')
+
+
+def zoo_models() -> list[str]:
+    return [n for n in timm.list_models() if is_zoo(n)]
+
+
+def timm_twin(name: str) -> str | None:
+    """The timm model whose weights a zoo model loads (from its pretrained cfg's ``timm/<arch>`` hub id), if any."""
+    if not is_zoo(name):
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = (cfg.hf_hub_id or '') if cfg is not None else ''
+    if not hub_id.startswith('timm/'):
+        return None
+    arch = hub_id[len('timm/'):].split('.')[0]
+    return arch if timm.is_model(arch) and not is_zoo(arch) else None
+
+
+@functools.cache
+def _meta_model(name: str) -> nn.Module:
+    """The model built on the meta device: no memory, no init cost."""
+    with torch.device('meta'):
+        return timm.create_model(name)
+
+
+def param_count(name: str) -> int:
+    return sum(p.numel() for p in _meta_model(name).parameters())
+
+
+def native_size(name: str) -> int:
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.input_size[-1] if cfg is not None else 224
+
+
+def _check_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    import difflib
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f' (did you mean {", ".join(close)}?)' if close else ''
+    raise CliError(f'--models {name}: unknown model{hint}')
+
+
+def resolve_models(spec: str | None, max_params_m: float, peers: bool) -> list[str]:
+    """Names to benchmark: ``spec`` (comma-separated names or ``timm.list_models`` wildcards; default every zoo
+    model), wildcard/default matches limited to ``max_params_m`` million parameters, then the peers and the timm
+    twins of the zoo models. Unknown names raise :class:`CliError` before anything runs."""
+    names = []
+    parts = [p.strip() for p in (spec or '').split(',') if p.strip()]
+    if spec is not None and not parts:
+        raise CliError('--models: no model given')
+    for part in parts or [None]:
+        if part is None or any(c in part for c in '*?['):
+            matched = zoo_models() if part is None else timm.list_models(part)
+            if not matched:
+                raise CliError(f'--models {part}: no registered model matches')
+            names += [n for n in matched if math.isinf(max_params_m) or param_count(n) <= max_params_m * 1e6]
+        else:
+            _check_name(part)
+            names.append(part)
+    twins = [t for t in map(timm_twin, names) if t]
+    return list(dict.fromkeys((list(PEERS) if peers else []) + names + twins))
+
+
+# --- building ----------------------------------------------------------------------------------------------------
+
+def _accepts_img_size(name: str) -> bool:
+    return 'img_size' in inspect.signature(type(_meta_model(name))).parameters
+
+
+def build(name: str, img_size: int | None) -> tuple[nn.Module, dict[str, Any], nn.Module | None]:
+    """Seeded model (built for ``img_size`` when its class takes one and it differs from the native size), the
+    kwargs used, and for a zoo model with a timm twin that twin, whose weights the model now holds."""
+    native = native_size(name)
+    kwargs = {}
+    if img_size is not None and img_size != native and _accepts_img_size(name):
+        kwargs['img_size'] = img_size
+    torch.manual_seed(SEED)
+    model = timm.create_model(name, **kwargs)
+    twin_name = timm_twin(name)
+    if twin_name is None:
+        return model, kwargs, None
+    torch.manual_seed(SEED)  # the same seed as when the twin itself is benchmarked: identical weights
+    twin = timm.create_model(twin_name, num_classes=model.num_classes, **kwargs)
+    filter_fn = getattr(sys.modules[type(model).__module__], 'checkpoint_filter_fn', None)
+    if filter_fn is None:
+        raise RuntimeError(f'{name}: its module has no checkpoint_filter_fn to load {twin_name} weights with')
+    model.load_state_dict(filter_fn(twin.state_dict(), model), strict=True)
+    return model, kwargs, twin
+
+
+@torch.no_grad()
+def twin_difference(model: nn.Module, twin: nn.Module, img_size: int, device: torch.device) -> dict[str, float]:
+    """fp32 eval outputs of a zoo model and its timm twin on one random image: max abs and relative L2 difference."""
+    x = torch.randn(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(SEED)).to(device)
+    out = model.to(device).eval()(x).float()
+    ref = twin.to(device).eval()(x).float()
+    return {'max_abs': (out - ref).abs().max().item(), 'rel_l2': ((out - ref).norm() / ref.norm()).item()}
+
+
+# --- measurement -------------------------------------------------------------------------------------------------
+
+def _proc_status_kb(field: str) -> int:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def release_freed_memory() -> None:
+    """Make freed tensors go back to the OS (glibc: every allocation >= 64 KiB is its own mapping), so that the
+    resident-set peak of one call measures that call rather than memory the allocator kept from earlier calls.
+    Done by the command-line entry point only: it changes the whole process's allocator."""
+    try:
+        ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass
+
+
+def cpu_memory_tracking() -> bool:
+    """Whether the resident-set peak can be reset (Linux /proc/self/clear_refs)."""
+    try:
+        Path('/proc/self/clear_refs').write_text('5')
+        return True
+    except OSError:
+        return False
+
+
+def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Resident-set growth during ``fn()``: VmHWM is reset to the current RSS through /proc/self/clear_refs."""
+    before = _proc_status_kb('VmRSS')
+    Path('/proc/self/clear_refs').write_text('5')
+    fn()
+    return max(0, _proc_status_kb('VmHWM') - before) * 1024
+
+
+def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int, cpu_memory: bool
+            ) -> dict[str, float]:
+    """Median time per call (ms) and peak memory (MB) of ``fn`` after ``warmup`` calls (at least one)."""
+    for _ in range(max(1, warmup)):
+        fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        return {'ms': statistics.median(s.elapsed_time(e) for s, e in events), 'peak_mb': peak / 2 ** 20}
+    peak = _cpu_peak_bytes(fn) if cpu_memory else -1
+    wall, cpu = [], []
+    for _ in range(iters):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    wall_ms, cpu_ms = statistics.median(wall), statistics.median(cpu)
+    # one torch thread: the process's CPU time, which other processes on the cores do not inflate; else wall time
+    return {'ms': cpu_ms if torch.get_num_threads() == 1 else wall_ms, 'wall_ms': wall_ms, 'cpu_ms': cpu_ms,
+            'peak_mb': peak / 2 ** 20}
+
+
+def _step_fn(model: nn.Module, mode: str, batch: int, img_size: int, args: argparse.Namespace) -> Callable[[], Any]:
+    """The call to time for ``mode`` on random inputs (never zeros)."""
+    device, dtype = args.device, _DTYPES[args.amp_dtype]
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=fmt)
+    amp = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)  # noqa: E731
+    if mode != 'train':
+        model.eval()
+        fwd = model.forward_features if mode == 'backbone' else model
+        fwd = torch.compile(fwd) if args.compile else fwd
+
+        def infer():
+            with torch.inference_mode(), amp():
+                return fwd(x)
+        return infer
+
+    model.train()
+    fwd = torch.compile(model) if args.compile else model
+    target = torch.randint(0, model.num_classes, (batch,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.05)
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+
+    def train():  # gradients are freed at the end, so the memory baseline between steps holds none
+        with amp():
+            loss = F.cross_entropy(fwd(x), target)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+    return train
+
+
+def _free(device: torch.device, collect: bool = False) -> None:
+    """Give cached device memory back; ``collect`` also runs the garbage collector (slow: about 0.5 s with timm's
+    registry loaded), needed only after an exception whose traceback held tensors."""
+    if collect:
+        gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def run_mode(model: nn.Module, mode: str, batch: int, img_size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one mode; on a CUDA out-of-memory the batch is halved until it fits. Errors are recorded, not raised,
+    so one model that cannot run (e.g. an input size it rejects) does not stop the run."""
+    while True:
+        try:
+            res = measure(_step_fn(model, mode, batch, img_size, args), args.device, args.iters, args.warmup,
+                          args.cpu_memory)
+            return {'batch': batch, 'img_size': img_size, 'img_s': batch / res['ms'] * 1e3, **res}
+        except torch.OutOfMemoryError:
+            pass
+        except Exception as e:  # noqa: BLE001  (reported in the results)
+            return {'batch': batch, 'img_size': img_size, 'error': f'{type(e).__name__}: {first_line(e)[:200]}'}
+        finally:
+            _free(args.device)
+        # out of memory: the failed attempt's inputs, activations and optimizer state are unreferenced by now
+        model.zero_grad(set_to_none=True)
+        _free(args.device, collect=True)
+        if batch == 1:
+            return {'batch': 0, 'img_size': img_size, 'error': 'out of memory at batch 1'}
+        batch //= 2
+
+
+def _prepare(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    model = model.to(args.device)
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """All requested measurements of one model (a fresh seeded instance per resolution)."""
+    img_size = args.img_size or native_size(name)
+    row: dict[str, Any] = {'model': name, 'zoo': is_zoo(name), 'twin': timm_twin(name), 'img_size': img_size}
+    model, kwargs, twin = build(name, args.img_size)
+    row['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
+    row['kwargs'] = kwargs
+    if twin is not None:
+        row['twin_diff_fp32'] = twin_difference(model, twin, img_size, args.device)
+        del twin
+    model = _prepare(model, args)
+    row['infer'] = run_mode(model, 'infer', args.batch_size, img_size, args)
+    if not args.skip_train:
+        row['train'] = run_mode(model, 'train', args.batch_size, img_size, args)
+    if not args.skip_1024:
+        size = args.backbone_size
+        if _accepts_img_size(name) and kwargs.get('img_size') != size:
+            del model
+            _free(args.device)
+            model, row['kwargs_backbone'], _ = build(name, size)
+            model = _prepare(model, args)
+        row['backbone'] = run_mode(model, 'backbone', args.batch_size_1024, size, args)
+    del model
+    _free(args.device, collect=args.device.type == 'cuda')  # the next model's peak must not include this one
+    return row
+
+
+# --- reporting ---------------------------------------------------------------------------------------------------
+
+def _get(row: dict[str, Any], mode: str, key: str) -> float | None:
+    value = row.get(mode, {}).get(key)
+    return value if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Zoo model / peer for every zoo model against its timm twin and the fixed peers measured in the same run:
+    throughput ratios (> 1: ours faster) and peak-memory ratios (< 1: ours smaller)."""
+    by_name = {r['model']: r for r in rows}
+    out = []
+    for r in rows:
+        if not r['zoo']:
+            continue
+        for peer in dict.fromkeys([r['twin'], *RATIO_PEERS]):
+            p = by_name.get(peer)
+            if p is None:
+                continue
+            entry = {'model': r['model'], 'peer': peer, 'same_weights': peer == r['twin']}
+            for mode in MODES:
+                for key in ('img_s', 'peak_mb'):
+                    a, b = _get(r, mode, key), _get(p, mode, key)
+                    entry[f'{mode}_{key}'] = a / b if a is not None and b else None
+            out.append(entry)
+    return out
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's two GPU targets, as far as this run measured them."""
+    by_name = {r['model']: r for r in rows}
+    lines = []
+    pairs = [('maxvit_na_tiny_tf_224', 'maxvit_tiny_tf_224', ('infer', 'train'),
+              "our MaxViT-T at least as fast as timm's with the same weights"),
+             ('dinat_tiny', 'swin_tiny_patch4_window7_224', ('train',),
+              "DiNAT-T training throughput at least Swin-T's")]
+    for ours, peer, modes, text in pairs:
+        if ours not in by_name or peer not in by_name:
+            lines.append(f'- {text}: not measured in this run ({ours} and {peer} both needed).')
+            continue
+        parts, met = [], True
+        for mode in modes:
+            a, b = _get(by_name[ours], mode, 'img_s'), _get(by_name[peer], mode, 'img_s')
+            parts.append(f'{mode} {a / b:.2f}x' if a and b else f'{mode} not measured')
+            met = met and bool(a and b) and a >= b
+        lines.append(f'- {text}: {ours} / {peer} = {", ".join(parts)} -> {"met" if met else "NOT met"}.')
+    return lines
+
+
+def _fmt(row: dict[str, Any], mode: str) -> list[str]:
+    res = row.get(mode)
+    if res is None:
+        return ['-', '-', '-']
+    if 'error' in res:
+        return [str(res['batch']), res['error'].replace('|', '/'), '-']
+    peak = f"{res['peak_mb']:.0f}" if res['peak_mb'] >= 0 else 'n/a'
+    img_s = res['img_s']
+    return [str(res['batch']), f'{img_s:.1f}' if img_s >= 10 else f'{img_s:.3g}', peak]
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    s = meta['settings']
+    on_gpu = meta['device_type'] == 'cuda'
+    timing = ('median of per-iteration CUDA-event times' if on_gpu else 'median process CPU time per iteration, '
+              'which other processes on the cores do not inflate' if meta['threads'] == 1 else
+              'median wall-clock time per iteration')
+    memory = ('peak `torch.cuda.max_memory_allocated` (weights, inputs, optimizer state and activations)' if on_gpu
+              else 'growth of the resident set during one iteration, above weights, inputs and optimizer state')
+    bb = f"{s['backbone_size']}"
+    lines = [f"# Model benchmark on {meta['device']}", '',
+             f"torch {meta['torch']}, timm {meta['timm']}, triton {meta['triton']}; {meta['date']}. "
+             f"AMP {s['amp_dtype']}, channels-last {s['channels_last']}, compile {s['compile']}, "
+             f"{s['warmup']} warm-up + {s['iters']} timed iterations ({timing}); memory: {memory} (MB). "
+             f'Random inputs. `train` = forward + cross-entropy + backward + AdamW step; `{bb}` = '
+             f'`forward_features` (backbone only) of {bb}x{bb} inputs (models taking `img_size` are built for it, '
+             f"e.g. MaxViT's partition becomes {bb}/32). Zoo models with a timm twin hold the twin's weights.", '']
+    if s['skip_1024']:
+        lines += [f'The backbone-only {bb} run was skipped' + ('' if on_gpu else ' (CPU default; `--full` runs it)')
+                  + '.', '']
+    if not on_gpu:
+        lines += [f"CPU: {meta['threads']} torch thread(s); load average {meta['loadavg_before']} before and "
+                  f"{meta['loadavg_after']} after the run. Absolute CPU numbers say little; ratios in the same run "
+                  'say more, and the targets are GPU targets.', '']
+    if meta.get('note'):
+        lines += [meta['note'], '']
+    lines += ['| model | params (M) | res | infer batch | infer img/s | infer MB | train batch | train img/s | '
+              f'train MB | {bb} batch | {bb} img/s | {bb} MB |', '|---|---:|---:|' + '---:|' * 9]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params_m']:.1f} | {r['img_size']} | "
+                     + ' | '.join(c for m in MODES for c in _fmt(r, m)) + ' |')
+    twins = [r for r in rows if 'twin_diff_fp32' in r]
+    if twins:
+        lines += ['', 'Same-weights check (fp32 eval output vs the timm twin, one random image): '
+                  + '; '.join(f"{r['model']} vs {r['twin']}: max abs {r['twin_diff_fp32']['max_abs']:.2e}, "
+                              f"rel L2 {r['twin_diff_fp32']['rel_l2']:.2e}" for r in twins) + '.']
+    rat = ratios(rows)
+    if rat:
+        fmt = lambda v: f'{v:.2f}' if v is not None else '-'  # noqa: E731
+        lines += ['', '## Ratios against peers in this run', '',
+                  'Zoo model / peer: img/s (> 1: ours faster) and peak memory (< 1: ours smaller).', '',
+                  f'| model | peer | infer img/s | train img/s | {bb} img/s | infer mem | train mem | {bb} mem |',
+                  '|---|---|---:|---:|---:|---:|---:|---:|']
+        for e in rat:
+            peer = e['peer'] + (' (same weights)' if e['same_weights'] else '')
+            lines.append(f"| {e['model']} | {peer} | " + ' | '.join(
+                fmt(e[f'{m}_{k}']) for k in ('img_s', 'peak_mb') for m in MODES) + ' |')
+    lines += ['', '## Targets (issue #4; GPU, bf16, channels-last)', '']
+    if not on_gpu or s['amp_dtype'] != 'bfloat16':
+        lines += ['This run does not meet the targets\' conditions: its ratios are indicative only.', '']
+    lines += targets(rows)
+    return '\n'.join(lines) + '\n'
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """Bar charts of img/s, one panel per measured mode; False (nothing written) when nothing was measured."""
+    modes = [m for m in MODES if any(_get(r, m, 'img_s') for r in rows)]
+    if not modes:
+        return False
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 0.35 * len(rows) + 1.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        names = [r['model'] for r in rows]
+        values = [_get(r, mode, 'img_s') or 0 for r in rows]
+        ax.barh(names, values, color=['tab:blue' if r['zoo'] else 'tab:gray' for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(f'{mode} img/s')
+        ax.grid(True, axis='x', alpha=.3)
+    for ax in axes[0][1:]:
+        ax.set_yticklabels([])
+    fig.suptitle(f'{title} (blue: zoo, gray: timm peers)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- entry point -------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default=None, help='comma-separated names or wildcards (default: every zoo '
+                        'model within --max-params); timm peers and twins are added')
+    parser.add_argument('--no-peers', action='store_true', help='do not add the fixed timm peers (twins still are)')
+    parser.add_argument('--max-params', type=float, default=None, help='M parameters, for wildcard/default '
+                        'selections (default: 35 on CPU, no limit on GPU)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch-size', type=int, default=None, help='224 inference and training batch (default: '
+                        '256 on GPU, halved on OOM; 2 on CPU)')
+    parser.add_argument('--batch-size-1024', type=int, default=None, help='backbone-run batch (default: 16 on GPU, '
+                        '1 on CPU)')
+    parser.add_argument('--backbone-size', type=int, default=1024, help='input size of the backbone-only run')
+    parser.add_argument('--img-size', type=int, default=None, help="default: each model's native resolution")
+    parser.add_argument('--amp-dtype', default=None, choices=tuple(_DTYPES), help='autocast dtype; float32 = no '
+                        'autocast (default: bfloat16 on GPU, float32 on CPU)')
+    parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                        help='default: on for GPU, off for CPU')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the model (forward_features at 1024)')
+    parser.add_argument('--iters', type=int, default=None, help='timed iterations (default: 50 on GPU, 3 on CPU)')
+    parser.add_argument('--warmup', type=int, default=None, help='untimed iterations first (default: 10 GPU, 1 CPU)')
+    parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--skip-1024', action='store_true', help='skip the backbone-only run')
+    parser.add_argument('--full', action='store_true', help='on CPU, also run the backbone-only measurements')
+    parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: keep the default)')
+    parser.add_argument('--note', default='', help='a sentence added to the markdown (e.g. machine conditions)')
+    parser.add_argument('--out-dir', default=None, help='default: benchmarks/results/<device name>')
+    return parser
+
+
+def _check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value, least = getattr(args, name), 0 if name in ('warmup', 'threads') else 1
+        if value is not None and value < least:
+            raise CliError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+
+
+def _cpu_name() -> str:
+    try:
+        model = next(ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines()
+                     if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f'CPU {model} ({os.cpu_count()} cores)'
+
+
+def device_name(device: torch.device) -> str:
+    """The results folder name, as benchmarks/ops.py names it: the GPU's name, or the CPU architecture + threads."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device).replace(' ', '_')
+    return f'cpu-{platform.machine()}-{torch.get_num_threads()}threads'
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    args = build_parser().parse_args(argv)
+    _check_positive(args, 'batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'iters', 'warmup', 'threads')
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as e:
+        raise CliError(f'--device {args.device}: {first_line(e)}')
+    on_gpu = args.device.type == 'cuda'
+    if on_gpu and not torch.cuda.is_available():
+        raise CliError(f'--device {args.device}: CUDA is not available')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
+    args.channels_last = on_gpu if args.channels_last is None else args.channels_last
+    args.batch_size = args.batch_size or (256 if on_gpu else 2)
+    args.batch_size_1024 = args.batch_size_1024 or (16 if on_gpu else 1)
+    args.iters = args.iters or (50 if on_gpu else 3)
+    args.warmup = (10 if on_gpu else 1) if args.warmup is None else args.warmup
+    args.skip_1024 = args.skip_1024 or (not on_gpu and not args.full)
+    max_params = args.max_params if args.max_params is not None else (math.inf if on_gpu else 35.)
+    names = resolve_models(args.models, max_params, peers=not args.no_peers)
+    out = Path(args.out_dir or Path(__file__).parent / 'results' / device_name(args.device))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / '.write_test'
+        probe.write_text('')
+        probe.unlink()
+    except OSError as e:
+        raise CliError(f'--out-dir {out}: not writable ({first_line(e)})')
+    args.cpu_memory = not on_gpu and cpu_memory_tracking()
+
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = 'n/a'
+    settings = {k: getattr(args, k) for k in ('batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'amp_dtype',
+                                              'channels_last', 'compile', 'iters', 'warmup', 'skip_train', 'skip_1024')}
+    meta = {'device': torch.cuda.get_device_name(args.device) if on_gpu else _cpu_name(),
+            'device_type': args.device.type, 'torch': torch.__version__, 'timm': timm.__version__,
+            'triton': triton_version, 'python': platform.python_version(), 'threads': torch.get_num_threads(),
+            'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+            'loadavg_before': [round(v, 1) for v in os.getloadavg()], 'settings': settings, 'note': args.note,
+            'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator')}
+    print(f"{meta['device']}: {len(names)} models: {', '.join(names)}", flush=True)
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        row = bench_model(name, args)
+        rows.append(row)
+        print(f"{name:32s} " + ' | '.join(f"{m} " + ' '.join(_fmt(row, m)) for m in MODES)
+              + f'  ({time.perf_counter() - t0:.0f} s)', flush=True)
+    meta['loadavg_after'] = [round(v, 1) for v in os.getloadavg()]
+    (out / 'models.json').write_text(json.dumps({'meta': meta, 'rows': rows, 'ratios': ratios(rows)}, indent=1))
+    md = markdown(rows, meta)
+    (out / 'models.md').write_text(md)
+    png = plot(rows, out / 'models.png', f"models on {meta['device']}")
+    print(md)
+    print(f"wrote {out}/models.json, models.md{', models.png' if png else ''}")
+    return rows
+
+
+if __name__ == '__main__':
+    release_freed_memory()
+    sys.exit(run_cli(main))
