@@ -1,0 +1,376 @@
+"""The fused Triton backend (``ops.backends.triton_na``) against the reference backend, forward and all gradients.
+
+On CPU the kernels run in Triton's interpreter. Triton reads ``TRITON_INTERPRET`` when kernels are decorated, so
+it cannot be switched on inside a pytest worker that may already hold compiled-mode kernels: each test runs its
+group of cases in one subprocess started with ``TRITON_INTERPRET=1`` (xdist-safe: nothing is shared). The
+kernels are also compiled for sm_80/sm_90 (no GPU needed), which the interpreter does not check. With CUDA the
+same cases also run natively, bf16 included.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = {'float32': 1e-4, 'float16': 1e-2, 'bfloat16': 5e-2}
+GRADS = ('dq', 'dk', 'dv', 'drpb', 'dadd_k', 'dadd_v')
+
+
+def case(shape, kernel_size, stride=1, dilation=1, is_causal=False, **kw) -> dict:
+    """One problem: the pattern plus options (batch, heads, head_dim, dtype, rpb, extra, valid_shape, tiles, ...)."""
+    return dict(shape=list(shape), kernel_size=kernel_size, stride=stride, dilation=dilation, is_causal=is_causal, **kw)
+
+
+# tiles: forced ((T0, T1, T2), (KT0, KT1, KT2)) tile shapes, so small inputs reach full (unmasked) key tiles,
+# padded tiles and multi-tile halos that default tiles only meet on large inputs.
+GROUPS = {
+    '1d': [
+        case((20,), 5),
+        case((37,), 7, stride=3, dilation=2, batch=2, head_dim=8),
+        case((19,), 6, is_causal=True, head_dim=24),
+        case((23,), 4, stride=4),  # blocked, non-divisible: the last block overlaps the previous one
+        case((16,), 16),  # kernel == length: self-attention
+        case((40,), 33, rpb=True, tiles=((1, 1, 16), (1, 1, 16))),  # full tiles
+        case((45,), 9, stride=2, dilation=2, is_causal=True, rpb=True, tiles=((1, 1, 16), (1, 1, 16))),
+    ],
+    '2d': [
+        case((9, 11), 3, heads=2),
+        case((9, 11), (3, 5), stride=(2, 1), dilation=(1, 2), is_causal=(False, True), rpb=True),
+        case((14, 14), 7, stride=7, rpb=True, head_dim=32),  # Swin/MaxViT block: one full tile per window
+        case((12, 9), 3, dilation=(4, 3), rpb=True),  # MaxViT grid: kernel == group length
+        case((4, 3), (3, 2)),  # tiny map
+        case((10, 9), (10, 9)),  # kernel == length
+        case((11, 10), 7, rpb=True, tiles=((1, 4, 4), (1, 4, 4))),
+        case((10, 11), (5, 7), stride=(2, 3), is_causal=(True, False), rpb=True, tiles=((1, 2, 8), (1, 4, 4))),
+        case((7, 9), 3, rpb=True, tiles=((1, 3, 5), (1, 5, 7))),  # non-power-of-two (padded) tiles
+    ],
+    '3d': [
+        case((5, 6, 7), (3, 2, 5), stride=(1, 2, 3), dilation=(1, 2, 1), is_causal=(True, False, False), rpb=True,
+             head_dim=24),
+        case((4, 5, 6), 3, heads=2, head_dim=64),
+        case((4, 4, 8), (3, 3, 7), rpb=True, tiles=((2, 2, 4), (2, 2, 4))),
+    ],
+    'extra_valid': [
+        case((12, 10), 7, rpb=True, extra=5),
+        case((20,), 5, extra=3, extra_batch=1, batch=2),  # extra tokens shared by the batch
+        case((13,), 5, extra=70, head_dim=32),  # more extra tokens than one block
+        case((16,), 3, valid_shape=[5]),  # queries whose whole window is padding: output 0, lse -inf
+        case((9, 11), (3, 5), valid_shape=[7, 9], rpb=True, extra=2, tiles=((1, 4, 4), (1, 4, 4))),
+        case((12, 12), 4, stride=4, valid_shape=[10, 11]),  # Swin-style zero-padded blocks, padded keys masked
+    ],
+    'fp16_layout': [
+        case((20,), 5, dtype='float16', extra=3, rpb=True),
+        case((9, 11), (3, 5), dilation=(2, 1), dtype='float16', rpb=True, heads=2),
+        case((4, 4, 5), 3, dtype='float16', head_dim=16),
+        case((270,), 256, dtype='float16', rpb=True),  # window of 256 keys: 128-query forward tiles
+        case((10, 9), 5, noncontig=True, head_dim=16, rpb=True),  # q/k/v views of one qkv tensor, strided D for v
+        case((13, 9), 5, grad_lse=True, extra=2),  # gradient reaching lse (merge_attentions)
+        case((9, 8), 5, rpb=True, deterministic=True, tiles=((1, 4, 4), (1, 4, 4))),
+    ],
+}
+
+
+def _inputs(c: dict, device: str):
+    gen = torch.Generator().manual_seed(c.get('seed', 0))
+    dtype = getattr(torch, c.get('dtype', 'float32'))
+    b, h, d, shape = c.get('batch', 1), c.get('heads', 1), c.get('head_dim', 16), c['shape']
+
+    def rand(*size):
+        return torch.randn(*size, generator=gen).to(device=device, dtype=dtype)
+
+    if c.get('noncontig'):
+        qkv = rand(b, *shape, h, 3, d)
+        q, k = qkv[..., 0, :], qkv[..., 1, :]
+        v = rand(b, *shape, d, h).transpose(-1, -2)
+    else:
+        q, k, v = rand(b, *shape, h, d), rand(b, *shape, h, d), rand(b, *shape, h, d)
+    nd = len(shape)
+    ks = c['kernel_size'] if isinstance(c['kernel_size'], (list, tuple)) else [c['kernel_size']] * nd
+    rpb = torch.randn(h, *(2 * kk - 1 for kk in ks), generator=gen).to(device) if c.get('rpb') else None
+    add_k = add_v = None
+    if c.get('extra'):
+        eb = c.get('extra_batch', b)
+        add_k, add_v = rand(eb, c['extra'], h, d), rand(eb, c['extra'], h, d)
+    return q, k, v, rpb, add_k, add_v
+
+
+def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max abs difference relative to max(1, max |b|); inf unless both agree on which entries are infinite."""
+    a, b = a.double(), b.double()
+    if not torch.equal(torch.isinf(a), torch.isinf(b)) or a.isnan().any():
+        return float('inf')
+    fin = torch.isfinite(b)
+    if not fin.any():
+        return 0.0
+    return ((a[fin] - b[fin]).abs().max() / b[fin].abs().max().clamp_min(1)).item()
+
+
+def check_case(c: dict, device: str) -> dict:
+    """Run one case through the triton and reference backends; return the error per output."""
+    from ops._pattern import make_spec
+    from ops.backends import reference, triton_na
+
+    tuple_or = (lambda x: tuple(x) if isinstance(x, (list, tuple)) else x)
+    spec = make_spec(c['shape'], *(tuple_or(c[n]) for n in ('kernel_size', 'stride', 'dilation', 'is_causal')),
+                     valid_shape=c.get('valid_shape'))
+    q, k, v, rpb, add_k, add_v = _inputs(c, device)
+    scale = q.shape[-1] ** -0.5
+    triton_na._forced_tiles = tuple(tuple(t) for t in c['tiles']) if c.get('tiles') else None
+    torch.use_deterministic_algorithms(bool(c.get('deterministic')))
+    try:
+        out, lse = triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v)
+        gen = torch.Generator().manual_seed(1)
+        grad = torch.randn(out.shape, generator=gen).to(device=device, dtype=out.dtype)
+        grad_lse = torch.randn(lse.shape, generator=gen).to(device) if c.get('grad_lse') else None
+        grads = triton_na.backward(grad, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse)
+        repeat = triton_na.backward(grad, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse)
+    finally:
+        triton_na._forced_tiles = None
+        torch.use_deterministic_algorithms(False)
+
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in (q, k, v, rpb, add_k, add_v)]
+    ref_out, ref_lse = reference.forward(leaves[0], leaves[1], leaves[2], spec, scale, *leaves[3:])
+    loss = (ref_out.float() * grad.float()).sum()
+    if grad_lse is not None:
+        loss = loss + (ref_lse * grad_lse).sum()
+    present = [t for t in leaves if t is not None]
+    ref_grads = iter(torch.autograd.grad(loss, present))
+    errors = {'out': _max_err(out, ref_out), 'lse': _max_err(lse, ref_lse)}
+    for name, t, g in zip(GRADS, leaves, grads):
+        if t is not None:
+            errors[name] = _max_err(g, next(ref_grads))
+    errors['dtypes_ok'] = out.dtype == q.dtype and lse.dtype == torch.float32 and all(
+        g is None or g.dtype == t.dtype for g, t in zip(grads, (q, k, v, rpb, add_k, add_v)))
+    if c.get('deterministic'):
+        errors['bitwise_repeat'] = all(a is None or torch.equal(a, b) for a, b in zip(grads, repeat))
+    return errors
+
+
+def _worker() -> None:
+    """Subprocess entry: read cases (JSON) from stdin, print their errors (JSON) as the last stdout line."""
+    import dataclasses
+
+    import triton.runtime.interpreter as interp
+
+    from ops.backends import _triton_kernels
+
+    # test-only interpreter speed-ups: no int-overflow assertions on every op (sizes here are tiny), and no
+    # re-patching of triton.language on each nested call of our @triton.jit helpers (the launch patched their
+    # module already; triton's own helpers such as tl.zeros still go through the original path)
+    interp.interpreter_builder.options = dataclasses.replace(interp.interpreter_builder.options,
+                                                             sanitize_overflow=False)
+    nested_call = interp.InterpretedFunction.__call__
+
+    def fast_call(self, *args, **kwargs):
+        if self.fn.__globals__ is vars(_triton_kernels):
+            return self.rewrite()(*args, **kwargs)
+        return nested_call(self, *args, **kwargs)
+
+    interp.InterpretedFunction.__call__ = fast_call
+    torch.set_num_threads(1)
+    job = json.loads(sys.stdin.read())
+    if 'conformance' in job:
+        print(json.dumps(_conformance(job['conformance'], 'cpu')))
+    elif 'sweep' in job:
+        print(json.dumps(_sweep(*job['sweep'])))
+    else:
+        print(json.dumps([check_case(c, 'cpu') for c in job['cases']]))
+
+
+def _conformance(indices: list[int], device: str, dtype: torch.dtype = torch.float32) -> list[str]:
+    """The shared conformance kit (``_na_cases``) through the public API with ``backend='triton'``; failures."""
+    from _na_cases import CASES, check_against_reference
+
+    failures = []
+    for i in indices:
+        try:
+            check_against_reference('triton', CASES[i], dtype=dtype, device=device, grad_lse=i % 2 == 1)
+        except AssertionError as e:
+            failures.append(f'{CASES[i]}: {e}')
+    return failures
+
+
+SWEEP_TILES = [None, ((1, 2, 8), (1, 4, 4)), ((2, 2, 4), (2, 2, 4)), ((1, 1, 16), (1, 1, 16)),
+               ((1, 4, 4), (2, 2, 4)), ((1, 3, 5), (1, 2, 9))]
+
+
+def _sweep(seed: int, n_cases: int, device: str = 'cpu') -> list[str]:
+    """Seeded random patterns (``_na_cases.random_case``) with random tile shapes through the public API."""
+    import dataclasses
+    import random
+
+    from _na_cases import check_against_reference, random_case
+
+    from ops.backends import triton_na
+
+    rng = random.Random(seed)
+    failures = []
+    for _ in range(n_cases):
+        case = dataclasses.replace(random_case(rng, max_len=11), head_dim=8)  # the kernels need head_dim % 8 == 0
+        tiles = rng.choice(SWEEP_TILES)
+        triton_na._forced_tiles = tiles
+        try:
+            check_against_reference('triton', case, device=device, grad_lse=rng.random() < 0.3)
+        except AssertionError as e:
+            failures.append(f'{case} tiles={tiles}: {e}')
+        finally:
+            triton_na._forced_tiles = None
+    return failures
+
+
+def _run_interpreted(job: dict) -> list:
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / 'tests')]),
+               OMP_NUM_THREADS='1')
+    code = 'import test_ops_triton; test_ops_triton._worker()'
+    proc = subprocess.run([sys.executable, '-c', code], input=json.dumps(job), capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_close(cases: list[dict], results: list[dict]) -> None:
+    failures = []
+    for c, errors in zip(cases, results):
+        tol = TOL[c.get('dtype', 'float32')]
+        bad = {k: e for k, e in errors.items() if (e is False) or (not isinstance(e, bool) and not e <= tol)}
+        if bad:
+            failures.append(f'{c}: {bad}')
+    assert not failures, '\n'.join(failures)
+
+
+@pytest.mark.parametrize('group', list(GROUPS))
+def test_triton_interpreted_matches_reference(group):
+    cases = GROUPS[group]
+    _assert_close(cases, _run_interpreted({'cases': cases}))
+
+
+def test_triton_interpreted_random_sweep():
+    failures = _run_interpreted({'sweep': [0, 24]})
+    assert not failures, '\n'.join(failures)
+
+
+def test_triton_interpreted_conformance():
+    from _na_cases import CASES
+
+    failures = _run_interpreted({'conformance': list(range(len(CASES)))})
+    assert not failures, '\n'.join(failures)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('group', list(GROUPS))
+def test_triton_cuda_matches_reference(group):
+    cases = GROUPS[group] + [dict(c, dtype='bfloat16') for c in GROUPS[group] if c.get('dtype') == 'float16']
+    _assert_close(cases, [check_case(c, 'cuda') for c in cases])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_triton_cuda_random_sweep():
+    failures = _sweep(0, 200, 'cuda')
+    assert not failures, '\n'.join(failures)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_triton_cuda_conformance(dtype):
+    from _na_cases import CASES
+
+    failures = _conformance(list(range(len(CASES))), 'cuda', dtype)
+    assert not failures, '\n'.join(failures)
+
+
+def _bad_input_error(**overrides) -> Exception:
+    from ops._pattern import make_spec
+    from ops.backends import triton_na
+
+    args = dict(q=torch.randn(1, 8, 8, 2, 16), k=None, v=None, spec=make_spec((8, 8), 3), rpb=None, add_k=None,
+                add_v=None)
+    args.update(overrides)
+    args['k'] = args['q'] if args['k'] is None else args['k']
+    args['v'] = args['q'] if args['v'] is None else args['v']
+    with pytest.raises((ValueError, TypeError, RuntimeError)) as info:
+        triton_na.check_inputs(**args)
+    return info.value
+
+
+@pytest.mark.parametrize('overrides, words', [
+    (dict(q=torch.randn(1, 8, 8, 2, 12)), 'head_dim'),
+    (dict(q=torch.randn(1, 8, 8, 2, 136)), 'head_dim'),
+    (dict(q=torch.randn(1, 8, 8, 2, 16, dtype=torch.float64)), 'float16/bfloat16/float32'),
+    (dict(k=torch.randn(1, 8, 7, 2, 16)), 'same shape'),
+    (dict(q=torch.randn(1, 64, 2, 16)), 'spatial'),
+    (dict(rpb=torch.randn(2, 5, 4)), 'rpb must have shape (2, 5, 5)'),
+    (dict(add_k=torch.randn(1, 3, 2, 16)), 'together'),
+    (dict(add_k=torch.randn(1, 3, 2, 8), add_v=torch.randn(1, 3, 2, 8)), 'additional_keys/values'),
+])
+def test_triton_bad_input(overrides, words):
+    assert words in str(_bad_input_error(**overrides))
+
+
+def test_triton_needs_cuda_or_interpreter():
+    from ops.backends import triton_na
+
+    if triton_na._INTERPRET:
+        pytest.skip('this worker imported the kernels in interpreter mode')
+    assert 'CUDA' in str(_bad_input_error())
+
+
+@pytest.mark.parametrize('arch', [80, 90])
+def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
+    """Every kernel compiles to an Ampere / Hopper cubin (no GPU needed): catches what the interpreter accepts
+    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from ops._pattern import make_spec
+    from ops.backends import triton_na
+
+    if triton_na._INTERPRET:
+        pytest.skip('this worker imported the kernels in interpreter mode')
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+    launches = []
+
+    class Capture:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((self.kernel, args, kwargs))
+
+    for name in ('_na_fwd_kernel', '_na_delta_kernel', '_na_bwd_dq_kernel', '_na_bwd_dkv_kernel',
+                 '_na_bwd_extra_kernel'):
+        monkeypatch.setattr(triton_na, name, Capture(getattr(triton_na, name)))
+    monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
+
+    spec = make_spec((10, 12), (5, 3), dilation=(2, 1), is_causal=(False, True))
+    q = torch.randn(1, 10, 12, 2, 24, dtype=torch.float16)
+    rpb, extra = torch.randn(2, 9, 5), torch.randn(1, 3, 2, 24, dtype=torch.float16)
+    out, lse = torch.zeros_like(q), torch.zeros(q.shape[:-1])
+    triton_na.forward(q, q, q, spec, 0.2, rpb, extra, extra)
+    torch.use_deterministic_algorithms(True)
+    try:
+        triton_na.backward(out, q, q, q, out, lse, spec, 0.2, rpb, extra, extra, lse)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert len(launches) == 5
+    types = {torch.float16: 'fp16', torch.float32: 'fp32'}
+    for kernel, args, kwargs in launches:
+        values = dict(zip(kernel.arg_names, args), **kwargs)
+        signature, constexprs = {}, {}
+        for p in kernel.params:
+            v = values[p.name]
+            if p.is_constexpr:
+                signature[p.name], constexprs[p.name] = 'constexpr', v
+            else:
+                signature[p.name] = ('*' + types[v.dtype] if isinstance(v, torch.Tensor)
+                                     else 'fp32' if isinstance(v, float) else 'i32')
+        options = {k: kwargs[k] for k in ('num_warps', 'num_stages') if k in kwargs}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', arch, 32),
+                                  options=options)
+        assert compiled.asm['cubin'], kernel.__name__
