@@ -1,0 +1,341 @@
+"""Pieces shared by train.py and validate.py.
+
+- the embedded default dataset (real images shipped inside an installed package, nothing downloaded),
+- dataset creation that falls back to it when no ``--data-dir`` is given,
+- checkpoint reading with one-line errors for missing, corrupt and mismatched files,
+- ``--config`` YAML handling and the one-line error convention of the scripts.
+"""
+import argparse
+import os
+import sys
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+EMBEDDED_DATASET = 'digits'
+EMBEDDED_IMG_SIZE = 32
+_VAL_SPLITS = ('val', 'validation', 'eval', 'evaluation', 'test')
+
+
+class CliError(Exception):
+    """A problem with the user's input: the scripts print it as one line and exit with status 2."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main``; a :class:`CliError` becomes ``prog: error: message`` on stderr and exit status 2."""
+    try:
+        main(argv)
+    except CliError as e:
+        prog = os.path.basename(sys.argv[0]) if main.__module__ == '__main__' else f'{main.__module__}.py'
+        rank = os.environ.get('RANK')
+        where = f' [rank {rank}]' if rank is not None and int(os.environ.get('WORLD_SIZE', '1')) > 1 else ''
+        print(f'{prog}{where}: error: {e}', file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception message, prefixed by its type when the message is empty."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with defaults taken from a ``-c/--config`` YAML file; the command line wins over the file.
+
+    Keys are the argument names with ``_`` (``drop_path: 0.2``); an unknown key is an error rather than ignored,
+    so a typo in a recipe cannot silently train something else.
+    """
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument('-c', '--config', default='', metavar='FILE')
+    config_args, remaining = config_parser.parse_known_args(argv)
+    if config_args.config:
+        try:
+            with open(config_args.config) as f:
+                cfg = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise CliError(f'--config {config_args.config}: cannot read ({first_line(e)})') from None
+        if not isinstance(cfg, dict):
+            raise CliError(f'--config {config_args.config}: expected a mapping of argument names to values')
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(k for k in cfg if k not in known)
+        if unknown:
+            raise CliError(f'--config {config_args.config}: unknown keys {", ".join(unknown)}')
+        parser.set_defaults(**cfg)
+    args = parser.parse_args(remaining)
+    args.config = config_args.config
+    return args
+
+
+class EmbeddedDigits(torch.utils.data.Dataset):
+    """scikit-learn's bundled handwritten digits (UCI ML, 1797 real 8x8 scans, 10 classes) as a timm dataset.
+
+    Images are upsampled to 32x32 RGB PIL images so timm's transforms apply unchanged. The split is fixed and
+    stratified: after a seeded shuffle within each class, every fifth image is validation (364 val, 1433 train).
+    Like timm's ``ImageDataset`` it holds a settable ``transform`` (``create_loader`` assigns it).
+    """
+
+    num_classes = 10
+
+    def __init__(self, split: str = 'train', transform: Callable | None = None):
+        from sklearn.datasets import load_digits  # ships the images inside the installed package
+
+        split = split.lower()
+        if split != 'train' and split not in _VAL_SPLITS:
+            raise CliError(f"split '{split}' does not exist in the embedded dataset (use 'train' or 'validation')")
+        digits = load_digits()
+        targets = digits.target.astype(np.int64)
+        rng = np.random.RandomState(0)
+        is_val = np.zeros(len(targets), dtype=bool)
+        for c in range(self.num_classes):
+            idx = np.flatnonzero(targets == c)
+            rng.shuffle(idx)
+            is_val[idx[::5]] = True
+        keep = np.flatnonzero(is_val if split in _VAL_SPLITS else ~is_val)
+        pixels = (digits.images[keep] * (255.0 / 16.0)).round().astype(np.uint8)
+        size = (EMBEDDED_IMG_SIZE, EMBEDDED_IMG_SIZE)
+        self.images = [Image.fromarray(p).resize(size, Image.BICUBIC).convert('RGB') for p in pixels]
+        self.targets = targets[keep].tolist()
+        self.indices = keep.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = self.images[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[index]
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        """A stable name for sample ``index`` (its position in sklearn's digits array), like timm's datasets."""
+        return f'digits_{self.indices[index]:04d}.png'
+
+
+def is_embedded(dataset: str, data_dir: str | None) -> bool:
+    """True when the scripts should use the embedded dataset: asked for by name, or no data source at all."""
+    return dataset == EMBEDDED_DATASET or (not dataset and not data_dir)
+
+
+def create_dataset(
+        dataset: str,
+        data_dir: str | None,
+        split: str,
+        is_training: bool = False,
+        num_samples: int | None = None,
+        **kwargs: Any,
+) -> torch.utils.data.Dataset:
+    """timm's ``create_dataset`` with the embedded default and one-line errors for unusable data locations.
+
+    ``kwargs`` go to ``timm.data.create_dataset`` (``class_map``, ``download``, ``batch_size``, ...).
+    """
+    from timm.data import create_dataset as timm_create_dataset
+
+    if is_embedded(dataset, data_dir):
+        ds = EmbeddedDigits(split)
+    else:
+        if data_dir and not os.path.isdir(data_dir):
+            raise CliError(f'--data-dir {data_dir}: no such directory')
+        try:
+            ds = timm_create_dataset(
+                dataset, root=data_dir, split=split, is_training=is_training, num_samples=num_samples, **kwargs)
+        except (RuntimeError, OSError, ValueError, AssertionError) as e:
+            raise CliError(f"--data-dir {data_dir} (split '{split}'): {first_line(e)}") from None
+        if not isinstance(ds, torch.utils.data.IterableDataset) and len(ds) == 0:
+            raise CliError(f"--data-dir {data_dir} (split '{split}'): no images found")
+    if num_samples is not None and not isinstance(ds, torch.utils.data.IterableDataset) and len(ds) > num_samples:
+        ds = _Subset(ds, num_samples)
+    return ds
+
+
+class _Subset(torch.utils.data.Dataset):
+    """``n`` evenly spaced samples of a map-style dataset (so every class of a sorted folder is kept).
+
+    Forwards ``transform`` so timm's ``create_loader`` can set it on the wrapped dataset.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, n: int):
+        self.dataset = dataset
+        self.n = n
+        self.indices = [i * len(dataset) // n for i in range(n)]
+
+    @property
+    def transform(self) -> Callable | None:
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, value: Callable | None) -> None:
+        self.dataset.transform = value
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
+
+
+def dataset_num_classes(ds: torch.utils.data.Dataset) -> int | None:
+    """Number of classes a dataset declares (embedded dataset, or a folder reader's class map), else None."""
+    ds = getattr(ds, 'dataset', ds)
+    if isinstance(ds, EmbeddedDigits):
+        return ds.num_classes
+    class_to_idx = getattr(getattr(ds, 'reader', None), 'class_to_idx', None)
+    return len(class_to_idx) if class_to_idx else None
+
+
+def read_checkpoint(path: str, what: str) -> dict[str, Any]:
+    """Load a training checkpoint (a dict) with ``weights_only=True``; unreadable files raise :class:`CliError`."""
+    if not os.path.isfile(path):
+        raise CliError(f'{what} {path}: no such file')
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # corrupt/truncated zip, pickle garbage, foreign formats: all user-facing
+        raise CliError(f'{what} {path}: not a readable checkpoint ({first_line(e)})') from None
+    if not isinstance(checkpoint, dict):
+        raise CliError(f'{what} {path}: not a checkpoint (a {type(checkpoint).__name__}, not a dict)')
+    return checkpoint
+
+
+def state_dict_mismatch(
+        model: torch.nn.Module,
+        state_dict: dict[str, Any],
+        optional: Collection[str] = (),
+) -> str | None:
+    """Describe in one line how ``state_dict`` fails to fit ``model`` strictly, or None when it fits.
+
+    Keys in ``optional`` may be missing or differently shaped (a classifier that fine-tuning replaces).
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+        if k in state_dict and k not in optional and getattr(state_dict[k], 'shape', v.shape) != v.shape
+    ]
+
+    def _few(items: list[str]) -> str:
+        return ', '.join(items[:3]) + (', ...' if len(items) > 3 else '')
+
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys ({_few(missing)})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys ({_few(unexpected)})')
+    if shapes:
+        problems.append(f'{len(shapes)} shape mismatches (checkpoint vs model: {_few(shapes)})')
+    return '; '.join(problems) or None
+
+
+def model_state_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = False) -> dict[str, Any]:
+    """The model weights inside a checkpoint dict: our/timm training checkpoints, official wrappers, or plain."""
+    from timm.models import clean_state_dict
+
+    keys = ('state_dict_ema', 'model_ema', 'state_dict', 'model') if use_ema else ('state_dict', 'model')
+    for key in keys:
+        if isinstance(checkpoint.get(key), dict):
+            return clean_state_dict(checkpoint[key])
+    return clean_state_dict(checkpoint)
+
+
+def load_model_weights(
+        model: torch.nn.Module,
+        path: str,
+        what: str,
+        use_ema: bool = False,
+        new_classifier: bool = False,
+) -> None:
+    """Load a checkpoint into ``model`` strictly, as saved or through the model family's ``checkpoint_filter_fn``.
+
+    The filter maps official checkpoint layouts onto ours (DESIGN §3); a file that fits neither way raises a
+    :class:`CliError` naming the missing/unexpected/mis-shaped keys. With ``new_classifier`` (fine-tuning) the
+    model keeps its freshly initialised classifier when the checkpoint's has another number of classes.
+    """
+    state_dict = model_state_from_checkpoint(read_checkpoint(path, what), use_ema)
+    own = model.state_dict()
+    optional: set[str] = set()
+    if new_classifier:
+        heads = getattr(model, 'pretrained_cfg', {}).get('classifier') or ()
+        optional = {f'{h}.{p}' for h in ([heads] if isinstance(heads, str) else heads) for p in ('weight', 'bias')}
+    problem = state_dict_mismatch(model, state_dict, optional)
+    if problem:
+        filter_fn = getattr(sys.modules.get(type(model).__module__), 'checkpoint_filter_fn', None)
+        if filter_fn is not None:
+            try:
+                filtered = filter_fn(state_dict, model)
+            except Exception:  # the filter rejects foreign layouts in its own way; report the plain mismatch
+                filtered = None
+            if filtered is not None and state_dict_mismatch(model, filtered, optional) is None:
+                state_dict, problem = filtered, None
+    if problem:
+        name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
+        raise CliError(f"{what} {path} does not match model '{name}': {problem}")
+    keep = {k: v for k, v in state_dict.items() if k not in optional or v.shape == own[k].shape}
+    model.load_state_dict(keep, strict=not optional)
+
+
+def check_model_name(name: str, arg: str = '--model') -> None:
+    """Raise a :class:`CliError` (naming ``arg``) with close matches when ``name`` is not a registered model."""
+    import difflib
+
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f' (did you mean {", ".join(close)}?)' if close else ''
+    raise CliError(f'{arg} {name}: unknown model{hint}')
+
+
+def amp_context(enabled: bool, dtype: str, device_type: str) -> Callable[[], Any]:
+    """A factory of autocast contexts (``dtype`` 'float16' or 'bfloat16'), or of null contexts when disabled."""
+    if not enabled:
+        return nullcontext
+    amp_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float16
+    return lambda: torch.autocast(device_type=device_type, dtype=amp_dtype)
+
+
+@torch.no_grad()
+def evaluate_sums(
+        model: torch.nn.Module,
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        device: torch.device,
+        amp_ctx: Callable[[], Any] = nullcontext,
+        channels_last: bool = False,
+        desc: str | None = None,
+) -> list[float]:
+    """Summed cross-entropy, top-1 hits, top-5 hits and sample count of ``model`` over ``loader``.
+
+    Sums (not means) so callers can add them up across processes exactly. ``desc`` shows a progress bar.
+    """
+    from tqdm import tqdm
+
+    model.eval()
+    loss_sum = top1 = top5 = count = 0.
+    for x, y in tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True, disable=None if desc else True):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp_ctx():
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction='sum').item()
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y[:, None])
+        top1 += hits[:, :1].sum().item()
+        top5 += hits.sum().item()
+        count += len(y)
+    return [loss_sum, top1, top5, count]
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
