@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.attnzoo-installed
 
 # The demo: the smallest zoo backbone on the embedded digits dataset, about two minutes on 2 CPU cores.
-DEMO_MODEL ?= resnet10t
-DEMO_EPOCHS ?= 15
+DEMO_MODEL ?= nat_mini
+DEMO_EPOCHS ?= 3
 # One torch thread: on a shared 2-core machine OpenMP's spin-waiting makes 2 threads many times slower.
 DEMO_THREADS ?= 1
 DEMO_DIR := output/demo

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -55,7 +56,9 @@ def _na_flop_jit(inputs: list, outputs: list) -> Counter:
 
 def _register_fvcore() -> None:
     try:
-        flop_count = importlib.import_module('fvcore.nn.flop_count')
+        with warnings.catch_warnings():  # fvcore's own torch.jit.script use warns on every import
+            warnings.simplefilter('ignore', FutureWarning)
+            flop_count = importlib.import_module('fvcore.nn.flop_count')
     except ImportError:
         return
     flop_count._DEFAULT_SUPPORTED_OPS[OP_NAME] = _na_flop_jit
