@@ -1,0 +1,10 @@
+# NAT-Small + Cascade Mask R-CNN, COCO 3x multi-scale crop. Paper (official checkpoint): 52.0 box AP, 44.9 mask AP.
+_base_ = ['../_base_/zoo_cascade_mask_rcnn.py', '../_base_/coco_instance_ms_crop_3x.py']
+
+model = dict(
+    backbone=dict(
+        model_name='nat_small',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='https://shi-labs.com/projects/nat/checkpoints/CLS/nat_small.pth'),
+    ),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,122 @@
+"""Checkpoint reading for the downstream integration.
+
+Two problems live here:
+
+* torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 calls ``torch.load`` without the
+  argument, so loading or resuming an mmengine checkpoint (its ``meta`` holds numpy scalars, the message hub's
+  ``HistoryBuffer`` objects, ...) fails. :func:`mmengine_safe_globals` allow-lists exactly the types those checkpoints
+  contain (and a ``getattr`` restricted to HistoryBuffer's methods), so loading stays in the safe ``weights_only``
+  mode; the entry points wrap the runner in it, and nobody has to set ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=0``.
+* Classification checkpoints (ours or official) come in several wrappers (``state_dict``, ``model``, EMA keys).
+  :func:`read_state_dict` unwraps them the way timm does.
+"""
+import argparse
+import collections
+import contextlib
+import os
+import pickle
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy types that appear in pickled scalars/arrays (numpy 1.x and 2.x module paths)."""
+    found: list[Any] = [np.ndarray, np.dtype]
+    for path in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        try:
+            module = __import__(path, fromlist=['_reconstruct', 'scalar'])
+        except ImportError:
+            continue
+        found += [module._reconstruct, module.scalar]
+    # Concrete dtype classes (numpy >= 1.25 pickles dtypes through numpy.dtypes.*DType).
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
+    found += [np.float64, np.float32, np.int64, np.int32, np.bool_]
+    return found
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling, restricted to what mmengine needs.
+
+    mmengine's ``HistoryBuffer`` pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``; a general
+    ``getattr`` would reopen the door that ``weights_only`` closes, so only public HistoryBuffer methods resolve.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_') and callable(
+            getattr(HistoryBuffer, name, None)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'checkpoint asks for getattr({obj!r}, {name!r}), which is not allowed')
+
+
+def _mmengine_globals() -> list[Any]:
+    """Types that mmengine/mmdet/mmseg write into a checkpoint's ``meta`` and ``message_hub``."""
+    found: list[Any] = [collections.OrderedDict, collections.defaultdict, argparse.Namespace]
+    try:
+        from mmengine.logging import HistoryBuffer
+
+        found += [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
+    except ImportError:
+        pass
+    try:
+        from mmengine.config import ConfigDict
+
+        found.append(ConfigDict)
+    except ImportError:
+        pass
+    return found
+
+
+@contextlib.contextmanager
+def mmengine_safe_globals() -> Iterator[None]:
+    """Allow-list the classes found in mmengine checkpoints for ``torch.load(weights_only=True)``.
+
+    Scoped to the ``with`` block; loading keeps torch's safe unpickler, so arbitrary code in a checkpoint still fails.
+    """
+    with torch.serialization.safe_globals(_numpy_globals() + _mmengine_globals()):
+        yield
+
+
+def _is_url(path: str) -> bool:
+    return urllib.parse.urlparse(path).scheme in ('http', 'https')
+
+
+def check_checkpoint_path(path: str, what: str = 'checkpoint') -> None:
+    """Raise a clear error for a local checkpoint path that does not exist (URLs are checked on download)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f'{what} must be a file path or URL, got {type(path).__name__}')
+    if not _is_url(str(path)) and not os.path.isfile(path):
+        raise FileNotFoundError(f'{what} file not found: {path}')
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Load a classification checkpoint (local path or http(s) URL) and unwrap it to a flat state dict.
+
+    Wrapper keys are tried in timm's order (EMA weights first); a ``module.`` (DDP) prefix is stripped.
+    """
+    check_checkpoint_path(path)
+    path = str(path)
+    if _is_url(path):
+        from timm.models._hub import download_cached_file
+
+        path = download_cached_file(path, check_hash=False, progress=True)
+    try:
+        with mmengine_safe_globals():
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # unreadable, truncated or not a torch file
+        raise RuntimeError(f'cannot read checkpoint {path}: {e}') from e
+    if not isinstance(checkpoint, dict):
+        raise RuntimeError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a state dict')
+    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise RuntimeError(f'checkpoint {path} does not hold a state dict of tensors')
+    return state_dict

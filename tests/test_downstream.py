@@ -1,0 +1,279 @@
+"""Downstream backbone wrapper, optimizer groups and checkpoint conversion (mmdet/mmseg registries, CPU)."""
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+pytest.importorskip('mmcv.ops')
+
+import timm  # noqa: E402
+
+import downstream  # noqa: E402
+from downstream import AttnZooBackbone, AttnZooOptimWrapperConstructor  # noqa: E402
+
+OFFICIAL_KEYS = Path(__file__).parent / 'data' / 'downstream_official_backbone_keys.json'
+# One small model per family of the zoo, plus timm test models covering each timm feature wrapper
+# (FeatureListNet with flattened stages, FeatureGetterNet, channels-last outputs).
+ZOO_MODELS = ['nat_mini', 'dinat_mini', 'dinat_s_tiny', 'maxvit_na_tiny_tf_224']
+OFFICIAL_LAYOUT_MODELS = ['nat_mini', 'dinat_mini', 'dinat_s_tiny']
+TIMM_MODELS = ['test_resnet', 'test_convnext', 'test_vit', 'test_mambaout']
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small CPU models run several times faster single-threaded on a loaded 2-core runner (no oversubscription).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _require(name: str) -> None:
+    if not timm.is_model(name):
+        pytest.skip(f'{name} is not registered')
+
+
+def test_registered_in_both_registries():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as DET_CONSTRUCTORS
+    from mmseg.registry import MODELS as SEG_MODELS
+    from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as SEG_CONSTRUCTORS
+
+    assert downstream.registered_scopes == ['mmdet', 'mmseg']
+    assert DET_MODELS.get('AttnZooBackbone') is SEG_MODELS.get('AttnZooBackbone') is AttnZooBackbone
+    assert DET_CONSTRUCTORS.get('AttnZooOptimWrapperConstructor') is AttnZooOptimWrapperConstructor
+    assert SEG_CONSTRUCTORS.get('AttnZooOptimWrapperConstructor') is AttnZooOptimWrapperConstructor
+
+
+@pytest.mark.parametrize('missing', ['mmdet', 'mmseg'])
+def test_registration_with_only_one_library(monkeypatch, missing):
+    real_import = downstream.importlib.import_module
+
+    def import_module(name):
+        if name.split('.')[0] == missing:
+            raise ModuleNotFoundError(f'No module named {missing!r}', name=missing)
+        return real_import(name)
+
+    monkeypatch.setattr(downstream.importlib, 'import_module', import_module)
+    assert downstream._register() == [s for s in ('mmdet', 'mmseg') if s != missing]
+
+
+def test_registration_explains_a_missing_mmcv(monkeypatch):
+    def import_module(name):  # mmdet/mmseg installed, mmcv not (it is not a pip dependency of either)
+        raise ModuleNotFoundError("No module named 'mmcv'", name='mmcv')
+
+    monkeypatch.setattr(downstream.importlib, 'import_module', import_module)
+    with pytest.raises(ImportError, match='tools/install_mmcv.sh'):
+        downstream._register()
+
+
+@pytest.mark.parametrize('name', ZOO_MODELS + TIMM_MODELS)
+@pytest.mark.parametrize('size', [(61, 87), (64, 64), (97, 33)])
+def test_feature_shapes_any_input_size(name, size):
+    _require(name)
+    backbone = AttnZooBackbone(name, out_indices=(0, 1, 2), drop_path_rate=0.1).eval()
+    with torch.no_grad():
+        outs = backbone(torch.randn(2, 3, *size))
+    assert len(outs) == 3
+    for out, channels, stride in zip(outs, backbone.channels, backbone.strides):
+        assert out.shape == (2, channels, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+        assert torch.isfinite(out).all()
+
+
+def test_pad_multiple_for_models_with_size_constraints():
+    # timm's MaxViT asserts inputs divisible by window * stride; pad_multiple pads inside and crops back.
+    backbone = AttnZooBackbone('test_maxvit', out_indices=(1, 4)).eval()
+    with pytest.raises(RuntimeError, match='pad_multiple'):
+        backbone(torch.randn(1, 3, 61, 87))
+    backbone.pad_multiple = 160
+    with torch.no_grad():
+        outs = backbone(torch.randn(1, 3, 61, 87))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 22), (2, 3)]
+
+
+def test_output_norms_are_per_level_layernorms():
+    backbone = AttnZooBackbone('test_resnet', out_indices=(1, 3)).eval()
+    assert [n for n, _ in backbone.named_children() if n.startswith('norm')] == ['norm1', 'norm3']
+    plain = AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=False).eval()
+    plain.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith('norm')})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        normed, raw = backbone(x)[0], plain(x)[0]
+    expected = nn.functional.layer_norm(raw.permute(0, 2, 3, 1), (raw.shape[1],), eps=1e-5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(normed, expected)
+
+
+def test_bad_arguments_fail_at_construction(tmp_path):
+    with pytest.raises(ValueError, match='unknown model_name'):
+        AttnZooBackbone('nat_tinyy')
+    with pytest.raises(ValueError, match='out of range'):
+        AttnZooBackbone('test_resnet', out_indices=(0, 1, 7))
+    with pytest.raises(ValueError, match='increasing'):
+        AttnZooBackbone('test_resnet', out_indices=(2, 1))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        AttnZooBackbone('test_resnet', frozen_stages=9)
+    with pytest.raises(FileNotFoundError, match='init_cfg checkpoint'):
+        AttnZooBackbone('test_resnet', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'none.pth')))
+
+
+@pytest.mark.parametrize('name', ['test_resnet', 'test_convnext', 'test_vit'])
+@pytest.mark.parametrize('wrapper', [None, 'state_dict', 'model'])
+def test_classification_checkpoint_loads_through_the_filter(tmp_path, name, wrapper):
+    source = timm.create_model(name)
+    state = source.state_dict()
+    path = tmp_path / 'cls.pth'
+    torch.save(state if wrapper is None else {wrapper: state, 'epoch': 3}, path)
+    backbone = AttnZooBackbone(name, out_indices=(0, 1), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    backbone.init_weights()
+    source_params = dict(source.named_parameters())
+    loaded = 0
+    for feat_name, param in backbone.model.named_parameters():
+        cls_name = next(c for c in (feat_name, feat_name.replace('_', '.', 1), feat_name[6:]) if c in source_params)
+        torch.testing.assert_close(param, source_params[cls_name])
+        loaded += 1
+    assert loaded == len(list(backbone.model.parameters()))
+
+
+def test_mismatched_classification_checkpoint_raises(tmp_path):
+    path = tmp_path / 'other.pth'
+    torch.save(timm.create_model('test_convnext').state_dict(), path)
+    backbone = AttnZooBackbone('test_resnet', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match='does not match'):
+        backbone.init_weights()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(path.read_bytes()[:100])
+    backbone = AttnZooBackbone('test_resnet', init_cfg=dict(type='Pretrained', checkpoint=str(truncated)))
+    with pytest.raises(RuntimeError, match='cannot read checkpoint'):
+        backbone.init_weights()
+
+
+def test_frozen_stages_and_norm_eval():
+    # timm's ResNet feature levels: 0 = stem output (act1, stride 2), 1 = layer1, ...
+    backbone = AttnZooBackbone('test_resnet', out_indices=(1, 2, 3, 4), frozen_stages=2, norm_eval=True)
+    frozen = {n for n, p in backbone.model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith('conv1') for n in frozen) and any(n.startswith('layer1.') for n in frozen)
+    assert not any(n.startswith(('layer2.', 'layer3.', 'layer4.')) for n in frozen)
+    backbone.train()
+    assert not backbone.model.layer1.training and backbone.model.layer2.training
+    assert all(not m.training for m in backbone.modules() if isinstance(m, nn.BatchNorm2d))
+    outs = backbone(torch.randn(2, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+    params = dict(backbone.model.named_parameters())
+    assert all(params[n].grad is None for n in frozen)
+    assert all(p.grad is not None for n, p in params.items() if n.startswith('layer2.'))
+
+
+def test_gradient_checkpointing_matches():
+    torch.manual_seed(0)
+    ref = AttnZooBackbone('test_convnext')
+    ckpt = AttnZooBackbone('test_convnext', with_cp=True)
+    ckpt.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    for model in (ref, ckpt):
+        sum(o.sum() for o in model(x)).backward()
+    for (name, a), b in zip(ref.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+class _Detector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = AttnZooBackbone('test_vit', out_indices=(1, 3, 5))
+        self.neck = nn.Conv2d(64, 8, 1)
+
+
+def _groups(paramwise_cfg):
+    model = _Detector()
+    constructor = AttnZooOptimWrapperConstructor(
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)), paramwise_cfg)
+    optimizer = constructor(model).optimizer
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(g['params'][0])]: g for g in optimizer.param_groups}
+
+
+def test_optimizer_groups_no_decay_and_layer_decay():
+    groups = _groups(dict(custom_keys={'norm': dict(decay_mult=0.)}))
+    assert groups['backbone.model.model.pos_embed']['weight_decay'] == 0.  # from the model's no_weight_decay()
+    assert groups['backbone.norm1.weight']['weight_decay'] == 0.
+    assert groups['backbone.model.model.blocks.0.attn.qkv.weight']['weight_decay'] == 0.05
+    assert groups['neck.weight']['weight_decay'] == 0.05
+
+    groups = _groups(dict(layer_decay_rate=0.5))
+    lr = {n: g['lr'] for n, g in groups.items()}
+    assert lr['neck.weight'] == lr['backbone.norm5.weight'] == 1e-3
+    assert lr['backbone.model.model.patch_embed.proj.weight'] < lr['backbone.model.model.blocks.0.attn.qkv.weight']
+    assert lr['backbone.model.model.blocks.0.attn.qkv.weight'] == 2 * lr['backbone.model.model.patch_embed.proj.weight']
+    with pytest.raises(ValueError, match='layer_decay_rate'):
+        _groups(dict(layer_decay_rate=1.5))
+
+
+@pytest.mark.parametrize('name', OFFICIAL_LAYOUT_MODELS)
+def test_official_detection_backbone_loads_strictly(name):
+    """Key names and shapes of the official detection backbones (recorded from the official code) load strictly."""
+    _require(name)
+    spec = json.loads(OFFICIAL_KEYS.read_text())[name]['keys']
+    torch.manual_seed(0)
+    official = {k: torch.randn(shape) for k, shape in spec.items()}
+    detector = nn.Module()
+    detector.backbone = AttnZooBackbone(name)
+    detector.load_state_dict({f'backbone.{k}': v for k, v in official.items()}, strict=True)
+    ours = detector.backbone.state_dict()
+    for level in range(4):
+        torch.testing.assert_close(ours[f'norm{level}.weight'], official[f'norm{level}.weight'])
+    # Every official tensor landed somewhere, unchanged (random values identify them).
+    loaded = {round(v.double().sum().item(), 6) for v in ours.values()}
+    assert all(round(v.double().sum().item(), 6) in loaded for v in official.values())
+    del official[next(k for k in official if 'qkv.weight' in k)]
+    with pytest.raises(RuntimeError, match='does not match'):
+        detector.load_state_dict({f'backbone.{k}': v for k, v in official.items()}, strict=True)
+
+
+@pytest.mark.parametrize('name', OFFICIAL_LAYOUT_MODELS)
+def test_official_classification_checkpoint_as_pretrained(tmp_path, name):
+    """An official ImageNet-22k checkpoint layout (``model`` wrapper, 21841-class head) through init_cfg."""
+    _require(name)
+    spec = json.loads(OFFICIAL_KEYS.read_text())[name]['keys']
+    width = spec['norm3.weight'][0]
+    shapes = {k: s for k, s in spec.items() if not k.startswith('norm')}
+    shapes.update({'norm.weight': [width], 'norm.bias': [width], 'head.weight': [21841, width], 'head.bias': [21841]})
+    torch.manual_seed(0)
+    official = {k: torch.randn(s) for k, s in shapes.items()}
+    torch.save({'model': official}, tmp_path / 'in22k.pth')
+    init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'in22k.pth'))
+    backbone = AttnZooBackbone(name, out_indices=(1, 2), init_cfg=init_cfg)
+    backbone.init_weights()
+    # Every weight of the feature model comes from the checkpoint (random values identify them).
+    official_sums = {round(v.double().sum().item(), 6) for v in official.values()}
+    assert all(round(v.double().sum().item(), 6) in official_sums for v in backbone.model.state_dict().values())
+
+
+class _GetattrGadget:
+    """Pickles as getattr(HistoryBuffer, '__init__'): what a hostile checkpoint would use to reach arbitrary code."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_safe_globals_allow_mmengine_state_but_not_general_getattr(tmp_path):
+    from mmengine.logging import HistoryBuffer
+
+    from downstream import mmengine_safe_globals
+
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(2.5))
+    torch.save({'message_hub': {'loss': buffer}, 'meta': {'epoch': np.int64(3)}}, tmp_path / 'ok.pth')
+    with mmengine_safe_globals():
+        loaded = torch.load(tmp_path / 'ok.pth', weights_only=True)
+    assert loaded['message_hub']['loss'].current() == 2.5
+    torch.save({'evil': _GetattrGadget()}, tmp_path / 'evil.pth')
+    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)
