@@ -50,9 +50,127 @@ def _inv_win(lo, hi, lg, KS: tl.constexpr, ST: tl.constexpr, CA: tl.constexpr):
 
 
 @triton.jit
+def _program_tile(N0, N1, N2, L0, L1, L2, DL0, DL1, DL2, E0: tl.constexpr, E1: tl.constexpr, E2: tl.constexpr):
+    """Head, batch, tile origin ``a`` (group coordinates), dilation group ``g`` and group lengths ``lg`` of this
+    program, whose axis 0 enumerates the ``N0 x N1 x N2`` tiles of ``E0 x E1 x E2`` tokens of every group."""
+    pid = tl.program_id(0)
+    t2 = pid % N2
+    t1 = (pid // N2) % N1
+    t0 = (pid // (N2 * N1)) % N0
+    grp = pid // (N2 * N1 * N0)
+    g2 = grp % DL2
+    g1 = (grp // DL2) % DL1
+    g0 = grp // (DL2 * DL1)
+    lg0 = (L0 - g0 + DL0 - 1) // DL0
+    lg1 = (L1 - g1 + DL1 - 1) // DL1
+    lg2 = (L2 - g2 + DL2 - 1) // DL2
+    return (tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64), t0 * E0, t1 * E1, t2 * E2,
+            g0, g1, g2, lg0, lg1, lg2)
+
+
+@triton.jit
+def _rows(a0, a1, a2, g0, g1, g2, lg0, lg1, lg2, DL0, DL1, DL2,
+          T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Rows of the query tile at ``a``: tile-local ``i``, group ``qg`` and token ``qx`` coordinates, and validity."""
+    offs_m = tl.arange(0, BLOCK_M)
+    i0, i1, i2 = _split3(offs_m, T1, T2)
+    qg0, qg1, qg2 = a0 + i0, a1 + i1, a2 + i2
+    row_ok = (offs_m < T0 * T1 * T2) & (qg0 < lg0) & (qg1 < lg1) & (qg2 < lg2)
+    return i0, i1, i2, qg0, qg1, qg2, qg0 * DL0 + g0, qg1 * DL1 + g1, qg2 * DL2 + g2, row_ok
+
+
+@triton.jit
+def _key_cols(KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Tile-local coordinates ``j`` of the key columns and whether a column is inside the tile."""
+    offs_n = tl.arange(0, BLOCK_N)
+    j0, j1, j2 = _split3(offs_n, KT1, KT2)
+    return j0, j1, j2, offs_n < KT0 * KT1 * KT2
+
+
+@triton.jit
+def _cols(c0, c1, c2, j0, j1, j2, col_in, g0, g1, g2, DL0, DL1, DL2, VL0, VL1, VL2):
+    """Columns of the key tile at ``c``: group ``kv`` and token ``kx`` coordinates, and whether the key is real
+    (inside the tile and ``valid_shape``)."""
+    kv0, kv1, kv2 = c0 + j0, c1 + j1, c2 + j2
+    kx0, kx1, kx2 = kv0 * DL0 + g0, kv1 * DL1 + g1, kv2 * DL2 + g2
+    return kv0, kv1, kv2, kx0, kx1, kx2, col_in & (kx0 < VL0) & (kx1 < VL1) & (kx2 < VL2)
+
+
+@triton.jit
+def _load_rows(base, x0, x1, x2, s0, s1, s2, offs_d, mask):
+    """``[rows, BLOCK_D]`` tile at token coordinates ``x`` of a ``[.., L0, L1, L2, .., D]`` tensor (0 where masked)."""
+    return tl.load(base + (x0 * s0 + x1 * s1 + x2 * s2)[:, None] + offs_d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_rows(base, x0, x1, x2, s0, s1, s2, offs_d, value, mask):
+    """Store a ``[rows, BLOCK_D]`` tile (cast to the tensor's dtype) at token coordinates ``x``."""
+    tl.store(base + (x0 * s0 + x1 * s1 + x2 * s2)[:, None] + offs_d[None, :], value.to(base.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def _row_stats(LSE, DELTA, off, row_ok):
+    """Base-2 logsumexp and ``delta`` of the rows at ``off``; rows that saw no key get ``+inf`` so that ``P = 0``."""
+    lse = tl.load(LSE + off, mask=row_ok, other=float('inf'))
+    return tl.where(lse == float('-inf'), float('inf'), lse * LOG2E), tl.load(DELTA + off, mask=row_ok, other=0.0)
+
+
+@triton.jit
+def _tile_windows(qa0, qa1, qa2, lg0, lg1, lg2, KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
+                  ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
+                  CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
+                  T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    """Windows ``[sta, ena)`` of the first and ``[stb, enb)`` of the last query of the tile at ``qa``.
+
+    Windows are monotone in the query: ``[sta, enb)`` is the tile's key halo, and keys in ``[stb, ena)`` are seen
+    by every query of the tile.
+    """
+    qb0 = tl.minimum(qa0 + T0 - 1, lg0 - 1)
+    qb1 = tl.minimum(qa1 + T1 - 1, lg1 - 1)
+    qb2 = tl.minimum(qa2 + T2 - 1, lg2 - 1)
+    sta0, ena0 = _win(qa0, lg0, KS0, ST0, CA0)
+    sta1, ena1 = _win(qa1, lg1, KS1, ST1, CA1)
+    sta2, ena2 = _win(qa2, lg2, KS2, ST2, CA2)
+    stb0, enb0 = _win(qb0, lg0, KS0, ST0, CA0)
+    stb1, enb1 = _win(qb1, lg1, KS1, ST1, CA1)
+    stb2, enb2 = _win(qb2, lg2, KS2, ST2, CA2)
+    return sta0, sta1, sta2, ena0, ena1, ena2, stb0, stb1, stb2, enb0, enb1, enb2
+
+
+@triton.jit
+def _query_halo(qg0, qg1, qg2, qa0, qa1, qa2, lg0, lg1, lg2,
+                KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
+                ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
+                CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
+                T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,
+                KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr):
+    """Key side of a query-tile program: per-query window starts ``st``, the halo box of ``n_tiles`` key tiles
+    (origin ``lo``, ``n1 x n2`` inner tiles; none for a tile past the group) and the ``stb``/``ena`` bounds."""
+    st0, _ = _win(qg0, lg0, KS0, ST0, CA0)
+    st1, _ = _win(qg1, lg1, KS1, ST1, CA1)
+    st2, _ = _win(qg2, lg2, KS2, ST2, CA2)
+    lo0, lo1, lo2, ena0, ena1, ena2, stb0, stb1, stb2, hi0, hi1, hi2 = _tile_windows(
+        qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2)
+    live = (qa0 < lg0) & (qa1 < lg1) & (qa2 < lg2)
+    n1 = tl.cdiv(hi1 - lo1, KT1)
+    n2 = tl.cdiv(hi2 - lo2, KT2)
+    n_tiles = tl.where(live, tl.cdiv(hi0 - lo0, KT0) * n1 * n2, 0)
+    return st0, st1, st2, lo0, lo1, lo2, n1, n2, n_tiles, stb0, stb1, stb2, ena0, ena1, ena2
+
+
+@triton.jit
 def _axis_partial(c, KT: tl.constexpr, start_last, end_first, g, dl, vl):
     """True when the key tile ``[c, c + KT)`` is not entirely visible to every query of the tile on this axis."""
     return (c < start_last) | (c + KT > end_first) | ((c + KT - 1) * dl + g >= vl)
+
+
+@triton.jit
+def _partial_tile(c0, c1, c2, stb0, stb1, stb2, ena0, ena1, ena2, g0, g1, g2, DL0, DL1, DL2, VL0, VL1, VL2,
+                  KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr):
+    """True when the key tile at ``c`` needs the element mask (``_axis_partial`` on some axis)."""
+    return (_axis_partial(c0, KT0, stb0, ena0, g0, DL0, VL0) | _axis_partial(c1, KT1, stb1, ena1, g1, DL1, VL1)
+            | _axis_partial(c2, KT2, stb2, ena2, g2, DL2, VL2))
 
 
 @triton.jit
@@ -106,6 +224,59 @@ def _visible(qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2, key_ok,
 
 
 @triton.jit
+def _tile_logits(q, k, qk_scale2, rpb_h, sr0, sr1, sr2, qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2, key_ok, col_in,
+                 partial, KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
+                 CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
+                 ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
+                 KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr,
+                 BLOCK_N: tl.constexpr, HAS_RPB: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Base-2 logits ``[BLOCK_M, BLOCK_N]`` of a query tile against a key tile, ``-inf`` where the key is not seen
+    (only a ``partial`` tile needs the element mask)."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
+    if HAS_RPB:
+        s += _rpb_bias(rpb_h, qg0[:, None], qg1[:, None], qg2[:, None], kv0[None, :], kv1[None, :], kv2[None, :],
+                       sr0, sr1, sr2, KS0, KS1, KS2)
+    if KT0 * KT1 * KT2 < BLOCK_N:
+        s = tl.where(col_in[None, :], s, float('-inf'))
+    if partial:
+        vis = _visible(qg0[:, None], qg1[:, None], qg2[:, None], st0[:, None], st1[:, None], st2[:, None],
+                       kv0[None, :], kv1[None, :], kv2[None, :], key_ok[None, :], CA0, CA1, CA2, KS0, KS1, KS2,
+                       ACT0, ACT1, ACT2)
+        s = tl.where(vis, s, float('-inf'))
+    return s
+
+
+@triton.jit
+def _softmax_step(m_i, l_i, s):
+    """Online-softmax update by a tile of base-2 logits: ``(new max, rescale of the old sums, P, new sum)``; a row
+    that has seen only ``-inf`` keeps max ``-inf`` and sum 0."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    return m_new, alpha, p, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
+def _ds(s, lse2, delta, do, v, DOT_PREC: tl.constexpr):
+    """``dS = P * (dO V^T - delta)`` of a ``[queries, keys]`` logit tile."""
+    p = tl.exp2(s - lse2[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+    return p * (dp - delta[:, None])
+
+
+@triton.jit
+def _dkv_step(st, lse2, delta, q, do, v, dk, dv, DOT_PREC: tl.constexpr):
+    """Accumulate ``dK += dS^T Q`` and ``dV += P^T dO`` from a transposed ``[keys, queries]`` logit tile."""
+    pt = tl.exp2(st - lse2[None, :])
+    dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
+    dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+    dst = pt * (dpt - delta[None, :])
+    dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
 def _na_fwd_kernel(
         Q, K, V, OUT, LSE, RPB, AK, AV,
         sqb, sq0, sq1, sq2, sqh, skb, sk0, sk1, sk2, skh, svb, sv0, sv1, sv2, svh,
@@ -121,52 +292,19 @@ def _na_fwd_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
         HAS_RPB: tl.constexpr, HAS_EXTRA: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    t2 = pid % NT2
-    t1 = (pid // NT2) % NT1
-    t0 = (pid // (NT2 * NT1)) % NT0
-    grp = pid // (NT2 * NT1 * NT0)
-    g2 = grp % DL2
-    g1 = (grp // DL2) % DL1
-    g0 = grp // (DL2 * DL1)
-    lg0 = (L0 - g0 + DL0 - 1) // DL0
-    lg1 = (L1 - g1 + DL1 - 1) // DL1
-    lg2 = (L2 - g2 + DL2 - 1) // DL2
-    qa0, qa1, qa2 = t0 * T0, t1 * T1, t2 * T2
-    live = (qa0 < lg0) & (qa1 < lg1) & (qa2 < lg2)
-    qb0 = tl.minimum(qa0 + T0 - 1, lg0 - 1)
-    qb1 = tl.minimum(qa1 + T1 - 1, lg1 - 1)
-    qb2 = tl.minimum(qa2 + T2 - 1, lg2 - 1)
-
-    offs_m = tl.arange(0, BLOCK_M)
-    i0, i1, i2 = _split3(offs_m, T1, T2)
-    qg0, qg1, qg2 = qa0 + i0, qa1 + i1, qa2 + i2
-    row_ok = (offs_m < T0 * T1 * T2) & (qg0 < lg0) & (qg1 < lg1) & (qg2 < lg2)
-    qx0, qx1, qx2 = qg0 * DL0 + g0, qg1 * DL1 + g1, qg2 * DL2 + g2
+    h, b, qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2 = _program_tile(NT0, NT1, NT2, L0, L1, L2, DL0, DL1, DL2,
+                                                                     T0, T1, T2)
+    _, _, _, qg0, qg1, qg2, qx0, qx1, qx2, row_ok = _rows(qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2, DL0, DL1, DL2,
+                                                          T0, T1, T2, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
-    q = tl.load(Q + b * sqb + h * sqh + (qx0 * sq0 + qx1 * sq1 + qx2 * sq2)[:, None] + offs_d[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    md_ok = row_ok[:, None] & d_ok[None, :]
+    q = _load_rows(Q + b * sqb + h * sqh, qx0, qx1, qx2, sq0, sq1, sq2, offs_d, md_ok)
 
-    st0, en0 = _win(qg0, lg0, KS0, ST0, CA0)
-    st1, en1 = _win(qg1, lg1, KS1, ST1, CA1)
-    st2, en2 = _win(qg2, lg2, KS2, ST2, CA2)
-    # halo: keys seen by the first query start the box, keys seen by the last query end it (monotone windows)
-    lo0, ena0 = _win(qa0, lg0, KS0, ST0, CA0)
-    lo1, ena1 = _win(qa1, lg1, KS1, ST1, CA1)
-    lo2, ena2 = _win(qa2, lg2, KS2, ST2, CA2)
-    stb0, hi0 = _win(qb0, lg0, KS0, ST0, CA0)
-    stb1, hi1 = _win(qb1, lg1, KS1, ST1, CA1)
-    stb2, hi2 = _win(qb2, lg2, KS2, ST2, CA2)
-    n1 = tl.cdiv(hi1 - lo1, KT1)
-    n2 = tl.cdiv(hi2 - lo2, KT2)
-    n_tiles = tl.where(live, tl.cdiv(hi0 - lo0, KT0) * n1 * n2, 0)
-
-    offs_n = tl.arange(0, BLOCK_N)
-    j0, j1, j2 = _split3(offs_n, KT1, KT2)
-    col_in = offs_n < KT0 * KT1 * KT2
+    st0, st1, st2, lo0, lo1, lo2, n1, n2, n_tiles, stb0, stb1, stb2, ena0, ena1, ena2 = _query_halo(
+        qg0, qg1, qg2, qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2,
+        KT0, KT1, KT2)
+    j0, j1, j2, col_in = _key_cols(KT0, KT1, KT2, BLOCK_N)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
@@ -174,52 +312,31 @@ def _na_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for it in range(n_tiles):
         c0, c1, c2 = _tile_origin(it, lo0, lo1, lo2, n1, n2, KT0, KT1, KT2)
-        kv0, kv1, kv2 = c0 + j0, c1 + j1, c2 + j2
-        kx0, kx1, kx2 = kv0 * DL0 + g0, kv1 * DL1 + g1, kv2 * DL2 + g2
-        key_ok = col_in & (kx0 < VL0) & (kx1 < VL1) & (kx2 < VL2)
+        kv0, kv1, kv2, kx0, kx1, kx2, key_ok = _cols(c0, c1, c2, j0, j1, j2, col_in, g0, g1, g2, DL0, DL1, DL2,
+                                                     VL0, VL1, VL2)
         kd_ok = key_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_base + (kx0 * sk0 + kx1 * sk1 + kx2 * sk2)[:, None] + offs_d[None, :], mask=kd_ok, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
-        if HAS_RPB:
-            s += _rpb_bias(RPB + h * srh, qg0[:, None], qg1[:, None], qg2[:, None], kv0[None, :], kv1[None, :],
-                           kv2[None, :], sr0, sr1, sr2, KS0, KS1, KS2)
-        if KT0 * KT1 * KT2 < BLOCK_N:
-            s = tl.where(col_in[None, :], s, float('-inf'))
-        partial = (_axis_partial(c0, KT0, stb0, ena0, g0, DL0, VL0) | _axis_partial(c1, KT1, stb1, ena1, g1, DL1, VL1)
-                   | _axis_partial(c2, KT2, stb2, ena2, g2, DL2, VL2))
-        if partial:
-            vis = _visible(qg0[:, None], qg1[:, None], qg2[:, None], st0[:, None], st1[:, None], st2[:, None],
-                           kv0[None, :], kv1[None, :], kv2[None, :], key_ok[None, :], CA0, CA1, CA2, KS0, KS1, KS2,
-                           ACT0, ACT1, ACT2)
-            s = tl.where(vis, s, float('-inf'))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
-        p = tl.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + (kx0 * sv0 + kx1 * sv1 + kx2 * sv2)[:, None] + offs_d[None, :], mask=kd_ok, other=0.0)
+        k = _load_rows(k_base, kx0, kx1, kx2, sk0, sk1, sk2, offs_d, kd_ok)
+        partial = _partial_tile(c0, c1, c2, stb0, stb1, stb2, ena0, ena1, ena2, g0, g1, g2, DL0, DL1, DL2,
+                                VL0, VL1, VL2, KT0, KT1, KT2)
+        s = _tile_logits(q, k, qk_scale2, RPB + h * srh, sr0, sr1, sr2, qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2,
+                         key_ok, col_in, partial, KS0, KS1, KS2, CA0, CA1, CA2, ACT0, ACT1, ACT2, KT0, KT1, KT2,
+                         BLOCK_N, HAS_RPB, DOT_PREC)
+        m_i, alpha, p, l_i = _softmax_step(m_i, l_i, s)
+        v = _load_rows(v_base, kx0, kx1, kx2, sv0, sv1, sv2, offs_d, kd_ok)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
     if HAS_EXTRA:
         for e0 in range(0, n_extra, BLOCK_N):
-            offs_e = e0 + offs_n
+            offs_e = e0 + tl.arange(0, BLOCK_N)
             e_ok = offs_e < n_extra
             ed_ok = e_ok[:, None] & d_ok[None, :]
             ak = tl.load(AK + b * sakb + h * sakh + offs_e[:, None] * sakn + offs_d[None, :], mask=ed_ok, other=0.0)
             s = tl.dot(q, tl.trans(ak), input_precision=DOT_PREC) * qk_scale2
-            s = tl.where(e_ok[None, :], s, float('-inf'))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
-            alpha = tl.exp2(m_i - m_use)
-            p = tl.exp2(s - m_use[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
+            m_i, alpha, p, l_i = _softmax_step(m_i, l_i, tl.where(e_ok[None, :], s, float('-inf')))
             av = tl.load(AV + b * savb + h * savh + offs_e[:, None] * savn + offs_d[None, :], mask=ed_ok, other=0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(av.dtype), av, input_precision=DOT_PREC)
-            m_i = m_new
     seen = l_i > 0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    tl.store(OUT + b * sob + h * soh + (qx0 * so0 + qx1 * so1 + qx2 * so2)[:, None] + offs_d[None, :],
-             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    _store_rows(OUT + b * sob + h * soh, qx0, qx1, qx2, so0, so1, so2, offs_d, out, md_ok)
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * LN2, float('-inf'))
     tl.store(LSE + b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2, lse, mask=row_ok)
 
@@ -267,58 +384,21 @@ def _na_bwd_dq_kernel(
     At the end the table is either atomically added to ``DRPB[h]`` or stored as this program's partial row
     (deterministic mode; the host sums the partials in a fixed order).
     """
-    pid = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    t2 = pid % NT2
-    t1 = (pid // NT2) % NT1
-    t0 = (pid // (NT2 * NT1)) % NT0
-    grp = pid // (NT2 * NT1 * NT0)
-    g2 = grp % DL2
-    g1 = (grp // DL2) % DL1
-    g0 = grp // (DL2 * DL1)
-    lg0 = (L0 - g0 + DL0 - 1) // DL0
-    lg1 = (L1 - g1 + DL1 - 1) // DL1
-    lg2 = (L2 - g2 + DL2 - 1) // DL2
-    qa0, qa1, qa2 = t0 * T0, t1 * T1, t2 * T2
-    live = (qa0 < lg0) & (qa1 < lg1) & (qa2 < lg2)
-    qb0 = tl.minimum(qa0 + T0 - 1, lg0 - 1)
-    qb1 = tl.minimum(qa1 + T1 - 1, lg1 - 1)
-    qb2 = tl.minimum(qa2 + T2 - 1, lg2 - 1)
-
-    offs_m = tl.arange(0, BLOCK_M)
-    i0, i1, i2 = _split3(offs_m, T1, T2)
-    qg0, qg1, qg2 = qa0 + i0, qa1 + i1, qa2 + i2
-    row_ok = (offs_m < T0 * T1 * T2) & (qg0 < lg0) & (qg1 < lg1) & (qg2 < lg2)
-    qx0, qx1, qx2 = qg0 * DL0 + g0, qg1 * DL1 + g1, qg2 * DL2 + g2
+    h, b, qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2 = _program_tile(NT0, NT1, NT2, L0, L1, L2, DL0, DL1, DL2,
+                                                                     T0, T1, T2)
+    i0, i1, i2, qg0, qg1, qg2, qx0, qx1, qx2, row_ok = _rows(qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2, DL0, DL1, DL2,
+                                                             T0, T1, T2, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
     md_ok = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + (qx0 * sq0 + qx1 * sq1 + qx2 * sq2)[:, None] + offs_d[None, :],
-                mask=md_ok, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + (qx0 * sd0 + qx1 * sd1 + qx2 * sd2)[:, None] + offs_d[None, :],
-                 mask=md_ok, other=0.0)
-    l_off = b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2
-    lse = tl.load(LSE + l_off, mask=row_ok, other=float('inf'))
-    lse2 = tl.where(lse == float('-inf'), float('inf'), lse * LOG2E)  # rows that saw no key get P = 0
-    delta = tl.load(DELTA + l_off, mask=row_ok, other=0.0)
+    q = _load_rows(Q + b * sqb + h * sqh, qx0, qx1, qx2, sq0, sq1, sq2, offs_d, md_ok)
+    do = _load_rows(DO + b * sdb + h * sdh, qx0, qx1, qx2, sd0, sd1, sd2, offs_d, md_ok)
+    lse2, delta = _row_stats(LSE, DELTA, b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2, row_ok)
 
-    st0, en0 = _win(qg0, lg0, KS0, ST0, CA0)
-    st1, en1 = _win(qg1, lg1, KS1, ST1, CA1)
-    st2, en2 = _win(qg2, lg2, KS2, ST2, CA2)
-    lo0, ena0 = _win(qa0, lg0, KS0, ST0, CA0)
-    lo1, ena1 = _win(qa1, lg1, KS1, ST1, CA1)
-    lo2, ena2 = _win(qa2, lg2, KS2, ST2, CA2)
-    stb0, hi0 = _win(qb0, lg0, KS0, ST0, CA0)
-    stb1, hi1 = _win(qb1, lg1, KS1, ST1, CA1)
-    stb2, hi2 = _win(qb2, lg2, KS2, ST2, CA2)
-    n1 = tl.cdiv(hi1 - lo1, KT1)
-    n2 = tl.cdiv(hi2 - lo2, KT2)
-    n_tiles = tl.where(live, tl.cdiv(hi0 - lo0, KT0) * n1 * n2, 0)
-
-    offs_n = tl.arange(0, BLOCK_N)
-    j0, j1, j2 = _split3(offs_n, KT1, KT2)
-    col_in = offs_n < KT0 * KT1 * KT2
+    st0, st1, st2, lo0, lo1, lo2, n1, n2, n_tiles, stb0, stb1, stb2, ena0, ena1, ena2 = _query_halo(
+        qg0, qg1, qg2, qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2,
+        KT0, KT1, KT2)
+    j0, j1, j2, col_in = _key_cols(KT0, KT1, KT2, BLOCK_N)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -337,28 +417,17 @@ def _na_bwd_dq_kernel(
         drpb = tl.zeros([PG0 * PG1 * PG2], tl.float32)
     for it in range(n_tiles):
         c0, c1, c2 = _tile_origin(it, lo0, lo1, lo2, n1, n2, KT0, KT1, KT2)
-        kv0, kv1, kv2 = c0 + j0, c1 + j1, c2 + j2
-        kx0, kx1, kx2 = kv0 * DL0 + g0, kv1 * DL1 + g1, kv2 * DL2 + g2
-        key_ok = col_in & (kx0 < VL0) & (kx1 < VL1) & (kx2 < VL2)
+        kv0, kv1, kv2, kx0, kx1, kx2, key_ok = _cols(c0, c1, c2, j0, j1, j2, col_in, g0, g1, g2, DL0, DL1, DL2,
+                                                     VL0, VL1, VL2)
         kd_ok = key_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_base + (kx0 * sk0 + kx1 * sk1 + kx2 * sk2)[:, None] + offs_d[None, :], mask=kd_ok, other=0.0)
-        v = tl.load(v_base + (kx0 * sv0 + kx1 * sv1 + kx2 * sv2)[:, None] + offs_d[None, :], mask=kd_ok, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
-        if HAS_RPB:
-            s += _rpb_bias(RPB + h * srh, qg0[:, None], qg1[:, None], qg2[:, None], kv0[None, :], kv1[None, :],
-                           kv2[None, :], sr0, sr1, sr2, KS0, KS1, KS2)
-        if KT0 * KT1 * KT2 < BLOCK_N:
-            s = tl.where(col_in[None, :], s, float('-inf'))
-        partial = (_axis_partial(c0, KT0, stb0, ena0, g0, DL0, VL0) | _axis_partial(c1, KT1, stb1, ena1, g1, DL1, VL1)
-                   | _axis_partial(c2, KT2, stb2, ena2, g2, DL2, VL2))
-        if partial:
-            vis = _visible(qg0[:, None], qg1[:, None], qg2[:, None], st0[:, None], st1[:, None], st2[:, None],
-                           kv0[None, :], kv1[None, :], kv2[None, :], key_ok[None, :], CA0, CA1, CA2, KS0, KS1, KS2,
-                           ACT0, ACT1, ACT2)
-            s = tl.where(vis, s, float('-inf'))
-        p = tl.exp2(s - lse2[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
-        ds = p * (dp - delta[:, None])
+        k = _load_rows(k_base, kx0, kx1, kx2, sk0, sk1, sk2, offs_d, kd_ok)
+        v = _load_rows(v_base, kx0, kx1, kx2, sv0, sv1, sv2, offs_d, kd_ok)
+        partial = _partial_tile(c0, c1, c2, stb0, stb1, stb2, ena0, ena1, ena2, g0, g1, g2, DL0, DL1, DL2,
+                                VL0, VL1, VL2, KT0, KT1, KT2)
+        s = _tile_logits(q, k, qk_scale2, RPB + h * srh, sr0, sr1, sr2, qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2,
+                         key_ok, col_in, partial, KS0, KS1, KS2, CA0, CA1, CA2, ACT0, ACT1, ACT2, KT0, KT1, KT2,
+                         BLOCK_N, HAS_RPB, DOT_PREC)
+        ds = _ds(s, lse2, delta, do, v, DOT_PREC)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
         if HAS_RPB:
             local = tl.sum(tl.where(jok, tl.gather(ds, jidx, axis=1), 0.0), 0)
@@ -371,24 +440,20 @@ def _na_bwd_dq_kernel(
             drpb += tl.where(rok, tl.gather(local, ridx, axis=0), 0.0)
     if HAS_EXTRA:
         for e0 in range(0, n_extra, BLOCK_N):
-            offs_e = e0 + offs_n
+            offs_e = e0 + tl.arange(0, BLOCK_N)
             e_ok = offs_e < n_extra
             ed_ok = e_ok[:, None] & d_ok[None, :]
             ak = tl.load(AK + b * sakb + h * sakh + offs_e[:, None] * sakn + offs_d[None, :], mask=ed_ok, other=0.0)
             av = tl.load(AV + b * savb + h * savh + offs_e[:, None] * savn + offs_d[None, :], mask=ed_ok, other=0.0)
             s = tl.dot(q, tl.trans(ak), input_precision=DOT_PREC) * qk_scale2
-            s = tl.where(e_ok[None, :], s, float('-inf'))
-            p = tl.exp2(s - lse2[:, None])
-            dp = tl.dot(do, tl.trans(av), input_precision=DOT_PREC)
-            ds = p * (dp - delta[:, None])
+            ds = _ds(tl.where(e_ok[None, :], s, float('-inf')), lse2, delta, do, av, DOT_PREC)
             dq += tl.dot(ds.to(ak.dtype), ak, input_precision=DOT_PREC)
-    tl.store(DQ + b * sgb + h * sgh + (qx0 * sg0 + qx1 * sg1 + qx2 * sg2)[:, None] + offs_d[None, :],
-             (dq * scale).to(DQ.dtype.element_ty), mask=md_ok)
+    _store_rows(DQ + b * sgb + h * sgh, qx0, qx1, qx2, sg0, sg1, sg2, offs_d, dq * scale, md_ok)
     if HAS_RPB:
         if RPB_ATOMIC:
             tl.atomic_add(DRPB + h * (PG0 * PG1 * PG2) + offs_g, drpb, mask=g_ok, sem='relaxed')
         else:
-            row = (b * n_heads + h) * tl.num_programs(0) + pid
+            row = (b * n_heads + h) * tl.num_programs(0) + tl.program_id(0)
             tl.store(DRPB + row * (PG0 * PG1 * PG2) + offs_g, drpb)
 
 
@@ -409,20 +474,8 @@ def _na_bwd_dkv_kernel(
         HAS_RPB: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """dK and dV of one key tile, iterating the query tiles of its inverse window (``_inv_win``); no atomics."""
-    pid = tl.program_id(0)
-    h = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    t2 = pid % NK2
-    t1 = (pid // NK2) % NK1
-    t0 = (pid // (NK2 * NK1)) % NK0
-    grp = pid // (NK2 * NK1 * NK0)
-    g2 = grp % DL2
-    g1 = (grp // DL2) % DL1
-    g0 = grp // (DL2 * DL1)
-    lg0 = (L0 - g0 + DL0 - 1) // DL0
-    lg1 = (L1 - g1 + DL1 - 1) // DL1
-    lg2 = (L2 - g2 + DL2 - 1) // DL2
-    c0, c1, c2 = t0 * KT0, t1 * KT1, t2 * KT2
+    h, b, c0, c1, c2, g0, g1, g2, lg0, lg1, lg2 = _program_tile(NK0, NK1, NK2, L0, L1, L2, DL0, DL1, DL2,
+                                                                  KT0, KT1, KT2)
     live = (c0 < lg0) & (c1 < lg1) & (c2 < lg2)
     qlo0, qhi0 = _inv_win(c0, tl.minimum(c0 + KT0 - 1, lg0 - 1), lg0, KS0, ST0, CA0)
     qlo1, qhi1 = _inv_win(c1, tl.minimum(c1 + KT1 - 1, lg1 - 1), lg1, KS1, ST1, CA1)
@@ -431,55 +484,33 @@ def _na_bwd_dkv_kernel(
     n2 = tl.cdiv(tl.maximum(qhi2 - qlo2 + 1, 0), T2)
     n_tiles = tl.where(live, tl.cdiv(tl.maximum(qhi0 - qlo0 + 1, 0), T0) * n1 * n2, 0)
 
-    offs_n = tl.arange(0, BLOCK_N)
-    j0, j1, j2 = _split3(offs_n, KT1, KT2)
-    kv0, kv1, kv2 = c0 + j0, c1 + j1, c2 + j2
-    kx0, kx1, kx2 = kv0 * DL0 + g0, kv1 * DL1 + g1, kv2 * DL2 + g2
-    col_in = offs_n < KT0 * KT1 * KT2
+    j0, j1, j2, col_in = _key_cols(KT0, KT1, KT2, BLOCK_N)
+    kv0, kv1, kv2, kx0, kx1, kx2, key_ok = _cols(c0, c1, c2, j0, j1, j2, col_in, g0, g1, g2, DL0, DL1, DL2,
+                                                 VL0, VL1, VL2)
     key_in = col_in & (kv0 < lg0) & (kv1 < lg1) & (kv2 < lg2)
-    key_ok = col_in & (kx0 < VL0) & (kx1 < VL1) & (kx2 < VL2)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < head_dim
-    k = tl.load(K + b * skb + h * skh + (kx0 * sk0 + kx1 * sk1 + kx2 * sk2)[:, None] + offs_d[None, :],
-                mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-    v = tl.load(V + b * svb + h * svh + (kx0 * sv0 + kx1 * sv1 + kx2 * sv2)[:, None] + offs_d[None, :],
-                mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+    k = _load_rows(K + b * skb + h * skh, kx0, kx1, kx2, sk0, sk1, sk2, offs_d, key_ok[:, None] & d_ok[None, :])
+    v = _load_rows(V + b * svb + h * svh, kx0, kx1, kx2, sv0, sv1, sv2, offs_d, key_ok[:, None] & d_ok[None, :])
 
-    offs_m = tl.arange(0, BLOCK_M)
-    i0, i1, i2 = _split3(offs_m, T1, T2)
-    m_in = offs_m < T0 * T1 * T2
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for it in range(n_tiles):
         qa0, qa1, qa2 = _tile_origin(it, qlo0, qlo1, qlo2, n1, n2, T0, T1, T2)
-        qg0, qg1, qg2 = qa0 + i0, qa1 + i1, qa2 + i2
-        row_ok = m_in & (qg0 < lg0) & (qg1 < lg1) & (qg2 < lg2)
-        qx0, qx1, qx2 = qg0 * DL0 + g0, qg1 * DL1 + g1, qg2 * DL2 + g2
+        _, _, _, qg0, qg1, qg2, qx0, qx1, qx2, row_ok = _rows(qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2,
+                                                              DL0, DL1, DL2, T0, T1, T2, BLOCK_M)
         md_ok = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + (qx0 * sq0 + qx1 * sq1 + qx2 * sq2)[:, None] + offs_d[None, :],
-                    mask=md_ok, other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + (qx0 * sd0 + qx1 * sd1 + qx2 * sd2)[:, None] + offs_d[None, :],
-                     mask=md_ok, other=0.0)
-        l_off = b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2
-        lse = tl.load(LSE + l_off, mask=row_ok, other=float('inf'))
-        lse2 = tl.where(lse == float('-inf'), float('inf'), lse * LOG2E)
-        delta = tl.load(DELTA + l_off, mask=row_ok, other=0.0)
+        q = _load_rows(Q + b * sqb + h * sqh, qx0, qx1, qx2, sq0, sq1, sq2, offs_d, md_ok)
+        do = _load_rows(DO + b * sdb + h * sdh, qx0, qx1, qx2, sd0, sd1, sd2, offs_d, md_ok)
+        lse2, delta = _row_stats(LSE, DELTA, b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2, row_ok)
         st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale2  # [keys, queries]
         if HAS_RPB:
             st += _rpb_bias(RPB + h * srh, qg0[None, :], qg1[None, :], qg2[None, :], kv0[:, None], kv1[:, None],
                             kv2[:, None], sr0, sr1, sr2, KS0, KS1, KS2)
-        qb0 = tl.minimum(qa0 + T0 - 1, lg0 - 1)
-        qb1 = tl.minimum(qa1 + T1 - 1, lg1 - 1)
-        qb2 = tl.minimum(qa2 + T2 - 1, lg2 - 1)
-        stb0, enb0 = _win(qb0, lg0, KS0, ST0, CA0)
-        stb1, enb1 = _win(qb1, lg1, KS1, ST1, CA1)
-        stb2, enb2 = _win(qb2, lg2, KS2, ST2, CA2)
-        sta0, ena0 = _win(qa0, lg0, KS0, ST0, CA0)
-        sta1, ena1 = _win(qa1, lg1, KS1, ST1, CA1)
-        sta2, ena2 = _win(qa2, lg2, KS2, ST2, CA2)
-        partial = (_axis_partial(c0, KT0, stb0, ena0, g0, DL0, VL0) | _axis_partial(c1, KT1, stb1, ena1, g1, DL1, VL1)
-                   | _axis_partial(c2, KT2, stb2, ena2, g2, DL2, VL2))
-        if partial:
+        _, _, _, ena0, ena1, ena2, stb0, stb1, stb2, _, _, _ = _tile_windows(
+            qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2)
+        if _partial_tile(c0, c1, c2, stb0, stb1, stb2, ena0, ena1, ena2, g0, g1, g2, DL0, DL1, DL2, VL0, VL1, VL2,
+                         KT0, KT1, KT2):
             st0, en0 = _win(qg0, lg0, KS0, ST0, CA0)
             st1, en1 = _win(qg1, lg1, KS1, ST1, CA1)
             st2, en2 = _win(qg2, lg2, KS2, ST2, CA2)
@@ -487,16 +518,10 @@ def _na_bwd_dkv_kernel(
                            kv0[:, None], kv1[:, None], kv2[:, None], key_ok[:, None], CA0, CA1, CA2, KS0, KS1, KS2,
                            ACT0, ACT1, ACT2)
             st = tl.where(vis, st, float('-inf'))
-        pt = tl.exp2(st - lse2[None, :])
-        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
-        dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        dst = pt * (dpt - delta[None, :])
-        dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+        dk, dv = _dkv_step(st, lse2, delta, q, do, v, dk, dv, DOT_PREC)
     nd_ok = key_in[:, None] & d_ok[None, :]
-    tl.store(DK + b * sgkb + h * sgkh + (kx0 * sgk0 + kx1 * sgk1 + kx2 * sgk2)[:, None] + offs_d[None, :],
-             (dk * scale).to(DK.dtype.element_ty), mask=nd_ok)
-    tl.store(DV + b * sgvb + h * sgvh + (kx0 * sgv0 + kx1 * sgv1 + kx2 * sgv2)[:, None] + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=nd_ok)
+    _store_rows(DK + b * sgkb + h * sgkh, kx0, kx1, kx2, sgk0, sgk1, sgk2, offs_d, dk * scale, nd_ok)
+    _store_rows(DV + b * sgvb + h * sgvh, kx0, kx1, kx2, sgv0, sgv1, sgv2, offs_d, dv, nd_ok)
 
 
 @triton.jit
@@ -533,20 +558,11 @@ def _na_bwd_extra_kernel(
         x1 = (offs_n // L2) % L1
         x2 = offs_n % L2
         md_ok = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + (x0 * sq0 + x1 * sq1 + x2 * sq2)[:, None] + offs_d[None, :],
-                    mask=md_ok, other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + (x0 * sd0 + x1 * sd1 + x2 * sd2)[:, None] + offs_d[None, :],
-                     mask=md_ok, other=0.0)
-        l_off = b * slb + h * slh + x0 * sl0 + x1 * sl1 + x2 * sl2
-        lse = tl.load(LSE + l_off, mask=row_ok, other=float('inf'))
-        lse2 = tl.where(lse == float('-inf'), float('inf'), lse * LOG2E)
-        delta = tl.load(DELTA + l_off, mask=row_ok, other=0.0)
+        q = _load_rows(Q + b * sqb + h * sqh, x0, x1, x2, sq0, sq1, sq2, offs_d, md_ok)
+        do = _load_rows(DO + b * sdb + h * sdh, x0, x1, x2, sd0, sd1, sd2, offs_d, md_ok)
+        lse2, delta = _row_stats(LSE, DELTA, b * slb + h * slh + x0 * sl0 + x1 * sl1 + x2 * sl2, row_ok)
         st = tl.dot(ak, tl.trans(q), input_precision=DOT_PREC) * qk_scale2
-        pt = tl.exp2(st - lse2[None, :])
-        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
-        dpt = tl.dot(av, tl.trans(do), input_precision=DOT_PREC)
-        dst = pt * (dpt - delta[None, :])
-        dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+        dk, dv = _dkv_step(st, lse2, delta, q, do, av, dk, dv, DOT_PREC)
     out = (((ch * n_batch + b) * n_extra + offs_e[:, None]) * n_heads + h) * head_dim + offs_d[None, :]
     tl.store(DAK + out, dk * scale, mask=ed_ok)
     tl.store(DAV + out, dv, mask=ed_ok)
