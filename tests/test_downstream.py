@@ -26,13 +26,7 @@ OFFICIAL_LAYOUT_MODELS = ['nat_mini', 'dinat_mini', 'dinat_s_tiny']
 TIMM_MODELS = ['test_resnet', 'test_convnext', 'test_vit', 'test_mambaout']
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small CPU models run several times faster single-threaded on a loaded 2-core runner (no oversubscription).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _require(name: str) -> None:

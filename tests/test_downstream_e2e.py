@@ -39,13 +39,7 @@ E2E = {
 SIZE = (48, 64)  # (height, width) of the synthetic images; not a multiple of the backbones' strides
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small CPU models run several times faster single-threaded on a loaded 2-core runner (no oversubscription).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _model_name(cfg: Config) -> str:
