@@ -6,8 +6,6 @@ wires the backward. Absent optional gradients travel as empty tensors (custom op
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor
 
@@ -39,7 +37,9 @@ def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int]
                backend: str) -> tuple[Tensor, Tensor]:
     """Neighborhood attention forward on backend ``backend``: ``(out, lse)``."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
-    out, lse = get_backend(backend).forward(query, key, value, spec, scale, rpb, additional_keys, additional_values)
+    with torch.autocast(query.device.type, enabled=False):  # backends compute in the inputs' dtype, fwd and bwd alike
+        out, lse = get_backend(backend).forward(query, key, value, spec, scale, rpb, additional_keys,
+                                                additional_values)
     return out.contiguous(), lse.to(_lse_dtype(query)).contiguous()
 
 
@@ -57,15 +57,9 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent ones are empty tensors."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
-    module = get_backend(backend)
-    kwargs = {}
-    if grad_lse is not None:
-        if 'grad_lse' not in inspect.signature(module.backward).parameters:
-            raise NotImplementedError(f'backend {backend!r} has no gradient through the returned lse (used by '
-                                      'merge_attentions); use backend="torch" for this call')
-        kwargs['grad_lse'] = grad_lse
-    grads = module.backward(grad_out, query, key, value, out, lse, spec, scale, rpb, additional_keys,
-                                          additional_values, **kwargs)
+    with torch.autocast(query.device.type, enabled=False):
+        grads = get_backend(backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
+                                              additional_keys, additional_values, grad_lse=grad_lse)
     # custom ops may not return aliases of inputs or of each other (a backend may return views of one buffer)
     seen = {t.untyped_storage().data_ptr() for t in (grad_out, query, key, value, out, lse) if t.numel()}
     result = []

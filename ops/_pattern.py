@@ -39,13 +39,6 @@ class NASpec:
     def ndim(self) -> int:
         return len(self.kernel_size)
 
-    def num_keys(self) -> int:
-        """Upper bound on the number of (non-extra) keys one query sees: prod(kernel_size)."""
-        n = 1
-        for k in self.kernel_size:
-            n *= k
-        return n
-
 
 def to_tuple(value, ndim: int, name: str, kind: type = int) -> tuple:
     """Expand an int/bool or per-axis sequence to an ``ndim`` tuple, naming ``name`` on error."""

@@ -5,6 +5,7 @@ Every argument is validated here, once, with errors that name it; the call then 
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -87,6 +88,8 @@ def neighborhood_attention(
         dropout_p: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Generalized neighborhood attention over an ``ndim``-D token grid; see :func:`na2d`."""
+    if ndim not in (1, 2, 3):
+        raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
     _check_tensor('query', query, ndim)
     spec = make_spec([int(n) for n in query.shape[1:-2]], kernel_size, stride, dilation, is_causal, valid_shape)
     _validate(ndim, query, key, value, rpb, spec, additional_keys, additional_values)
@@ -94,7 +97,7 @@ def neighborhood_attention(
         additional_keys = additional_values = None
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f'scale must be a float or None, got {scale!r}')
     if not isinstance(return_lse, bool):
         raise TypeError(f'return_lse must be a bool, got {return_lse!r}')
@@ -107,8 +110,9 @@ def neighborhood_attention(
     if dropout_p > 0:
         if return_lse:
             raise ValueError('return_lse is not available with dropout_p > 0 (the dropped weights do not sum to 1)')
-        return get_backend(name).forward_with_dropout(query, key, value, spec, float(scale), rpb, additional_keys,
-                                                      additional_values, float(dropout_p))
+        with torch.autocast(query.device.type, enabled=False):  # the pattern math stays in the inputs' dtype
+            return get_backend(name).forward_with_dropout(query, key, value, spec, float(scale), rpb,
+                                                          additional_keys, additional_values, float(dropout_p))
     out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), float(scale), rpb,
                                             additional_keys, additional_values, name)
     return (out, lse) if return_lse else out
@@ -173,8 +177,9 @@ def merge_attentions(outputs: Sequence[Tensor], lses: Sequence[Tensor]) -> tuple
                              f'{tuple(outputs[0].shape)} (lse must be the output shape without its last dim)')
     dtype = torch.float64 if outputs[0].dtype == torch.float64 else torch.float32
     lse = torch.stack([x.to(dtype) for x in lses])
-    total = torch.logsumexp(lse, 0)
-    finite = torch.isfinite(total)
+    # rows no part saw: keep -inf - -inf out of logsumexp's backward (it would send NaN into every gradient)
+    finite = torch.isfinite(lse).any(0)
+    total = torch.where(finite, torch.logsumexp(torch.where(finite, lse, 0), 0), float('-inf'))
     weights = torch.where(finite, torch.exp(lse - torch.where(finite, total, 0)), 0)
     out = sum(w[..., None] * o.to(dtype) for w, o in zip(weights, outputs))
     return out.to(outputs[0].dtype), total

@@ -29,6 +29,8 @@ def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int
 
     Returns ``(padded, original_sizes)``; crop back with ``padded[..., :original_sizes[i], ...]`` per dim.
     """
+    if any(not -x.dim() <= d < x.dim() for d in dims):
+        raise ValueError(f'dims {list(dims)} out of range for a tensor of rank {x.dim()}')
     dims = [d % x.dim() for d in dims]
     mult = to_tuple(multiple, len(dims), 'multiple')
     if any(m < 1 for m in mult):

@@ -401,3 +401,41 @@ def test_benchmark_script_smoke(tmp_path):
     assert {r['peer'] for r in rows} == {'torch', 'sdpa_dense', 'sdpa_masked', 'unfused'}
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 for r in rows)
     assert (tmp_path / 'ops.md').stat().st_size and (tmp_path / 'ops.png').stat().st_size
+
+
+def test_rows_without_keys_send_no_nan_into_gradients():
+    """A query that sees no key (valid_shape) must not poison other keys' gradients: dropout path and merges."""
+    q, k, v = (torch.randn(1, 12, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = ops.na1d(q, k, v, 3, valid_shape=[4], dropout_p=0.1, backend='torch')
+    out[:, :4].sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    for t in (q, k, v):
+        t.grad = None
+    parts = [ops.na1d(q, k, v, 3, valid_shape=[4], return_lse=True) for _ in range(2)]
+    merged, lse = ops.merge_attentions([p[0] for p in parts], [p[1] for p in parts])
+    assert torch.isneginf(lse[:, 5:]).all()  # queries 5.. (windows [4, 6] and on) only see padded keys
+    merged.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_autocast_does_not_change_the_op():
+    """Under (CPU bf16) autocast the op computes in its inputs' dtype, forward and backward alike."""
+    inputs = [torch.randn(1, 9, 9, 2, 16, requires_grad=True) for _ in range(3)]
+    ref = ops.na2d(*inputs, 3, backend='torch')
+    grads = torch.autograd.grad(ref.sum(), inputs)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = ops.na2d(*inputs, 3, backend='torch')
+        assert out.dtype == torch.float32
+        grads_amp = torch.autograd.grad(out.sum(), inputs)
+    torch.testing.assert_close(out, ref)
+    for g, g_amp in zip(grads, grads_amp):
+        torch.testing.assert_close(g_amp, g)
+
+
+def test_helper_argument_checks():
+    x = torch.randn(2, 5, 5)
+    with pytest.raises(ValueError, match='out of range'):
+        ops.pad_to_multiple(x, 4, [3])
+    from ops.api import neighborhood_attention
+    with pytest.raises(ValueError, match='ndim must be 1, 2 or 3'):
+        neighborhood_attention(4, x, x, x, 3)

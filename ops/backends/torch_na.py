@@ -281,7 +281,8 @@ def _run(q, k, v, spec, scale, rpb, add_k, add_v, dropout_p: float = 0.0):
         if se is not None:
             pe = torch.exp(se - m)
             denom = denom + pe.sum(-1)
-        inv_denom = torch.where(denom > 0, 1 / denom, 0.)[..., None]
+        # the inner where keeps 1/0 out of the graph: a query that sees no key must not send NaN into dk/dv
+        inv_denom = torch.where(denom > 0, 1 / torch.where(denom > 0, denom, 1.), 0.)[..., None]
         if dropout_p > 0:
             p = torch.nn.functional.dropout(p, dropout_p)
         o = p @ vh
