@@ -1,10 +1,11 @@
 # attnzoo quick start: `make demo` trains and validates a small model on the embedded dataset, `make test` runs
-# ruff and the whole test suite. Both create .venv on first use and install everything (including the `det`
-# extra and mmcv, built once by tools/install_mmcv.sh); the stamp file makes later runs start at once.
+# ruff and the whole test suite. Both create .venv on first use; the demo installs the package, the tests also the
+# `det` extra and mmcv (built once by tools/install_mmcv.sh). Stamp files make later runs start at once.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.attnzoo-base-installed
 STAMP := $(VENV)/.attnzoo-installed
 
 # The demo: the smallest zoo backbone on the embedded digits dataset, about two minutes on 2 CPU cores.
@@ -23,15 +24,19 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "error: '$(PYTHON) -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
 
-$(STAMP): $(PY) setup.cfg pyproject.toml tools/install_mmcv.sh
+$(BASE_STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	touch $@
+
+$(STAMP): $(BASE_STAMP) tools/install_mmcv.sh
 	$(PY) -m pip install -e '.[dev,det]'
 	bash tools/install_mmcv.sh $(PY)
 	touch $@
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	rm -rf $(DEMO_DIR)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) train.py --config configs/demo.yaml --model $(DEMO_MODEL) \
 		--epochs $(DEMO_EPOCHS) --output output --experiment demo

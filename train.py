@@ -181,30 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _capture_rng() -> dict[str, Any]:
-    """Python, NumPy, torch and CUDA generator states, in a form ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        'python': random.getstate(),
-        'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-        'torch': torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state['python'])
-    name, keys, pos, has_gauss, gauss = state['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
 class TrainState:
-    """Checkpoint entries beyond timm's: scheduler, RNG and per-epoch history (timm's CheckpointSaver task hook)."""
+    """Checkpoint entries beyond timm's: scheduler and per-epoch history (timm's CheckpointSaver task hook)."""
 
     def __init__(self, model: nn.Module, model_ema: nn.Module | None, scheduler: Any):
         self.model = model
@@ -218,7 +196,6 @@ class TrainState:
         return {
             'state_dict': get_state_dict(self.model, unwrap_fn),
             'scheduler': self.scheduler.state_dict(),
-            'rng': _capture_rng(),
             'history': self.history,
         }
 
@@ -281,10 +258,25 @@ def _create_model(args: argparse.Namespace, num_classes: int | None) -> nn.Modul
     return model
 
 
+_SPLIT_FOLDERS = {'train': ('train', 'training'), 'validation': ('validation', 'val', 'valid', 'eval', 'evaluation')}
+
+
+def _check_split_folders(args: argparse.Namespace) -> None:
+    """Require both split sub-folders of a folder dataset: timm falls back to the root folder when one is missing,
+    which would silently validate (and pick the best checkpoint) on the training images."""
+    if args.dataset not in ('', 'folder') or not args.data_dir or not os.path.isdir(args.data_dir):
+        return
+    for option, split in (('--train-split', args.train_split), ('--val-split', args.val_split)):
+        names = _SPLIT_FOLDERS.get(split, (split,))
+        if not any(os.path.isdir(os.path.join(args.data_dir, name)) for name in names):
+            raise CliError(f'--data-dir {args.data_dir}: no {"/".join(names)} sub-folder for {option} {split}')
+
+
 def _create_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """Train and eval datasets (the embedded one without --data-dir); fills in --num-classes and the input size."""
     if zoo_common.is_embedded(args.dataset, args.data_dir) and args.img_size is None and args.input_size is None:
         args.img_size = zoo_common.EMBEDDED_IMG_SIZE
+    _check_split_folders(args)
     kwargs = dict(class_map=args.class_map or None, download=args.dataset_download, batch_size=args.batch_size)
     dataset_train = zoo_common.create_dataset(
         args.dataset, args.data_dir, args.train_split, is_training=True, num_samples=args.train_num_samples,
@@ -471,7 +463,7 @@ def train_one_epoch(
 def _read_resume(path: str, model: nn.Module, model_name: str) -> dict[str, Any]:
     """Read and check a --resume file before anything is written, so a bad one cannot replace a good run."""
     ckpt = zoo_common.read_checkpoint(path, '--resume')
-    missing = [k for k in ('state_dict', 'optimizer', 'epoch', 'scheduler', 'rng') if k not in ckpt]
+    missing = [k for k in ('state_dict', 'optimizer', 'epoch', 'scheduler') if k not in ckpt]
     if missing:
         raise CliError(f'--resume {path}: not a train.py checkpoint (missing {", ".join(missing)}); '
                        'use --initial-checkpoint to start from its weights')
@@ -503,7 +495,6 @@ def _load_resume(
     state.history = list(ckpt.get('history', []))
     if saver is not None and 'saver' in ckpt:
         saver.load_state_dict(ckpt['saver'])
-    _restore_rng(ckpt['rng'])
     return int(ckpt['epoch']) + 1
 
 
@@ -559,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if primary:
         logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout, force=True)
         logging.getLogger('timm.utils').setLevel(logging.WARNING)  # the saver's per-epoch file listing
-    random_seed(args.seed, args.rank)
+    random_seed(args.seed, 0)  # the same initial weights on every rank (the EMA copy is taken before DDP syncs)
 
     dataset_train, dataset_eval = _create_datasets(args)
 
@@ -616,6 +607,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     start_epoch = 0
     if args.resume:
         start_epoch = _load_resume(resume_ckpt, model, optimizer, loss_scaler, model_ema, state, saver, args)
+        if args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            lr_scheduler.step(start_epoch)
         if primary:
             _logger.info(f'Resumed from {args.resume}: starting at epoch {start_epoch} of {num_epochs}')
     if primary:
@@ -635,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      f'lr {args.lr:.3g}, output {out_dir}')
     row: dict[str, Any] = state.history[-1] if state.history else {}
     for epoch in range(start_epoch, num_epochs):
+        # every epoch's random stream is a function of (seed, epoch, rank) alone, so a resumed run is exact on
+        # every rank without saving each rank's generator states
+        random_seed(args.seed + epoch * 1000003, args.rank)
         if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
             mixup_fn.mixup_enabled = False
         if isinstance(loader_train.sampler, torch.utils.data.DistributedSampler):
@@ -657,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ema_metrics = evaluate(model_ema.module, loader_eval, args, device, amp_ctx)
             row.update({f'ema_{k}': v for k, v in ema_metrics.items()})
             eval_metrics = ema_metrics
+        if not math.isfinite(row['eval_loss']):
+            raise CliError(f'training diverged: validation loss is {row["eval_loss"]} after epoch {epoch} '
+                           '(the last good checkpoint is kept; lower --lr or add --clip-grad)')
         lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
         state.history.append(row)
         if primary:

@@ -68,6 +68,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
             raise CliError(f'--config {config_args.config}: unknown keys {", ".join(unknown)}')
         parser.set_defaults(**cfg)
     args = parser.parse_args(remaining)
+    for action in parser._actions:  # values from --config bypass argparse's own choices check
+        value = getattr(args, action.dest, None)
+        if action.choices is not None and value is not None and value not in action.choices:
+            raise CliError(f'--config {config_args.config}: {action.dest}={value!r} is not one of '
+                           f'{", ".join(map(str, action.choices))}')
     args.config = config_args.config
     return args
 
@@ -237,10 +242,11 @@ def model_state_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = Fals
     """The model weights inside a checkpoint dict: our/timm training checkpoints, official wrappers, or plain."""
     from timm.models import clean_state_dict
 
-    keys = ('state_dict_ema', 'model_ema', 'state_dict', 'model') if use_ema else ('state_dict', 'model')
-    for key in keys:
+    for key in ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model'):
         if isinstance(checkpoint.get(key), dict):
             return clean_state_dict(checkpoint[key])
+    if use_ema:
+        raise CliError('--use-ema: the checkpoint holds no EMA weights (no state_dict_ema / model_ema entry)')
     return clean_state_dict(checkpoint)
 
 

@@ -221,6 +221,21 @@ def test_train_empty_data_dir(tmp_path, capsys):
     assert '--data-dir' in line and 'Found 0 images' in line
 
 
+def test_train_refuses_a_data_dir_without_a_validation_folder(tmp_path, capsys):
+    """timm would fall back to the root folder, validating on the training images: refuse instead."""
+    (tmp_path / 'data' / 'train' / 'cat').mkdir(parents=True)
+    assert _run(train.main, *FAST, '--data-dir', tmp_path / 'data', '--output', tmp_path) == 2
+    line = _error_line(capsys)
+    assert '--val-split validation' in line and 'no validation/val/' in line
+
+
+def test_train_config_values_obey_choices(tmp_path, capsys):
+    cfg = tmp_path / 'bad.yaml'
+    cfg.write_text('model: test_resnet\namp_dtype: float32\n')
+    assert _run(train.main, '--config', cfg, '--output', tmp_path) == 2
+    assert "amp_dtype='float32' is not one of" in _error_line(capsys)
+
+
 def test_train_unknown_config_key(tmp_path, capsys):
     cfg = tmp_path / 'bad.yaml'
     cfg.write_text('model: test_resnet\nlearning_rate: 0.1\n')
@@ -265,6 +280,8 @@ def test_validate_bad_input(trained, tmp_path, capsys):
     garbage.write_bytes(b'\x00' * 64)
     assert _run(validate.main, '--model', MODEL, '--checkpoint', garbage) == 2
     assert 'not a readable checkpoint' in _error_line(capsys)
+    assert _run(validate.main, '--model', MODEL, '--checkpoint', trained / 'last.pth.tar', '--use-ema', '-j', '0') == 2
+    assert '--use-ema: the checkpoint holds no EMA weights' in _error_line(capsys)
 
 
 def test_error_is_one_line_without_traceback(tmp_path):
