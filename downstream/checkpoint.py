@@ -77,8 +77,11 @@ def mmengine_safe_globals() -> Iterator[None]:
     """Allow-list the classes found in mmengine checkpoints for ``torch.load(weights_only=True)``.
 
     Scoped to the ``with`` block; loading keeps torch's safe unpickler, so arbitrary code in a checkpoint still fails.
+    Only entries not yet allowed are added (torch's context removes its whole list on exit, so re-adding present
+    ones would strip them from an enclosing block, e.g. ``init_weights`` nested inside ``runner.train()``).
     """
-    with torch.serialization.safe_globals(_numpy_globals() + _mmengine_globals()):
+    present = torch.serialization.get_safe_globals()
+    with torch.serialization.safe_globals([g for g in _numpy_globals() + _mmengine_globals() if g not in present]):
         yield
 
 

@@ -265,9 +265,13 @@ def test_safe_globals_allow_mmengine_state_but_not_general_getattr(tmp_path):
     buffer = HistoryBuffer()
     buffer.update(np.float64(2.5))
     torch.save({'message_hub': {'loss': buffer}, 'meta': {'epoch': np.int64(3)}}, tmp_path / 'ok.pth')
+    before = torch.serialization.get_safe_globals()
     with mmengine_safe_globals():
+        with mmengine_safe_globals():  # nested, as init_weights inside runner.train(): must not strip the outer list
+            pass
         loaded = torch.load(tmp_path / 'ok.pth', weights_only=True)
     assert loaded['message_hub']['loss'].current() == 2.5
+    assert torch.serialization.get_safe_globals() == before
     torch.save({'evil': _GetattrGadget()}, tmp_path / 'evil.pth')
     with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / 'evil.pth', weights_only=True)

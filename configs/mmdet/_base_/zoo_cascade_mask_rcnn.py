@@ -30,6 +30,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         out_norm=True,
+        pad_multiple=1,  # NAT/DiNAT(_s) take any size; no padding beyond the data preprocessor's, as officially
         frozen_stages=-1,
         with_cp=False,
     ),
