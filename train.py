@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -198,6 +199,29 @@ class TrainState:
             'scheduler': self.scheduler.state_dict(),
             'history': self.history,
         }
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's saver with crash-safe file operations: it unlinks ``last.pth.tar`` before renaming over it and copies
+    straight onto ``model_best`` where hard links fail; here every file appears whole or not at all (fsync + rename)."""
+
+    def _save(self, save_path: str, epoch: int, metric: float | None = None) -> None:
+        super()._save(save_path, epoch, metric)
+        with open(save_path, 'rb') as f:
+            os.fsync(f.fileno())
+
+    def _replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def _duplicate(self, src: str, dst: str) -> None:
+        tmp = dst + '.tmp'
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
 
 
 def _setup_distributed(args: argparse.Namespace) -> torch.device:
@@ -599,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out_dir = saver = None
     if primary:
         out_dir = _prepare_output_dir(args)
-        saver = CheckpointSaver(
+        saver = AtomicCheckpointSaver(
             model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
             checkpoint_dir=out_dir, recovery_dir=out_dir, decreasing=args.eval_metric == 'loss',
             max_history=max(1, args.checkpoint_hist), task=state)
