@@ -54,6 +54,8 @@ from torch import nn
 
 import ops
 
+from ._helpers import unwrap_state_dict
+
 __all__ = ['MaxViTNA', 'checkpoint_filter_fn']
 
 _ARCHS = {
@@ -439,16 +441,6 @@ class MaxViTNA(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _unwrap_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights of a plain state dict or of a training checkpoint (EMA weights first, as they are the ones
-    evaluated); a DDP ``module.`` prefix is dropped."""
-    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    return {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
-
-
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[str, torch.Tensor]:
     """Map a timm ``maxvit_*_tf_*`` (or our own) state dict onto ``model``; raise if it is another model's.
 
@@ -457,7 +449,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     """
     if not isinstance(model, MaxViTNA):
         raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
-    state_dict = _unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict)
     target = model.state_dict()
     out = {}
     for k, v in state_dict.items():

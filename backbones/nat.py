@@ -37,6 +37,8 @@ from timm.models._features import feature_take_indices
 
 from ops import NeighborhoodAttention2D
 
+from ._helpers import unwrap_state_dict
+
 __all__ = ['NAT', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
@@ -393,24 +395,8 @@ class NAT(nn.Module):
 # Official checkpoints
 
 
-_WRAPPERS = ('model', 'state_dict', 'model_ema', 'state_dict_ema')
 _OFFICIAL_NAT = 'NAT/DiNAT (conv tokenizer stem, conv downsampling)'
 _OFFICIAL_DINAT_S = 'DiNAT_s (4x4 patch stem, patch merging)'
-
-
-def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    for key in _WRAPPERS:
-        inner = state_dict.get(key)
-        if isinstance(inner, Mapping):
-            state_dict = inner
-            break
-    out = {}
-    for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f'checkpoint entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict, '
-                             f'optionally wrapped in one of {_WRAPPERS}')
-        out[k[len('module.'):] if k.startswith('module.') else k] = v
-    return out
 
 
 def _family_of(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | None, bool]:
@@ -476,7 +462,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
     loader, which adapts them to ``num_classes`` / ``in_chans``.
     """
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    state_dict = _unwrap(state_dict)
+    state_dict = unwrap_state_dict(state_dict)
     family, official = _family_of(state_dict)
     model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
     if family is None:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from backbones._helpers import unwrap_state_dict
+
 
 def _numpy_globals() -> list[Any]:
     """numpy types that appear in pickled scalars/arrays (numpy 1.x and 2.x module paths)."""
@@ -115,11 +117,10 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise RuntimeError(f'cannot read checkpoint {path}: {e}') from e
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a state dict')
-    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
-    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    try:
+        state_dict = unwrap_state_dict(checkpoint)
+    except ValueError as e:
+        raise RuntimeError(f'checkpoint {path} does not hold a state dict of tensors: {e}') from None
+    if not state_dict:
         raise RuntimeError(f'checkpoint {path} does not hold a state dict of tensors')
     return state_dict
