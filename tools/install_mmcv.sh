@@ -38,13 +38,16 @@ from mmcv.ops import nms
 
 assert mmcv.__version__ == sys.argv[1]
 boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
-nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+scores = torch.tensor([0.9, 0.8])
+nms(boxes, scores, 0.5)
+if torch.cuda.is_available():  # a CPU-ops build carried onto a GPU machine must be rebuilt with its CUDA ops
+    nms(boxes.cuda(), scores.cuda(), 0.5)
 EOF
     echo "mmcv $MMCV_VERSION with ops already works for this torch"
     exit 0
 fi
 
-# Cache key: torch version (local tag included), CPU/CUDA ops, Python tag, machine.
+# Cache key: torch version (local tag included), CPU/CUDA ops (+ GPU architectures), Python tag, machine.
 # mmcv's setup.py compiles CUDA ops whenever torch sees a GPU (or FORCE_CUDA=1), so that decides the flavour.
 read -r KEY NEED_CXX20 < <("$PY" - <<'EOF'
 import os
@@ -55,6 +58,10 @@ import sys
 import torch
 
 flavour = 'cuda' if torch.cuda.is_available() or os.environ.get('FORCE_CUDA') == '1' else 'cpu'
+if flavour == 'cuda':  # CUDA ops are compiled for TORCH_CUDA_ARCH_LIST, else for the visible GPUs' architectures
+    archs = os.environ.get('TORCH_CUDA_ARCH_LIST') or ';'.join(sorted(
+        {'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
+    flavour += '-sm' + re.sub(r'[^0-9A-Za-z.+]+', '_', archs).replace('.', '')
 py_tag = f'cp{sys.version_info.major}{sys.version_info.minor}'
 # Compare (major, minor) as integers, never as strings or floats ('2.9' > '2.14' as strings); dev and local builds
 # ('2.14.0.dev20260101', '2.15.0+cu132') count as their release.
