@@ -114,6 +114,14 @@ def init_cpu_process_group(cfg: Config) -> None:
         torch.distributed.init_process_group(backend='gloo')
 
 
+def close_process_group() -> None:
+    """Leave the process group together: wait for every rank, then destroy it (a gloo group torn down implicitly
+    at interpreter exit, after a peer has already gone, can abort the process)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _replace_sync_bn(node: Any) -> None:
     """torch's SyncBatchNorm needs GPUs: use BN on CPU (mmengine reverts SyncBN itself only when not distributed)."""
     if isinstance(node, dict):

@@ -9,7 +9,14 @@ import argparse
 
 from mmengine.runner import Runner
 
-from ._runner import add_common_args, check_checkpoint_file, check_data_paths, init_cpu_process_group, load_config
+from ._runner import (
+    add_common_args,
+    check_checkpoint_file,
+    check_data_paths,
+    close_process_group,
+    init_cpu_process_group,
+    load_config,
+)
 from .checkpoint import mmengine_safe_globals
 
 
@@ -33,7 +40,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     runner = Runner.from_cfg(cfg)
     with mmengine_safe_globals():
         runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
-        return runner.test()
+        metrics = runner.test()
+    close_process_group()
+    return metrics
 
 
 if __name__ == '__main__':

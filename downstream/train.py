@@ -9,7 +9,14 @@ import os.path as osp
 import torch
 from mmengine.runner import Runner
 
-from ._runner import add_common_args, check_checkpoint_file, check_data_paths, init_cpu_process_group, load_config
+from ._runner import (
+    add_common_args,
+    check_checkpoint_file,
+    check_data_paths,
+    close_process_group,
+    init_cpu_process_group,
+    load_config,
+)
 from .checkpoint import mmengine_safe_globals
 
 
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> Runner:
     # mmengine 0.10.7 calls torch.load without weights_only; allow-list what its checkpoints hold (see checkpoint.py).
     with mmengine_safe_globals():
         runner.train()
+    close_process_group()
     return runner
 
 
