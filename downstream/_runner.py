@@ -93,7 +93,7 @@ def _adapt_to_device(cfg: Config) -> None:
         return
     if cfg.launcher != 'none':
         # mmengine's launchers always pin a CUDA device and DDP to device_ids=[LOCAL_RANK]: on CPU the process group
-        # is started here (gloo, see init_cpu_process_group) and DDP gets no device ids.
+        # is started here (gloo, see process_group) and DDP gets no device ids.
         cfg.env_cfg = dict(cfg.get('env_cfg') or {}, dist_cfg=dict(backend='gloo'))
         wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
                        find_unused_parameters=cfg.get('find_unused_parameters', False))
@@ -108,15 +108,15 @@ def _adapt_to_device(cfg: Config) -> None:
         _replace_sync_bn(cfg[key])
 
 
-def init_cpu_process_group(cfg: Config) -> None:
-    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA (torchrun's env:// vars)."""
+@contextlib.contextmanager
+def process_group(cfg: Config) -> Iterator[None]:
+    """The run's process group: started here for ``--launcher pytorch`` on a machine without CUDA (gloo, torchrun's
+    env:// vars; mmengine starts NCCL itself), and left together when the run succeeds: every rank waits for the
+    others, then the group is destroyed (a gloo group torn down implicitly at interpreter exit, after a peer has
+    already gone, can abort the process). A failing run raises without waiting for ranks that may be gone."""
     if cfg.launcher == 'pytorch' and not torch.cuda.is_available() and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend='gloo')
-
-
-def close_process_group() -> None:
-    """Leave the process group together: wait for every rank, then destroy it (a gloo group torn down implicitly
-    at interpreter exit, after a peer has already gone, can abort the process)."""
+    yield
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

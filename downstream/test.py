@@ -9,14 +9,7 @@ import argparse
 
 from mmengine.runner import Runner
 
-from ._runner import (
-    add_common_args,
-    check_checkpoint_file,
-    check_data_paths,
-    close_process_group,
-    init_cpu_process_group,
-    load_config,
-)
+from ._runner import add_common_args, check_checkpoint_file, check_data_paths, load_config, process_group
 from .checkpoint import mmengine_safe_globals
 
 
@@ -36,13 +29,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg.resume = False
     check_data_paths(cfg, ['test_dataloader'], ['test_evaluator'])
 
-    init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    with mmengine_safe_globals():
-        runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
-        metrics = runner.test()
-    close_process_group()
-    return metrics
+    with process_group(cfg):
+        runner = Runner.from_cfg(cfg)
+        with mmengine_safe_globals():
+            runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+            return runner.test()
 
 
 if __name__ == '__main__':

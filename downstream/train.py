@@ -9,14 +9,7 @@ import os.path as osp
 import torch
 from mmengine.runner import Runner
 
-from ._runner import (
-    add_common_args,
-    check_checkpoint_file,
-    check_data_paths,
-    close_process_group,
-    init_cpu_process_group,
-    load_config,
-)
+from ._runner import add_common_args, check_checkpoint_file, check_data_paths, load_config, process_group
 from .checkpoint import mmengine_safe_globals
 
 
@@ -53,12 +46,11 @@ def main(argv: list[str] | None = None) -> Runner:
     check_data_paths(cfg, loaders, ['val_evaluator'] if cfg.get('val_cfg') else [])
     cfg.work_dir = osp.abspath(cfg.work_dir)
 
-    init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    # mmengine 0.10.7 calls torch.load without weights_only; allow-list what its checkpoints hold (see checkpoint.py).
-    with mmengine_safe_globals():
-        runner.train()
-    close_process_group()
+    with process_group(cfg):
+        runner = Runner.from_cfg(cfg)
+        # mmengine 0.10.7 calls torch.load without weights_only; allow-list what its checkpoints hold (checkpoint.py).
+        with mmengine_safe_globals():
+            runner.train()
     return runner
 
 
