@@ -37,8 +37,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ops  # noqa: E402
-from ops._pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
-from ops.flops import na_pairs  # noqa: E402
+from ops.na.flops import na_pairs  # noqa: E402
+from ops.na.pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
 
 
 @dataclass(frozen=True)

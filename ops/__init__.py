@@ -1,17 +1,33 @@
-"""attnzoo ops: generalized neighborhood attention (NATTEN-compatible) on reference / torch / triton backends.
+"""attnzoo ops: the attention operators every backbone shares, behind one dispatching API.
 
-``import ops`` registers the ``attnzoo::na_forward`` / ``na_backward`` custom ops and, when fvcore is installed,
-their FLOP handle.
+One sub-package per op family, each with its semantics, backends, custom-op registration and fvcore handle:
+
+* :mod:`ops.na` — generalized neighborhood attention (NATTEN-compatible ``na1d/na2d/na3d``; windows, grids);
+* :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath).
+
+Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
+:mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
-from . import flops as _flops  # noqa: F401  (registers the fvcore FLOP handle)
-from ._pattern import NASpec, make_spec
-from .api import merge_attentions, na1d, na2d, na3d, neighborhood_attention
-from .backends import available_backends, backend_names
-from .helpers import grid_attention, pad_to_multiple, window_attention
-from .modules import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
+from . import na
+from ._registry import available_backends, backend_names
+from .merge import merge_attentions
+from .na import (
+    NASpec,
+    NeighborhoodAttention1D,
+    NeighborhoodAttention2D,
+    NeighborhoodAttention3D,
+    grid_attention,
+    make_spec,
+    na1d,
+    na2d,
+    na3d,
+    neighborhood_attention,
+    pad_to_multiple,
+    window_attention,
+)
 
 __all__ = [
-    'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'merge_attentions',
+    'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'merge_attentions',
     'pad_to_multiple', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',

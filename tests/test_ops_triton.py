@@ -1,4 +1,4 @@
-"""The fused Triton backend (``ops.backends.triton_na``) against the reference backend, forward and all gradients.
+"""The fused Triton backend (``ops.na.backends.triton_na``) against the reference backend, forward and all gradients.
 
 On CPU the kernels run in Triton's interpreter. Triton reads ``TRITON_INTERPRET`` when kernels are decorated, so
 it cannot be switched on inside a pytest worker that may already hold compiled-mode kernels: each test runs its
@@ -113,8 +113,8 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def check_case(c: dict, device: str) -> dict:
     """Run one case through the triton and reference backends; return the error per output."""
-    from ops._pattern import make_spec
-    from ops.backends import reference, triton_na
+    from ops.na.backends import reference, triton_na
+    from ops.na.pattern import make_spec
 
     tuple_or = (lambda x: tuple(x) if isinstance(x, (list, tuple)) else x)
     spec = make_spec(c['shape'], *(tuple_or(c[n]) for n in ('kernel_size', 'stride', 'dilation', 'is_causal')),
@@ -158,7 +158,7 @@ def _worker() -> None:
 
     import triton.runtime.interpreter as interp
 
-    from ops.backends import _triton_kernels
+    from ops.na.backends import _triton_kernels
 
     # test-only interpreter speed-ups: no int-overflow assertions on every op (sizes here are tiny), and no
     # re-patching of triton.language on each nested call of our @triton.jit helpers (the launch patched their
@@ -207,7 +207,7 @@ def _sweep(seed: int, n_cases: int, device: str = 'cpu') -> list[str]:
 
     from _na_cases import check_against_reference, random_case
 
-    from ops.backends import triton_na
+    from ops.na.backends import triton_na
 
     rng = random.Random(seed)
     failures = []
@@ -285,8 +285,8 @@ def test_triton_cuda_conformance(dtype):
 
 
 def _bad_input_error(**overrides) -> Exception:
-    from ops._pattern import make_spec
-    from ops.backends import triton_na
+    from ops.na.backends import triton_na
+    from ops.na.pattern import make_spec
 
     args = dict(q=torch.randn(1, 8, 8, 2, 16), k=None, v=None, spec=make_spec((8, 8), 3), rpb=None, add_k=None,
                 add_v=None)
@@ -313,7 +313,7 @@ def test_triton_bad_input(overrides, words):
 
 
 def test_triton_needs_cuda_or_interpreter():
-    from ops.backends import triton_na
+    from ops.na.backends import triton_na
 
     if triton_na._INTERPRET:
         pytest.skip('this worker imported the kernels in interpreter mode')
@@ -328,8 +328,8 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from ops._pattern import make_spec
-    from ops.backends import triton_na
+    from ops.na.backends import triton_na
+    from ops.na.pattern import make_spec
 
     if triton_na._INTERPRET:
         pytest.skip('this worker imported the kernels in interpreter mode')

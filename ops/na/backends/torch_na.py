@@ -5,7 +5,7 @@ How it works (DESIGN §1b):
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
 * Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
-  tile needs form one contiguous *halo* per axis, computed from :func:`ops._pattern.axis_window`; every tile's
+  tile needs form one contiguous *halo* per axis, computed from :func:`ops.na.pattern.axis_window`; every tile's
   halo is widened to the same size so that all tiles go through one batched matmul (BLAS) of
   ``[T_q, D] x [D, H_k]`` with the exact pattern (window, causal, ``valid_shape``, padding) as a mask.
 * Extra keys are appended to every tile's keys in the same softmax; relative position bias is gathered per
@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import torch
 
-from .._pattern import NASpec, axis_window
+from ..pattern import NASpec, axis_window
 
 __all__ = ['forward', 'backward', 'forward_with_dropout']
 
@@ -317,13 +317,15 @@ def forward_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec
 def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, spec: NASpec, scale: float, rpb: torch.Tensor | None = None,
              add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
-             grad_lse: torch.Tensor | None = None) -> tuple:
-    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent inputs), recomputed from ``lse``."""
+             grad_lse: torch.Tensor | None = None, need_rpb: bool = True, need_extra: bool = True) -> tuple:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones), recomputed from
+    ``lse``; the extra tokens still contribute to ``dq`` when their own gradients are not needed."""
     with torch.no_grad():
-        return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse)
+        return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse,
+                         need_rpb and rpb is not None, need_extra and add_k is not None)
 
 
-def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse):
+def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra):
     b, *shape, h, d = q.shape
     dtype = _compute_dtype(q)
     plan = _plan(tuple(shape), spec, d, 0 if add_k is None else add_k.shape[1], str(q.device))
@@ -339,9 +341,9 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     av = None if add_v is None else add_v.transpose(1, 2).to(dtype)
     dq_slots = []
     dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
-    dtable = None if rpb is None else torch.zeros_like(table)
-    dak = None if ak is None else torch.zeros_like(ak)
-    dav = None if av is None else torch.zeros_like(av)
+    dtable = torch.zeros_like(table) if need_rpb else None
+    dak = torch.zeros_like(ak) if need_extra else None
+    dav = torch.zeros_like(av) if need_extra else None
     for t0, t1 in _chunks(plan, b * h):
         c = t1 - t0
         qidx = plan.q_flat[t0:t1].reshape(-1)
@@ -365,13 +367,16 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
             pe = (qt @ ak.transpose(-1, -2)).sub_(lse_t.view(b, h, -1, 1)).exp_()  # [B, H, c*tq, E]
             dse = (dot @ av.transpose(-1, -2)).sub_(delta_t.view(b, h, -1, 1)).mul_(pe)
             dq = dq + (dse @ ak).view(dq.shape)
-            dak += (dse.transpose(-1, -2) @ qt).sum(0, keepdim=True) if ak.shape[0] < b else dse.transpose(-1, -2) @ qt
-            dav += (pe.transpose(-1, -2) @ dot).sum(0, keepdim=True) if av.shape[0] < b else pe.transpose(-1, -2) @ dot
+            if need_extra:
+                dak += (dse.transpose(-1, -2) @ qt).sum(0, keepdim=True) if ak.shape[0] < b else (
+                    dse.transpose(-1, -2) @ qt)
+                dav += (pe.transpose(-1, -2) @ dot).sum(0, keepdim=True) if av.shape[0] < b else (
+                    pe.transpose(-1, -2) @ dot)
         dq_slots.append(dq.view(b, h, c * plan.tq, -1))
     dq = (_take(torch.cat(dq_slots, 2), plan.inv) * scale).transpose(1, 2).reshape(q.shape).to(q.dtype)
     dk = dk.transpose(1, 2).reshape(k.shape).to(k.dtype)
     dv = dv.transpose(1, 2).reshape(v.shape).to(v.dtype)
-    drpb = None if rpb is None else dtable[:, :-1].reshape(rpb.shape).to(rpb.dtype)
+    drpb = dtable[:, :-1].reshape(rpb.shape).to(rpb.dtype) if need_rpb else None
     if dak is not None:
         dak = dak.transpose(1, 2).to(add_k.dtype)
         dav = dav.transpose(1, 2).to(add_v.dtype)

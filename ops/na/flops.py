@@ -1,18 +1,15 @@
 """FLOP count of neighborhood attention, and its fvcore handle (registered on ``import ops``).
 
-fvcore counts a multiply-add as one flop; attention costs ``pairs x head_dim`` for QK^T plus the same for AV,
-where ``pairs`` is the exact number of (query, key) pairs the pattern allows (extra tokens included).
+``pairs`` is the exact number of (query, key) pairs the pattern allows (extra tokens included).
 """
 from __future__ import annotations
 
-import importlib
 import math
-import warnings
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
-from ._pattern import NASpec, axis_neighbors
+from .._flops import ivalue, register_fvcore_handle
+from .pattern import NASpec, axis_neighbors
 
 __all__ = ['na_pairs', 'na_flops']
 
@@ -37,31 +34,13 @@ def na_flops(query_shape: Sequence[int], spec: NASpec, n_extra: int = 0) -> int:
     return 2 * b * h * d * na_pairs(shape, spec, n_extra)
 
 
-def _ivalue(val) -> Any:
-    """Python value of a constant jit argument (also a ``prim::ListConstruct`` of constants)."""
-    node = val.node()
-    if node.kind() == 'prim::ListConstruct':
-        return [_ivalue(v) for v in node.inputs()]
-    return val.toIValue()
-
-
 def _na_flop_jit(inputs: list, outputs: list) -> Counter:
     from fvcore.nn.jit_handles import get_shape
     q_shape = get_shape(inputs[0])
-    ks, st, dl, ca, valid = (_ivalue(v) for v in inputs[3:8])
+    ks, st, dl, ca, valid = (ivalue(v) for v in inputs[3:8])
     spec = NASpec(tuple(ks), tuple(st), tuple(dl), tuple(bool(c) for c in ca), None if valid is None else tuple(valid))
     add_k = get_shape(inputs[10]) if inputs[10].type().kind() == 'TensorType' else None
     return Counter({'neighborhood_attention': na_flops(q_shape, spec, add_k[1] if add_k else 0)})
 
 
-def _register_fvcore() -> None:
-    try:
-        with warnings.catch_warnings():  # fvcore's own torch.jit.script use warns on every import
-            warnings.simplefilter('ignore', FutureWarning)
-            flop_count = importlib.import_module('fvcore.nn.flop_count')
-    except ImportError:
-        return
-    flop_count._DEFAULT_SUPPORTED_OPS[OP_NAME] = _na_flop_jit
-
-
-_register_fvcore()
+register_fvcore_handle(OP_NAME, _na_flop_jit)

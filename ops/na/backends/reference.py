@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .._pattern import NASpec, dense_mask, dense_rpb_index
+from ..pattern import NASpec, dense_mask, dense_rpb_index
 
 __all__ = ['forward', 'backward']
 
@@ -58,8 +58,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
 def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, spec: NASpec, scale: float, rpb: torch.Tensor | None = None,
              add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
-             grad_lse: torch.Tensor | None = None) -> tuple:
-    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` from the dense recomputed probabilities.
+             grad_lse: torch.Tensor | None = None, need_rpb: bool = True, need_extra: bool = True) -> tuple:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones) from the dense
+    recomputed probabilities.
 
     Explicit math rather than autograd: custom-op kernels run below the autograd dispatch key. ``out`` and
     ``lse`` are recomputed in the compute dtype instead of trusting the caller's.
@@ -83,7 +84,7 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
             return x.transpose(1, 2).reshape(like.shape).to(like.dtype)
 
         drpb = dadd_k = dadd_v = None
-        if rpb is not None:
+        if rpb is not None and need_rpb:
             index = dense_rpb_index(spec, q.shape[1:-2], q.device)
             flat = torch.zeros_like(index[0])
             for idx, k_ in zip(index, spec.kernel_size):
@@ -91,7 +92,7 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
             drpb = torch.zeros(rpb.shape[0], rpb[0].numel(), dtype=ds.dtype, device=ds.device)
             drpb.index_add_(1, flat.reshape(-1), ds[..., :n].sum(0).reshape(rpb.shape[0], -1))
             drpb = drpb.reshape(rpb.shape).to(rpb.dtype)
-        if add_k is not None:
+        if add_k is not None and need_extra:
             dak, dav = dkeys[:, :, n:], dvals[:, :, n:]
             if add_k.shape[0] != q.shape[0]:
                 dak, dav = dak.sum(0, keepdim=True), dav.sum(0, keepdim=True)

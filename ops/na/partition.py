@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._pattern import to_tuple
 from .api import neighborhood_attention
+from .pattern import to_tuple
 
 __all__ = ['pad_to_multiple', 'window_attention', 'grid_attention']
 

@@ -374,9 +374,10 @@ def _na_bwd_dq_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
         PR0: tl.constexpr, PR1: tl.constexpr, PR2: tl.constexpr,
         PG0: tl.constexpr, PG1: tl.constexpr, PG2: tl.constexpr,
-        HAS_RPB: tl.constexpr, RPB_ATOMIC: tl.constexpr, HAS_EXTRA: tl.constexpr, DOT_PREC: tl.constexpr,
+        HAS_RPB: tl.constexpr, DRPB_ON: tl.constexpr, RPB_ATOMIC: tl.constexpr, HAS_EXTRA: tl.constexpr,
+        DOT_PREC: tl.constexpr,
 ):
-    """dQ (and dRPB) of one query tile: the forward's tile loop with ``dS = P * (dP - delta)``.
+    """dQ (and, when ``DRPB_ON``, dRPB) of one query tile: the forward's tile loop with ``dS = P * (dP - delta)``.
 
     dRPB: ``dS`` of each (query tile, key tile) pair is first summed over pairs with the same tile-local relative
     offset (a per-row gather that skews ``dS`` into ``[BLOCK_M, PR0*PR1*PR2]``, then a column sum), then shifted
@@ -402,7 +403,7 @@ def _na_bwd_dq_kernel(
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    if HAS_RPB:
+    if DRPB_ON:
         # skew indices: local offset r of row i comes from key column j = r + i - (T - 1) (per axis)
         offs_r = tl.arange(0, PR0 * PR1 * PR2)
         r0, r1, r2 = _split3(offs_r, PR1, PR2)
@@ -429,7 +430,7 @@ def _na_bwd_dq_kernel(
                          BLOCK_N, HAS_RPB, DOT_PREC)
         ds = _ds(s, lse2, delta, do, v, DOT_PREC)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
-        if HAS_RPB:
+        if DRPB_ON:
             local = tl.sum(tl.where(jok, tl.gather(ds, jidx, axis=1), 0.0), 0)
             rr0 = gg0 - (c0 - qa0 - (T0 - 1) + KS0 - 1)
             rr1 = gg1 - (c1 - qa1 - (T1 - 1) + KS1 - 1)
@@ -449,7 +450,7 @@ def _na_bwd_dq_kernel(
             ds = _ds(tl.where(e_ok[None, :], s, float('-inf')), lse2, delta, do, av, DOT_PREC)
             dq += tl.dot(ds.to(ak.dtype), ak, input_precision=DOT_PREC)
     _store_rows(DQ + b * sgb + h * sgh, qx0, qx1, qx2, sg0, sg1, sg2, offs_d, dq * scale, md_ok)
-    if HAS_RPB:
+    if DRPB_ON:
         if RPB_ATOMIC:
             tl.atomic_add(DRPB + h * (PG0 * PG1 * PG2) + offs_g, drpb, mask=g_ok, sem='relaxed')
         else:

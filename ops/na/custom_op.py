@@ -2,15 +2,18 @@
 
 ``attnzoo::na_forward`` and ``attnzoo::na_backward`` call the named backend; fake (meta) implementations give
 ``torch.compile(fullgraph=True)`` the output shapes without running it, and :func:`torch.library.register_autograd`
-wires the backward. Absent optional gradients travel as empty tensors (custom ops cannot return ``None``).
+wires the backward; the rpb and extra-token gradients are computed only when autograd needs them. Absent optional
+gradients travel as empty tensors (custom ops cannot return ``None``). The autocast rule of :mod:`ops._checks`
+is registered on the forward's Autocast keys.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ._pattern import NASpec
-from .backends import get_backend
+from .._checks import register_autocast
+from .._registry import get_backend
+from .pattern import NASpec
 
 __all__ = ['na_forward', 'na_backward', 'spec_args']
 
@@ -38,7 +41,7 @@ def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int]
     """Neighborhood attention forward on backend ``backend``: ``(out, lse)``."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
     with torch.autocast(query.device.type, enabled=False):  # backends compute in the inputs' dtype, fwd and bwd alike
-        out, lse = get_backend(backend).forward(query, key, value, spec, scale, rpb, additional_keys,
+        out, lse = get_backend('na', backend).forward(query, key, value, spec, scale, rpb, additional_keys,
                                                 additional_values)
     return out.contiguous(), lse.to(_lse_dtype(query)).contiguous()
 
@@ -53,13 +56,15 @@ def _(query, key, value, kernel_size, stride, dilation, is_causal, valid_shape, 
 def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: Tensor, value: Tensor, out: Tensor,
                 lse: Tensor, kernel_size: list[int], stride: list[int], dilation: list[int], is_causal: list[int],
                 valid_shape: list[int] | None, scale: float, rpb: Tensor | None,
-                additional_keys: Tensor | None, additional_values: Tensor | None,
-                backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent ones are empty tensors."""
+                additional_keys: Tensor | None, additional_values: Tensor | None, backend: str, need_rpb: bool,
+                need_extra: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent or unneeded ones are empty tensors."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
     with torch.autocast(query.device.type, enabled=False):
-        grads = get_backend(backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
-                                              additional_keys, additional_values, grad_lse=grad_lse)
+        grads = get_backend('na', backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
+                                                    additional_keys, additional_values, grad_lse=grad_lse,
+                                                    need_rpb=need_rpb and rpb is not None,
+                                                    need_extra=need_extra and additional_keys is not None)
     # custom ops may not return aliases of inputs or of each other (a backend may return views of one buffer)
     seen = {t.untyped_storage().data_ptr() for t in (grad_out, query, key, value, out, lse) if t.numel()}
     result = []
@@ -78,9 +83,10 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
 
 @na_backward.register_fake
 def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, stride, dilation, is_causal, valid_shape, scale,
-      rpb, additional_keys, additional_values, backend):
-    return tuple(query.new_empty(0) if t is None else t.new_empty(t.shape)
-                 for t in (query, key, value, rpb, additional_keys, additional_values))
+      rpb, additional_keys, additional_values, backend, need_rpb, need_extra):
+    needed = (True, True, True, need_rpb, need_extra, need_extra)
+    return tuple(t.new_empty(t.shape) if t is not None and need else query.new_empty(0)
+                 for t, need in zip((query, key, value, rpb, additional_keys, additional_values), needed))
 
 
 def _setup_context(ctx, inputs, output):
@@ -96,10 +102,14 @@ def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, rpb, add_k, add_v = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *ctx.args, rpb, add_k, add_v, ctx.backend)
+    need = ctx.needs_input_grad
+    need_rpb, need_extra = rpb is not None and need[9], add_k is not None and (need[10] or need[11])
+    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *ctx.args, rpb, add_k, add_v, ctx.backend, need_rpb,
+                        need_extra)
     dq, dk, dv, drpb, dak, dav = grads
-    return (dq, dk, dv, None, None, None, None, None, None, None if rpb is None else drpb,
-            None if add_k is None else dak, None if add_v is None else dav, None)
+    return (dq, dk, dv, None, None, None, None, None, None, drpb if need_rpb else None,
+            dak if need_extra else None, dav if need_extra else None, None)
 
 
 torch.library.register_autograd('attnzoo::na_forward', _backward, setup_context=_setup_context)
+register_autocast('attnzoo::na_forward')

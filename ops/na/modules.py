@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
-from ._pattern import BoolOrTuple, IntOrTuple, to_tuple
 from .api import neighborhood_attention
+from .pattern import BoolOrTuple, IntOrTuple, to_tuple
 
 __all__ = ['NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D']
 

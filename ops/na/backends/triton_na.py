@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from .._pattern import NASpec
+from ... import _triton
+from ..pattern import NASpec
 from ._triton_kernels import (
     _na_bwd_dkv_kernel,
     _na_bwd_dq_kernel,
@@ -52,7 +53,7 @@ from ._triton_kernels import (
 __all__ = ['forward', 'backward', 'check_inputs']
 
 _LOG2E = 1.4426950408889634
-_INTERPRET = bool(triton.knobs.runtime.interpret)
+_INTERPRET = _triton.interpreting()
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_YZ = 65535
 # Tile shapes ((T0, T1, T2), (KT0, KT1, KT2)) forcing every call's tiling; ``None`` picks them per problem. Tests
@@ -255,8 +256,8 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
 def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, spec: NASpec, scale: float, rpb: torch.Tensor | None = None,
              add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
-             grad_lse: torch.Tensor | None = None) -> tuple:
-    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent inputs) of :func:`forward`.
+             grad_lse: torch.Tensor | None = None, need_rpb: bool = True, need_extra: bool = True) -> tuple:
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones) of :func:`forward`.
 
     ``grad_lse`` is the gradient reaching ``lse`` (``[B, *S, H]`` or ``None``); it enters as
     ``delta = rowsum(dO * O) - grad_lse``.
@@ -264,14 +265,18 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     check_inputs(q, k, v, spec, rpb, add_k, add_v)
     q, k, v, add_k, add_v = (_lastdim_contiguous(t) for t in (q, k, v, add_k, add_v))
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    need_rpb, need_extra = need_rpb and rpb is not None, need_extra and add_k is not None
     if q.numel() == 0:
-        zeros = (None if t is None else torch.zeros_like(t) for t in (rpb, add_k, add_v))
+        zeros = (torch.zeros_like(t) if t is not None and need else None
+                 for t, need in ((rpb, need_rpb), (add_k, need_extra), (add_v, need_extra)))
         return dq.zero_(), dk.zero_(), dv.zero_(), *zeros
     with _device(q):
-        return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv)
+        return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv,
+                         need_rpb, need_extra)
 
 
-def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv) -> tuple:
+def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv, need_rpb,
+              need_extra) -> tuple:
     batch, spatial, heads, head_dim = q.shape[0], tuple(q.shape[1:-2]), q.shape[-2], q.shape[-1]
     do = grad_out.to(q.dtype).contiguous()
     out = out.contiguous()
@@ -290,7 +295,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
 
     geom = _geometry(spatial, spec, _tile_rows(q.dtype, head_dim))
     # dRPB skews each dS tile into [BLOCK_M, (T + KT - 1)^3] registers: half-size tiles keep that 4x smaller
-    geom_dq = _geometry(spatial, spec, 32) if rpb is not None else geom
+    geom_dq = _geometry(spatial, spec, 32) if need_rpb else geom
     common = (*_strides5(q, nd), *_strides5(k, nd), *_strides5(v, nd), *_strides5(do, nd))
     shape_args = (*geom.lengths, *geom.dilation, *geom.valid)
     n_qt = geom_dq.tiles(geom_dq.q_tile)
@@ -298,7 +303,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     pg = tuple(_pow2(2 * kk - 1) for kk in geom.kernel)
     pr = tuple(_pow2(t + kt - 1) for t, kt in zip(geom_dq.q_tile, geom_dq.kv_tile))
     deterministic = torch.are_deterministic_algorithms_enabled()
-    if rpb is None:
+    if not need_rpb:
         drpb_buf = q
     elif deterministic:
         drpb_buf = torch.empty((batch * heads * n_qprog, math.prod(pg)), dtype=torch.float32, device=q.device)
@@ -311,7 +316,8 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         *_extra_strides(add_k), *_extra_strides(add_v),
         *shape_args, *n_qt, 0 if add_k is None else add_k.shape[1], head_dim, scale * _LOG2E, scale, heads,
         **geom_dq.constexprs(), BLOCK_D=block_d, PR0=pr[0], PR1=pr[1], PR2=pr[2], PG0=pg[0], PG1=pg[1], PG2=pg[2],
-        HAS_RPB=rpb is not None, RPB_ATOMIC=not deterministic, HAS_EXTRA=add_k is not None, DOT_PREC=dot_prec,
+        HAS_RPB=rpb is not None, DRPB_ON=need_rpb, RPB_ATOMIC=not deterministic, HAS_EXTRA=add_k is not None,
+        DOT_PREC=dot_prec,
         **_launch_opts(geom_dq, head_dim, q.dtype))
 
     n_kt = geom.tiles(geom.kv_tile)
@@ -323,11 +329,11 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         **_launch_opts(geom, head_dim, q.dtype))
 
     drpb = dadd_k = dadd_v = None
-    if rpb is not None:
+    if need_rpb:
         table = drpb_buf.view(batch, heads, n_qprog, -1).sum((0, 2)) if deterministic else drpb_buf
         table = table.view(heads, *pg)[(slice(None), *(slice(0, 2 * kk - 1) for kk in geom.kernel))]
         drpb = table.reshape(rpb.shape).to(rpb.dtype)
-    if add_k is not None:
+    if need_extra:
         dadd_k, dadd_v = _extra_backward(q, do, lse, delta, add_k, add_v, scale, nd, block_d, dot_prec)
     return dq, dk, dv, drpb, dadd_k, dadd_v
 

@@ -1,0 +1,172 @@
+"""One backend registry for every op family, keyed by ``(op, backend)``, with declared capabilities.
+
+An op family (``ops/na``, ``ops/dense``, ...) registers each of its backends once::
+
+    register_backend('na', 'triton', 'ops.na.backends.triton_na', devices=('cuda',), priority=20,
+                     probe=triton_support.unavailable_reason)
+
+and asks the registry which one runs a call (:func:`resolve_backend`). Nothing here knows a backend by name:
+what a backend can do is its :class:`Backend` entry — device types, dtypes, attention dropout, deterministic
+backward, a ``probe`` for run-time availability (a library version, an interpreter mode), and its ``priority``
+in automatic dispatch (the highest-priority backend that can serve a call wins; ``auto=False`` keeps oracles such
+as ``reference`` out of automatic dispatch). A backend module may define ``check_inputs(...)`` (the op family
+decides its arguments) raising ``ValueError`` / ``TypeError`` for a request it cannot serve; automatic dispatch
+then moves on to the next backend, while a backend named by the caller raises with the reason.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+__all__ = ['Backend', 'register_backend', 'get_backend', 'backend_entry', 'backend_names', 'available_backends',
+           'check_backend', 'resolve_backend', 'op_names']
+
+ALL_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What one implementation of an op can do (declared at registration, checked on every call)."""
+
+    op: str
+    name: str
+    module: str  # import path, imported on first use (or at registration when ``preload``)
+    devices: tuple[str, ...] = ('*',)  # device types it runs on ('*' = any)
+    dtypes: tuple[torch.dtype, ...] = ALL_FLOAT
+    dropout: bool = False  # supports attention dropout (dropout_p > 0)
+    deterministic: bool = True  # backward is deterministic, or becomes so under use_deterministic_algorithms
+    priority: int = 0  # automatic dispatch tries higher priorities first
+    auto: bool = True  # eligible for automatic dispatch (False: only when named, e.g. a float64 oracle)
+    probe: Callable[[torch.device], str | None] | None = None  # reason it cannot run on a device now, or None
+
+    def unavailable_reason(self, device: torch.device) -> str | None:
+        """Why this backend cannot run on ``device`` at all (before looking at a call), or ``None``."""
+        if self.probe is not None:
+            reason = self.probe(device)
+            if reason is not None:
+                return reason
+        elif '*' not in self.devices and device.type not in self.devices:
+            return f'it runs on {"/".join(self.devices)} tensors, got a {device.type} tensor'
+        return None
+
+
+_REGISTRY: dict[tuple[str, str], Backend] = {}
+_MODULES: dict[tuple[str, str], ModuleType] = {}
+
+
+def register_backend(op: str, name: str, module: str, *, preload: bool = False, **capabilities) -> Backend:
+    """Register backend ``name`` of op family ``op``, implemented by module path ``module``.
+
+    ``capabilities`` are :class:`Backend` fields. ``preload=True`` imports the module now (do it for backends that
+    can run in this process, so that no import happens inside a ``torch.compile`` trace).
+    """
+    entry = Backend(op, name, module, **capabilities)
+    _REGISTRY[op, name] = entry
+    _MODULES.pop((op, name), None)
+    if preload:
+        get_backend(op, name)
+    return entry
+
+
+def op_names() -> list[str]:
+    """The op families that have registered backends."""
+    return sorted({op for op, _ in _REGISTRY})
+
+
+def backend_names(op: str = 'na') -> list[str]:
+    """Backends registered for ``op``, in automatic-dispatch order (highest priority first)."""
+    entries = [e for (o, _), e in _REGISTRY.items() if o == op]
+    if not entries:
+        raise ValueError(f'unknown op {op!r}; ops with backends: {op_names()}')
+    return [e.name for e in sorted(entries, key=lambda e: -e.priority)]
+
+
+def backend_entry(op: str, name: str) -> Backend:
+    if (op, name) not in _REGISTRY:
+        raise ValueError(f'backend must be None or one of {backend_names(op)} for {op!r}, got {name!r}')
+    return _REGISTRY[op, name]
+
+
+def get_backend(op: str, name: str) -> ModuleType:
+    """The module implementing backend ``name`` of ``op`` (imported on first use)."""
+    entry = backend_entry(op, name)
+    mod = _MODULES.get((op, name))
+    if mod is None:
+        mod = _MODULES[op, name] = importlib.import_module(entry.module)
+    return mod
+
+
+def available_backends(device: torch.device | str = 'cpu', op: str = 'na') -> list[str]:
+    """Backends of ``op`` that can run on ``device`` now, in automatic-dispatch order."""
+    device = torch.device(device)
+    return [n for n in backend_names(op) if _REGISTRY[op, n].unavailable_reason(device) is None]
+
+
+def _capability_reason(entry: Backend, device: torch.device, dtype: torch.dtype, dropout: bool) -> str | None:
+    reason = entry.unavailable_reason(device)
+    if reason is None and dtype not in entry.dtypes:
+        names = [str(d).removeprefix('torch.') for d in entry.dtypes]
+        reason = f'it supports dtypes {names}, got {dtype}'
+    if reason is None and dropout and not entry.dropout:
+        supported = [n for n in backend_names(entry.op) if _REGISTRY[entry.op, n].dropout]
+        reason = f'it has no attention dropout (dropout_p > 0); backends with dropout: {supported}'
+    if reason is None and not entry.deterministic and torch.are_deterministic_algorithms_enabled():
+        reason = 'its backward is not deterministic and torch.use_deterministic_algorithms(True) is set'
+    return reason
+
+
+def check_backend(op: str, name: str, device: torch.device, dtype: torch.dtype, dropout: bool = False,
+                  check_args: tuple = ()) -> None:
+    """Raise a clear error when backend ``name`` of ``op`` cannot serve this call.
+
+    ``check_args`` go to the backend module's ``check_inputs`` when it has one.
+    """
+    entry = backend_entry(op, name)
+    reason = _capability_reason(entry, device, dtype, dropout)
+    if reason is not None:
+        raise RuntimeError(f'backend={name!r} cannot serve this {op} call: {reason}')
+    check = getattr(get_backend(op, name), 'check_inputs', None)
+    if check is not None:
+        try:
+            check(*check_args)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise type(e)(f'backend={name!r} cannot serve this {op} call: {e}') from None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def resolve_backend(op: str, name: str | None, device: torch.device, dtype: torch.dtype, dropout: bool = False,
+                    check_args: tuple = ()) -> str:
+    """The backend to run: ``name`` if given (validated, never replaced), else the highest-priority automatic
+    backend that can serve the call."""
+    if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f'backend must be None or a backend name, got {name!r}')
+        check_backend(op, name, device, dtype, dropout, check_args)
+        return name
+    reasons, skipped_for_dropout = [], []
+    for candidate in backend_names(op):
+        entry = _REGISTRY[op, candidate]
+        if not entry.auto:
+            continue
+        try:
+            check_backend(op, candidate, device, dtype, dropout, check_args)
+        except (ValueError, TypeError, RuntimeError) as e:
+            reasons.append(str(e))
+            if dropout and not entry.dropout and _capability_reason(entry, device, dtype, False) is None:
+                skipped_for_dropout.append(candidate)
+            continue
+        if skipped_for_dropout:
+            _warn_once(f'{op}: attention dropout (dropout_p > 0) is not implemented by the {skipped_for_dropout} '
+                       f'backend; these calls run on {candidate!r} instead, which is slower')
+        return candidate
+    raise RuntimeError(f'no {op} backend can serve this call on {device.type} ({dtype}):\n  ' + '\n  '.join(reasons))

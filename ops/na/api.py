@@ -1,0 +1,158 @@
+"""Public functional API of neighborhood attention: ``na1d`` / ``na2d`` / ``na3d`` (NATTEN-compatible).
+
+Every argument is validated here, once, with errors that name it (shared wording: :mod:`ops._checks`); the call
+then runs as the custom op ``attnzoo::na_forward`` on the backend :func:`ops._registry.resolve_backend` picks.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .._checks import (
+    autocast_inputs,
+    check_compatible,
+    check_dropout,
+    check_flag,
+    check_scale,
+    check_tensor,
+    spatial_sizes,
+)
+from .._registry import get_backend, resolve_backend
+from . import backends as _backends  # noqa: F401  (registers the backends)
+from .custom_op import spec_args
+from .pattern import BoolOrTuple, IntOrTuple, NASpec, make_spec
+
+__all__ = ['na1d', 'na2d', 'na3d', 'neighborhood_attention']
+
+
+def _layout(ndim: int) -> str:
+    return f'[batch, *spatial ({ndim} dims), heads, head_dim]'
+
+
+def _validate(ndim: int, query, key, value, rpb, spec: NASpec, additional_keys, additional_values):
+    for name, x in (('key', key), ('value', value)):
+        check_tensor(name, x, ndim + 3, _layout(ndim))
+    if key.shape != query.shape or value.shape != query.shape:
+        raise ValueError(f'query, key and value must have the same shape, got {tuple(query.shape)}, '
+                         f'{tuple(key.shape)}, {tuple(value.shape)}')
+    heads, head_dim = query.shape[-2], query.shape[-1]
+    if rpb is not None:
+        if not isinstance(rpb, Tensor) or not rpb.is_floating_point():
+            raise TypeError(f'rpb must be a floating-point torch.Tensor or None, got {getattr(rpb, "dtype", rpb)!r}')
+        want = (heads, *(2 * k - 1 for k in spec.kernel_size))
+        if tuple(rpb.shape) != want:
+            raise ValueError(f'rpb must have shape {want} = (heads, 2 * kernel_size - 1 per axis), got '
+                             f'{tuple(rpb.shape)}')
+    if (additional_keys is None) != (additional_values is None):
+        raise ValueError('additional_keys and additional_values must be given together')
+    if additional_keys is not None:
+        for name, x in (('additional_keys', additional_keys), ('additional_values', additional_values)):
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                raise TypeError(f'{name} must be a floating-point torch.Tensor, got {getattr(x, "dtype", x)!r}')
+            if x.dim() != 4 or x.shape[0] not in (1, query.shape[0]) or tuple(x.shape[2:]) != (heads, head_dim):
+                raise ValueError(f'{name} must be [batch (or 1), n_extra, heads={heads}, head_dim={head_dim}], '
+                                 f'got {tuple(x.shape)}')
+        if additional_keys.shape != additional_values.shape:
+            raise ValueError(f'additional_keys and additional_values must have the same shape, got '
+                             f'{tuple(additional_keys.shape)} and {tuple(additional_values.shape)}')
+    check_compatible({'query': query, 'key': key, 'value': value, 'rpb': rpb, 'additional_keys': additional_keys,
+                      'additional_values': additional_values})
+
+
+def neighborhood_attention(
+        ndim: int,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        dilation: IntOrTuple = 1,
+        is_causal: BoolOrTuple = False,
+        scale: float | None = None,
+        rpb: Tensor | None = None,
+        additional_keys: Tensor | None = None,
+        additional_values: Tensor | None = None,
+        return_lse: bool = False,
+        backend: str | None = None,
+        valid_shape: Sequence[int] | None = None,
+        dropout_p: float = 0.0,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Generalized neighborhood attention over an ``ndim``-D token grid; see :func:`na2d`."""
+    if ndim not in (1, 2, 3):
+        raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
+    check_tensor('query', query, ndim + 3, _layout(ndim))
+    spec = make_spec(spatial_sizes(query, range(1, ndim + 1)), kernel_size, stride, dilation, is_causal,
+                     valid_shape)
+    _validate(ndim, query, key, value, rpb, spec, additional_keys, additional_values)
+    if additional_keys is not None and additional_keys.shape[1] == 0:
+        additional_keys = additional_values = None
+    check_scale(scale)
+    scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
+    check_flag('return_lse', return_lse)
+    check_dropout(dropout_p)
+    dropout = dropout_p > 0
+    if dropout and return_lse:
+        raise ValueError('return_lse is not available with dropout_p > 0 (the dropped weights do not sum to 1)')
+    # the autocast rule (also registered on the custom op's Autocast keys); here too so that backends are checked
+    # on the dtypes they will see, and so that it covers the dropout path, which is not a custom op
+    query, key, value, rpb, additional_keys, additional_values = autocast_inputs(
+        query, key, value, rpb, additional_keys, additional_values)
+    name = resolve_backend('na', backend, query.device, query.dtype, dropout,
+                           (query, key, value, spec, rpb, additional_keys, additional_values))
+    if dropout:
+        with torch.autocast(query.device.type, enabled=False):
+            return get_backend('na', name).forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys,
+                                                                additional_values, float(dropout_p))
+    out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
+                                            additional_values, name)
+    return (out, lse) if return_lse else out
+
+
+def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+         dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
+         rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
+         return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
+         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+    """1-D neighborhood attention on ``[batch, length, heads, head_dim]``; see :func:`na2d`."""
+    return neighborhood_attention(1, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
+
+
+def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+         dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
+         rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
+         return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
+         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+    """2-D neighborhood attention on ``[batch, height, width, heads, head_dim]`` (NATTEN's layout and semantics).
+
+    Args:
+        kernel_size, stride, dilation, is_causal: int/bool or per-axis tuples (NATTEN's rules, ``ops.na.pattern``);
+            kernel_size * dilation <= length and stride <= kernel_size on every axis.
+        scale: logit scale, default ``head_dim ** -0.5``.
+        rpb: relative position bias ``[heads, 2k-1, 2k-1]`` added to the logits (with its gradient).
+        additional_keys / additional_values: ``[batch (or 1), n_extra, heads, head_dim]`` tokens every query also
+            attends to, in the same softmax.
+        return_lse: also return the log-sum-exp ``[batch, height, width, heads]`` (see :func:`merge_attentions`).
+        backend: ``None`` (the highest-priority backend that can serve the call: triton on CUDA, torch on CPU) or
+            a name from ``ops.backend_names('na')``; a named backend that cannot serve the call raises instead of
+            falling back.
+        valid_shape: per-axis count of real keys; keys at index >= valid_shape are masked (zero-padded blocks).
+        dropout_p: dropout on the attention probabilities (training; backends that declare dropout).
+
+    Under ``torch.autocast`` the floating inputs are cast to the autocast dtype (as SDPA does); outside it they must
+    share one dtype.
+    """
+    return neighborhood_attention(2, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
+
+
+def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+         dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
+         rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
+         return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
+         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+    """3-D neighborhood attention on ``[batch, depth, height, width, heads, head_dim]``; see :func:`na2d`."""
+    return neighborhood_attention(3, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
