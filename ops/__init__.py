@@ -10,6 +10,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 """
 from . import na
 from ._registry import available_backends, backend_names
+from ._shape import crop, pad_to_multiple
 from .merge import merge_attentions
 from .na import (
     NASpec,
@@ -22,13 +23,12 @@ from .na import (
     na2d,
     na3d,
     neighborhood_attention,
-    pad_to_multiple,
     window_attention,
 )
 
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'merge_attentions',
-    'pad_to_multiple', 'window_attention', 'grid_attention',
+    'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
 ]

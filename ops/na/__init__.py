@@ -9,10 +9,10 @@ the NATTEN-compatible modules; ``flops`` the fvcore handle.
 from . import flops as _flops  # noqa: F401  (registers the fvcore FLOP handle)
 from .api import na1d, na2d, na3d, neighborhood_attention
 from .modules import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
-from .partition import grid_attention, pad_to_multiple, window_attention
+from .partition import grid_attention, window_attention
 from .pattern import NASpec, make_spec
 
 __all__ = [
-    'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'pad_to_multiple', 'window_attention', 'grid_attention',
+    'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D', 'NASpec', 'make_spec',
 ]

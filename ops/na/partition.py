@@ -15,37 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
+from .._checks import spatial_sizes
+from .._shape import crop, pad_to_multiple
 from .api import neighborhood_attention
 from .pattern import to_tuple
 
-__all__ = ['pad_to_multiple', 'window_attention', 'grid_attention']
-
-
-def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:
-    """Zero-pad ``x`` at the end of each dim in ``dims`` to a multiple of ``multiple`` (int or one per dim).
-
-    Returns ``(padded, original_sizes)``; crop back with ``padded[..., :original_sizes[i], ...]`` per dim.
-    """
-    if any(not -x.dim() <= d < x.dim() for d in dims):
-        raise ValueError(f'dims {list(dims)} out of range for a tensor of rank {x.dim()}')
-    dims = [d % x.dim() for d in dims]
-    mult = to_tuple(multiple, len(dims), 'multiple')
-    if any(m < 1 for m in mult):
-        raise ValueError(f'multiple must be >= 1, got {multiple!r}')
-    sizes = tuple(int(x.shape[d]) for d in dims)
-    pad = [0] * (2 * x.dim())
-    for d, m, n in zip(dims, mult, sizes):
-        pad[2 * (x.dim() - 1 - d) + 1] = -n % m
-    if any(pad):
-        x = F.pad(x, pad)
-    return x, sizes
-
-
-def _crop(x: Tensor, sizes: Sequence[int]) -> Tensor:
-    return x[(slice(None), *(slice(0, n) for n in sizes))]
+__all__ = ['window_attention', 'grid_attention']
 
 
 def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, padding: str, mask_padding: bool,
@@ -56,7 +34,7 @@ def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, pa
     size = to_tuple(size, ndim, 'grid_size' if grid else 'window_size')
     if padding not in ('zeros', 'clamp'):
         raise ValueError(f"padding must be 'zeros' (Swin/MaxViT) or 'clamp' (NATTEN), got {padding!r}")
-    shape = tuple(int(n) for n in query.shape[1:-2])  # plain ints also under jit tracing (fvcore)
+    shape = spatial_sizes(query, range(1, ndim + 1))
     if padding == 'clamp':
         if mask_padding:
             raise ValueError("mask_padding applies to padding='zeros' only (clamped windows pad nothing)")
@@ -67,13 +45,14 @@ def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, pa
     q, _ = pad_to_multiple(query, size, dims)
     k, _ = pad_to_multiple(key, size, dims)
     v, _ = pad_to_multiple(value, size, dims)
-    padded = tuple(int(n) for n in q.shape[1:-2])
+    padded = spatial_sizes(q, dims)
     dilation = tuple(n // s for n, s in zip(padded, size)) if grid else 1
-    valid = shape if mask_padding and padded != shape else None
+    # compiled: always pass valid_shape (a full one masks nothing) rather than guard on divisibility
+    valid = shape if mask_padding and (torch.compiler.is_compiling() or padded != shape) else None
     result = neighborhood_attention(ndim, q, k, v, size, 1 if grid else size, dilation, valid_shape=valid, **kwargs)
     if isinstance(result, tuple):
-        return _crop(result[0], shape), _crop(result[1], shape)
-    return _crop(result, shape)
+        return crop(result[0], shape, dims), crop(result[1], shape, dims)
+    return crop(result, shape, dims)
 
 
 def window_attention(query: Tensor, key: Tensor, value: Tensor, window_size: int | Sequence[int],

@@ -52,7 +52,7 @@ def to_tuple(value, ndim: int, name: str, kind: type = int) -> tuple:
         if kind is bool:
             if not isinstance(v, bool):
                 raise TypeError(f'{name} must contain bools, got {value!r}')
-        elif isinstance(v, bool) or not isinstance(v, int):
+        elif isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
             raise TypeError(f'{name} must contain ints, got {value!r}')
     return values
 
@@ -81,11 +81,12 @@ def make_spec(
         if s > k:
             raise ValueError(f'stride must be <= kernel_size on every axis; axis {axis} has stride={s} > {k}')
     if valid_shape is not None:
-        valid_shape = tuple(int(v) for v in valid_shape)
+        valid_shape = tuple(v if isinstance(v, torch.SymInt) else int(v) for v in valid_shape)
         if len(valid_shape) != ndim or any(not 1 <= v <= n for v, n in zip(valid_shape, spatial_shape)):
             raise ValueError(f'valid_shape must hold {ndim} sizes in [1, length], got {valid_shape} for '
                              f'input of spatial shape {tuple(spatial_shape)}')
-        if valid_shape == tuple(spatial_shape):
+        # a full valid_shape masks nothing; compiled graphs keep it rather than guard on the comparison
+        if not torch.compiler.is_compiling() and valid_shape == tuple(spatial_shape):
             valid_shape = None
     return NASpec(ks, st, dl, ca, valid_shape)
 

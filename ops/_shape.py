@@ -1,0 +1,87 @@
+"""Padding to a multiple and cropping back: shared by every op family and module that pads a token grid.
+
+Under ``torch.compile`` with dynamic shapes, a crop written as slicing makes a view whose contiguity depends on
+whether anything was padded, so the graph guards on ``size % multiple == 0`` and recompiles whenever a new
+resolution crosses that line (detection and segmentation see a new size every batch). Compiled code therefore
+pads unconditionally and crops through the ``attnzoo::crop`` custom op, whose output is a fresh contiguous
+tensor of the cropped shape; eager code keeps the zero-copy paths (no pad when nothing is needed, a slicing view).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import spatial_sizes
+
+__all__ = ['pad_to_multiple', 'crop']
+
+
+def _dims(x: Tensor, dims: Sequence[int]) -> list[int]:
+    if any(not -x.dim() <= d < x.dim() for d in dims):
+        raise ValueError(f'dims {list(dims)} out of range for a tensor of rank {x.dim()}')
+    return [d % x.dim() for d in dims]
+
+
+def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int]) -> tuple[Tensor, tuple[int, ...]]:
+    """Zero-pad ``x`` at the end of each dim in ``dims`` to a multiple of ``multiple`` (int or one per dim).
+
+    Returns ``(padded, original_sizes)``; undo with :func:`crop` (``crop(padded, original_sizes, dims)``).
+    """
+    dims = _dims(x, dims)
+    mult = tuple(multiple) if isinstance(multiple, (list, tuple)) else (multiple,) * len(dims)
+    if len(mult) != len(dims) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        raise ValueError(f'multiple must be an int >= 1 or one per dim ({len(dims)}), got {multiple!r}')
+    sizes = spatial_sizes(x, dims)
+    pad = [0] * (2 * x.dim())
+    for d, m, n in zip(dims, mult, sizes):
+        pad[2 * (x.dim() - 1 - d) + 1] = -n % m
+    if torch.compiler.is_compiling() or any(pad):  # compiled: no branch on divisibility (see module docstring)
+        x = F.pad(x, pad)
+    return x, sizes
+
+
+def crop(x: Tensor, sizes: Sequence[int], dims: Sequence[int]) -> Tensor:
+    """Keep the first ``sizes[i]`` entries of each dim ``dims[i]`` (a view in eager mode)."""
+    dims = _dims(x, dims)
+    if len(sizes) != len(dims):
+        raise ValueError(f'crop needs one size per dim, got sizes {list(sizes)} for dims {dims}')
+    if torch.compiler.is_compiling():
+        return torch.ops.attnzoo.crop(x, list(dims), list(sizes))
+    index = [slice(None)] * x.dim()
+    for d, n in zip(dims, sizes):
+        index[d] = slice(0, n)
+    return x[tuple(index)]
+
+
+@torch.library.custom_op('attnzoo::crop', mutates_args=())
+def _crop_op(x: Tensor, dims: list[int], sizes: list[int]) -> Tensor:
+    index = [slice(None)] * x.dim()
+    for d, n in zip(dims, sizes):
+        index[d] = slice(0, n)
+    return x[tuple(index)].clone(memory_format=torch.contiguous_format)
+
+
+@_crop_op.register_fake
+def _(x, dims, sizes):
+    shape = list(x.shape)
+    for d, n in zip(dims, sizes):
+        shape[d] = n
+    return x.new_empty(shape)
+
+
+def _crop_setup(ctx, inputs, output):
+    x, dims, _ = inputs
+    ctx.dims, ctx.full = dims, [x.shape[d] for d in dims]
+
+
+def _crop_backward(ctx, grad):
+    pad = [0] * (2 * grad.dim())
+    for d, n in zip(ctx.dims, ctx.full):
+        pad[2 * (grad.dim() - 1 - d) + 1] = n - grad.shape[d]
+    return F.pad(grad, pad), None, None
+
+
+torch.library.register_autograd('attnzoo::crop', _crop_backward, setup_context=_crop_setup)
