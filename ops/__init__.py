@@ -11,6 +11,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 from . import na
 from ._registry import available_backends, backend_names
 from ._shape import crop, pad_to_multiple
+from .dense import dense_attention
 from .merge import merge_attentions
 from .na import (
     NASpec,
@@ -31,4 +32,5 @@ __all__ = [
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
+    'dense_attention',
 ]
