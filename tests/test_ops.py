@@ -419,6 +419,15 @@ def test_rows_without_keys_send_no_nan_into_gradients():
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
+def test_reference_differentiated_directly_sends_no_nan_from_rows_without_keys():
+    """Tests differentiate the reference's forward through autograd; key-less rows must not poison it."""
+    q, k, v = (torch.randn(1, 12, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out, lse = reference.forward(q, k, v, make_spec((12,), 3, valid_shape=[4]), 0.3)
+    assert torch.isneginf(lse[:, 6:]).all() and (out[:, 6:] == 0).all()
+    (out[:, :4].sum() + lse[:, :4].sum()).backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
 def test_helper_argument_checks():
     x = torch.randn(2, 5, 5)
     with pytest.raises(ValueError, match='out of range'):

@@ -36,9 +36,11 @@ def _logits(q, k, v, spec, scale, rpb, add_k, add_v):
 
 
 def _softmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    lse = torch.logsumexp(logits, dim=-1)  # -inf for a query that sees no key
-    finite = torch.isfinite(lse)
-    probs = torch.where(finite[..., None], torch.exp(logits - torch.where(finite, lse, 0)[..., None]), 0)
+    # a query that sees no key gets lse -inf and probabilities 0; its all -inf row is kept out of logsumexp, whose
+    # backward would send NaN into every gradient when this forward is differentiated directly (tests do)
+    seen = torch.isfinite(logits).any(-1)
+    lse = torch.where(seen, torch.logsumexp(torch.where(seen[..., None], logits, 0), dim=-1), float('-inf'))
+    probs = torch.where(seen[..., None], torch.exp(logits - torch.where(seen, lse, 0)[..., None]), 0)
     return probs, lse
 
 
