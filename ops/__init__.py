@@ -16,6 +16,9 @@ from .na import (
     NeighborhoodAttention1D,
     NeighborhoodAttention2D,
     NeighborhoodAttention3D,
+    WindowAttention1D,
+    WindowAttention2D,
+    WindowAttention3D,
     grid_attention,
     make_spec,
     na1d,
@@ -31,4 +34,5 @@ __all__ = [
     'pad_to_multiple', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
+    'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D',
 ]
