@@ -1,6 +1,6 @@
 """WindowAttention1D/2D/3D: each padding mode against a direct implementation of the behaviour it reproduces, at
-sizes that do not divide by the window (Swin/timm token padding, zero padding, masked zero padding, NATTEN clamp),
-and timm's state-dict layout."""
+sizes that do not divide by the window (Swin/timm token padding, zero padding, masked zero padding, NATTEN clamp,
+Swin's shifted windows), and timm's state-dict layout."""
 import math
 
 import pytest
@@ -13,9 +13,9 @@ import ops
 CLASSES = {1: ops.WindowAttention1D, 2: ops.WindowAttention2D, 3: ops.WindowAttention3D}
 
 
-def _module(ndim, window, padding, dim=16, heads=2, qkv_bias=True, seed=0):
+def _module(ndim, window, padding, shift=0, dim=16, heads=2, qkv_bias=True, seed=0):
     torch.manual_seed(seed)
-    m = CLASSES[ndim](dim, heads, window, padding=padding, qkv_bias=qkv_bias).double()
+    m = CLASSES[ndim](dim, heads, window, shift, padding=padding, qkv_bias=qkv_bias).double()
     torch.nn.init.normal_(m.relative_position_bias_table)  # large enough that a wrong layout shows
     return m
 
@@ -66,20 +66,37 @@ def _swin_bias(table, w):
     return table[index].permute(2, 0, 1)  # [heads, T, T]
 
 
+def _swin_regions(padded, w, shift):
+    """Swin's SW-MSA region labels of the rolled map: slices (0, -w), (-w, -s), (-s, None) per axis."""
+    label = torch.zeros(padded, dtype=torch.long)
+    for i, (p, k, s) in enumerate(zip(padded, w, shift)):
+        axis = torch.zeros(p, dtype=torch.long)
+        if s:
+            axis[p - k:p - s], axis[p - s:] = 1, 2
+        label = label * 3 + axis.view(*(-1 if j == i else 1 for j in range(len(w))))
+    return label
+
+
 def _direct(m, x, mode):
-    """'tokens': Swin's block (pad the tokens, then qkv); 'zeros' / 'masked': pad q/k/v after qkv (masked: padded
-    keys at -inf). Then Swin's WindowAttention on the partitioned windows, reverse, crop."""
-    b, shape, w, heads = x.shape[0], x.shape[1:-1], m.window_size, m.num_heads
+    """Swin's block as its official code runs it (detection/segmentation, Video Swin): 'tokens' pads the tokens,
+    then qkv; 'zeros' / 'masked' pad q/k/v after qkv (masked: padded keys masked). Then roll by -shift, Swin's
+    WindowAttention on the partitioned windows with its -100 region mask, reverse, roll back, crop."""
+    b, shape, w, shift, heads = x.shape[0], x.shape[1:-1], m.window_size, m.shift_size, m.num_heads
+    dims = tuple(range(1, len(w) + 1))
     qkv = m.qkv(_pad_end(x, w)) if mode == 'tokens' else _pad_end(m.qkv(x), w)
+    valid = _pad_end(torch.ones(b, *shape, 1, dtype=torch.bool), w)
     padded = qkv.shape[1:-1]
-    qkv = _windows(qkv, w)
+    qkv, valid = (torch.roll(t, [-s for s in shift], dims) for t in (qkv, valid))
+    qkv, valid = _windows(qkv, w), _windows(valid, w)[..., 0]
+    keep = _windows(_swin_regions(padded, w, shift)[None, ..., None], w)[..., 0].repeat(b, 1)
+    keep = keep[:, :, None] == keep[:, None, :]
+    if mode == 'masked':
+        keep = keep & valid[:, None, :]
     q, k, v = qkv.reshape(qkv.shape[0], qkv.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
     attn = (q * m.scale) @ k.transpose(-1, -2) + _swin_bias(m.relative_position_bias_table, w)
-    if mode == 'masked':
-        valid = _windows(_pad_end(torch.ones(b, *shape, 1, dtype=torch.bool), w), w)[..., 0]
-        attn = attn.masked_fill(~valid[:, None, None, :], float('-inf'))
+    attn = attn.masked_fill(~keep[:, None], -100.)
     o = (attn.softmax(-1) @ v).transpose(1, 2).reshape(qkv.shape[0], qkv.shape[1], -1)
-    o = _unwindows(o, w, b, padded)[(slice(None), *(slice(0, n) for n in shape))]
+    o = torch.roll(_unwindows(o, w, b, padded), shift, dims)[(slice(None), *(slice(0, n) for n in shape))]
     return m.proj(o)
 
 
@@ -114,12 +131,48 @@ def test_timm_state_dict_at_divisible_size(padding):
     torch.testing.assert_close(m(x), want)
 
 
-# --- every padding mode against its direct implementation, 1-3 D, outputs and gradients ---
+# --- shifted windows: the official Swin order (pad, then roll), timm's at divisible sizes ---
+
+def _official_shifted(block, x):
+    """Swin-Transformer-Object-Detection's block attention: pad the tokens, roll, W-MSA with the region mask of
+    the padded map, reverse, roll back, crop (timm's WindowAttention and mask builder, official order)."""
+    w, s, (h, wd) = block.window_size, block.shift_size, x.shape[1:3]
+    xp = torch.roll(_pad_end(x, w), [-i for i in s], (1, 2))
+    hp, wp = xp.shape[1:3]
+    o = block.attn(window_partition(xp, w).reshape(-1, w[0] * w[1], x.shape[-1]), mask=block.get_attn_mask(xp))
+    return torch.roll(window_reverse(o.reshape(-1, *w, x.shape[-1]), w, hp, wp), s, (1, 2))[:, :h, :wd]
+
+
+@pytest.mark.parametrize('size,window,shift', [((10, 13), 4, 2), ((7, 7), 3, 1), ((9, 11), (4, 3), (2, 1))])
+def test_shifted_tokens_equal_official_swin(size, window, shift):
+    torch.manual_seed(2)
+    block = SwinTransformerBlock(16, size, num_heads=2, window_size=window, shift_size=shift).double()
+    torch.nn.init.normal_(block.attn.relative_position_bias_table)
+    m = ops.WindowAttention2D(16, 2, window, shift).double()
+    m.load_state_dict(block.attn.state_dict())
+    x = torch.randn(2, *size, 16, dtype=torch.float64, requires_grad=True)
+    _assert_same(_grads(m, x, m(x)), _grads(block.attn, x, _official_shifted(block, x)))
+
+
+def test_shifted_equals_timm_block_at_divisible_size():
+    torch.manual_seed(3)
+    block = SwinTransformerBlock(16, (8, 12), num_heads=2, window_size=4, shift_size=2).double()
+    torch.nn.init.normal_(block.attn.relative_position_bias_table)
+    m = ops.WindowAttention2D(16, 2, 4, 2).double()
+    m.load_state_dict(block.attn.state_dict())
+    x = torch.randn(2, 8, 12, 16, dtype=torch.float64, requires_grad=True)
+    _assert_same(_grads(m, x, m(x)), _grads(block.attn, x, block._attn(x)))
+
+
+# --- every padding mode against its direct implementation, 1-3 D, shifted or not, outputs and gradients ---
 
 @pytest.mark.parametrize('mode', ['tokens', 'zeros', 'masked'])
-@pytest.mark.parametrize('size,window', [((10,), 4), ((7, 7), 3), ((10, 13), (4, 4)), ((3, 5, 6), (2, 2, 4))])
-def test_padding_modes_equal_direct_swin_partition(mode, size, window):
-    m = _module(len(size), window, mode)
+@pytest.mark.parametrize('size,window,shift', [
+    ((10,), 4, 0), ((7, 7), 3, 0), ((10, 13), (4, 4), 0), ((3, 5, 6), (2, 2, 4), 0),
+    ((9,), 4, 2), ((7, 8), 3, 1), ((3, 5, 6), (2, 2, 4), (1, 0, 3)), ((1, 5), 4, (2, 1)),
+])
+def test_padding_modes_equal_direct_swin_partition(mode, size, window, shift):
+    m = _module(len(size), window, mode, shift)
     x = torch.randn(2, *size, 16, dtype=torch.float64, requires_grad=True)
     _assert_same(_grads(m, x, m(x)), _grads(m, x, _direct(m, x, mode)))
 
@@ -173,3 +226,7 @@ def test_options_and_errors():
         ops.WindowAttention2D(16, 2, 4)(torch.randn(1, 8, 16))
     with pytest.raises(ValueError, match='num_heads'):
         ops.WindowAttention1D(16, 3, 4)
+    with pytest.raises(ValueError, match='shift_size'):
+        ops.WindowAttention2D(16, 2, 4, 4)
+    with pytest.raises(ValueError, match='clamp'):
+        ops.WindowAttention2D(16, 2, 4, 2, padding='clamp')

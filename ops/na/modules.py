@@ -125,6 +125,7 @@ class _WindowAttention(nn.Module):
             dim: int,
             num_heads: int,
             window_size: IntOrTuple,
+            shift_size: IntOrTuple = 0,
             head_dim: int | None = None,
             qkv_bias: bool = True,
             qk_scale: float | None = None,
@@ -146,6 +147,12 @@ class _WindowAttention(nn.Module):
         self.head_dim = head_dim or dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
         self.window_size = to_tuple(window_size, self.ndim, 'window_size')
+        self.shift_size = to_tuple(shift_size, self.ndim, 'shift_size')
+        if any(not 0 <= s < w for s, w in zip(self.shift_size, self.window_size)):
+            raise ValueError(f'shift_size must be in [0, window_size) per axis, got {shift_size!r} for window_size '
+                             f'{self.window_size}')
+        if any(self.shift_size) and padding == 'clamp':
+            raise ValueError("shifted windows need padding 'tokens', 'zeros' or 'masked', not 'clamp'")
         self.padding = padding
         self.backend = backend
         attn_dim = self.num_heads * self.head_dim
@@ -178,18 +185,33 @@ class _WindowAttention(nn.Module):
             x, _ = pad_to_multiple(x, self.window_size, range(1, self.ndim + 1))
         b = x.shape[0]
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
-        x = window_attention(q, k, v, self.window_size, padding='clamp' if self.padding == 'clamp' else 'zeros',
-                             mask_padding=self.padding == 'masked', scale=self.scale, rpb=self.relative_position_bias(),
-                             backend=self.backend, dropout_p=self.attn_drop if self.training else 0.)
-        x = x.reshape(b, *x.shape[1:-2], self.num_heads * self.head_dim)
-        if self.padding == 'tokens':
-            x = _crop(x, shape)
+        kwargs = dict(scale=self.scale, rpb=self.relative_position_bias(), backend=self.backend,
+                      dropout_p=self.attn_drop if self.training else 0.)
+        if any(self.shift_size):
+            if self.padding == 'zeros':  # padded keys stay unmasked: pad here, the slabs mask only their own padding
+                q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
+            x = self._shifted(q, k, v, 0, kwargs)
+        else:
+            x = window_attention(q, k, v, self.window_size, padding='clamp' if self.padding == 'clamp' else 'zeros',
+                                 mask_padding=self.padding == 'masked', **kwargs)
+        x = _crop(x.reshape(b, *x.shape[1:-2], self.num_heads * self.head_dim), shape)
         return self.proj_drop(self.proj(x))
+
+    def _shifted(self, q: Tensor, k: Tensor, v: Tensor, axis: int, kwargs: dict) -> Tensor:
+        """SW-MSA without the roll. Along an axis shifted by ``s``, Swin's masked regions of the rolled map are,
+        back in map coordinates, ``[0, s)`` and windows starting at ``s``: attend in those two slabs separately, each
+        padded to a multiple of the window with its padding masked (it stands for the other regions' keys)."""
+        if axis == self.ndim:
+            return window_attention(q, k, v, self.window_size, mask_padding=True, **kwargs)
+        n, s = q.shape[axis + 1], min(self.shift_size[axis], q.shape[axis + 1])
+        slabs = [(0, s), (s, n - s)] if s else [(0, n)]
+        return torch.cat([self._shifted(*(t.narrow(axis + 1, a, m) for t in (q, k, v)), axis + 1, kwargs)
+                          for a, m in slabs if m], axis + 1)
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, window_size={self.window_size}, '
-                f'padding={self.padding!r}, rel_pos_bias={self.relative_position_bias_table is not None}, '
-                f'attn_drop={self.attn_drop}')
+                f'shift_size={self.shift_size}, padding={self.padding!r}, '
+                f'rel_pos_bias={self.relative_position_bias_table is not None}, attn_drop={self.attn_drop}')
 
 
 _WINDOW_DOC = """Swin window attention (W-MSA) over ``[batch, {spatial}, channels]``: every token attends to its
@@ -210,7 +232,12 @@ _WINDOW_DOC = """Swin window attention (W-MSA) over ``[batch, {spatial}, channel
     * ``'clamp'`` (NATTEN): no padding, the last window is clamped inwards and overlaps the previous one; every
       axis must be at least the window.
 
-    Shifted windows (SW-MSA) are not offered: their region mask is not a window pattern of the op.
+    ``shift_size`` > 0 (per axis, < window): Swin's shifted windows (SW-MSA) as the official Swin detection /
+    segmentation and Video Swin code computes them at any size: pad (by ``padding``), roll by ``-shift``, window
+    attention with the region mask, roll back, crop. Computed without the roll, one op call per region slab (up to
+    ``2 ** ndim``); Swin's additive -100 becomes an exact mask (exp(-100) is below float precision). timm rolls
+    before padding, which differs at non-divisible sizes (wrapped tokens share windows unmasked); at divisible
+    sizes all agree. ``'masked'`` sees only real tokens of each region; ``'clamp'`` has no shifted form.
     """
 
 
