@@ -18,6 +18,9 @@ from .na import (
     NeighborhoodAttention1D,
     NeighborhoodAttention2D,
     NeighborhoodAttention3D,
+    WindowAttention1D,
+    WindowAttention2D,
+    WindowAttention3D,
     grid_attention,
     make_spec,
     na1d,
@@ -32,5 +35,5 @@ __all__ = [
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
-    'dense_attention',
+    'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
 ]

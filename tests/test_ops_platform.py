@@ -175,11 +175,13 @@ def test_zoo_model_under_cpu_bf16_autocast_matches_fp32():
 
 
 class _Mixed(torch.nn.Module):
-    """Window, grid (zero-padded, masked) and neighborhood attention: every padding/crop path of the NA family."""
+    """Window, grid (zero-padded, masked), Swin (token-padded, shifted) and neighborhood attention: every
+    padding/crop path of the NA family."""
 
-    def __init__(self):
+    def __init__(self, swin: bool = True):
         super().__init__()
         self.qkv = torch.nn.Linear(16, 48)
+        self.swin = ops.WindowAttention2D(16, 2, 4, shift_size=2) if swin else None
         self.na = ops.NeighborhoodAttention2D(16, 2, 3, dilation=(1, 2))
 
     def forward(self, x):
@@ -187,17 +189,19 @@ class _Mixed(torch.nn.Module):
         q, k, v = self.qkv(x).reshape(b, h, w, 3, 2, 8).unbind(3)
         x = x + ops.window_attention(q, k, v, 4).reshape(b, h, w, c)
         x = x + ops.grid_attention(q, k, v, 2, mask_padding=True).reshape(b, h, w, c)
-        return self.na(x)
+        return self.na(x if self.swin is None else x + self.swin(x))
 
 
-def test_dynamic_compile_takes_new_resolutions_without_recompiling():
-    """Inductor, dynamic=True: three resolutions (padded and unpadded windows, odd grids) share one graph."""
+@pytest.mark.parametrize('backend,swin', [('inductor', False), ('aot_eager', True)])
+def test_dynamic_compile_takes_new_resolutions_without_recompiling(backend, swin):
+    """dynamic=True: three resolutions (padded and unpadded windows, odd grids) share one graph (inductor on the
+    op paths; the Swin module's slabs under aot_eager, which traces the same guards at a fraction of the cost)."""
     torch.manual_seed(0)
-    m = _Mixed()
+    m = _Mixed(swin)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    cm = torch.compile(m, dynamic=True, fullgraph=True)
-    for hw in ((6, 7), (9, 12), (16, 13)):
+    cm = torch.compile(m, backend=backend, dynamic=True, fullgraph=True)
+    for hw in ((6, 7), (9, 12), (16, 13)):  # 16 and 12 divide the windows, 6, 7, 9 and 13 do not
         x = torch.randn(2, *hw, 16, requires_grad=True)
         y = cm(x)
         y.sum().backward()

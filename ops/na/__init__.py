@@ -4,15 +4,23 @@ windows over 1-3-D token grids, with relative position bias and extra tokens.
 ``pattern`` is the one module that says which keys a query sees; ``api`` validates and dispatches; ``custom_op``
 registers ``attnzoo::na_forward`` / ``na_backward`` (autograd, autocast, fake impls); ``backends`` holds the
 reference, torch and triton implementations; ``partition`` the Swin/MaxViT window and grid helpers; ``modules``
-the NATTEN-compatible modules; ``flops`` the fvcore handle.
+the NATTEN-compatible modules and Swin's window attention module; ``flops`` the fvcore handle.
 """
 from . import flops as _flops  # noqa: F401  (registers the fvcore FLOP handle)
 from .api import na1d, na2d, na3d, neighborhood_attention
-from .modules import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
+from .modules import (
+    NeighborhoodAttention1D,
+    NeighborhoodAttention2D,
+    NeighborhoodAttention3D,
+    WindowAttention1D,
+    WindowAttention2D,
+    WindowAttention3D,
+)
 from .partition import grid_attention, window_attention
 from .pattern import NASpec, make_spec
 
 __all__ = [
     'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D', 'NASpec', 'make_spec',
+    'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D',
 ]

@@ -1,10 +1,15 @@
 """Conveniences the backbones share: padding to a multiple, block (window) and grid attention on the same op.
 
-Non-divisible maps can be handled two ways (DESIGN §1):
+Maps that are not a multiple of the window (DESIGN §1), and which official code each choice reproduces:
 
-* ``padding='zeros'`` (Swin / MaxViT): zero-pad the token grid to a multiple of the window, attend in
-  blocks, crop. Padded keys take part in the softmax like the official models do, unless
-  ``mask_padding=True`` (then they are masked through ``valid_shape``).
+* ``padding='zeros'`` (default): zero-pad q/k/v at the end to a multiple of the window, attend in blocks, crop.
+  Padded keys (logit = rpb only, value 0) take part in the softmax. This is NOT Swin's padding: Swin (and Video
+  Swin, and the Swin-based Agent/InLine/L2ViT code) pads the normalised tokens before the qkv projection, so its
+  padded keys carry the projection bias; the two agree only for a bias-free qkv. For Swin's behaviour use
+  ``WindowAttention1D/2D/3D(padding='tokens')`` (:mod:`ops.na.modules`), which pads the tokens before ``qkv``.
+* ``padding='zeros', mask_padding=True``: padded keys are masked (``valid_shape``), so every query sees only real
+  tokens: the correct behaviour, and what our any-size MaxViT does (timm's MaxViT asserts divisibility; at
+  divisible sizes every choice equals it).
 * ``padding='clamp'`` (NATTEN): no padding; the last block's window is clamped inwards and overlaps the
   previous one (length 10, window 4: queries 8-9 see keys 6-9).
 
@@ -33,7 +38,8 @@ def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, pa
         raise ValueError(f'query must be [batch, *spatial (1-3 dims), heads, head_dim], got {tuple(query.shape)}')
     size = to_tuple(size, ndim, 'grid_size' if grid else 'window_size')
     if padding not in ('zeros', 'clamp'):
-        raise ValueError(f"padding must be 'zeros' (Swin/MaxViT) or 'clamp' (NATTEN), got {padding!r}")
+        raise ValueError(f"padding must be 'zeros' or 'clamp' (NATTEN), got {padding!r}; Swin's token padding is "
+                         "WindowAttention2D(padding='tokens')")
     shape = spatial_sizes(query, range(1, ndim + 1))
     if padding == 'clamp':
         if mask_padding:
@@ -59,9 +65,11 @@ def window_attention(query: Tensor, key: Tensor, value: Tensor, window_size: int
                      padding: str = 'zeros', mask_padding: bool = False, **kwargs) -> Tensor | tuple[Tensor, Tensor]:
     """Block (Swin W-MSA / MaxViT block) attention: every query attends to its non-overlapping window.
 
-    ``[batch, *spatial, heads, head_dim]`` in and out; as ``na*d`` with kernel = stride = window. ``padding`` and
-    ``mask_padding`` as in the module docstring; other keyword arguments (``rpb`` ``[heads, 2w-1, ...]``, ``scale``,
-    ``additional_keys``, ``return_lse``, ``backend``, ...) go to :func:`ops.na2d` and friends.
+    ``[batch, *spatial, heads, head_dim]`` in and out; as ``na*d`` with kernel = stride = window. ``padding``
+    (``'zeros'`` / ``'clamp'``) and ``mask_padding`` as in the module docstring: unmasked zeros pad q/k/v, which is
+    not Swin's token padding (that is ``WindowAttention2D(padding='tokens')``); masked zeros are the correct
+    behaviour. Other keyword arguments (``rpb`` ``[heads, 2w-1, ...]``, ``scale``, ``additional_keys``,
+    ``return_lse``, ``backend``, ...) go to :func:`ops.na2d` and friends.
     """
     return _partitioned(query, key, value, window_size, False, padding, mask_padding, **kwargs)
 
