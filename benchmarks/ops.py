@@ -94,8 +94,8 @@ NATTEN = [Problem('natten_256x256_w80', 'natten', (256, 256), 24, 128, 80, rpb=F
                   dtype='fp16')]
 
 # --tiny: the --short list at toy sizes (same series, rpb and stride/dilation mix), for the CPU rehearsal
-TINY = [Problem('tiny_natten_32x32_w10', 'natten', (32, 32), 2, 16, 10, rpb=False),
-        Problem('tiny_natten_32x32_w10_s4', 'natten', (32, 32), 2, 16, 10, stride=4, rpb=False),
+TINY = [Problem('tiny_natten_24x24_w8', 'natten', (24, 24), 2, 16, 8, rpb=False),
+        Problem('tiny_natten_24x24_w8_s4', 'natten', (24, 24), 2, 16, 8, stride=4, rpb=False),
         Problem('tiny_dinat224_14x14_d1', 'dinat224', (14, 14), 2, 16, 7),
         Problem('tiny_dinat224_14x14_d2', 'dinat224', (14, 14), 2, 16, 7, dilation=2),
         Problem('tiny_dinat1024_21x21_d3', 'dinat1024', (21, 21), 2, 16, 7, dilation=3)]
