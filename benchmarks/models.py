@@ -20,8 +20,10 @@ weights, inputs and optimizer state); backbone runs only with ``--full``.
 
     python benchmarks/models.py                                     # every zoo model (that fits) + peers
     python benchmarks/models.py --models dinat_tiny,maxvit_na_tiny_tf_224   # the issue's two targets
+    python benchmarks/models.py --short --time-budget 100   # the GPU suite's part: those four, train + infer
 
-Writes ``benchmarks/results/<device>/models.{json,md,png}``.
+Writes ``benchmarks/results/<device>/models.{json,md,png}`` (the JSON after every model, so a run stopped from
+outside keeps what it measured).
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ import backbones  # noqa: E402,F401  (registers the zoo with timm)
 from zoo_common import CliError, first_line, run_cli  # noqa: E402
 
 PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny', 'maxvit_tiny_tf_224')
+# --short: the issue's two targets (MaxViT-T vs timm's with the same weights, DiNAT-T vs Swin-T), most important first
+SHORT_MODELS = 'maxvit_na_tiny_tf_224,maxvit_tiny_tf_224,dinat_tiny,swin_tiny_patch4_window7_224'
+TIME_BUDGET = 'time budget spent'
 RATIO_PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny')  # every zoo model is compared with these
 MODES = ('infer', 'train', 'backbone')
 SEED = 0
@@ -417,6 +422,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   'say more, and the targets are GPU targets.', '']
     if meta.get('note'):
         lines += [meta['note'], '']
+    if meta.get('skipped'):
+        lines += ['Skipped: ' + '; '.join(f"{s['model']} ({s['reason']})" for s in meta['skipped']) + '.', '']
     lines += ['| model | params (M) | res | infer batch | infer img/s | infer MB | train batch | train img/s | '
               f'train MB | {bb} batch | {bb} img/s | {bb} MB |', '|---|---:|---:|' + '---:|' * 9]
     for r in rows:
@@ -497,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skip-1024', action='store_true', help='skip the backbone-only run')
     parser.add_argument('--full', action='store_true', help='on CPU, also run the backbone-only measurements')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: keep the default)')
+    parser.add_argument('--short', action='store_true', help=f'the targets only: --models {SHORT_MODELS} '
+                        '--no-peers --skip-1024, and on GPU 20 timed + 5 warm-up iterations (unless given)')
+    parser.add_argument('--time-budget', type=float, default=0, help='seconds; models not started by then are '
+                        'skipped and listed (0: no limit)')
+    parser.add_argument('--no-plot', action='store_true', help='do not write models.png')
     parser.add_argument('--note', default='', help='a sentence added to the markdown (e.g. machine conditions)')
     parser.add_argument('--out-dir', default=None, help='default: benchmarks/results/<device name>')
     return parser
@@ -539,6 +551,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     if on_gpu:
         torch.backends.cudnn.benchmark = True
+    if args.short:
+        args.models = args.models or SHORT_MODELS
+        args.no_peers = args.skip_1024 = True
+        if on_gpu:
+            args.iters, args.warmup = args.iters or 20, 5 if args.warmup is None else args.warmup
     args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
     args.channels_last = on_gpu if args.channels_last is None else args.channels_last
     args.batch_size = args.batch_size or (256 if on_gpu else 2)
@@ -570,20 +587,32 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             'triton': triton_version, 'python': platform.python_version(), 'threads': torch.get_num_threads(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'loadavg_before': [round(v, 1) for v in os.getloadavg()], 'settings': settings, 'note': args.note,
-            'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator')}
+            'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator'),
+            'time_budget_s': args.time_budget, 'skipped': []}
     print(f"{meta['device']}: {len(names)} models: {', '.join(names)}", flush=True)
+    deadline = time.monotonic() + args.time_budget if args.time_budget else math.inf
+
+    def save(complete: bool) -> None:
+        meta['complete'] = complete
+        (out / 'models.json').write_text(json.dumps({'meta': meta, 'rows': rows, 'ratios': ratios(rows)}, indent=1))
+
     rows = []
     for name in names:
+        if time.monotonic() > deadline:
+            meta['skipped'].append({'model': name, 'reason': TIME_BUDGET})
+            print(f'skip {name}: {TIME_BUDGET}', flush=True)
+            continue
         t0 = time.perf_counter()
         row = bench_model(name, args)
         rows.append(row)
         print(f"{name:32s} " + ' | '.join(f"{m} " + ' '.join(_fmt(row, m)) for m in MODES)
               + f'  ({time.perf_counter() - t0:.0f} s)', flush=True)
+        save(complete=False)
     meta['loadavg_after'] = [round(v, 1) for v in os.getloadavg()]
-    (out / 'models.json').write_text(json.dumps({'meta': meta, 'rows': rows, 'ratios': ratios(rows)}, indent=1))
+    save(complete=not meta['skipped'])
     md = markdown(rows, meta)
     (out / 'models.md').write_text(md)
-    png = plot(rows, out / 'models.png', f"models on {meta['device']}")
+    png = not args.no_plot and plot(rows, out / 'models.png', f"models on {meta['device']}")
     print(md)
     print(f"wrote {out}/models.json, models.md{', models.png' if png else ''}")
     return rows

@@ -3,20 +3,26 @@
 Forward and forward+backward time and peak memory per problem and implementation:
 
 * ``torch`` / ``triton``: our backends through ``ops.na2d`` (triton on CUDA only);
-* ``sdpa_dense``: ``F.scaled_dot_product_attention`` over all tokens, no mask (flash on GPU): the dense cost
-  that the FLOP bound (dense pairs / sparse pairs) refers to;
+* ``sdpa_dense``: ``F.scaled_dot_product_attention`` over all tokens, no mask (the flash kernel on GPU): the
+  dense cost that the FLOP bound (dense pairs / sparse pairs) refers to;
+* ``sdpa_cudnn``: the same through cuDNN's kernel (CUDA; NATTEN's published ratios are over cuDNN dense);
 * ``sdpa_masked``: the same with the pattern (and rpb) as a dense ``[N, N]`` mask (O(N^2) memory);
-* ``flex``: compiled FlexAttention with the pattern as a block mask and rpb as a score_mod (CUDA only);
+* ``flex``: compiled FlexAttention with the pattern as a block mask and rpb as a score_mod (CUDA; eager and
+  forward-only on CPU, for ``--tiny``);
 * ``unfused``: NATTEN <= 0.17 / NAT's approach: gather the k neighbours of every query, QK^T, softmax, AV.
 
-Problems: DiNAT-T stage shapes at 224 (and the scaling series used for the plot), DiNAT stage 1/2 at
-1024x1024 input, and NATTEN's published 2-D problem (256x256 tokens, 24 heads, head_dim 128, window 80x80, with
-and without stride 16). Problems too big for the device are skipped with the reason printed.
+Peers that compute our function (flex, sdpa_masked, unfused) are checked against ours on the same inputs
+(``max_abs_diff``). Problems: DiNAT-T stage shapes at 224 (and the scaling series used for the plot), DiNAT stage
+1/2 at 1024x1024 input, and NATTEN's published 2-D problem (256x256 tokens, 24 heads, head_dim 128, window 80x80,
+with and without stride 16, in fp16 as published). Problems too big for the device are skipped with the reason.
 
     python benchmarks/ops.py                # CPU subset on CPU, everything on a GPU
     python benchmarks/ops.py --quick        # fewer repetitions
+    python benchmarks/ops.py --short --time-budget 150   # the GPU suite's part: targets' problems and peers
+    python benchmarks/ops.py --tiny         # CPU rehearsal of --short at toy sizes
 
-Writes ``benchmarks/results/<device>/ops.{json,md,png}``.
+Writes ``benchmarks/results/<device>/ops.{json,md,png}`` (the JSON after every row, so a run stopped from
+outside keeps what it measured).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ops  # noqa: E402
 from ops.na.flops import na_pairs  # noqa: E402
 from ops.na.pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
+
+DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# NATTEN's published H100 fp16 forward speed-ups over cuDNN dense attention on its problem (FNA/GNA papers)
+NATTEN_PUBLISHED = {'natten_256x256_w80': 6.0, 'natten_256x256_w80_s16': 12.3}
 
 
 @dataclass(frozen=True)
@@ -54,13 +65,14 @@ class Problem:
     rpb: bool = True
     batch: int = 1
     gpu_only: bool = False
+    dtype: str | None = None  # overrides the run's dtype (NATTEN's problem: fp16, as published)
 
     @property
     def tokens(self) -> int:
         return self.shape[0] * self.shape[1]
 
 
-def problems(on_gpu: bool) -> list[Problem]:
+def _dinat(on_gpu: bool) -> list[Problem]:
     b = 32 if on_gpu else 1
     out = []
     # DiNAT-T at 224: stages 56/28/14/7 with 2/4/8/16 heads of 32 channels, k=7, dilations (1, 8/4/2/1)
@@ -69,27 +81,46 @@ def problems(on_gpu: bool) -> list[Problem]:
             out.append(Problem(f'dinat224_{size}x{size}_d{d}', 'dinat224', (size, size), heads, 32, 7, dilation=d,
                                batch=b))
     # DiNAT-T at 1024x1024 input: stage 1 (256x256, dilation up to 36) and stage 2 (128x128)
-    out += [Problem('dinat1024_256x256_d1', 'dinat1024', (256, 256), 2, 32, 7, batch=1 if not on_gpu else 4),
-            Problem('dinat1024_256x256_d32', 'dinat1024', (256, 256), 2, 32, 7, dilation=32,
-                    batch=1 if not on_gpu else 4),
-            Problem('dinat1024_128x128_d1', 'dinat1024', (128, 128), 4, 32, 7, batch=1 if not on_gpu else 4)]
-    # scaling series for the plot: 2-D, k=7, 2 heads of 32
-    for size in (16, 32, 64, 96, 128) + ((192, 256) if on_gpu else ()):
-        out.append(Problem(f'scale_{size}x{size}', 'scaling', (size, size), 2, 32, 7, batch=1))
-    # NATTEN's published problem (FNA/GNA papers): 256x256 tokens, 24 heads, head_dim 128, window 80x80
-    out += [Problem('natten_256x256_w80', 'natten', (256, 256), 24, 128, 80, rpb=False, gpu_only=True),
-            Problem('natten_256x256_w80_s16', 'natten', (256, 256), 24, 128, 80, stride=16, rpb=False,
-                    gpu_only=True)]
+    b = 4 if on_gpu else 1
+    out += [Problem('dinat1024_256x256_d1', 'dinat1024', (256, 256), 2, 32, 7, batch=b),
+            Problem('dinat1024_256x256_d32', 'dinat1024', (256, 256), 2, 32, 7, dilation=32, batch=b),
+            Problem('dinat1024_128x128_d1', 'dinat1024', (128, 128), 4, 32, 7, batch=b)]
     return out
 
 
+# NATTEN's published problem (FNA/GNA papers): 256x256 tokens, 24 heads, head_dim 128, window 80x80
+NATTEN = [Problem('natten_256x256_w80', 'natten', (256, 256), 24, 128, 80, rpb=False, gpu_only=True, dtype='fp16'),
+          Problem('natten_256x256_w80_s16', 'natten', (256, 256), 24, 128, 80, stride=16, rpb=False, gpu_only=True,
+                  dtype='fp16')]
+
+# --tiny: the --short list at toy sizes (same series, rpb and stride/dilation mix), for the CPU rehearsal
+TINY = [Problem('tiny_natten_24x24_w8', 'natten', (24, 24), 2, 16, 8, rpb=False),
+        Problem('tiny_natten_24x24_w8_s4', 'natten', (24, 24), 2, 16, 8, stride=4, rpb=False),
+        Problem('tiny_dinat224_14x14_d2', 'dinat224', (14, 14), 2, 16, 7, dilation=2)]
+
+
+def problems(on_gpu: bool, mode: str = 'full') -> list[Problem]:
+    """``full``: every series; ``short``: the targets' problems, most important first (NATTEN's, then DiNAT's);
+    ``tiny``: toy versions of ``short``."""
+    if mode == 'tiny':
+        return list(TINY)
+    if mode == 'short':
+        return NATTEN + _dinat(on_gpu)
+    out = _dinat(on_gpu)
+    # scaling series for the plot: 2-D, k=7, 2 heads of 32
+    for size in (16, 32, 64, 96, 128) + ((192, 256) if on_gpu else ()):
+        out.append(Problem(f'scale_{size}x{size}', 'scaling', (size, size), 2, 32, 7, batch=1))
+    return out + NATTEN
+
+
 def _inputs(p: Problem, device, dtype, grad: bool):
-    gen = torch.Generator(device='cpu').manual_seed(0)
+    """The same random inputs for every peer (drawn on the device: NATTEN's problem is 600 M values)."""
+    gen = torch.Generator(device=device).manual_seed(0)
     shape = (p.batch, *p.shape, p.heads, p.head_dim)
-    q, k, v = (torch.randn(shape, generator=gen).to(device, dtype).requires_grad_(grad) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=gen, device=device).to(dtype).requires_grad_(grad) for _ in range(3))
     rpb = None
     if p.rpb:
-        rpb = (torch.randn(p.heads, 2 * p.kernel - 1, 2 * p.kernel - 1, generator=gen) * .1).to(device, dtype)
+        rpb = (torch.randn(p.heads, 2 * p.kernel - 1, 2 * p.kernel - 1, generator=gen, device=device) * .1).to(dtype)
         rpb.requires_grad_(grad)
     return q, k, v, rpb
 
@@ -106,8 +137,19 @@ def _bhnd(x):
     return x.flatten(1, 2).transpose(1, 2)
 
 
-def _sdpa_dense(p, q, k, v, rpb):
-    return F.scaled_dot_product_attention(_bhnd(q), _bhnd(k), _bhnd(v)).transpose(1, 2).reshape(q.shape)
+def _sdpa(kernel: str | None):
+    """Dense SDPA over all tokens; ``kernel`` ('flash' / 'cudnn') pins SDPA's CUDA kernel (None: its default)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    pinned = {'flash': SDPBackend.FLASH_ATTENTION, 'cudnn': SDPBackend.CUDNN_ATTENTION}.get(kernel)
+
+    def run(p, q, k, v, rpb):
+        if pinned is None or q.device.type != 'cuda' or (kernel == 'flash' and q.dtype == torch.float32):
+            out = F.scaled_dot_product_attention(_bhnd(q), _bhnd(k), _bhnd(v))  # flash has no fp32 kernel
+        else:
+            with sdpa_kernel([pinned]):
+                out = F.scaled_dot_product_attention(_bhnd(q), _bhnd(k), _bhnd(v))
+        return out.transpose(1, 2).reshape(q.shape)
+    return run
 
 
 class _Masked:
@@ -163,9 +205,16 @@ class _Unfused:
         return out.transpose(1, 2).reshape(q.shape)
 
 
-def _flex():
+def _flex(compiled: bool):
+    """FlexAttention with our pattern as a block mask and rpb as a score_mod; ``compiled=False`` runs it eagerly
+    (PyTorch's unfused fallback: the CPU rehearsal checks the mask, not the speed)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    compiled = torch.compile(flex_attention)
+    if compiled:
+        import torch._dynamo.config as dynamo_config
+        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)  # one graph per problem and mode
+    else:
+        warnings.filterwarnings('ignore', message='flex_attention called without torch.compile')
+    attend = torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
     cache = {}
 
     def run(p, q, k, v, rpb):
@@ -173,7 +222,6 @@ def _flex():
         if key not in cache:
             starts = [axis_window(n, p.kernel, p.stride, p.dilation, False, q.device)[0] for n in p.shape]
             w, kk, dl = p.shape[1], p.kernel, p.dilation
-            _, _, rel = _neighbor_index(p, q.device)
 
             def mask_mod(b, h, qi, ki):
                 qy, qx, ky, kx = qi // w, qi % w, ki // w, ki % w
@@ -182,23 +230,27 @@ def _flex():
                         & (dx % dl == 0))
 
             n = p.tokens
-            cache[key] = create_block_mask(mask_mod, None, None, n, n, device=q.device)
+            # compiled on CUDA: the eager construction materialises [N, N] index tensors (NATTEN's problem: 34 GB each)
+            cache[key] = create_block_mask(mask_mod, None, None, n, n, device=q.device, _compile=compiled)
         block_mask = cache[key]
         w, kk, dl = p.shape[1], p.kernel, p.dilation
         score_mod = None
         if rpb is not None:
             table = rpb.reshape(rpb.shape[0], -1)
 
-            def score_mod(score, b, h, qi, ki):
-                ry = (ki // w - qi // w) // dl + kk - 1
-                rx = (ki % w - qi % w) // dl + kk - 1
+            def score_mod(score, b, h, qi, ki):  # also evaluated on masked pairs: clamp into the table
+                ry = ((ki // w - qi // w) // dl + kk - 1).clamp(0, 2 * kk - 2)
+                rx = ((ki % w - qi % w) // dl + kk - 1).clamp(0, 2 * kk - 2)
                 return score + table[h, ry * (2 * kk - 1) + rx]
-        out = compiled(_bhnd(q), _bhnd(k), _bhnd(v), score_mod=score_mod, block_mask=block_mask)
+        out = attend(_bhnd(q), _bhnd(k), _bhnd(v), score_mod=score_mod, block_mask=block_mask)
         return out.transpose(1, 2).reshape(q.shape)
     return run
 
 
 # --- measurement -------------------------------------------------------------------------------------------------
+
+TIME_BUDGET = 'time budget spent'
+
 
 def _proc_status_kb(field: str) -> int:
     for line in Path('/proc/self/status').read_text().splitlines():
@@ -220,19 +272,25 @@ def _cpu_peak_bytes(fn) -> int:
     return max(0, _proc_status_kb('VmHWM') - before) * 1024
 
 
-def measure(fn, device, reps: int) -> tuple[float, int]:
-    """(ms, peak bytes) of ``fn``: do_bench's median on GPU; on CPU the minimum of ``reps`` runs."""
+def measure(fn, device, reps: int, short: bool = False, cpu_peak: bool = True) -> tuple[float, float, float]:
+    """(ms, peak bytes, spread) of ``fn``. GPU: do_bench's median, over at least ~7 calls (``short``: a 50 ms
+    window, else ``max(100, 20 * reps)`` ms), spread = (p80 - p20) / median. CPU: the minimum of ``reps`` runs,
+    spread = (max - min) / min; peak NaN unless ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
     fn()
     if device.type == 'cuda':
         import triton.testing
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
+        end.record()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
-        ms = triton.testing.do_bench(fn, warmup=25, rep=max(100, reps * 20))
-        return ms, peak
+        rep = max(50 if short else max(100, reps * 20), 7 * start.elapsed_time(end))
+        p20, p50, p80 = triton.testing.do_bench(fn, warmup=10 if short else 25, rep=rep, quantiles=[0.2, 0.5, 0.8])
+        return p50, peak, (p80 - p20) / p50
     # one torch thread: the thread's CPU time (immune to other processes on the cores); else wall-clock time
     clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     times = []
@@ -240,15 +298,18 @@ def measure(fn, device, reps: int) -> tuple[float, int]:
         t0 = clock()
         fn()
         times.append((clock() - t0) * 1e3)
-    return min(times), _cpu_peak_bytes(fn)
+    peak = _cpu_peak_bytes(fn) if cpu_peak else math.nan
+    return min(times), peak, (max(times) - min(times)) / max(min(times), 1e-9)
 
 
 def _fits(p: Problem, peer: str, on_gpu: bool, dtype) -> str | None:
-    """Reason to skip ``peer`` on ``p`` (memory or device), or None."""
+    """Reason to skip ``peer`` on ``p`` (memory, device or scope), or None."""
     n = p.tokens
     elem = torch.finfo(dtype).bits // 8
     if p.gpu_only and not on_gpu:
         return 'GPU-sized problem'
+    if peer == 'sdpa_cudnn' and p.series != 'natten':
+        return "cuDNN dense only on NATTEN's problem (its published baseline)"
     if peer == 'sdpa_masked' and p.batch * p.heads * n * n * elem * 3 > (8 << 30 if on_gpu else 1 << 30):
         return f'dense [N, N] mask/logits of {n} tokens too large'
     if peer == 'sdpa_dense' and not on_gpu and p.batch * p.heads * n * n * 4 * 2 > 1 << 30:
@@ -258,6 +319,12 @@ def _fits(p: Problem, peer: str, on_gpu: bool, dtype) -> str | None:
         return 'gathered neighbours too large'
     if peer == 'unfused' and p.stride > 1:
         return 'NATTEN 0.17 has no stride'
+    return None
+
+
+def _mode_skip(peer: str, mode: str, on_gpu: bool) -> str | None:
+    if peer == 'flex' and mode == 'fwd_bwd' and not on_gpu:
+        return 'FlexAttention has no CPU backward'
     return None
 
 
@@ -275,57 +342,168 @@ def _make_call(fn, p: Problem, q, k, v, rpb, mode: str):
     return call
 
 
-def run_all(args) -> list[dict]:
-    device = torch.device(args.device)
-    on_gpu = device.type == 'cuda'
-    dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[args.dtype]
-    peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa_dense, 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
+SAME_FUNCTION = ('flex', 'sdpa_masked', 'unfused')  # peers computing our function: their output is checked
+
+
+def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
+    """The peers to run (ours first) and those left out with the reason, for the device and mode."""
+    short = args.short or args.tiny
+    peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
+    left_out = []
     if on_gpu:
-        peers = {'triton': _ours('triton'), 'flex': _flex(), **peers}
+        peers = {'triton': _ours('triton'), 'flex': _flex(compiled=True), **peers, 'sdpa_cudnn': _sdpa('cudnn')}
         if not args.gpu_torch:
             peers.pop('torch')
-    rows = []
-    for p in problems(on_gpu):
+    else:
+        left_out += ['triton: needs CUDA', 'sdpa_cudnn: needs CUDA']
+        if args.tiny:
+            peers = {'torch': peers['torch'], 'flex': _flex(compiled=False), **peers}
+            left_out.append('flex: compiled only on CUDA (eager, forward only here)')
+        else:
+            left_out.append('flex: needs CUDA')
+    if short:
+        for name in ('sdpa_masked', 'unfused'):
+            peers.pop(name)
+        left_out.append('sdpa_masked, unfused: not in the short mode')
+    return peers, left_out
+
+
+def run_all(args, save=None) -> tuple[list[dict], list[dict]]:
+    """Measure every (problem, peer, mode); ``save(rows, skipped)`` after each row. Once ``args.time_budget``
+    seconds have passed, what is left is skipped (reason :data:`TIME_BUDGET`)."""
+    device = torch.device(args.device)
+    on_gpu = device.type == 'cuda'
+    deadline = time.monotonic() + args.time_budget if args.time_budget else math.inf
+    peers, _ = select_peers(args, on_gpu)
+    ours = next(iter(peers))
+    mode = 'tiny' if args.tiny else 'short' if args.short else 'full'
+    rows, skipped = [], []
+
+    def skip(p, peer, reason, mode=None):
+        skipped.append(dict(problem=p.name, peer=peer, mode=mode, reason=reason))
+        print(f"skip {p.name:28s} {peer:12s} {mode or '':8s}{reason}", flush=True)
+
+    for p in problems(on_gpu, mode):
         if args.filter and args.filter not in p.name:
             continue
+        dtype = DTYPES[p.dtype or args.dtype]
         spec = make_spec(p.shape, p.kernel, p.stride, p.dilation)
         flop_bound = p.tokens ** 2 / na_pairs(p.shape, spec)
+        ours_out = None
         for peer, fn in peers.items():
-            reason = _fits(p, peer, on_gpu, dtype)
+            reason = TIME_BUDGET if time.monotonic() > deadline else _fits(p, peer, on_gpu, dtype)
             if reason:
-                print(f'skip {p.name:28s} {peer:12s} {reason}')
+                skip(p, peer, reason)
                 continue
             row = dict(problem=p.name, series=p.series, tokens=p.tokens, peer=peer, flop_bound=flop_bound,
-                       **{k: v for k, v in asdict(p).items() if k not in ('name', 'series')})
-            for mode in ('fwd', 'fwd_bwd'):
-                call = _make_call(fn, p, *_inputs(p, device, dtype, grad=mode == 'fwd_bwd'), mode)
+                       **{k: v for k, v in asdict(p).items() if k not in ('name', 'series', 'dtype')},
+                       dtype=str(dtype).removeprefix('torch.'))
+            for m in ('fwd', 'fwd_bwd'):
+                row[f'{m}_ms'], row[f'{m}_peak_mb'], row[f'{m}_spread'] = math.nan, math.nan, math.nan
+                reason = TIME_BUDGET if time.monotonic() > deadline else _mode_skip(peer, m, on_gpu)
+                if reason:
+                    skip(p, peer, reason, m)
+                    continue
+                inputs = _inputs(p, device, dtype, grad=m == 'fwd_bwd')
                 try:
-                    ms, peak = measure(call, device, args.reps)
-                except (RuntimeError, torch.OutOfMemoryError) as e:
-                    print(f'fail {p.name:28s} {peer:12s} {mode}: {str(e).splitlines()[0][:100]}')
-                    ms, peak = math.nan, -1
-                row[f'{mode}_ms'], row[f'{mode}_peak_mb'] = ms, peak / 2 ** 20
+                    if m == 'fwd' and (peer == ours or peer in SAME_FUNCTION and ours_out is not None):
+                        with torch.no_grad():
+                            out = fn(p, *inputs).float()
+                        if peer == ours:
+                            ours_out = out
+                        else:
+                            row['max_abs_diff'] = (out - ours_out).abs().max().item()
+                        del out
+                    ms, peak, spread = measure(_make_call(fn, p, *inputs, m), device, args.reps, mode != 'full',
+                                               cpu_peak=mode != 'tiny')
+                    row[f'{m}_ms'], row[f'{m}_peak_mb'], row[f'{m}_spread'] = ms, peak / 2 ** 20, spread
+                except Exception as e:  # noqa: BLE001  (recorded: one failing peer does not stop the run)
+                    row[f'{m}_error'] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                    print(f"fail {p.name:28s} {peer:12s} {m}: {row[f'{m}_error'][:100]}", flush=True)
+                del inputs
+                if on_gpu:
+                    torch.cuda.empty_cache()
             rows.append(row)
-            print(f"{p.name:28s} {peer:12s} fwd {row['fwd_ms']:9.2f} ms {row['fwd_peak_mb']:9.1f} MB | fwd+bwd "
-                  f"{row['fwd_bwd_ms']:9.2f} ms {row['fwd_bwd_peak_mb']:9.1f} MB", flush=True)
-    return rows
+            diff = f" | vs ours {row['max_abs_diff']:.1e}" if 'max_abs_diff' in row else ''
+            print(f"{p.name:28s} {peer:12s} fwd {row['fwd_ms']:9.3f} ms {row['fwd_peak_mb']:9.1f} MB | fwd+bwd "
+                  f"{row['fwd_bwd_ms']:9.3f} ms {row['fwd_bwd_peak_mb']:9.1f} MB{diff}", flush=True)
+            if save is not None:
+                save(rows, skipped)
+    return rows, skipped
 
 
-def _markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"# ops benchmark on {meta['device']} ({meta['dtype']}, torch {meta['torch']})", '',
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Per problem, peer time / our time (fwd, fwd+bwd; > 1: ours faster) against dense flash, cuDNN dense and
+    FlexAttention, measured in the same run, with the issue's target where one applies: faster than FlexAttention
+    fwd+bwd on DiNAT's shapes; NATTEN's published fp16 forward ratio over cuDNN dense on its problem."""
+    ours = 'triton' if any(r['peer'] == 'triton' for r in rows) else 'torch'
+    by = {(r['problem'], r['peer']): r for r in rows}
+    out = []
+    for r in rows:
+        if r['peer'] != ours:
+            continue
+        for peer in ('sdpa_dense', 'sdpa_cudnn', 'flex'):
+            p = by.get((r['problem'], peer))
+            if p is None:
+                continue
+            entry = dict(problem=r['problem'], series=r['series'], dtype=r['dtype'], ours=ours, peer=peer)
+            for m in ('fwd', 'fwd_bwd'):
+                a, b = r[f'{m}_ms'], p[f'{m}_ms']
+                entry[m] = b / a if a == a and b == b and a > 0 else None
+            entry['target_mode'] = entry['target'] = None
+            if peer == 'flex' and r['series'].startswith('dinat'):
+                entry['target_mode'], entry['target'] = 'fwd_bwd', 1.0
+            elif peer == 'sdpa_cudnn' and r['problem'] in NATTEN_PUBLISHED:
+                entry['target_mode'], entry['target'] = 'fwd', NATTEN_PUBLISHED[r['problem']]
+            got = entry[entry['target_mode']] if entry['target_mode'] else None
+            entry['met'] = None if got is None or entry['target'] is None else got >= entry['target']
+            out.append(entry)
+    return out
+
+
+def _ratio(x) -> str:
+    return '-' if x is None else f'{x:.2f}x'
+
+
+def _markdown(rows: list[dict], skipped: list[dict], meta: dict) -> str:
+    lines = [f"# ops benchmark on {meta['device']} ({meta['dtype']}, torch {meta['torch']}, mode {meta['mode']})",
+             '',
              'Time in ms (GPU: median of do_bench; CPU: minimum of the runs, thread CPU time with one torch '
              'thread); memory is the peak in MB above the inputs (GPU: allocator peak; CPU: resident-set peak); '
-             '`x dense` is the speed-up over `sdpa_dense` (all tokens, no mask) in the same run; `bound` = dense '
-             'pairs / pattern pairs.', '',
-             '| problem | peer | fwd ms | fwd+bwd ms | fwd MB | fwd+bwd MB | x dense fwd | x dense fwd+bwd | bound |',
-             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+             '`x dense` is the speed-up over `sdpa_dense` (all tokens, no mask; flash on GPU) in the same run; '
+             '`bound` = dense pairs / pattern pairs; `spread` = (p80 - p20) / median of the fwd+bwd timings '
+             '(CPU: (max - min) / min); `vs ours` = max abs difference of the forward output from ours (peers '
+             'computing the same function).', '',
+             '| problem | dtype | peer | fwd ms | fwd+bwd ms | fwd MB | fwd+bwd MB | x dense fwd | x dense fwd+bwd | '
+             'bound | spread | vs ours |',
+             '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     dense = {r['problem']: r for r in rows if r['peer'] == 'sdpa_dense'}
     for r in rows:
         d = dense.get(r['problem'])
-        sf = f"{d['fwd_ms'] / r['fwd_ms']:.1f}x" if d else '-'
-        sb = f"{d['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}x" if d else '-'
-        lines.append(f"| {r['problem']} | {r['peer']} | {r['fwd_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | "
-                     f"{r['fwd_peak_mb']:.1f} | {r['fwd_bwd_peak_mb']:.1f} | {sf} | {sb} | {r['flop_bound']:.1f} |")
+        sf = _ratio(d['fwd_ms'] / r['fwd_ms']) if d and r['fwd_ms'] == r['fwd_ms'] else '-'
+        sb = _ratio(d['fwd_bwd_ms'] / r['fwd_bwd_ms']) if d and r['fwd_bwd_ms'] == r['fwd_bwd_ms'] else '-'
+        diff = f"{r['max_abs_diff']:.1e}" if 'max_abs_diff' in r else '-'
+        lines.append(f"| {r['problem']} | {r['dtype']} | {r['peer']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
+                     f"{r['fwd_peak_mb']:.1f} | {r['fwd_bwd_peak_mb']:.1f} | {sf} | {sb} | {r['flop_bound']:.1f} | "
+                     f"{r['fwd_bwd_spread']:.2f} | {diff} |")
+    lines += ['', comparisons_markdown(comparisons(rows), meta['device_type'] == 'cuda')]
+    if skipped:
+        lines += ['## Skipped', ''] + [f"- {s['problem']} / {s['peer']}{' ' + s['mode'] if s['mode'] else ''}: "
+                                        f"{s['reason']}" for s in skipped] + ['']
+    return '\n'.join(lines)
+
+
+def comparisons_markdown(entries: list[dict], on_gpu: bool) -> str:
+    """The comparisons as a markdown section (also printed by the GPU suite)."""
+    lines = ['## Comparisons in this run: peer time / our time (> 1: ours faster)', '']
+    if not on_gpu:
+        lines += ['CPU run: ours is the torch backend and the targets are GPU targets; indicative only.', '']
+    lines += ['| problem | dtype | ours vs | fwd | fwd+bwd | target | met |', '|---|---|---|---:|---:|---|---|']
+    for e in entries:
+        target = f"{e['target_mode']} >= {e['target']}x" if e['target'] else '-'
+        met = '-' if e['met'] is None else 'yes' if e['met'] else 'NO'
+        lines.append(f"| {e['problem']} | {e['dtype']} | {e['ours']} vs {e['peer']} | {_ratio(e['fwd'])} | "
+                     f"{_ratio(e['fwd_bwd'])} | {target} | {met} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -355,36 +533,57 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', default=None, choices=['fp32', 'fp16', 'bf16'], help='default: bf16 on GPU, fp32 '
-                        'on CPU')
+    parser.add_argument('--dtype', default=None, choices=list(DTYPES), help='default: bf16 on GPU, fp32 on CPU '
+                        "(NATTEN's problem always runs in fp16, as published)")
     parser.add_argument('--reps', type=int, default=5, help='timed repetitions on CPU (GPU: do_bench)')
     parser.add_argument('--quick', action='store_true', help='3 repetitions')
+    parser.add_argument('--short', action='store_true', help="the targets' problems (NATTEN's, DiNAT's) and peers "
+                        '(ours, flash and cuDNN dense, FlexAttention), 50 ms do_bench windows')
+    parser.add_argument('--tiny', action='store_true', help='--short at toy sizes: the CPU rehearsal')
+    parser.add_argument('--time-budget', type=float, default=0, help='seconds; what is left then is skipped and '
+                        'listed (0: no limit)')
     parser.add_argument('--filter', default='', help='only problems whose name contains this')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: keep the default)')
     parser.add_argument('--gpu-torch', action='store_true', help='also time the torch backend on GPU')
+    parser.add_argument('--no-plot', action='store_true', help='do not write ops.png')
     parser.add_argument('--out-dir', default=None, help='default: benchmarks/results/<device name>')
     args = parser.parse_args()
     if not args.device.startswith('cuda') and os.environ.get('MALLOC_MMAP_THRESHOLD_') != '65536':
         os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # see _cpu_peak_bytes
         os.execv(sys.executable, [sys.executable, *sys.argv])
     args.dtype = args.dtype or ('bf16' if args.device.startswith('cuda') else 'fp32')
-    if args.quick:
+    if args.quick or args.tiny:
         args.reps = 3
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu-{platform.machine()}-' \
         f'{torch.get_num_threads()}threads'
-    meta = dict(device=name, dtype=args.dtype, torch=torch.__version__, threads=torch.get_num_threads())
-    rows = run_all(args)
+    mode = 'tiny' if args.tiny else 'short' if args.short else 'full'
+    _, left_out = select_peers(args, device.type == 'cuda')
+    meta = dict(device=name, device_type=device.type, dtype=args.dtype, torch=torch.__version__,
+                threads=torch.get_num_threads(), mode=mode, time_budget_s=args.time_budget, peers_left_out=left_out)
     out = Path(args.out_dir or Path(__file__).parent / 'results' / name.replace(' ', '_'))
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'ops.json').write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    md = _markdown(rows, meta)
+    for line in left_out:
+        print(f'peer left out: {line}')
+
+    def save(rows, skipped, complete=False):
+        data = dict(meta=dict(meta, complete=complete), rows=rows, skipped=skipped, comparisons=comparisons(rows))
+        (out / 'ops.json').write_text(json.dumps(data, indent=1))
+
+    t0 = time.monotonic()
+    rows, skipped = run_all(args, save)
+    meta['elapsed_s'] = round(time.monotonic() - t0, 1)
+    save(rows, skipped, complete=not any(s['reason'] == TIME_BUDGET for s in skipped))
+    md = _markdown(rows, skipped, meta)
     (out / 'ops.md').write_text(md)
-    _plot(rows, out / 'ops.png', f"neighborhood attention on {name} ({args.dtype})")
+    written = 'ops.json, ops.md'
+    if not args.no_plot and any(r['series'] == 'scaling' for r in rows):
+        _plot(rows, out / 'ops.png', f"neighborhood attention on {name} ({args.dtype})")
+        written += ', ops.png'
     print(md)
-    print(f'wrote {out}/ops.json, ops.md, ops.png')
+    print(f'wrote {out}/{written}')
 
 
 if __name__ == '__main__':

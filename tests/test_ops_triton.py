@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _na_cases import CASES as NA_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {'float32': 1e-4, 'float16': 1e-2, 'bfloat16': 5e-2}
@@ -262,25 +263,30 @@ def test_triton_interpreted_conformance():
     assert not failures, '\n'.join(failures)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('group', list(GROUPS))
-def test_triton_cuda_matches_reference(group):
-    cases = GROUPS[group] + [dict(c, dtype='bfloat16') for c in GROUPS[group] if c.get('dtype') == 'float16']
-    _assert_close(cases, [check_case(c, 'cuda') for c in cases])
+# CUDA: one test per case (xdist spreads the kernel compilations over the cores; see benchmarks/gpu_suite.py)
+CUDA_CASES = [(f'{g}{i}', c) for g, cases in GROUPS.items() for i, c in enumerate(cases)]
+CUDA_CASES += [(f'{name}-bf16', dict(c, dtype='bfloat16')) for name, c in CUDA_CASES if c.get('dtype') == 'float16']
+CUDA_SWEEP_SHARDS = 8  # 8 x 25 random cases
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_triton_cuda_random_sweep():
-    failures = _sweep(0, 200, 'cuda')
+@pytest.mark.cuda
+@pytest.mark.parametrize('name, c', CUDA_CASES, ids=[n for n, _ in CUDA_CASES])
+def test_triton_cuda_matches_reference(name, c):
+    _assert_close([c], [check_case(c, 'cuda')])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('shard', range(CUDA_SWEEP_SHARDS))
+def test_triton_cuda_random_sweep(shard):
+    failures = _sweep(shard, 25, 'cuda')
     assert not failures, '\n'.join(failures)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
-def test_triton_cuda_conformance(dtype):
-    from _na_cases import CASES
-
-    failures = _conformance(list(range(len(CASES))), 'cuda', dtype)
+@pytest.mark.cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize('index', range(len(NA_CASES)))
+def test_triton_cuda_conformance(index, dtype):
+    failures = _conformance([index], 'cuda', dtype)
     assert not failures, '\n'.join(failures)
 
 
