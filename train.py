@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='start from this weight file (ours or official); a classifier for another number '
                             'of classes is left freshly initialised')
     group.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load these weights (strict)')
+    group.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=None,
+                       help='take the EMA weights of the --initial-checkpoint / --pretrained-path file (--no-use-ema: '
+                            "its raw weights); default: the model family's default weights (backbones.checkpoint)")
     group.add_argument('--resume', default='', metavar='PATH', help='continue a run from its last.pth.tar')
     group.add_argument('--no-resume-opt', action='store_true', help='do not restore the optimizer on resume')
     group.add_argument('--num-classes', type=int, default=None, metavar='N', help='default: from the dataset')
@@ -278,7 +281,8 @@ def _create_model(args: argparse.Namespace, num_classes: int | None) -> nn.Modul
     except (RuntimeError, ValueError, TypeError, OSError) as e:
         raise CliError(f'--model {args.model}: cannot create it ({zoo_common.first_line(e)})') from None
     if args.pretrained_path:
-        zoo_common.load_model_weights(model, args.pretrained_path, '--pretrained-path', new_classifier=True)
+        zoo_common.load_model_weights(model, args.pretrained_path, '--pretrained-path', use_ema=args.use_ema,
+                                      new_classifier=True)
     return model
 
 
@@ -581,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = _create_model(args, args.num_classes)
     args.num_classes = model.num_classes
     if args.initial_checkpoint:
-        zoo_common.load_model_weights(model, args.initial_checkpoint, '--initial-checkpoint')
+        zoo_common.load_model_weights(model, args.initial_checkpoint, '--initial-checkpoint', use_ema=args.use_ema)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
     data_config = resolve_data_config(vars(args), model=model, verbose=primary)

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--pretrained', action='store_true', help="use each model's pretrained weights")
     parser.add_argument('--checkpoint', default='', metavar='PATH',
                         help='weights to evaluate: a train.py checkpoint or an official file')
-    parser.add_argument('--use-ema', action='store_true', help="evaluate the checkpoint's EMA weights")
+    parser.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=None,
+                        help="evaluate the checkpoint's EMA weights (--no-use-ema: its raw weights); default: the "
+                             "model family's default weights (backbones.checkpoint)")
     parser.add_argument('--num-classes', type=int, default=None, help='default: from the dataset')
     parser.add_argument('--gp', default=None, metavar='POOL')
     parser.add_argument('--img-size', type=int, default=None, metavar='N')

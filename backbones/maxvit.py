@@ -55,9 +55,14 @@ from torch import nn
 
 import ops
 
-from ._helpers import unwrap_state_dict
+from .checkpoint import mismatch_report, unwrap_state_dict
 
-__all__ = ['MaxViTNA', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_EMA', 'MaxViTNA', 'checkpoint_filter_fn']
+
+# Default weights of a checkpoint that holds both raw and EMA weights: the EMA ones (timm's order; the TF MaxViT
+# recipes evaluate an EMA of the weights). The released weights (timm's port) are plain state dicts, so this only
+# decides for files such as train.py's with --model-ema; ``use_ema`` / ``--use-ema`` chooses explicitly.
+CHECKPOINT_EMA = True
 
 _ARCHS = {
     # name: (embed_dim, depths, stem_width); head hidden size = embed_dim[-1], as the official models
@@ -471,7 +476,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     """
     if not isinstance(model, MaxViTNA):
         raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
-    state_dict = unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     target = model.state_dict()
     out = {}
     for k, v in state_dict.items():
@@ -488,16 +493,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     if 'stem.conv1.weight' not in out or not any(k.endswith('.attn_grid.attn.rpb') for k in out):
         raise ValueError(f'checkpoint is not a MaxViT (timm maxvit_*_tf_* layout) state dict, cannot load into '
                          f'{name}; first keys: {list(state_dict)[:5]}')
-    classifier = ('head.fc.weight', 'head.fc.bias')
-    missing = [k for k in target if k not in out and k not in classifier]
-    unexpected = [k for k in out if k not in target and k not in classifier]
-    mismatched = [f'{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(target[k].shape)}'
-                  for k in out if k in target and k not in classifier and out[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f'checkpoint does not match {name} (another MaxViT variant?): {len(missing)} missing keys '
-            f'{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, {len(mismatched)} shape mismatches '
-            f'{mismatched[:3]}')
+    problem = mismatch_report(target, out, optional=('head.fc.weight', 'head.fc.bias'))  # timm adapts the classifier
+    if problem:
+        raise ValueError(f'checkpoint does not match {name} (another MaxViT variant?): {problem}')
     return out
 
 

@@ -38,9 +38,14 @@ from timm.models._features import feature_take_indices
 
 from ops import NeighborhoodAttention2D
 
-from ._helpers import unwrap_state_dict
+from .checkpoint import mismatch_report, unwrap_state_dict
 
-__all__ = ['NAT', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_EMA', 'NAT', 'checkpoint_filter_fn']
+
+# Default weights of a checkpoint that holds both raw and EMA weights: the raw ones. The authors trained without EMA
+# (timm's train.py, model_ema off in every official config), released plain state dicts, and their tables are
+# measured on those; ``use_ema=True`` / ``--use-ema`` picks the EMA entry explicitly.
+CHECKPOINT_EMA = False
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
 
@@ -475,14 +480,15 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
     """Map an official NAT / DiNAT / DiNAT_s checkpoint (or ours) onto ``model``'s layout, checking that it fits.
 
     Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` / ``state_dict_ema``
-    (and DDP's ``module.`` prefix). RPB tables of another kernel size are resized bicubically (how the official
-    11x11 weights were made from 7x7 ones). Raises ``ValueError`` naming what differs when the checkpoint belongs to
-    another family or variant (depths, widths, heads, layer scale, kernel, missing or unexpected keys). The
-    classifier is dropped for a headless model; otherwise it and the first conv's input channels are left to timm's
-    loader, which adapts them to ``num_classes`` / ``in_chans``.
+    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``). RPB tables of
+    another kernel size are resized bicubically (how the official 11x11 weights were made from 7x7 ones). Raises
+    ``ValueError`` naming what differs when the checkpoint belongs to another family or variant (depths, widths,
+    heads, layer scale, kernel, missing or unexpected keys). The classifier is dropped for a headless model;
+    otherwise it and the first conv's input channels are left to timm's loader, which adapts them to
+    ``num_classes`` / ``in_chans``.
     """
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    state_dict = unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     family, official = _family_of(state_dict)
     model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
     if family is None:
@@ -504,27 +510,17 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
 
     first_conv = 'patch_embed.proj.0.weight' if model.stem_type == 'conv' else 'patch_embed.proj.weight'
 
-    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
-        return k.startswith('head.fc.')
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k == first_conv and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
 
-    missing = [k for k in expected if k not in state_dict and not exempt(k)]
-    unexpected = [k for k in state_dict if k not in expected and not exempt(k)]
-    mismatched = []
-    for k, v in state_dict.items():
-        if k in expected and not exempt(k):
-            want = expected[k].shape
-            same = v.shape == want
-            if k == first_conv and v.ndim == 4 and len(want) == 4:
-                same = v.shape[0] == want[0] and v.shape[2:] == want[2:]
-            if not same:
-                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want)}')
-    if missing or unexpected or mismatched:
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}  # adapted by timm's loader afterwards
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', heads='heads per stage',
                       kernels='kernel sizes', layer_scale='layer scale')
         diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        details = (mismatched + [f'missing {k}' for k in missing] + [f'unexpected {k}' for k in unexpected])[:5]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + details))
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
 
 
