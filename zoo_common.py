@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 
 EMBEDDED_DATASET = 'digits'
+DEFAULT_MODEL = 'nat_mini'  # the smallest zoo model (tests/test_foundation.py checks it stays so)
 EMBEDDED_IMG_SIZE = 32
 _VAL_SPLITS = ('val', 'validation', 'eval', 'evaluation', 'test')
 
@@ -37,6 +38,16 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print(f'{prog}{where}: error: {e}', file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def default_workers(limit: int = 4) -> int:
+    """Data-loading workers per process: timm's 4, but no more than this process's share of the usable cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    per_process = cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
+    return max(1, min(limit, per_process))
 
 
 def first_line(err: BaseException) -> str:
@@ -289,16 +300,24 @@ def evaluate_sums(
         amp_ctx: Callable[[], Any] = nullcontext,
         channels_last: bool = False,
         desc: str | None = None,
+        log_freq: int = 0,
 ) -> list[float]:
     """Summed cross-entropy, top-1 hits, top-5 hits and sample count of ``model`` over ``loader``.
 
-    Sums (not means) so callers can add them up across processes exactly. ``desc`` shows a progress bar.
+    Sums (not means) so callers can add them up across processes exactly. ``desc`` shows a progress bar; where tqdm
+    is off (stdout is not a terminal) a line with running accuracy is logged every ``log_freq`` batches instead.
     """
+    import logging
+    import time
+
     from tqdm import tqdm
 
     model.eval()
     loss_sum = top1 = top5 = count = 0.
-    for x, y in tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True, disable=None if desc else True):
+    bar = tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True, disable=None if desc else True)
+    log_lines = bool(desc) and bar.disable and log_freq > 0
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -310,6 +329,11 @@ def evaluate_sums(
         top1 += hits[:, :1].sum().item()
         top5 += hits.sum().item()
         count += len(y)
+        if log_lines and ((i + 1) % log_freq == 0 or i + 1 == len(loader)):
+            logging.getLogger('validate').info(
+                f'{desc}: [{i + 1:>{len(str(len(loader)))}}/{len(loader)}]  loss {loss_sum / count:.4f}  '
+                f'top-1 {100. * top1 / count:.2f}  top-5 {100. * top5 / count:.2f}  '
+                f'{count / (time.perf_counter() - start):.0f} img/s')
     return [loss_sum, top1, top5, count]
 
 
