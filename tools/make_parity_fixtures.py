@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write the official-parity fixtures ``tests/data/parity/<model>.pt`` by running the authors' own model code.
 
-    git clone https://github.com/SHI-Labs/Neighborhood-Attention-Transformer /tmp/nat-official
-    python tools/make_parity_fixtures.py /tmp/nat-official
+    git clone https://github.com/SHI-Labs/Neighborhood-Attention-Transformer ../nat-official
+    python tools/make_parity_fixtures.py ../nat-official
 
 For each ported NAT-family variant this builds the OFFICIAL classification model (``classification/nat.py``,
 ``dinat.py``, ``dinats.py``) at reduced depth and width, runs it in float64 on a fixed random input, and stores its
