@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,9 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 from timm.data import Mixup, create_transform, resolve_data_config
-from timm.layers import set_fast_norm
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.layers import convert_sync_batchnorm, set_fast_norm
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import create_model, model_parameters
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
@@ -73,12 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--class-map', default='', metavar='FILE')
 
     group = parser.add_argument_group('Model')
-    group.add_argument('--model', default='resnet50', metavar='NAME')
+    group.add_argument('--model', default=zoo_common.DEFAULT_MODEL, metavar='NAME',
+                       help=f'model to train (default: {zoo_common.DEFAULT_MODEL}, the smallest zoo model)')
     group.add_argument('--pretrained', action='store_true', help="start from the model's pretrained weights")
     group.add_argument('--pretrained-path', default=None, metavar='PATH',
                        help='start from this weight file (ours or official); a classifier for another number '
                             'of classes is left freshly initialised')
     group.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load these weights (strict)')
+    group.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=None,
+                       help='take the EMA weights of the --initial-checkpoint / --pretrained-path file (--no-use-ema: '
+                            "its raw weights); default: the model family's default weights (backbones.checkpoint)")
     group.add_argument('--resume', default='', metavar='PATH', help='continue a run from its last.pth.tar')
     group.add_argument('--no-resume-opt', action='store_true', help='do not restore the optimizer on resume')
     group.add_argument('--num-classes', type=int, default=None, metavar='N', help='default: from the dataset')
@@ -98,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
     group.add_argument('--torch-compile', '--torchcompile', dest='torch_compile', nargs='?', default=None,
                        const='inductor', metavar='BACKEND', help='torch.compile the model (default backend inductor)')
+    group.add_argument('--torchcompile-mode', default=None, metavar='MODE',
+                       help="torch.compile mode ('default', 'reduce-overhead', 'max-autotune', ...)")
 
     group = parser.add_argument_group('Device and precision')
     group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -159,10 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--mixup-mode', default='batch', choices=('batch', 'pair', 'elem'))
     group.add_argument('--mixup-off-epoch', default=0, type=int)
     group.add_argument('--smoothing', type=float, default=0.1)
+    group.add_argument('--aug-repeats', type=float, default=0, metavar='N',
+                       help='repeated augmentation: each image N times per epoch, spread over the ranks (timm)')
+    group.add_argument('--bce-loss', action='store_true', help='binary cross-entropy training loss (timm)')
+    group.add_argument('--bce-sum', action='store_true', help='sum the BCE over classes instead of the mean')
+    group.add_argument('--bce-target-thresh', type=float, default=None, help='binarise BCE targets at this value')
+    group.add_argument('--bce-pos-weight', type=float, default=None, help='BCE positive-sample weight')
     group.add_argument('--train-interpolation', default='random')
     group.add_argument('--drop', type=float, default=0.0)
     group.add_argument('--drop-path', type=float, default=None)
     group.add_argument('--dist-bn', default='reduce', choices=('', 'broadcast', 'reduce'))
+    group.add_argument('--sync-bn', action='store_true', help='synchronised BatchNorm across processes (DDP on CUDA)')
 
     group = parser.add_argument_group('Model EMA')
     group.add_argument('--model-ema', action='store_true')
@@ -171,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = parser.add_argument_group('Misc')
     group.add_argument('--seed', type=int, default=42)
-    group.add_argument('--log-interval', type=int, default=50, metavar='N', help='progress bar refresh, in updates')
-    group.add_argument('--checkpoint-hist', type=int, default=1, metavar='N', help='numbered checkpoints kept')
-    group.add_argument('-j', '--workers', type=int, default=4)
+    group.add_argument('--log-interval', type=int, default=50, metavar='N',
+                       help='every N updates: refresh the progress bar, or log a line when stdout is not a terminal')
+    group.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='numbered checkpoints kept')
+    group.add_argument('-j', '--workers', type=int, default=zoo_common.default_workers(), metavar='N',
+                       help='data loading processes per training process (default: up to 4, no more than the cores)')
     group.add_argument('--pin-mem', action='store_true')
     group.add_argument('--output', default='', metavar='PATH', help='parent folder (default ./output/train)')
     group.add_argument('--experiment', default='', metavar='NAME', help='run folder name inside --output')
@@ -278,7 +294,8 @@ def _create_model(args: argparse.Namespace, num_classes: int | None) -> nn.Modul
     except (RuntimeError, ValueError, TypeError, OSError) as e:
         raise CliError(f'--model {args.model}: cannot create it ({zoo_common.first_line(e)})') from None
     if args.pretrained_path:
-        zoo_common.load_model_weights(model, args.pretrained_path, '--pretrained-path', new_classifier=True)
+        zoo_common.load_model_weights(model, args.pretrained_path, '--pretrained-path', use_ema=args.use_ema,
+                                      new_classifier=True)
     return model
 
 
@@ -345,7 +362,13 @@ def _create_mixup_and_loss(args: argparse.Namespace) -> tuple[Mixup | None, nn.M
         mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=args.num_classes)
+        if args.bce_loss:  # as timm: mixup already smoothed the soft targets
+            return mixup_fn, BinaryCrossEntropy(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
+                                                pos_weight=args.bce_pos_weight)
         return mixup_fn, SoftTargetCrossEntropy()
+    if args.bce_loss:
+        return None, BinaryCrossEntropy(smoothing=args.smoothing, target_threshold=args.bce_target_thresh,
+                                        sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
     if args.smoothing:
         return None, LabelSmoothingCrossEntropy(smoothing=args.smoothing)
     return None, nn.CrossEntropyLoss()
@@ -368,6 +391,9 @@ def _build_loader(
     dataset.transform = transform
     if isinstance(dataset, torch.utils.data.IterableDataset):
         sampler = None
+    elif train and args.aug_repeats:
+        sampler = RepeatAugSampler(dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True,
+                                   num_repeats=args.aug_repeats)
     elif train:
         sampler = torch.utils.data.DistributedSampler(
             dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True, seed=args.seed, drop_last=True)
@@ -427,7 +453,12 @@ def train_one_epoch(
         mixup_fn: Mixup | None,
         updates_per_epoch: int,
 ) -> dict[str, float]:
-    """One pass over the training set with gradient accumulation; returns the mean loss over all ranks."""
+    """One pass over the training set with gradient accumulation; returns the mean loss over all ranks.
+
+    Every ``--log-interval`` updates the loss is reduced over the ranks, so all of them agree on a divergence and
+    stop together; rank 0 shows it on the progress bar, or, when tqdm is off (stdout is not a terminal: schedulers,
+    CI, log files), logs a line with loss, lr, throughput, data-loading time and ETA, as timm does.
+    """
     model.train()
     accum = args.grad_accum_steps
     num_batches = len(loader)
@@ -437,8 +468,11 @@ def train_one_epoch(
     start = time.perf_counter()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}', unit='batch', leave=False, dynamic_ncols=True,
                disable=None if args.rank == 0 else True)
+    log_lines = args.rank == 0 and bar.disable
+    data_time, end = 0., time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     for batch_idx, (x, y) in enumerate(bar):
+        data_time += time.perf_counter() - end
         need_update = (batch_idx + 1) % accum == 0 or batch_idx + 1 == num_batches
         group_size = accum if batch_idx < last_accum_start else num_batches - last_accum_start
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -464,6 +498,7 @@ def train_one_epoch(
                     optimizer.step()
         loss_sum += loss.detach() * len(x)
         seen += len(x)
+        end = time.perf_counter()
         if not need_update:
             continue
         optimizer.zero_grad(set_to_none=True)
@@ -472,13 +507,24 @@ def train_one_epoch(
             model_ema.update(model, step=num_updates)
         lr_scheduler.step_update(num_updates=num_updates)
         if num_updates % args.log_interval == 0 or batch_idx + 1 == num_batches:
-            mean_loss = (loss_sum / seen).item()
+            # one all-reduce: the loss over every rank, so a NaN on any rank stops all of them at this same step
+            # (instead of one rank raising while the others wait in the next collective)
+            total_loss, total_seen = _all_reduce_sum([float(loss_sum), seen], device, args.distributed)
+            mean_loss = total_loss / max(total_seen, 1.)
             if not math.isfinite(mean_loss):
                 raise CliError(f'training diverged: loss is {mean_loss} in epoch {epoch}, batch {batch_idx} '
                                '(the last good checkpoint is kept; lower --lr or add --clip-grad)')
             lr = optimizer.param_groups[0]['lr']
-            ips = seen * args.world_size / (time.perf_counter() - start)
-            bar.set_postfix_str(f'loss {mean_loss:.4f}  lr {lr:.2e}  {ips:.0f} img/s', refresh=False)
+            elapsed = time.perf_counter() - start
+            ips = total_seen / elapsed
+            if log_lines:
+                done = batch_idx + 1
+                eta = timedelta(seconds=round(elapsed / done * (num_batches - done)))
+                _logger.info(f'epoch {epoch + 1} [{done:>{len(str(num_batches))}}/{num_batches} '
+                             f'({100. * done / num_batches:3.0f}%)]  loss {mean_loss:.4f}  lr {lr:.3e}  '
+                             f'{ips:.0f} img/s  data {data_time / done:.3f}s/batch  ETA {eta}')
+            else:
+                bar.set_postfix_str(f'loss {mean_loss:.4f}  lr {lr:.2e}  {ips:.0f} img/s', refresh=False)
     loss_sum, seen = _all_reduce_sum([float(loss_sum), seen], device, args.distributed)
     elapsed = time.perf_counter() - start
     return {'loss': loss_sum / max(seen, 1.), 'img_per_s': seen / elapsed, 'time_s': elapsed}
@@ -570,6 +616,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.grad_accum_steps < 1:
         raise CliError('--grad-accum-steps must be >= 1')
     device = _setup_distributed(args)
+    try:
+        return _train(args, device)
+    except CliError:
+        # every rank stops with its error line (a divergence is agreed on by all ranks) and leaves the group
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+
+
+def _train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     primary = args.rank == 0
     if primary:
         logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout, force=True)
@@ -581,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = _create_model(args, args.num_classes)
     args.num_classes = model.num_classes
     if args.initial_checkpoint:
-        zoo_common.load_model_weights(model, args.initial_checkpoint, '--initial-checkpoint')
+        zoo_common.load_model_weights(model, args.initial_checkpoint, '--initial-checkpoint', use_ema=args.use_ema)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
     data_config = resolve_data_config(vars(args), model=model, verbose=primary)
@@ -594,6 +650,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    if args.sync_bn:
+        if device.type != 'cuda':
+            raise CliError('--sync-bn needs CUDA devices (torch has no synchronised BatchNorm on CPU)')
+        if args.distributed:
+            model = convert_sync_batchnorm(model)
+            if primary:
+                _logger.info('BatchNorm layers converted to synchronised BatchNorm')
 
     global_batch = args.batch_size * args.world_size * args.grad_accum_steps
     if args.lr is None:
@@ -646,8 +709,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None)
     if args.torch_compile:
-        train_model = torch.compile(train_model, backend=args.torch_compile)
-    eval_model = torch.compile(model, backend=args.torch_compile) if args.torch_compile else model
+        train_model = torch.compile(train_model, backend=args.torch_compile, mode=args.torchcompile_mode)
+    eval_model = torch.compile(model, backend=args.torch_compile, mode=args.torchcompile_mode) \
+        if args.torch_compile else model
 
     if primary:
         _logger.info(f'Training {num_epochs} epochs x {updates_per_epoch} updates, global batch {global_batch}, '
@@ -659,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         random_seed(args.seed + epoch * 1000003, args.rank)
         if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
             mixup_fn.mixup_enabled = False
-        if isinstance(loader_train.sampler, torch.utils.data.DistributedSampler):
+        if isinstance(loader_train.sampler, (torch.utils.data.DistributedSampler, RepeatAugSampler)):
             loader_train.sampler.set_epoch(epoch)
         elif hasattr(loader_train.dataset, 'set_epoch'):  # timm's iterable datasets
             loader_train.dataset.set_epoch(epoch)

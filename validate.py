@@ -41,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--split', default='validation', metavar='NAME')
     parser.add_argument('--num-samples', type=int, default=None, metavar='N', help='evaluate on N samples')
     parser.add_argument('--class-map', default='', metavar='FILE')
-    parser.add_argument('--model', '-m', default='resnet50', metavar='NAME',
-                        help="a model name, a comma-separated list, or a wildcard such as 'nat_*'")
+    parser.add_argument('--model', '-m', default=zoo_common.DEFAULT_MODEL, metavar='NAME',
+                        help="a model name, a comma-separated list, or a wildcard such as 'nat_*' (default: "
+                             f"{zoo_common.DEFAULT_MODEL}, the smallest zoo model)")
     parser.add_argument('--pretrained', action='store_true', help="use each model's pretrained weights")
     parser.add_argument('--checkpoint', default='', metavar='PATH',
                         help='weights to evaluate: a train.py checkpoint or an official file')
-    parser.add_argument('--use-ema', action='store_true', help="evaluate the checkpoint's EMA weights")
+    parser.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=None,
+                        help="evaluate the checkpoint's EMA weights (--no-use-ema: its raw weights); default: the "
+                             "model family's default weights (backbones.checkpoint)")
     parser.add_argument('--num-classes', type=int, default=None, help='default: from the dataset')
     parser.add_argument('--gp', default=None, metavar='POOL')
     parser.add_argument('--img-size', type=int, default=None, metavar='N')
@@ -58,11 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--interpolation', default='', metavar='NAME')
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
     parser.add_argument('-b', '--batch-size', type=int, default=256, metavar='N')
-    parser.add_argument('-j', '--workers', type=int, default=4)
+    parser.add_argument('-j', '--workers', type=int, default=zoo_common.default_workers(), metavar='N',
+                        help='data loading processes (default: up to 4, no more than the cores)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--torchcompile', '--torch-compile', dest='torchcompile', nargs='?', default=None,
+                        const='inductor', metavar='BACKEND', help='torch.compile the model (default backend inductor)')
+    parser.add_argument('--torchcompile-mode', default=None, metavar='MODE', help='torch.compile mode')
+    parser.add_argument('--test-pool', action='store_true',
+                        help="timm's test-time pooling when the input is larger than the model's pretrained_cfg "
+                             "size (models whose head is pooling + a linear classifier)")
+    parser.add_argument('--retry', action='store_true', help='on out-of-memory, halve the batch size and retry')
+    parser.add_argument('--log-freq', type=int, default=10, metavar='N',
+                        help='log a line every N batches when stdout is not a terminal (else a progress bar)')
     parser.add_argument('--results-file', default='', metavar='FILE', help='write one CSV row per model here')
     return parser
 
@@ -90,9 +103,45 @@ def resolve_models(spec: str, pretrained: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def apply_test_pool(model: torch.nn.Module, data_config: dict[str, Any], name: str) -> tuple[torch.nn.Module, bool]:
+    """timm's test-time pooling (``apply_test_time_pool``): above the pretrained_cfg size the classifier runs as a
+    1x1 conv over ``pool_size`` windows of the unpooled features, then the scores are averaged.
+
+    Needs a head that is global pooling + a linear classifier (a head that normalises or projects after pooling,
+    such as MaxViT's, would be skipped): anything else is a :class:`CliError`. Returns (model, applied).
+    """
+    from timm.layers import ClassifierHead, apply_test_time_pool
+
+    classifier = model.get_classifier() if hasattr(model, 'get_classifier') else None
+    head = getattr(model, 'head', classifier)
+    if not isinstance(classifier, torch.nn.Linear) or not (head is classifier or isinstance(head, ClassifierHead)):
+        raise CliError(f'--test-pool: {name} does not support test-time pooling (its head is not global pooling + '
+                       'a linear classifier)')
+    return apply_test_time_pool(model, data_config)
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or 'out of memory' in str(err).lower()
+
+
 def validate_model(name: str, args: argparse.Namespace, device: torch.device, num_classes: int | None,
                    dataset: torch.utils.data.Dataset) -> dict[str, Any]:
-    """Evaluate one model; returns its CSV row."""
+    """Evaluate one model; returns its CSV row. With ``--retry`` an out-of-memory error halves the batch size."""
+    batch_size = args.batch_size
+    while True:
+        try:
+            return _validate_model(name, args, device, num_classes, dataset, batch_size)
+        except RuntimeError as e:
+            if not args.retry or not _is_oom(e) or batch_size <= 1:
+                raise
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+            batch_size = max(1, batch_size // 2)
+            _logger.warning(f'{name}: out of memory, retrying with batch size {batch_size}')
+
+
+def _validate_model(name: str, args: argparse.Namespace, device: torch.device, num_classes: int | None,
+                    dataset: torch.utils.data.Dataset, batch_size: int) -> dict[str, Any]:
     kwargs = dict(args.model_kwargs)
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
@@ -105,18 +154,24 @@ def validate_model(name: str, args: argparse.Namespace, device: torch.device, nu
     if args.checkpoint:
         zoo_common.load_model_weights(model, args.checkpoint, '--checkpoint', use_ema=args.use_ema)
     data_config = resolve_data_config(vars(args), model=model)
+    test_time_pool = False
+    if args.test_pool:
+        model, test_time_pool = apply_test_pool(model, data_config, name)
     dataset.transform = create_transform(**data_config)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == 'cuda')
+        dataset, batch_size=batch_size, num_workers=args.workers, pin_memory=device.type == 'cuda')
 
     model.to(device).eval()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
     amp_ctx = zoo_common.amp_context(args.amp, args.amp_dtype, device.type)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    loss_sum, top1, top5, count = zoo_common.evaluate_sums(model, loader, device, amp_ctx, args.channels_last, name)
+    loss_sum, top1, top5, count = zoo_common.evaluate_sums(
+        model, loader, device, amp_ctx, args.channels_last, name, log_freq=args.log_freq)
     elapsed = time.perf_counter() - start
     if device.type == 'cuda':
         peak_mb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 20, 'cuda_max_allocated'
@@ -135,6 +190,8 @@ def validate_model(name: str, args: argparse.Namespace, device: torch.device, nu
         'crop_pct': data_config['crop_pct'],
         'interpolation': data_config['interpolation'],
         'samples': int(count),
+        'batch_size': batch_size,
+        'test_time_pool': test_time_pool,
         'device': device.type,
     }
 

@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 
 EMBEDDED_DATASET = 'digits'
+DEFAULT_MODEL = 'nat_mini'  # the smallest zoo model (tests/test_foundation.py checks it stays so)
 EMBEDDED_IMG_SIZE = 32
 _VAL_SPLITS = ('val', 'validation', 'eval', 'evaluation', 'test')
 
@@ -37,6 +38,16 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print(f'{prog}{where}: error: {e}', file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def default_workers(limit: int = 4) -> int:
+    """Data-loading workers per process: timm's 4, but no more than this process's share of the usable cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    per_process = cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
+    return max(1, min(limit, per_process))
 
 
 def first_line(err: BaseException) -> str:
@@ -215,73 +226,47 @@ def state_dict_mismatch(
 ) -> str | None:
     """Describe in one line how ``state_dict`` fails to fit ``model`` strictly, or None when it fits.
 
-    Keys in ``optional`` may be missing or differently shaped (a classifier that fine-tuning replaces).
+    Keys in ``optional`` may be missing or differently shaped (a classifier that fine-tuning replaces). The report is
+    :func:`backbones.checkpoint.mismatch_report`, the one every loader of the zoo uses.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and k not in optional]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
-        if k in state_dict and k not in optional and getattr(state_dict[k], 'shape', v.shape) != v.shape
-    ]
+    from backbones.checkpoint import mismatch_report
 
-    def _few(items: list[str]) -> str:
-        return ', '.join(items[:3]) + (', ...' if len(items) > 3 else '')
-
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing keys ({_few(missing)})')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected keys ({_few(unexpected)})')
-    if shapes:
-        problems.append(f'{len(shapes)} shape mismatches (checkpoint vs model: {_few(shapes)})')
-    return '; '.join(problems) or None
-
-
-def model_state_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = False) -> dict[str, Any]:
-    """The model weights inside a checkpoint dict: our/timm training checkpoints, official wrappers, or plain."""
-    from timm.models import clean_state_dict
-
-    for key in ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            return clean_state_dict(checkpoint[key])
-    if use_ema:
-        raise CliError('--use-ema: the checkpoint holds no EMA weights (no state_dict_ema / model_ema entry)')
-    return clean_state_dict(checkpoint)
+    return mismatch_report(model.state_dict(), state_dict, optional)
 
 
 def load_model_weights(
         model: torch.nn.Module,
         path: str,
         what: str,
-        use_ema: bool = False,
+        use_ema: bool | None = None,
         new_classifier: bool = False,
 ) -> None:
     """Load a checkpoint into ``model`` strictly, as saved or through the model family's ``checkpoint_filter_fn``.
 
-    The filter maps official checkpoint layouts onto ours (DESIGN §3); a file that fits neither way raises a
-    :class:`CliError` naming the missing/unexpected/mis-shaped keys. With ``new_classifier`` (fine-tuning) the
-    model keeps its freshly initialised classifier when the checkpoint's has another number of classes.
+    The weights are chosen and mapped by :func:`backbones.checkpoint.fit_state_dict`, as ``pretrained=True`` and the
+    downstream backbone do: ``use_ema`` True / False takes the checkpoint's EMA / raw weights, None the family's
+    default. A file that fits neither way raises a :class:`CliError` with the filter's own diagnosis or the
+    missing/unexpected/mis-shaped keys. With ``new_classifier`` (fine-tuning) the model keeps its freshly
+    initialised classifier when the checkpoint's has another number of classes.
     """
-    state_dict = model_state_from_checkpoint(read_checkpoint(path, what), use_ema)
+    from backbones.checkpoint import fit_state_dict, unwrap_state_dict
+
+    checkpoint = read_checkpoint(path, what)
+    try:
+        unwrap_state_dict(checkpoint, use_ema)
+    except ValueError as e:
+        flag = {True: '--use-ema', False: '--no-use-ema'}.get(use_ema)
+        raise CliError(f'{flag}: {e} ({what} {path})' if flag else f'{what} {path}: {e}') from None
     own = model.state_dict()
     optional: set[str] = set()
     if new_classifier:
         heads = getattr(model, 'pretrained_cfg', {}).get('classifier') or ()
         optional = {f'{h}.{p}' for h in ([heads] if isinstance(heads, str) else heads) for p in ('weight', 'bias')}
-    problem = state_dict_mismatch(model, state_dict, optional)
-    if problem:
-        filter_fn = getattr(sys.modules.get(type(model).__module__), 'checkpoint_filter_fn', None)
-        if filter_fn is not None:
-            try:
-                filtered = filter_fn(state_dict, model)
-            except Exception:  # the filter rejects foreign layouts in its own way; report the plain mismatch
-                filtered = None
-            if filtered is not None and state_dict_mismatch(model, filtered, optional) is None:
-                state_dict, problem = filtered, None
-    if problem:
+    try:
+        state_dict = fit_state_dict(model, checkpoint, use_ema=use_ema, optional=optional)
+    except ValueError as e:
         name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
-        raise CliError(f"{what} {path} does not match model '{name}': {problem}")
+        raise CliError(f"{what} {path} does not match model '{name}': {first_line(e)}") from None
     keep = {k: v for k, v in state_dict.items() if k not in optional or v.shape == own[k].shape}
     model.load_state_dict(keep, strict=not optional)
 
@@ -315,16 +300,24 @@ def evaluate_sums(
         amp_ctx: Callable[[], Any] = nullcontext,
         channels_last: bool = False,
         desc: str | None = None,
+        log_freq: int = 0,
 ) -> list[float]:
     """Summed cross-entropy, top-1 hits, top-5 hits and sample count of ``model`` over ``loader``.
 
-    Sums (not means) so callers can add them up across processes exactly. ``desc`` shows a progress bar.
+    Sums (not means) so callers can add them up across processes exactly. ``desc`` shows a progress bar; where tqdm
+    is off (stdout is not a terminal) a line with running accuracy is logged every ``log_freq`` batches instead.
     """
+    import logging
+    import time
+
     from tqdm import tqdm
 
     model.eval()
     loss_sum = top1 = top5 = count = 0.
-    for x, y in tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True, disable=None if desc else True):
+    bar = tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True, disable=None if desc else True)
+    log_lines = bool(desc) and bar.disable and log_freq > 0
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -336,6 +329,11 @@ def evaluate_sums(
         top1 += hits[:, :1].sum().item()
         top5 += hits.sum().item()
         count += len(y)
+        if log_lines and ((i + 1) % log_freq == 0 or i + 1 == len(loader)):
+            logging.getLogger('validate').info(
+                f'{desc}: [{i + 1:>{len(str(len(loader)))}}/{len(loader)}]  loss {loss_sum / count:.4f}  '
+                f'top-1 {100. * top1 / count:.2f}  top-5 {100. * top5 / count:.2f}  '
+                f'{count / (time.perf_counter() - start):.0f} img/s')
     return [loss_sum, top1, top5, count]
 
 

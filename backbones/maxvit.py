@@ -48,15 +48,21 @@ from timm.layers import (
     resize_rel_pos_bias_table,
     to_2tuple,
 )
+from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
 import ops
 
-from ._helpers import unwrap_state_dict
+from .checkpoint import mismatch_report, unwrap_state_dict
 
-__all__ = ['MaxViTNA', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_EMA', 'MaxViTNA', 'checkpoint_filter_fn']
+
+# Default weights of a checkpoint that holds both raw and EMA weights: the EMA ones (timm's order; the TF MaxViT
+# recipes evaluate an EMA of the weights). The released weights (timm's port) are plain state dicts, so this only
+# decides for files such as train.py's with --model-ema; ``use_ema`` / ``--use-ema`` chooses explicitly.
+CHECKPOINT_EMA = True
 
 _ARCHS = {
     # name: (embed_dim, depths, stem_width); head hidden size = embed_dim[-1], as the official models
@@ -91,12 +97,14 @@ def _transformer_init(module: nn.Module, name: str = '') -> None:
 class Stem(nn.Module):
     """3x3 stride-2 conv, BN + act, 3x3 conv (TF 'same' padding)."""
 
-    def __init__(self, in_chs: int, out_chs: int, act_layer: str = 'gelu_tanh', norm_eps: float = 1e-3):
+    def __init__(self, in_chs: int, out_chs: int, act_layer: str = 'gelu_tanh', norm_eps: float = 1e-3, device=None,
+                 dtype=None):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
-        self.conv1 = create_conv2d(in_chs, out_chs, 3, stride=2, padding='same', bias=True)
-        self.norm1 = norm_act_layer(out_chs)
-        self.conv2 = create_conv2d(out_chs, out_chs, 3, stride=1, padding='same', bias=True)
+        self.conv1 = create_conv2d(in_chs, out_chs, 3, stride=2, padding='same', bias=True, **dd)
+        self.norm1 = norm_act_layer(out_chs, **dd)
+        self.conv2 = create_conv2d(out_chs, out_chs, 3, stride=1, padding='same', bias=True, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.norm1(self.conv1(x)))
@@ -105,10 +113,11 @@ class Stem(nn.Module):
 class Downsample(nn.Module):
     """Shortcut of a strided MBConv: 2x2 average pool ('same' padding), then a 1x1 conv if channels change."""
 
-    def __init__(self, in_chs: int, out_chs: int):
+    def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None):
         super().__init__()
         self.pool = create_pool2d('avg', 2, padding='same')
-        self.expand = nn.Conv2d(in_chs, out_chs, 1, bias=True) if in_chs != out_chs else nn.Identity()
+        self.expand = nn.Conv2d(in_chs, out_chs, 1, bias=True, device=device, dtype=dtype) if in_chs != out_chs \
+            else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.pool(x))
@@ -127,20 +136,23 @@ class MBConv(nn.Module):
             act_layer: str = 'gelu_tanh',
             norm_eps: float = 1e-3,
             drop_path: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         if stride == 1 and in_chs != out_chs:
             raise ValueError(f'MBConv changes channels ({in_chs} -> {out_chs}) only in its strided first block')
         norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
         mid_chs = make_divisible(out_chs * expand_ratio)
-        self.shortcut = Downsample(in_chs, out_chs) if stride == 2 else nn.Identity()
-        self.pre_norm = norm_act_layer(in_chs, apply_act=False)
-        self.conv1_1x1 = create_conv2d(in_chs, mid_chs, 1)
-        self.norm1 = norm_act_layer(mid_chs)
-        self.conv2_kxk = create_conv2d(mid_chs, mid_chs, 3, stride=stride, depthwise=True, padding='same')
-        self.norm2 = norm_act_layer(mid_chs)
-        self.se = SEModule(mid_chs, rd_channels=int(out_chs * se_ratio), act_layer=get_act_layer('silu'))
-        self.conv3_1x1 = create_conv2d(mid_chs, out_chs, 1, bias=True)
+        self.shortcut = Downsample(in_chs, out_chs, **dd) if stride == 2 else nn.Identity()
+        self.pre_norm = norm_act_layer(in_chs, apply_act=False, **dd)
+        self.conv1_1x1 = create_conv2d(in_chs, mid_chs, 1, **dd)
+        self.norm1 = norm_act_layer(mid_chs, **dd)
+        self.conv2_kxk = create_conv2d(mid_chs, mid_chs, 3, stride=stride, depthwise=True, padding='same', **dd)
+        self.norm2 = norm_act_layer(mid_chs, **dd)
+        self.se = SEModule(mid_chs, rd_channels=int(out_chs * se_ratio), act_layer=get_act_layer('silu'), **dd)
+        self.conv3_1x1 = create_conv2d(mid_chs, out_chs, 1, bias=True, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +176,10 @@ class PartitionAttention(nn.Module):
             grid: bool = False,
             dim_head: int = 32,
             proj_drop: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         if dim % dim_head:
             raise ValueError(f'dim ({dim}) must be divisible by dim_head ({dim_head})')
@@ -172,9 +187,10 @@ class PartitionAttention(nn.Module):
         self.dim_head = dim_head
         self.partition_size = partition_size
         self.grid = grid
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.rpb = nn.Parameter(torch.empty(self.num_heads, 2 * partition_size[0] - 1, 2 * partition_size[1] - 1))
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3, **dd)
+        self.rpb = nn.Parameter(
+            torch.empty(self.num_heads, 2 * partition_size[0] - 1, 2 * partition_size[1] - 1, **dd))
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         nn.init.normal_(self.rpb, std=.02)
 
@@ -200,13 +216,16 @@ class PartitionTransformer(nn.Module):
             norm_eps: float = 1e-5,
             proj_drop: float = 0.,
             drop_path: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = PartitionAttention(dim, partition_size, grid=grid, dim_head=dim_head, proj_drop=proj_drop)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.attn = PartitionAttention(dim, partition_size, grid=grid, dim_head=dim_head, proj_drop=proj_drop, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=get_act_layer(act_layer), drop=proj_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=get_act_layer(act_layer), drop=proj_drop, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,12 +248,15 @@ class MaxViTBlock(nn.Module):
             mlp_ratio: float = 4.,
             proj_drop: float = 0.,
             drop_path: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.conv = MBConv(in_chs, out_chs, stride=stride, drop_path=drop_path)
+        self.conv = MBConv(in_chs, out_chs, stride=stride, drop_path=drop_path, **dd)
         layer = partial(
             PartitionTransformer, out_chs, dim_head=dim_head, mlp_ratio=mlp_ratio, proj_drop=proj_drop,
-            drop_path=drop_path)
+            drop_path=drop_path, **dd)
         self.attn_block = layer(window_size)
         self.attn_grid = layer(grid_size, grid=True)
 
@@ -287,6 +309,8 @@ class MaxViTNA(nn.Module):
             drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
     ):
         """
         Args:
@@ -305,7 +329,10 @@ class MaxViTNA(nn.Module):
             drop_rate: Dropout before the classifier.
             proj_drop_rate: Dropout after attention/MLP projections.
             drop_path_rate: Stochastic depth rate, linear over blocks.
+            device: Device to create the parameters on (timm's factory kwargs).
+            dtype: Parameter dtype (timm's factory kwargs).
         """
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         if len(embed_dim) != len(depths):
             raise ValueError(f'embed_dim ({embed_dim}) and depths ({depths}) must have the same length')
@@ -323,21 +350,21 @@ class MaxViTNA(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        self.stem = Stem(in_chans, stem_width)
+        self.stem = Stem(in_chans, stem_width, **dd)
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')]
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, in_chs, reduction = [], stem_width, 2
         for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
             stages.append(MaxViTStage(
                 in_chs, dim, depth, dpr[i], window_size=window_size, grid_size=grid_size, dim_head=dim_head,
-                mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate))
+                mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, **dd))
             in_chs, reduction = dim, reduction * 2
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()  # the final norm lives in the head, after pooling (as the official models)
         self.head = NormMlpClassifierHead(
             self.num_features, num_classes, hidden_size=self.head_hidden_size, pool_type=global_pool,
-            drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5))
+            drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5), **dd)
 
         named_apply(_conv_init, self.stem)
         for stage in self.stages:
@@ -364,7 +391,7 @@ class MaxViTNA(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -449,7 +476,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     """
     if not isinstance(model, MaxViTNA):
         raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
-    state_dict = unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     target = model.state_dict()
     out = {}
     for k, v in state_dict.items():
@@ -466,16 +493,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     if 'stem.conv1.weight' not in out or not any(k.endswith('.attn_grid.attn.rpb') for k in out):
         raise ValueError(f'checkpoint is not a MaxViT (timm maxvit_*_tf_* layout) state dict, cannot load into '
                          f'{name}; first keys: {list(state_dict)[:5]}')
-    classifier = ('head.fc.weight', 'head.fc.bias')
-    missing = [k for k in target if k not in out and k not in classifier]
-    unexpected = [k for k in out if k not in target and k not in classifier]
-    mismatched = [f'{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(target[k].shape)}'
-                  for k in out if k in target and k not in classifier and out[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f'checkpoint does not match {name} (another MaxViT variant?): {len(missing)} missing keys '
-            f'{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, {len(mismatched)} shape mismatches '
-            f'{mismatched[:3]}')
+    problem = mismatch_report(target, out, optional=('head.fc.weight', 'head.fc.bias'))  # timm adapts the classifier
+    if problem:
+        raise ValueError(f'checkpoint does not match {name} (another MaxViT variant?): {problem}')
     return out
 
 

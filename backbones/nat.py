@@ -32,14 +32,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ops import NeighborhoodAttention2D
 
-from ._helpers import unwrap_state_dict
+from .checkpoint import mismatch_report, unwrap_state_dict
 
-__all__ = ['NAT', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_EMA', 'NAT', 'checkpoint_filter_fn']
+
+# Default weights of a checkpoint that holds both raw and EMA weights: the raw ones. The authors trained without EMA
+# (timm's train.py, model_ema off in every official config), released plain state dicts, and their tables are
+# measured on those; ``use_ema=True`` / ``--use-ema`` picks the EMA entry explicitly.
+CHECKPOINT_EMA = False
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
 
@@ -57,14 +63,15 @@ def _check_image(x: torch.Tensor, in_chans: int) -> None:
 class ConvTokenizer(nn.Module):
     """NAT / DiNAT stem: two overlapping 3x3 stride-2 convs (stride 4 in all) and a LayerNorm; NCHW in and out."""
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 64):
+    def __init__(self, in_chans: int = 3, embed_dim: int = 64, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.in_chans = in_chans
         self.proj = nn.Sequential(
-            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
-            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1, **dd),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1, **dd),
         )
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_chans)
@@ -74,12 +81,13 @@ class ConvTokenizer(nn.Module):
 class PatchEmbed(nn.Module):
     """DiNAT_s stem (Swin's): non-overlapping 4x4 patches and a LayerNorm; H, W zero-padded to a multiple of 4."""
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4):
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.in_chans = in_chans
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_chans)
@@ -91,10 +99,11 @@ class PatchEmbed(nn.Module):
 class ConvDownsample(nn.Module):
     """NAT / DiNAT downsampling: 3x3 stride-2 conv (no bias) doubling channels, then LayerNorm; NHWC in and out."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.reduction = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False)
-        self.norm = nn.LayerNorm(out_dim, eps=_LN_EPS)
+        self.reduction = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False, **dd)
+        self.norm = nn.LayerNorm(out_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
@@ -103,10 +112,11 @@ class ConvDownsample(nn.Module):
 class PatchMerging(nn.Module):
     """DiNAT_s downsampling (Swin's): concatenate 2x2 neighbours (odd sizes zero-padded), LayerNorm, linear; NHWC."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=_LN_EPS)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=_LN_EPS, **dd)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -133,17 +143,21 @@ class NATBlock(nn.Module):
             proj_drop: float = 0.,
             attn_drop: float = 0.,
             drop_path: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        # ops' module takes no factory kwargs: created on the current default device, then moved
         self.attn = NeighborhoodAttention2D(
             dim, num_heads, kernel_size, dilation=dilation, bias=True, qkv_bias=qkv_bias, qk_scale=qk_scale,
-            attn_drop=attn_drop, proj_drop=proj_drop)
-        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+            attn_drop=attn_drop, proj_drop=proj_drop).to(**dd)
+        self.ls1 = LayerScale(dim, layer_scale, **dd) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.ls2 = LayerScale(dim, layer_scale, **dd) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,14 +179,17 @@ class NATStage(nn.Module):
             dilations: Sequence[int] | None = None,
             downsample: str | None = None,
             drop_path: Sequence[float] | float = 0.,
+            device=None,
+            dtype=None,
             **block_kwargs: Any,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.grad_checkpointing = False
         if downsample == 'conv':
-            self.downsample = ConvDownsample(dim, out_dim)
+            self.downsample = ConvDownsample(dim, out_dim, **dd)
         elif downsample == 'merge':
-            self.downsample = PatchMerging(dim, out_dim)
+            self.downsample = PatchMerging(dim, out_dim, **dd)
         elif downsample is None:
             if dim != out_dim:
                 raise ValueError(f'a stage without downsampling keeps its width, got dim={dim}, out_dim={out_dim}')
@@ -184,7 +201,8 @@ class NATStage(nn.Module):
             raise ValueError(f'need one dilation per block: depth={depth} but dilations={dilations}')
         drop_path = list(drop_path) if isinstance(drop_path, Sequence) else [drop_path] * depth
         self.blocks = nn.Sequential(*[
-            NATBlock(out_dim, num_heads, kernel_size, dilation=dilations[i], drop_path=drop_path[i], **block_kwargs)
+            NATBlock(out_dim, num_heads, kernel_size, dilation=dilations[i], drop_path=drop_path[i], **dd,
+                     **block_kwargs)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,6 +236,8 @@ class NAT(nn.Module):
         proj_drop_rate: dropout after the attention projection and in the MLP.
         attn_drop_rate: attention-probability dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device: device to create the parameters on (timm's factory kwargs).
+        dtype: parameter dtype (timm's factory kwargs).
     """
 
     def __init__(
@@ -240,7 +260,10 @@ class NAT(nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         num_stages = len(depths)
         if len(num_heads) != num_stages or (dilations is not None and len(dilations) != num_stages):
@@ -257,9 +280,9 @@ class NAT(nn.Module):
         self.num_features = self.head_hidden_size = dims[-1]
 
         if stem_type == 'conv':
-            self.patch_embed = ConvTokenizer(in_chans, dims[0])
+            self.patch_embed = ConvTokenizer(in_chans, dims[0], **dd)
         else:
-            self.patch_embed = PatchEmbed(in_chans, dims[0])
+            self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
 
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages = []
@@ -280,12 +303,13 @@ class NAT(nn.Module):
                 layer_scale=layer_scale,
                 proj_drop=proj_drop_rate,
                 attn_drop=attn_drop_rate,
+                **dd,
             ))
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
 
-        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -323,7 +347,8 @@ class NAT(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        # the new classifier goes where the model's parameters are (the head may have none left after reset(0))
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
         if global_pool is not None:
             self.global_pool = global_pool
 
@@ -455,14 +480,15 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
     """Map an official NAT / DiNAT / DiNAT_s checkpoint (or ours) onto ``model``'s layout, checking that it fits.
 
     Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` / ``state_dict_ema``
-    (and DDP's ``module.`` prefix). RPB tables of another kernel size are resized bicubically (how the official
-    11x11 weights were made from 7x7 ones). Raises ``ValueError`` naming what differs when the checkpoint belongs to
-    another family or variant (depths, widths, heads, layer scale, kernel, missing or unexpected keys). The
-    classifier is dropped for a headless model; otherwise it and the first conv's input channels are left to timm's
-    loader, which adapts them to ``num_classes`` / ``in_chans``.
+    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``). RPB tables of
+    another kernel size are resized bicubically (how the official 11x11 weights were made from 7x7 ones). Raises
+    ``ValueError`` naming what differs when the checkpoint belongs to another family or variant (depths, widths,
+    heads, layer scale, kernel, missing or unexpected keys). The classifier is dropped for a headless model;
+    otherwise it and the first conv's input channels are left to timm's loader, which adapts them to
+    ``num_classes`` / ``in_chans``.
     """
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    state_dict = unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     family, official = _family_of(state_dict)
     model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
     if family is None:
@@ -484,27 +510,17 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
 
     first_conv = 'patch_embed.proj.0.weight' if model.stem_type == 'conv' else 'patch_embed.proj.weight'
 
-    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
-        return k.startswith('head.fc.')
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k == first_conv and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
 
-    missing = [k for k in expected if k not in state_dict and not exempt(k)]
-    unexpected = [k for k in state_dict if k not in expected and not exempt(k)]
-    mismatched = []
-    for k, v in state_dict.items():
-        if k in expected and not exempt(k):
-            want = expected[k].shape
-            same = v.shape == want
-            if k == first_conv and v.ndim == 4 and len(want) == 4:
-                same = v.shape[0] == want[0] and v.shape[2:] == want[2:]
-            if not same:
-                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want)}')
-    if missing or unexpected or mismatched:
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}  # adapted by timm's loader afterwards
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', heads='heads per stage',
                       kernels='kernel sizes', layer_scale='layer scale')
         diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        details = (mismatched + [f'missing {k}' for k in missing] + [f'unexpected {k}' for k in unexpected])[:5]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + details))
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
 
 

@@ -7,7 +7,6 @@ A new family works as soon as it is registered with timm and honours that contra
 import difflib
 import fnmatch
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,14 +19,9 @@ from timm.layers import LayerNorm2d
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
+from backbones.checkpoint import checkpoint_filter, ema_first, mismatch_report
 
 from .checkpoint import check_checkpoint_path, read_state_dict
-
-
-def _checkpoint_filter_fn(model_name: str) -> Callable | None:
-    """The family's ``checkpoint_filter_fn`` (timm convention: a module-level function next to the entrypoint)."""
-    module = sys.modules.get(timm.models.model_entrypoint(model_name).__module__)
-    return getattr(module, 'checkpoint_filter_fn', None)
 
 
 def _apply_filter(filter_fn: Callable | None, state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
@@ -44,7 +38,8 @@ class AttnZooBackbone(BaseModule):
 
     Args:
         model_name: zoo or timm model name (``nat_tiny``, ``dinat_s_base``, ``resnet50``, ...).
-        out_indices: stages whose outputs are returned (indices into the model's ``feature_info``).
+        out_indices: stages whose outputs are returned (indices into the model's ``feature_info``); default: the
+            model's last four feature levels (strides 4/8/16/32 for every zoo model; MaxViT's level 0 is its stem).
         drop_path_rate: stochastic depth rate passed to the model.
         frozen_stages: -1 trains everything; k >= 0 freezes the stem (everything before the first feature level)
             and the first k feature levels (mmdet's convention with ``feature_info`` levels as stages).
@@ -58,12 +53,14 @@ class AttnZooBackbone(BaseModule):
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a classification checkpoint (ours or the
             official one) through the family's ``checkpoint_filter_fn``; anything that does not match the model
             raises. Other init_cfg types are passed to mmengine.
+        use_ema: which weights of that checkpoint: True the EMA ones, False the raw ones, None the family's default
+            (``backbones.checkpoint``, the same rule as validate.py and ``pretrained=True``).
     """
 
     def __init__(
             self,
             model_name: str,
-            out_indices: Sequence[int] = (0, 1, 2, 3),
+            out_indices: Sequence[int] | None = None,
             drop_path_rate: float = 0.,
             frozen_stages: int = -1,
             norm_eval: bool = False,
@@ -72,6 +69,7 @@ class AttnZooBackbone(BaseModule):
             pad_multiple: int | None = None,
             model_kwargs: dict[str, Any] | None = None,
             init_cfg: dict | None = None,
+            use_ema: bool | None = None,
     ):
         # A 'Pretrained' init_cfg is ours to load (strictly, through the family filter); mmengine keeps the rest.
         self.pretrained = None
@@ -94,6 +92,10 @@ class AttnZooBackbone(BaseModule):
         self.model_name = model_name
         self.model_kwargs = dict(model_kwargs or {})
         self.drop_path_rate = drop_path_rate
+        self.use_ema = use_ema
+        if out_indices is None:
+            num_levels = len(self.classification_model().feature_info)
+            out_indices = tuple(range(max(0, num_levels - 4), num_levels))
         self.out_indices = tuple(out_indices)
         if not self.out_indices or not all(isinstance(i, int) for i in self.out_indices):
             raise ValueError(f'out_indices must be a non-empty sequence of ints, got {out_indices!r}')
@@ -228,8 +230,14 @@ class AttnZooBackbone(BaseModule):
 
     # ---------------------------------------------------------------- weights
     def classification_model(self) -> nn.Module:
-        """A fresh classification model of the same architecture (CPU), for names, filters and param groups."""
-        return timm.create_model(self.model_name, pretrained=False, **self.model_kwargs)
+        """The classification model of the same architecture on the meta device (no memory, built once), for names,
+        shapes, feature levels, filters and parameter groups."""
+        model = self.__dict__.get('_classification_model')  # kept out of the module tree (not a submodule)
+        if model is None:
+            with torch.device('meta'):
+                model = timm.create_model(self.model_name, pretrained=False, **self.model_kwargs)
+            self.__dict__['_classification_model'] = model
+        return model
 
     def _feature_name_map(self, cls_names: Sequence[str]) -> dict[str, str]:
         """Classification-model state-dict name -> name inside ``self.model`` (absent when pruned by features_only)."""
@@ -262,31 +270,21 @@ class AttnZooBackbone(BaseModule):
             return any(key.startswith(prefix + '.') for prefix in classifier)
 
         # Weights the feature model never uses (e.g. the final norm, absent from detection checkpoints) are filled in
-        # from the fresh model so that strict family filters see a complete checkpoint.
+        # from the (meta) classification model so that strict family filters see a complete checkpoint; they are
+        # dropped again below.
         state_dict = dict(state_dict)
         for key, value in expected.items():
             if key not in mapping and not is_classifier(key):
                 state_dict.setdefault(key, value)
         try:
-            state_dict = _apply_filter(_checkpoint_filter_fn(self.model_name), state_dict, cls_model)
+            state_dict = _apply_filter(checkpoint_filter(self.model_name), state_dict, cls_model)
         except (ValueError, KeyError) as e:
             raise RuntimeError(f'{source} does not match {self.model_name!r}: {e}') from e
         state_dict = {k: v for k, v in state_dict.items() if not is_classifier(k)}
-        unexpected = sorted(set(state_dict) - set(expected))
-        if unexpected:
-            raise RuntimeError(
-                f'{source} does not match {self.model_name!r}: unexpected keys {unexpected[:8]}'
-                f'{" ..." if len(unexpected) > 8 else ""} ({len(unexpected)} in all)')
-        mismatched = [
-            f'{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}'
-            for k, v in state_dict.items() if tuple(v.shape) != tuple(expected[k].shape)]
-        if mismatched:
-            raise RuntimeError(f'{source} does not match {self.model_name!r}: shape mismatch {mismatched[:8]}')
-        missing = sorted(k for k in mapping if k not in state_dict)
-        if missing:
-            raise RuntimeError(
-                f'{source} does not match {self.model_name!r}: missing keys {missing[:8]}'
-                f'{" ..." if len(missing) > 8 else ""} ({len(missing)} in all)')
+        needed = {k: expected[k] for k in mapping}
+        problem = mismatch_report(needed, {k: v for k, v in state_dict.items() if k in mapping or k not in expected})
+        if problem:
+            raise RuntimeError(f'{source} does not match {self.model_name!r}: {problem}')
         unmapped = set(self.model.state_dict()) - set(mapping.values())
         if unmapped:
             raise RuntimeError(f'cannot map feature-model keys {sorted(unmapped)[:8]} onto {self.model_name!r}')
@@ -297,7 +295,7 @@ class AttnZooBackbone(BaseModule):
         if self.pretrained is None:
             super().init_weights()
             return
-        state_dict = read_state_dict(self.pretrained)
+        state_dict = read_state_dict(self.pretrained, self.use_ema, prefer_ema=ema_first(self.model_name))
         converted = self.convert_classification_state_dict(state_dict, source=f'checkpoint {self.pretrained}')
         self.model.load_state_dict(converted, strict=True)
         self._is_init = True

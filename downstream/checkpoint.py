@@ -8,7 +8,8 @@ Two problems live here:
   contain (and a ``getattr`` restricted to HistoryBuffer's methods), so loading stays in the safe ``weights_only``
   mode; the entry points wrap the runner in it, and nobody has to set ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=0``.
 * Classification checkpoints (ours or official) come in several wrappers (``state_dict``, ``model``, EMA keys).
-  :func:`read_state_dict` unwraps them the way timm does.
+  :func:`read_state_dict` unwraps them with :func:`backbones.checkpoint.unwrap_state_dict`, the rule every loader of
+  the zoo uses (the family's default weights unless ``use_ema`` chooses).
 """
 import argparse
 import collections
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backbones._helpers import unwrap_state_dict
+from backbones.checkpoint import unwrap_state_dict
 
 
 def _numpy_globals() -> list[Any]:
@@ -99,10 +100,11 @@ def check_checkpoint_path(path: str, what: str = 'checkpoint') -> None:
         raise FileNotFoundError(f'{what} file not found: {path}')
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """Load a classification checkpoint (local path or http(s) URL) and unwrap it to a flat state dict.
 
-    Wrapper keys are tried in timm's order (EMA weights first); a ``module.`` (DDP) prefix is stripped.
+    ``use_ema`` True / False takes the EMA / raw weights; None the EMA ones first when ``prefer_ema`` (the family's
+    default, :func:`backbones.checkpoint.ema_first`). A ``module.`` (DDP) prefix is stripped.
     """
     check_checkpoint_path(path)
     path = str(path)
@@ -118,9 +120,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict):
         raise RuntimeError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a state dict')
     try:
-        state_dict = unwrap_state_dict(checkpoint)
+        state_dict = unwrap_state_dict(checkpoint, use_ema, prefer_ema)
     except ValueError as e:
-        raise RuntimeError(f'checkpoint {path} does not hold a state dict of tensors: {e}') from None
+        raise RuntimeError(f'checkpoint {path}: {e}') from None
     if not state_dict:
         raise RuntimeError(f'checkpoint {path} does not hold a state dict of tensors')
     return state_dict

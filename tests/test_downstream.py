@@ -2,6 +2,7 @@
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ pytest.importorskip('mmseg')
 pytest.importorskip('mmcv.ops')
 
 import timm  # noqa: E402
+from _zoo import zoo_models  # noqa: E402
 
 import downstream  # noqa: E402
 from downstream import AttnZooBackbone, AttnZooOptimWrapperConstructor  # noqa: E402
@@ -221,9 +223,10 @@ def test_official_detection_backbone_loads_strictly(name):
     ours = detector.backbone.state_dict()
     for level in range(4):
         torch.testing.assert_close(ours[f'norm{level}.weight'], official[f'norm{level}.weight'])
-    # Every official tensor landed somewhere, unchanged (random values identify them).
-    loaded = {round(v.double().sum().item(), 6) for v in ours.values()}
-    assert all(round(v.double().sum().item(), 6) in loaded for v in official.values())
+    # Every official tensor landed exactly where the official layout says (written out here, not taken from the code).
+    assert len(ours) == len(official)
+    for key, value in official.items():
+        torch.testing.assert_close(ours[_ours_from_official(key, features_model=True)], value, msg=key)
     del official[next(k for k in official if 'qkv.weight' in k)]
     with pytest.raises(RuntimeError, match='does not match'):
         detector.load_state_dict({f'backbone.{k}': v for k, v in official.items()}, strict=True)
@@ -243,9 +246,69 @@ def test_official_classification_checkpoint_as_pretrained(tmp_path, name):
     init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'in22k.pth'))
     backbone = AttnZooBackbone(name, out_indices=(1, 2), init_cfg=init_cfg)
     backbone.init_weights()
-    # Every weight of the feature model comes from the checkpoint (random values identify them).
-    official_sums = {round(v.double().sum().item(), 6) for v in official.values()}
-    assert all(round(v.double().sum().item(), 6) in official_sums for v in backbone.model.state_dict().values())
+    # Every weight of the feature model comes from its official key (levels 0-2 only: out_indices=(1, 2)).
+    ours = backbone.model.state_dict()
+    mapped = {_ours_from_official(k)[len('model.'):]: k for k in official if not k.startswith(('norm.', 'head.'))}
+    assert set(ours) <= set(mapped)
+    for key, value in ours.items():
+        torch.testing.assert_close(value, official[mapped[key]], msg=key)
+
+
+def _ours_from_official(key: str, features_model: bool = False) -> str:
+    """Official NAT/DiNAT/DiNAT_s backbone key -> ours inside AttnZooBackbone (``model.stages_i...``, ``norm{i}``).
+
+    Official levels downsample at their end, ours at the start of the next stage; ``gamma1/2`` are timm's
+    ``ls1/2.gamma``. The per-level output norms keep their names.
+    """
+    if re.match(r'^norm\d', key):
+        return key
+    m = re.match(r'^(?:levels|layers)\.(\d+)\.downsample\.(.*)$', key)
+    if m:
+        key = f'stages_{int(m.group(1)) + 1}.downsample.{m.group(2)}'
+    else:
+        key = re.sub(r'^(?:levels|layers)\.(\d+)\.', r'stages_\1.', key)
+    key = re.sub(r'\.gamma([12])$', r'.ls\1.gamma', key)
+    return 'model.' + key
+
+
+@pytest.mark.parametrize('name', zoo_models())
+def test_default_out_indices_are_the_last_four_levels(name):
+    """Every zoo model, present and future: the default outputs are strides 4/8/16/32 (MaxViT's level 0 is its stem)."""
+    with torch.device('meta'):
+        backbone = AttnZooBackbone(name)
+    assert backbone.strides == [4, 8, 16, 32]
+    assert backbone.out_indices == tuple(range(backbone.num_levels - 4, backbone.num_levels))
+
+
+def test_classification_model_is_meta_and_built_once(monkeypatch, tmp_path):
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, 'create_model', lambda *a, **k: calls.append(k.get('features_only')) or real(*a, **k))
+    source = timm.create_model('nat_mini', depths=(1, 1, 1, 1))
+    torch.save({'model': source.state_dict()}, tmp_path / 'cls.pth')
+    calls.clear()
+    backbone = AttnZooBackbone('nat_mini', model_kwargs=dict(depths=(1, 1, 1, 1)),
+                               init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'cls.pth')))
+    backbone.init_weights()
+    backbone.param_group_info(layer_decay=True)
+    assert calls.count(True) == 1 and calls.count(None) == 1  # the feature model, one (meta) classification model
+    assert {p.device.type for p in backbone.classification_model().parameters()} == {'meta'}
+    assert 'classification_model' not in dict(backbone.named_children())
+    torch.testing.assert_close(backbone.model.stages_2.blocks[0].attn.qkv.weight,
+                               source.stages[2].blocks[0].attn.qkv.weight)
+
+
+def test_use_ema_chooses_the_weights(tmp_path):
+    torch.manual_seed(0)
+    raw = timm.create_model('test_resnet').state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
+    torch.save({'state_dict': raw, 'state_dict_ema': ema}, tmp_path / 'both.pth')
+    for use_ema, expected in ((None, ema), (True, ema), (False, raw)):  # test_resnet declares nothing: EMA first
+        backbone = AttnZooBackbone('test_resnet', out_indices=(1,), use_ema=use_ema,
+                                   init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'both.pth')))
+        backbone.init_weights()
+        got = backbone.model.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in got if k in expected) and 'conv1.0.weight' in got
 
 
 class _GetattrGadget:

@@ -7,6 +7,7 @@ import configparser
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from timm.models import model_entrypoint
 
 import train
@@ -183,15 +185,18 @@ def test_ddp_two_processes_gloo(tmp_path):
     """torchrun with 2 CPU processes: rank 0 alone writes, and the reduced eval matches a 1-process validate."""
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
            str(ROOT / 'train.py'), *FAST, '-b', '16', '--epochs', '1', '--train-num-samples', '128',
-           '--val-num-samples', '101', '--output', str(tmp_path), '--experiment', 'ddp']
+           '--val-num-samples', '101', '--log-interval', '1', '--output', str(tmp_path), '--experiment', 'ddp']
     env = _env()
     env['OMP_NUM_THREADS'] = '1'
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / 'ddp.log').write_text(result.stdout)  # captured: not a terminal, so progress comes as log lines
+    progress = [ln for ln in (tmp_path / 'ddp.log').read_text().splitlines() if ln.startswith('epoch 1 [')]
+    assert len(progress) >= 2 and all('img/s' in ln and 'ETA' in ln for ln in progress), result.stdout[-2000:]
     run = tmp_path / 'ddp'
     history = json.loads((run / 'summary.json').read_text())
     assert len(history) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['ddp']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ddp', 'ddp.log']  # rank 1 wrote nothing
     rows = validate.main(['--model', MODEL, '--checkpoint', str(run / 'last.pth.tar'), '-j', '0',
                           '--num-samples', '101'])
     assert rows[0]['top1'] == pytest.approx(history[0]['eval_top1'], abs=1e-3)
@@ -315,3 +320,118 @@ def test_readme_model_table_is_current():
     assert all(f"| `{row['model']}` |" in table for row in published)
     readme = (ROOT / 'README.md').read_text()
     assert gen_model_table.update_readme(readme, table) == readme, 'run `python tools/gen_model_table.py`'
+
+
+# ---- timm's train.py / validate.py level (issue 9 §2) ----
+
+TINY_NAT = ['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1,1)', 'embed_dim=16', 'num_heads=(1,1,2,2)',
+            '-b', '16', '-j', '0', '--opt', 'adamw', '--lr', '1e-3', '--warmup-epochs', '0', '--no-plot']
+
+
+def test_defaults_are_the_zoos():
+    from _zoo import num_params, zoo_models
+
+    args = zoo_common.parse_args(train.build_parser(), [])
+    assert args.model == zoo_common.DEFAULT_MODEL and num_params(args.model) == min(map(num_params, zoo_models()))
+    assert zoo_common.parse_args(validate.build_parser(), []).model == zoo_common.DEFAULT_MODEL
+    assert 1 <= args.workers <= min(4, len(os.sched_getaffinity(0)))
+    assert args.checkpoint_hist == 10  # timm's
+    args = zoo_common.parse_args(train.build_parser(), ['--sync-bn', '--aug-repeats', '3', '--bce-loss',
+                                                        '--torchcompile-mode', 'max-autotune'])
+    assert args.sync_bn and args.aug_repeats == 3 and args.bce_loss and args.torchcompile_mode == 'max-autotune'
+
+
+def test_train_zoo_model_bf16_channels_last_grad_checkpointing(tmp_path, capsys):
+    """A zoo model through train.py with CPU bf16 autocast, channels-last, gradient checkpointing, BCE loss and
+    repeated augmentation; without a terminal the progress is logged as lines every --log-interval updates."""
+    argv = [*TINY_NAT, '--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '32', '--amp',
+            '--amp-dtype', 'bfloat16', '--channels-last', '--grad-checkpointing', '--bce-loss', '--aug-repeats', '2',
+            '--log-interval', '2', '--output', tmp_path, '--experiment', 'run']
+    assert _run(train.main, *argv) == 0
+    history = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+    assert len(history) == 1 and all(map(math.isfinite, (history[0]['train_loss'], history[0]['eval_loss'])))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('epoch 1 [')]
+    assert lines and all('loss' in ln and 'img/s' in ln and 'data' in ln and 'ETA' in ln for ln in lines), lines
+    args = yaml.safe_load((tmp_path / 'run' / 'args.yaml').read_text())
+    assert args['model'] == 'nat_mini' and args['amp_dtype'] == 'bfloat16'
+
+
+def test_train_torch_compile_zoo_model(tmp_path):
+    argv = [*TINY_NAT, '--epochs', '1', '--train-num-samples', '32', '--val-num-samples', '16',
+            '--torch-compile', 'aot_eager', '--output', tmp_path, '--experiment', 'run']
+    assert _run(train.main, *argv) == 0
+    assert math.isfinite(json.loads((tmp_path / 'run' / 'summary.json').read_text())[0]['train_loss'])
+
+
+def test_sync_bn_refused_on_cpu(tmp_path, capsys):
+    assert _run(train.main, *FAST, '--epochs', '1', '--sync-bn', '--device', 'cpu', '--output', tmp_path) == 2
+    assert '--sync-bn needs CUDA' in _error_line(capsys)
+
+
+_NAN_ON_RANK_1 = '''
+import os, sys, torch
+sys.path.insert(0, sys.argv.pop(1))
+import train, zoo_common
+make = train._create_mixup_and_loss
+def poisoned(args):
+    mixup, loss = make(args)
+    if os.environ["RANK"] != "1":
+        return mixup, loss
+    class NaNAfterFirstStep(torch.nn.Module):
+        calls = 0
+        def forward(self, out, y):
+            self.calls += 1
+            return loss(out, y) * (float("nan") if self.calls > 1 else 1.0)
+    return mixup, NaNAfterFirstStep()
+train._create_mixup_and_loss = poisoned
+sys.exit(zoo_common.run_cli(train.main))
+'''
+
+
+def test_ddp_divergence_on_one_rank_stops_all(tmp_path):
+    """A NaN loss on rank 1 only: both ranks agree at the next log step and exit with the error, none hangs."""
+    script = tmp_path / 'nan_rank1.py'
+    script.write_text(_NAN_ON_RANK_1)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', str(script),
+           str(ROOT), *FAST, '-b', '8', '--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '16',
+           '--log-interval', '2', '--output', str(tmp_path), '--experiment', 'nan']
+    env = _env()
+    env['OMP_NUM_THREADS'] = '1'
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [ln for ln in result.stderr.splitlines() if 'error: training diverged' in ln]
+    assert any('[rank 0]' in ln for ln in errors) and any('[rank 1]' in ln for ln in errors), result.stderr[-3000:]
+    assert not (tmp_path / 'nan' / 'last.pth.tar').exists()
+
+
+def test_validate_retry_test_pool_log_freq_and_compile(tmp_path, monkeypatch, capsys):
+    real = zoo_common.evaluate_sums
+
+    def oom_above_8(model, loader, *args, **kwargs):
+        if loader.batch_size > 8:
+            raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return real(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(zoo_common, 'evaluate_sums', oom_above_8)
+    base = ['--model', MODEL, '-j', '0', '--num-samples', '24', '--log-freq', '1']
+    with pytest.raises(RuntimeError, match='out of memory'):
+        validate.main([*base, '-b', '32'])
+    rows = validate.main([*base, '-b', '32', '--retry'])
+    assert rows[0]['batch_size'] == 8 and rows[0]['samples'] == 24
+    out = capsys.readouterr().out.splitlines()
+    assert f'{MODEL}: out of memory, retrying with batch size 16' in out
+    assert [ln.split(']')[0] for ln in out if ln.startswith(f'{MODEL}: [')] == [f'{MODEL}: [{i}/3' for i in (1, 2, 3)]
+    monkeypatch.setattr(zoo_common, 'evaluate_sums', real)
+
+    # test-time pooling above the cfg size: the zoo's NAT supports it, MaxViT's head (norm after pooling) does not
+    tiny = ['--model-kwargs', 'depths=(1,1,1,1)', 'embed_dim=16', 'num_heads=(1,1,2,2)', '--num-classes', '10']
+    rows = validate.main(['--model', 'nat_mini', *tiny, '-j', '0', '--num-samples', '4', '-b', '4', '--img-size',
+                          '256', '--test-pool'])
+    assert rows[0]['test_time_pool'] is True and rows[0]['img_size'] == 256
+    rows = validate.main(['--model', 'nat_mini', *tiny, '-j', '0', '--num-samples', '4', '--test-pool'])
+    assert rows[0]['test_time_pool'] is False  # 32 px digits: below the cfg's 224, nothing to pool
+    with pytest.raises(zoo_common.CliError, match='--test-pool: maxvit_na_tiny_tf_224 does not support'):
+        validate.main(['--model', 'maxvit_na_tiny_tf_224', '-j', '0', '--num-samples', '4', '--test-pool'])
+    rows = validate.main(['--model', 'nat_mini', *tiny, '-j', '0', '--num-samples', '8', '--torchcompile',
+                          'aot_eager'])
+    assert rows[0]['samples'] == 8 and math.isfinite(rows[0]['loss'])

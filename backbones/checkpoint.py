@@ -1,0 +1,150 @@
+"""One way to read weights, shared by validate.py / train.py, ``pretrained=True`` and the downstream backbone.
+
+* :func:`unwrap_state_dict`: the weights inside a checkpoint file. A file may hold raw weights (``state_dict`` /
+  ``model``), EMA weights (``state_dict_ema`` / ``model_ema``), both, or be a plain state dict. ``use_ema`` chooses
+  explicitly; by default the family decides (:func:`ema_first`), because the weights the authors' table was measured
+  with differ between releases.
+* :func:`checkpoint_filter`: a family's ``checkpoint_filter_fn``, found by one rule (timm's): the module of the
+  model's registered entrypoint.
+* :func:`mismatch_report`: the one-line report of how a state dict fails to fit a model.
+* :func:`fit_state_dict`: all three together, as every loader uses them: the weights as saved when they fit,
+  otherwise through the family filter, whose own diagnosis (wrong family, wrong variant) is kept in the error.
+
+A family declares its default with a module-level ``CHECKPOINT_EMA`` next to its ``checkpoint_filter_fn`` (True:
+EMA weights first, timm's order, also used for models that declare nothing; False: raw weights first).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Collection, Mapping
+from types import ModuleType
+from typing import Any
+
+import timm
+import torch
+from timm.models import clean_state_dict, model_entrypoint
+
+__all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'fit_state_dict', 'mismatch_report',
+           'unwrap_state_dict']
+
+EMA_KEYS = ('state_dict_ema', 'model_ema')
+RAW_KEYS = ('state_dict', 'model')
+
+
+def _family_module(model: torch.nn.Module | str) -> ModuleType | None:
+    """The module of the registered entrypoint of ``model`` (a name, or a model built by ``timm.create_model``)."""
+    name = model if isinstance(model, str) else (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    if not name or not timm.is_model(name):
+        return None
+    return sys.modules.get(model_entrypoint(name).__module__)
+
+
+def checkpoint_filter(model: torch.nn.Module | str) -> Callable | None:
+    """The family's ``checkpoint_filter_fn(state_dict, model)``, or None when the family has none."""
+    return getattr(_family_module(model), 'checkpoint_filter_fn', None)
+
+
+def ema_first(model: torch.nn.Module | str) -> bool:
+    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order if unset)."""
+    return bool(getattr(_family_module(model), 'CHECKPOINT_EMA', True))
+
+
+def unwrap_state_dict(
+        checkpoint: Mapping[str, Any],
+        use_ema: bool | None = None,
+        prefer_ema: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The weights of a plain state dict or of a wrapped checkpoint, without DDP's ``module.`` prefix.
+
+    ``use_ema`` True / False takes the EMA / raw entry and raises ``ValueError`` when the file has none; None takes
+    the EMA entry first when ``prefer_ema`` (the family default, :func:`ema_first`), else the raw one first.
+    Raises ``ValueError`` naming the first entry that is not a tensor (e.g. a wrapper this function does not know).
+    """
+    present = [k for k in EMA_KEYS + RAW_KEYS if isinstance(checkpoint.get(k), Mapping)]
+    if use_ema is True:
+        order = EMA_KEYS
+        if not any(k in present for k in EMA_KEYS):
+            raise ValueError(f'the checkpoint holds no EMA weights (no {" / ".join(EMA_KEYS)} entry)')
+    elif use_ema is False:
+        order = RAW_KEYS
+        if present and not any(k in present for k in RAW_KEYS):
+            raise ValueError(f'the checkpoint holds only EMA weights ({", ".join(present)}), no '
+                             f'{" / ".join(RAW_KEYS)} entry')
+    else:
+        order = EMA_KEYS + RAW_KEYS if prefer_ema else RAW_KEYS + EMA_KEYS
+    key = next((k for k in order if k in present), None)
+    weights = checkpoint[key] if key else checkpoint
+    for k, v in weights.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f'checkpoint entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict, '
+                             f'optionally wrapped in one of {EMA_KEYS + RAW_KEYS}')
+    return clean_state_dict(dict(weights))
+
+
+def mismatch_report(
+        expected: Mapping[str, Any],
+        state_dict: Mapping[str, Any],
+        optional: Collection[str] = (),
+        shape_ok: Callable[[str, tuple, tuple], bool] | None = None,
+) -> str | None:
+    """One line saying how ``state_dict`` fails to fit ``expected`` (name -> tensor), or None when it fits.
+
+    Keys in ``optional`` may be missing, differently shaped or extra (a classifier that is adapted afterwards);
+    ``shape_ok(key, have, want)`` may accept other shape differences (e.g. a first conv adapted to ``in_chans``).
+    """
+    missing = [k for k in expected if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in expected and k not in optional]
+    shapes = []
+    for k, v in expected.items():
+        if k in state_dict and k not in optional:
+            have, want = tuple(getattr(state_dict[k], 'shape', ())), tuple(v.shape)
+            if have != want and not (shape_ok and shape_ok(k, have, want)):
+                shapes.append(f'{k} {have} vs {want}')
+
+    def _few(items: list[str]) -> str:
+        return ', '.join(items[:3]) + (', ...' if len(items) > 3 else '')
+
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys ({_few(missing)})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys ({_few(unexpected)})')
+    if shapes:
+        problems.append(f'{len(shapes)} shape mismatches (checkpoint vs model: {_few(shapes)})')
+    return '; '.join(problems) or None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else ''
+    return text if isinstance(err, ValueError) and text else f'{type(err).__name__}: {text}'.rstrip(': ')
+
+
+def fit_state_dict(
+        model: torch.nn.Module,
+        checkpoint: Mapping[str, Any],
+        use_ema: bool | None = None,
+        optional: Collection[str] = (),
+) -> dict[str, torch.Tensor]:
+    """The weights of ``checkpoint`` in ``model``'s layout: as saved when they fit, else through the family filter.
+
+    Raises ``ValueError`` with one line: the filter's own diagnosis when it rejects the file (plus how the file
+    fails as saved), or the key report of what still does not fit.
+    """
+    state_dict = unwrap_state_dict(checkpoint, use_ema, prefer_ema=ema_first(model))
+    expected = model.state_dict()
+    problem = mismatch_report(expected, state_dict, optional)
+    if problem is None:
+        return state_dict
+    filter_fn = checkpoint_filter(model)
+    if filter_fn is None:
+        raise ValueError(problem)
+    where = f'{filter_fn.__module__}.checkpoint_filter_fn'
+    try:
+        filtered = filter_fn(state_dict, model)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+        raise ValueError(f'{_first_line(e)} ({where}; as saved: {problem})') from None
+    problem = mismatch_report(expected, filtered, optional)
+    if problem is not None:
+        raise ValueError(f'{problem} (after {where})')
+    return filtered

@@ -1,0 +1,43 @@
+"""The zoo's registry as the tests walk it: every model registered by ``backbones``, and the smallest per family.
+
+A family is a model-name prefix up to the first size word (``nat``, ``dinat``, ``dinat_s``, ``maxvit_na``), so a
+new family is covered by these tests as soon as it is registered.
+"""
+import functools
+import re
+
+import timm
+import torch
+from timm.models import model_entrypoint
+
+import backbones  # noqa: F401  (registers the zoo's models)
+
+_SIZE_WORD = re.compile(r'_(?:atto|femto|pico|nano|micro|mini|xxtiny|xtiny|tiny|small|medium|base|large|xlarge|huge)'
+                        r'(?:_|$)')
+
+
+def zoo_models() -> list[str]:
+    """Every model whose entrypoint lives in the ``backbones`` package."""
+    return sorted(n for n in timm.list_models() if model_entrypoint(n).__module__.startswith('backbones.'))
+
+
+def family(name: str) -> str:
+    m = _SIZE_WORD.search(name)
+    return name[:m.start()] if m else name
+
+
+@functools.cache
+def num_params(name: str) -> int:
+    with torch.device('meta'):
+        return sum(p.numel() for p in timm.create_model(name).parameters())
+
+
+@functools.cache
+def smallest_per_family() -> tuple[str, ...]:
+    """The variant with the fewest parameters of each family (ties: the first name)."""
+    best: dict[str, str] = {}
+    for name in zoo_models():
+        fam = family(name)
+        if fam not in best or num_params(name) < num_params(best[fam]):
+            best[fam] = name
+    return tuple(sorted(best.values()))
