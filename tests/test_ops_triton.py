@@ -321,9 +321,12 @@ def test_triton_needs_cuda_or_interpreter():
 
 
 @pytest.mark.parametrize('arch', [80, 90])
-def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
+@pytest.mark.parametrize('dtype, deterministic', [(torch.float16, True), (torch.bfloat16, False)])
+def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, deterministic):
     """Every kernel compiles to an Ampere / Hopper cubin (no GPU needed): catches what the interpreter accepts
-    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops)."""
+    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops). Both dRPB
+    reductions (per-program partials in deterministic mode, atomics otherwise) and both 16-bit dtypes (bf16 is
+    not checked by the interpreter at all)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -349,17 +352,18 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
     monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
 
     spec = make_spec((10, 12), (5, 3), dilation=(2, 1), is_causal=(False, True))
-    q = torch.randn(1, 10, 12, 2, 24, dtype=torch.float16)
-    rpb, extra = torch.randn(2, 9, 5), torch.randn(1, 3, 2, 24, dtype=torch.float16)
+    q = torch.randn(1, 10, 12, 2, 24, dtype=dtype)
+    rpb, extra = torch.randn(2, 9, 5), torch.randn(1, 3, 2, 24, dtype=dtype)
     out, lse = torch.zeros_like(q), torch.zeros(q.shape[:-1])
     triton_na.forward(q, q, q, spec, 0.2, rpb, extra, extra)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(deterministic)
     try:
         triton_na.backward(out, q, q, q, out, lse, spec, 0.2, rpb, extra, extra, lse)
     finally:
         torch.use_deterministic_algorithms(False)
     assert len(launches) == 5
-    types = {torch.float16: 'fp16', torch.float32: 'fp32'}
+    assert [kw['RPB_ATOMIC'] for _, _, kw in launches if 'RPB_ATOMIC' in kw] == [not deterministic]
+    types = {torch.float16: 'fp16', torch.bfloat16: 'bf16', torch.float32: 'fp32'}
     for kernel, args, kwargs in launches:
         values = dict(zip(kernel.arg_names, args), **kwargs)
         signature, constexprs = {}, {}
@@ -373,4 +377,26 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
         options = {k: kwargs[k] for k in ('num_warps', 'num_stages') if k in kwargs}
         compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', arch, 32),
                                   options=options)
-        assert compiled.asm['cubin'], kernel.__name__
+        assert compiled.asm['cubin'], kernel.fn.__name__
+
+
+@pytest.mark.parametrize('shape, kernel_size', [((9, 9, 9), 9), ((33, 33), 33)])
+def test_triton_declines_rpb_gradient_of_large_kernels(monkeypatch, shape, kernel_size):
+    """The dRPB register table of these kernels would spill: declined only when the rpb gradient is needed."""
+    from ops.na.backends import triton_na
+    from ops.na.pattern import make_spec
+
+    monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
+    spec = make_spec(shape, kernel_size)
+    q = torch.randn(1, *shape, 1, 8)
+    rpb = torch.randn(1, *(2 * kernel_size - 1,) * len(shape), requires_grad=True)
+    with pytest.raises(ValueError, match='rpb gradient'):
+        triton_na.check_inputs(q, q, q, spec, rpb)
+    with pytest.raises(ValueError, match='rpb gradient'):
+        triton_na.backward(q, q, q, q, q, q[..., 0], spec, 1.0, rpb.detach())
+    with torch.no_grad():
+        triton_na.check_inputs(q, q, q, spec, rpb)
+    triton_na.check_inputs(q, q, q, spec, rpb.detach())
+    smaller = make_spec(shape, kernel_size - 1 if len(shape) == 3 else 31)
+    triton_na.check_inputs(q, q, q, smaller, torch.randn(1, *(2 * smaller.kernel_size[0] - 1,) * len(shape),
+                                                         requires_grad=True))

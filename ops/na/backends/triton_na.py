@@ -56,6 +56,12 @@ _LOG2E = 1.4426950408889634
 _INTERPRET = _triton.interpreting()
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_YZ = 65535
+# Entries of the dQ kernel's per-program dRPB register table, prod(pow2(2k-1)) over the (padded) axes. Measured
+# on sm_80/sm_90 cubins (fp16/bf16, head_dim 32-128, 32-token tiles): 1-D k=2047, 2-D k=17..31 and 3-D k=7..8
+# (4096 entries) take 238-255 registers per thread with 0 (at most 16) bytes of stack; 2-D k=33 (16384) and
+# 3-D k=9 (32768) spill 40-72 bytes. Larger tables are declined when the rpb gradient is needed (torch serves).
+# (fp32 at head_dim > 64 spills ~350 bytes on sm_90 at any table size: a cost of fp32, not of the table.)
+_MAX_DRPB_TABLE = 4096
 # Tile shapes ((T0, T1, T2), (KT0, KT1, KT2)) forcing every call's tiling; ``None`` picks them per problem. Tests
 # set it to reach code paths (full/partial tiles, padded tiles) that default tiles only reach on large inputs.
 _forced_tiles: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
@@ -175,9 +181,19 @@ def _device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
+def _check_rpb_grad(spec: NASpec) -> None:
+    """Raise when the dRPB register table of this kernel size would spill (see ``_MAX_DRPB_TABLE``)."""
+    entries = math.prod(_pow2(2 * kk - 1) for kk in spec.kernel_size)
+    if entries > _MAX_DRPB_TABLE:
+        raise ValueError(f'the triton backend computes the rpb gradient in a register table of prod(pow2(2k-1)) = '
+                         f'{entries} entries for kernel_size={spec.kernel_size}, more than {_MAX_DRPB_TABLE} spills '
+                         'registers; use backend="torch" (or a frozen rpb, or no_grad) for this kernel size')
+
+
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, rpb: torch.Tensor | None = None,
                  add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None) -> None:
-    """Raise a clear error for anything these kernels cannot compute."""
+    """Raise a clear error for anything these kernels cannot compute (the rpb gradient is checked only when
+    autograd will need it: forward with rpb serves any kernel size)."""
     if q.dim() != spec.ndim + 3 or spec.ndim not in (1, 2, 3):
         raise ValueError(f'query must be [batch, *spatial ({spec.ndim} dims), heads, head_dim], got {tuple(q.shape)}')
     if k.shape != q.shape or v.shape != q.shape:
@@ -204,6 +220,8 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec
             raise ValueError(f'rpb must have shape {want} (heads, 2*kernel_size-1 per axis), got {tuple(rpb.shape)}')
         if not rpb.is_floating_point() or rpb.device != q.device:
             raise TypeError(f'rpb must be a floating-point tensor on {q.device}, got {rpb.dtype} on {rpb.device}')
+        if rpb.requires_grad and torch.is_grad_enabled():
+            _check_rpb_grad(spec)
     if (add_k is None) != (add_v is None):
         raise ValueError('additional_keys and additional_values must be given together')
     if add_k is not None:
@@ -263,9 +281,11 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     ``delta = rowsum(dO * O) - grad_lse``.
     """
     check_inputs(q, k, v, spec, rpb, add_k, add_v)
+    need_rpb, need_extra = need_rpb and rpb is not None, need_extra and add_k is not None
+    if need_rpb:
+        _check_rpb_grad(spec)
     q, k, v, add_k, add_v = (_lastdim_contiguous(t) for t in (q, k, v, add_k, add_v))
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-    need_rpb, need_extra = need_rpb and rpb is not None, need_extra and add_k is not None
     if q.numel() == 0:
         zeros = (torch.zeros_like(t) if t is not None and need else None
                  for t, need in ((rpb, need_rpb), (add_k, need_extra), (add_v, need_extra)))
