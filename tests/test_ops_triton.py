@@ -8,7 +8,9 @@ same cases also run natively, bf16 included.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -153,6 +155,109 @@ def check_case(c: dict, device: str) -> dict:
     return errors
 
 
+@contextlib.contextmanager
+def _tiles(c: dict):
+    """Force the case's tile shapes (if any) for the duration."""
+    from ops.na.backends import triton_na
+
+    triton_na._forced_tiles = tuple(tuple(t) for t in c['tiles']) if c.get('tiles') else None
+    try:
+        yield
+    finally:
+        triton_na._forced_tiles = None
+
+
+def check_dropout(c: dict, device: str) -> dict:
+    """Attention dropout of the triton kernels; an error (or a bool that must hold) per check.
+
+    The kernel's own dropped weights ``P Z`` are read back by a forward with one-hot values (``v[j] = e_j``, so
+    ``out[i, j] = P[i, j] Z[i, j]``; head_dim >= keys); the gradients are then compared with a dense reference that
+    applies that same mask. With ``mean_over_batch`` every batch element holds the same problem (each with its own
+    stream) and the mean output must approach the undropped one.
+    """
+    from ops.na.backends import reference, triton_na
+    from ops.na.pattern import make_spec
+
+    p, seed = c['dropout_p'], torch.tensor([1234, 99])
+    spec = make_spec(c['shape'], c['kernel_size'])
+    q, k, v, rpb, add_k, add_v = _inputs(c, device)
+    scale = q.shape[-1] ** -0.5
+    if c.get('mean_over_batch'):
+        q, k, v = (t[:1].expand(t.shape).contiguous() for t in (q, k, v))
+        out = triton_na.forward(q, k, v, spec, scale, dropout_p=p, dropout_seed=seed)[0]
+        return {'mean_over_batch': _max_err(out.mean(0), triton_na.forward(q[:1], k[:1], v[:1], spec, scale)[0][0])}
+    n_keys, (b, h, d) = math.prod(c['shape']) + (0 if add_k is None else add_k.shape[1]), (q.shape[0], *q.shape[-2:])
+    with _tiles(c):
+        base, base_lse = triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v)
+        out, lse = triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v, dropout_p=p, dropout_seed=seed)
+        checks = {
+            'p0_unchanged': torch.equal(base, triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v, 0.0,
+                                                                seed)[0]),
+            'seed_repeat': torch.equal(out, triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v, p, seed)[0]),
+            'other_seed_differs': not torch.equal(out, triton_na.forward(q, k, v, spec, scale, rpb, add_k, add_v, p,
+                                                                         seed + 1)[0]),
+            'lse_undropped': _max_err(lse, base_lse)}
+        eye = torch.eye(n_keys, d).to(device)
+        n_tokens = math.prod(c['shape'])
+        v_hot = eye[:n_tokens].view(1, *c['shape'], 1, d).expand(v.shape).contiguous()
+        av_hot = None if add_k is None else eye[n_tokens:][None, :, None].expand(add_v.shape).contiguous()
+        weights = triton_na.forward(q, k, v_hot, spec, scale, rpb, add_k, av_hot, p, seed)[0]
+        gen = torch.Generator().manual_seed(1)
+        grad = torch.randn(out.shape, generator=gen).to(device)
+        grads = triton_na.backward(grad, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, dropout_p=p,
+                                   dropout_seed=seed)
+    dropped = weights.reshape(b, -1, h, d).transpose(1, 2)[..., :n_keys].double()  # [B, H, N, N + E]: P Z
+    probs = reference._softmax(reference._logits(q, k, v, spec, scale, rpb, add_k, add_v)[0])[0].double()
+    keep = dropped > probs / 2
+    checks['mask_is_kept_or_zero'] = _max_err(dropped, torch.where(keep, probs / (1 - p), 0))
+    seen = probs > 0
+    checks['drops_some_keeps_some'] = bool(0.05 < (seen & ~keep).sum() / seen.sum() < 0.6)
+
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in (q, k, v, rpb, add_k, add_v)]
+    logits, _, _, vf = reference._logits(*leaves[:3], spec, scale, *leaves[3:])
+    ref = (reference._softmax(logits)[0] * keep / (1 - p)) @ vf  # [B, H, N, D]
+    ref = ref.transpose(1, 2).reshape(q.shape)
+    checks['out'] = _max_err(out, ref)
+    present = [t for t in leaves if t is not None]
+    ref_grads = iter(torch.autograd.grad((ref * grad).sum(), present))
+    for name, t, g in zip(GRADS, leaves, grads):
+        if t is not None:
+            checks[name] = _max_err(g, next(ref_grads))
+    return checks
+
+
+def check_api_dropout(device: str) -> dict:
+    """``ops.na2d(dropout_p > 0, backend='triton')`` through the custom op: ``torch.manual_seed`` reproduces the
+    output and gradients, a new draw gives another mask, and the gradients are those of the custom op's
+    backward."""
+    import ops
+
+    gen = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(2, 6, 5, 2, 16, generator=gen).to(device).requires_grad_(True) for _ in range(3)]
+    rpb = torch.randn(2, 5, 5, generator=gen).to(device).requires_grad_(True)
+
+    def run():
+        out = ops.na2d(*leaves, 3, rpb=rpb, dropout_p=0.3, backend='triton')
+        return out, torch.autograd.grad(out.square().sum(), [*leaves, rpb])
+
+    torch.manual_seed(7)
+    out, grads = run()
+    redraw, _ = run()
+    torch.manual_seed(7)
+    again, grads_again = run()
+    return {'api_seed_repeat': torch.equal(out, again) and all(map(torch.equal, grads, grads_again)),
+            'api_redraw_differs': not torch.equal(out, redraw),
+            'api_grads_finite': all(bool(g.isfinite().all()) and bool(g.abs().sum() > 0) for g in grads)}
+
+
+DROPOUT_CASES = [
+    case((8,), 5, dropout_p=0.3, heads=2, batch=2, rpb=True, extra=3),
+    case((4, 5), 3, dropout_p=0.2, head_dim=32, extra=2, rpb=True, tiles=((1, 2, 4), (1, 2, 4))),
+    case((3, 2, 4), (3, 2, 3), dropout_p=0.5, head_dim=24),
+    case((8,), 5, dropout_p=0.25, batch=512, mean_over_batch=True),
+]
+
+
 def _worker() -> None:
     """Subprocess entry: read cases (JSON) from stdin, print their errors (JSON) as the last stdout line."""
     import dataclasses
@@ -178,6 +283,8 @@ def _worker() -> None:
     job = json.loads(sys.stdin.read())
     if 'conformance' in job:
         print(json.dumps(_conformance(job['conformance'], 'cpu')))
+    elif 'dropout' in job:
+        print(json.dumps([check_dropout(c, 'cpu') for c in job['dropout']] + [check_api_dropout('cpu')]))
     elif 'sweep' in job:
         print(json.dumps(_sweep(*job['sweep'])))
     else:
@@ -263,6 +370,16 @@ def test_triton_interpreted_conformance():
     assert not failures, '\n'.join(failures)
 
 
+def test_triton_interpreted_dropout():
+    """Dropout under the interpreter: p=0 unchanged, seeded masks, exact gradients with the kernel's mask, and the
+    mean over independent streams within statistical error (~9 sigma; 0.25 * |out| without the 1/(1-p) scale)."""
+    *results, api = _run_interpreted({'dropout': DROPOUT_CASES})
+    assert all(api.values()), api
+    mean = [r.pop('mean_over_batch') for r in results if 'mean_over_batch' in r]
+    assert mean and all(e < 0.1 for e in mean), mean
+    _assert_close(DROPOUT_CASES, results)
+
+
 # CUDA: one test per case (xdist spreads the kernel compilations over the cores; see benchmarks/gpu_suite.py)
 CUDA_CASES = [(f'{g}{i}', c) for g, cases in GROUPS.items() for i, c in enumerate(cases)]
 CUDA_CASES += [(f'{name}-bf16', dict(c, dtype='bfloat16')) for name, c in CUDA_CASES if c.get('dtype') == 'float16']
@@ -327,9 +444,12 @@ def test_triton_needs_cuda_or_interpreter():
 
 
 @pytest.mark.parametrize('arch', [80, 90])
-def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
+@pytest.mark.parametrize('dtype, deterministic', [(torch.float16, True), (torch.bfloat16, False)])
+def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, deterministic):
     """Every kernel compiles to an Ampere / Hopper cubin (no GPU needed): catches what the interpreter accepts
-    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops)."""
+    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops). Both dRPB
+    reductions (per-program partials in deterministic mode, atomics otherwise), both 16-bit dtypes (bf16 is
+    not checked by the interpreter at all), with and without attention dropout."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -355,17 +475,20 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
     monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
 
     spec = make_spec((10, 12), (5, 3), dilation=(2, 1), is_causal=(False, True))
-    q = torch.randn(1, 10, 12, 2, 24, dtype=torch.float16)
-    rpb, extra = torch.randn(2, 9, 5), torch.randn(1, 3, 2, 24, dtype=torch.float16)
+    q = torch.randn(1, 10, 12, 2, 24, dtype=dtype)
+    rpb, extra = torch.randn(2, 9, 5), torch.randn(1, 3, 2, 24, dtype=dtype)
     out, lse = torch.zeros_like(q), torch.zeros(q.shape[:-1])
-    triton_na.forward(q, q, q, spec, 0.2, rpb, extra, extra)
-    torch.use_deterministic_algorithms(True)
+    dropout = dict(dropout_p=0.0 if deterministic else 0.1, dropout_seed=torch.tensor([3, 4]))
+    triton_na.forward(q, q, q, spec, 0.2, rpb, extra, extra, **dropout)
+    torch.use_deterministic_algorithms(deterministic)
     try:
-        triton_na.backward(out, q, q, q, out, lse, spec, 0.2, rpb, extra, extra, lse)
+        triton_na.backward(out, q, q, q, out, lse, spec, 0.2, rpb, extra, extra, lse, **dropout)
     finally:
         torch.use_deterministic_algorithms(False)
     assert len(launches) == 5
-    types = {torch.float16: 'fp16', torch.float32: 'fp32'}
+    assert [kw['RPB_ATOMIC'] for _, _, kw in launches if 'RPB_ATOMIC' in kw] == [not deterministic]
+    assert [kw['DROPOUT'] for _, _, kw in launches if 'DROPOUT' in kw] == [not deterministic] * 4
+    types = {torch.float16: 'fp16', torch.bfloat16: 'bf16', torch.float32: 'fp32'}
     for kernel, args, kwargs in launches:
         values = dict(zip(kernel.arg_names, args), **kwargs)
         signature, constexprs = {}, {}
@@ -379,4 +502,26 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch):
         options = {k: kwargs[k] for k in ('num_warps', 'num_stages') if k in kwargs}
         compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', arch, 32),
                                   options=options)
-        assert compiled.asm['cubin'], kernel.__name__
+        assert compiled.asm['cubin'], kernel.fn.__name__
+
+
+@pytest.mark.parametrize('shape, kernel_size', [((9, 9, 9), 9), ((33, 33), 33)])
+def test_triton_declines_rpb_gradient_of_large_kernels(monkeypatch, shape, kernel_size):
+    """The dRPB register table of these kernels would spill: declined only when the rpb gradient is needed."""
+    from ops.na.backends import triton_na
+    from ops.na.pattern import make_spec
+
+    monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
+    spec = make_spec(shape, kernel_size)
+    q = torch.randn(1, *shape, 1, 8)
+    rpb = torch.randn(1, *(2 * kernel_size - 1,) * len(shape), requires_grad=True)
+    with pytest.raises(ValueError, match='rpb gradient'):
+        triton_na.check_inputs(q, q, q, spec, rpb)
+    with pytest.raises(ValueError, match='rpb gradient'):
+        triton_na.backward(q, q, q, q, q, q[..., 0], spec, 1.0, rpb.detach())
+    with torch.no_grad():
+        triton_na.check_inputs(q, q, q, spec, rpb)
+    triton_na.check_inputs(q, q, q, spec, rpb.detach())
+    smaller = make_spec(shape, kernel_size - 1 if len(shape) == 3 else 31)
+    triton_na.check_inputs(q, q, q, smaller, torch.randn(1, *(2 * smaller.kernel_size[0] - 1,) * len(shape),
+                                                         requires_grad=True))

@@ -96,17 +96,20 @@ def neighborhood_attention(
     if dropout and return_lse:
         raise ValueError('return_lse is not available with dropout_p > 0 (the dropped weights do not sum to 1)')
     # the autocast rule (also registered on the custom op's Autocast keys); here too so that backends are checked
-    # on the dtypes they will see, and so that it covers the dropout path, which is not a custom op
+    # on the dtypes they will see, and so that it covers the autograd dropout path, which is not a custom op
     query, key, value, rpb, additional_keys, additional_values = autocast_inputs(
         query, key, value, rpb, additional_keys, additional_values)
     name = resolve_backend('na', backend, query.device, query.dtype, dropout,
                            (query, key, value, spec, rpb, additional_keys, additional_values))
-    if dropout:
+    impl = get_backend('na', name)
+    if dropout and hasattr(impl, 'forward_with_dropout'):
         with torch.autocast(query.device.type, enabled=False):
-            return get_backend('na', name).forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys,
-                                                                additional_values, float(dropout_p))
+            return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
+                                             float(dropout_p))
+    # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it
+    seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
     out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
-                                            additional_values, name)
+                                            additional_values, name, float(dropout_p), seed)
     return (out, lse) if return_lse else out
 
 

@@ -2,7 +2,9 @@
 
 ``attnzoo::na_forward`` and ``attnzoo::na_backward`` call the named backend; fake (meta) implementations give
 ``torch.compile(fullgraph=True)`` the output shapes without running it, and :func:`torch.library.register_autograd`
-wires the backward; the rpb and extra-token gradients are computed only when autograd needs them. Absent optional
+wires the backward; the rpb and extra-token gradients are computed only when autograd needs them. Attention
+dropout (backends that fuse it) takes ``dropout_p`` and ``dropout_seed``, an int64 tensor ``(seed, offset)`` of the
+backend's Philox stream, saved for the backward so that it regenerates the forward's mask. Absent optional
 gradients travel as empty tensors (custom ops cannot return ``None``). The autocast rule of :mod:`ops._checks`
 is registered on the forward's Autocast keys.
 """
@@ -29,6 +31,11 @@ def _spec(kernel_size, stride, dilation, is_causal, valid_shape) -> NASpec:
                   None if valid_shape is None else tuple(valid_shape))
 
 
+def _dropout(dropout_p: float, dropout_seed: Tensor | None) -> dict:
+    """Dropout keywords for the backend (none without dropout: backends without it keep their signatures)."""
+    return {} if dropout_p == 0 else {'dropout_p': dropout_p, 'dropout_seed': dropout_seed}
+
+
 def _lse_dtype(q: Tensor) -> torch.dtype:
     return torch.float64 if q.dtype == torch.float64 else torch.float32
 
@@ -37,18 +44,18 @@ def _lse_dtype(q: Tensor) -> torch.dtype:
 def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int], stride: list[int],
                dilation: list[int], is_causal: list[int], valid_shape: list[int] | None, scale: float,
                rpb: Tensor | None, additional_keys: Tensor | None, additional_values: Tensor | None,
-               backend: str) -> tuple[Tensor, Tensor]:
-    """Neighborhood attention forward on backend ``backend``: ``(out, lse)``."""
+               backend: str, dropout_p: float = 0.0, dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Neighborhood attention forward on backend ``backend``: ``(out, lse)`` (``lse`` of the undropped weights)."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
     with torch.autocast(query.device.type, enabled=False):  # backends compute in the inputs' dtype, fwd and bwd alike
         out, lse = get_backend('na', backend).forward(query, key, value, spec, scale, rpb, additional_keys,
-                                                additional_values)
+                                                      additional_values, **_dropout(dropout_p, dropout_seed))
     return out.contiguous(), lse.to(_lse_dtype(query)).contiguous()
 
 
 @na_forward.register_fake
 def _(query, key, value, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, additional_keys,
-      additional_values, backend):
+      additional_values, backend, dropout_p=0.0, dropout_seed=None):
     return query.new_empty(query.shape), query.new_empty(query.shape[:-1], dtype=_lse_dtype(query))
 
 
@@ -57,14 +64,16 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
                 lse: Tensor, kernel_size: list[int], stride: list[int], dilation: list[int], is_causal: list[int],
                 valid_shape: list[int] | None, scale: float, rpb: Tensor | None,
                 additional_keys: Tensor | None, additional_values: Tensor | None, backend: str, need_rpb: bool,
-                need_extra: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                need_extra: bool, dropout_p: float = 0.0,
+                dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent or unneeded ones are empty tensors."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
     with torch.autocast(query.device.type, enabled=False):
         grads = get_backend('na', backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
                                                     additional_keys, additional_values, grad_lse=grad_lse,
                                                     need_rpb=need_rpb and rpb is not None,
-                                                    need_extra=need_extra and additional_keys is not None)
+                                                    need_extra=need_extra and additional_keys is not None,
+                                                    **_dropout(dropout_p, dropout_seed))
     # custom ops may not return aliases of inputs or of each other (a backend may return views of one buffer)
     seen = {t.untyped_storage().data_ptr() for t in (grad_out, query, key, value, out, lse) if t.numel()}
     result = []
@@ -83,32 +92,33 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
 
 @na_backward.register_fake
 def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, stride, dilation, is_causal, valid_shape, scale,
-      rpb, additional_keys, additional_values, backend, need_rpb, need_extra):
+      rpb, additional_keys, additional_values, backend, need_rpb, need_extra, dropout_p=0.0, dropout_seed=None):
     needed = (True, True, True, need_rpb, need_extra, need_extra)
     return tuple(t.new_empty(t.shape) if t is not None and need else query.new_empty(0)
                  for t, need in zip((query, key, value, rpb, additional_keys, additional_values), needed))
 
 
 def _setup_context(ctx, inputs, output):
-    (q, k, v, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, add_k, add_v, backend) = inputs
+    (q, k, v, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, add_k, add_v, backend, dropout_p,
+     dropout_seed) = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, rpb, add_k, add_v)
+    ctx.save_for_backward(q, k, v, out, lse, rpb, add_k, add_v, dropout_seed)
     ctx.args = (kernel_size, stride, dilation, is_causal, valid_shape, scale)
-    ctx.backend = backend
+    ctx.backend, ctx.dropout_p = backend, dropout_p
     ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse, rpb, add_k, add_v = ctx.saved_tensors
+    q, k, v, out, lse, rpb, add_k, add_v, dropout_seed = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
     need = ctx.needs_input_grad
     need_rpb, need_extra = rpb is not None and need[9], add_k is not None and (need[10] or need[11])
     grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *ctx.args, rpb, add_k, add_v, ctx.backend, need_rpb,
-                        need_extra)
+                        need_extra, ctx.dropout_p, dropout_seed)
     dq, dk, dv, drpb, dak, dav = grads
     return (dq, dk, dv, None, None, None, None, None, None, drpb if need_rpb else None,
-            dak if need_extra else None, dav if need_extra else None, None)
+            dak if need_extra else None, dav if need_extra else None, None, None, None)
 
 
 torch.library.register_autograd('attnzoo::na_forward', _backward, setup_context=_setup_context)

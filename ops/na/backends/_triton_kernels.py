@@ -258,19 +258,46 @@ def _softmax_step(m_i, l_i, s):
 
 
 @triton.jit
-def _ds(s, lse2, delta, do, v, DOT_PREC: tl.constexpr):
-    """``dS = P * (dO V^T - delta)`` of a ``[queries, keys]`` logit tile."""
+def _token(x0, x1, x2, L1, L2):
+    """Flat token index of grid coordinates ``x`` (the key id of the dropout stream)."""
+    return (x0 * L1 + x1) * L2 + x2
+
+
+@triton.jit
+def _query_row(qx0, qx1, qx2, b, h, L0, L1, L2):
+    """Flat (batch, head, query token) id, int64: the query id of the dropout stream."""
+    return (b * tl.num_programs(1) + h) * (L0 * L1 * L2) + _token(qx0, qx1, qx2, L1, L2)
+
+
+@triton.jit
+def _dropout_scale(seed, rng_offset, row, key, n_keys, p_drop):
+    """Dropout mask scaled by ``1 / (1 - p)`` of (query row, key) pairs (broadcast shapes), from Philox with counter
+    ``rng_offset + row * n_keys + key`` (int64): unique per (batch, head, query, key), so the backward regenerates
+    exactly the forward's mask in any tiling and orientation."""
+    keep = tl.rand(seed, rng_offset + row * n_keys + key) >= p_drop
+    return tl.where(keep, 1.0 / (1.0 - p_drop), 0.0)
+
+
+@triton.jit
+def _ds(s, lse2, delta, do, v, z, DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """``dS = P * (Z * dO V^T - delta)`` of a ``[queries, keys]`` logit tile (``Z``: scaled dropout mask)."""
     p = tl.exp2(s - lse2[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+    if DROPOUT:
+        dp = dp * z
     return p * (dp - delta[:, None])
 
 
 @triton.jit
-def _dkv_step(st, lse2, delta, q, do, v, dk, dv, DOT_PREC: tl.constexpr):
-    """Accumulate ``dK += dS^T Q`` and ``dV += P^T dO`` from a transposed ``[keys, queries]`` logit tile."""
+def _dkv_step(st, lse2, delta, q, do, v, dk, dv, zt, DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Accumulate ``dK += dS^T Q`` and ``dV += (P Z)^T dO`` from a transposed ``[keys, queries]`` logit tile."""
     pt = tl.exp2(st - lse2[None, :])
-    dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
     dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+    if DROPOUT:
+        dv += tl.dot((pt * zt).to(do.dtype), do, input_precision=DOT_PREC)
+        dpt = dpt * zt
+    else:
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
     dst = pt * (dpt - delta[None, :])
     dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
     return dk, dv
@@ -283,6 +310,7 @@ def _na_fwd_kernel(
         sob, so0, so1, so2, soh, slb, sl0, sl1, sl2, slh, srh, sr0, sr1, sr2,
         sakb, sakn, sakh, savb, savn, savh,
         L0, L1, L2, DL0, DL1, DL2, VL0, VL1, VL2, NT0, NT1, NT2, n_extra, head_dim, qk_scale2,
+        seed, rng_offset, n_keys, p_drop,
         KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
         ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
         CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
@@ -290,7 +318,7 @@ def _na_fwd_kernel(
         KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr,
         ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        HAS_RPB: tl.constexpr, HAS_EXTRA: tl.constexpr, DOT_PREC: tl.constexpr,
+        HAS_RPB: tl.constexpr, HAS_EXTRA: tl.constexpr, DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     h, b, qa0, qa1, qa2, g0, g1, g2, lg0, lg1, lg2 = _program_tile(NT0, NT1, NT2, L0, L1, L2, DL0, DL1, DL2,
                                                                      T0, T1, T2)
@@ -300,6 +328,7 @@ def _na_fwd_kernel(
     d_ok = offs_d < head_dim
     md_ok = row_ok[:, None] & d_ok[None, :]
     q = _load_rows(Q + b * sqb + h * sqh, qx0, qx1, qx2, sq0, sq1, sq2, offs_d, md_ok)
+    qrow = _query_row(qx0, qx1, qx2, b, h, L0, L1, L2)[:, None]
 
     st0, st1, st2, lo0, lo1, lo2, n1, n2, n_tiles, stb0, stb1, stb2, ena0, ena1, ena2 = _query_halo(
         qg0, qg1, qg2, qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2,
@@ -321,7 +350,9 @@ def _na_fwd_kernel(
         s = _tile_logits(q, k, qk_scale2, RPB + h * srh, sr0, sr1, sr2, qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2,
                          key_ok, col_in, partial, KS0, KS1, KS2, CA0, CA1, CA2, ACT0, ACT1, ACT2, KT0, KT1, KT2,
                          BLOCK_N, HAS_RPB, DOT_PREC)
-        m_i, alpha, p, l_i = _softmax_step(m_i, l_i, s)
+        m_i, alpha, p, l_i = _softmax_step(m_i, l_i, s)  # the normaliser sums the undropped weights
+        if DROPOUT:
+            p = p * _dropout_scale(seed, rng_offset, qrow, _token(kx0, kx1, kx2, L1, L2)[None, :], n_keys, p_drop)
         v = _load_rows(v_base, kx0, kx1, kx2, sv0, sv1, sv2, offs_d, kd_ok)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
     if HAS_EXTRA:
@@ -332,6 +363,8 @@ def _na_fwd_kernel(
             ak = tl.load(AK + b * sakb + h * sakh + offs_e[:, None] * sakn + offs_d[None, :], mask=ed_ok, other=0.0)
             s = tl.dot(q, tl.trans(ak), input_precision=DOT_PREC) * qk_scale2
             m_i, alpha, p, l_i = _softmax_step(m_i, l_i, tl.where(e_ok[None, :], s, float('-inf')))
+            if DROPOUT:
+                p = p * _dropout_scale(seed, rng_offset, qrow, (L0 * L1 * L2 + offs_e)[None, :], n_keys, p_drop)
             av = tl.load(AV + b * savb + h * savh + offs_e[:, None] * savn + offs_d[None, :], mask=ed_ok, other=0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(av.dtype), av, input_precision=DOT_PREC)
     seen = l_i > 0
@@ -365,6 +398,7 @@ def _na_bwd_dq_kernel(
         sdb, sd0, sd1, sd2, sdh, sgb, sg0, sg1, sg2, sgh, slb, sl0, sl1, sl2, slh, srh, sr0, sr1, sr2,
         sakb, sakn, sakh, savb, savn, savh,
         L0, L1, L2, DL0, DL1, DL2, VL0, VL1, VL2, NT0, NT1, NT2, n_extra, head_dim, qk_scale2, scale, n_heads,
+        seed, rng_offset, n_keys, p_drop,
         KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
         ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
         CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
@@ -375,7 +409,7 @@ def _na_bwd_dq_kernel(
         PR0: tl.constexpr, PR1: tl.constexpr, PR2: tl.constexpr,
         PG0: tl.constexpr, PG1: tl.constexpr, PG2: tl.constexpr,
         HAS_RPB: tl.constexpr, DRPB_ON: tl.constexpr, RPB_ATOMIC: tl.constexpr, HAS_EXTRA: tl.constexpr,
-        DOT_PREC: tl.constexpr,
+        DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """dQ (and, when ``DRPB_ON``, dRPB) of one query tile: the forward's tile loop with ``dS = P * (dP - delta)``.
 
@@ -395,6 +429,7 @@ def _na_bwd_dq_kernel(
     q = _load_rows(Q + b * sqb + h * sqh, qx0, qx1, qx2, sq0, sq1, sq2, offs_d, md_ok)
     do = _load_rows(DO + b * sdb + h * sdh, qx0, qx1, qx2, sd0, sd1, sd2, offs_d, md_ok)
     lse2, delta = _row_stats(LSE, DELTA, b * slb + h * slh + qx0 * sl0 + qx1 * sl1 + qx2 * sl2, row_ok)
+    qrow = _query_row(qx0, qx1, qx2, b, h, L0, L1, L2)[:, None]
 
     st0, st1, st2, lo0, lo1, lo2, n1, n2, n_tiles, stb0, stb1, stb2, ena0, ena1, ena2 = _query_halo(
         qg0, qg1, qg2, qa0, qa1, qa2, lg0, lg1, lg2, KS0, KS1, KS2, ST0, ST1, ST2, CA0, CA1, CA2, T0, T1, T2,
@@ -428,7 +463,10 @@ def _na_bwd_dq_kernel(
         s = _tile_logits(q, k, qk_scale2, RPB + h * srh, sr0, sr1, sr2, qg0, qg1, qg2, st0, st1, st2, kv0, kv1, kv2,
                          key_ok, col_in, partial, KS0, KS1, KS2, CA0, CA1, CA2, ACT0, ACT1, ACT2, KT0, KT1, KT2,
                          BLOCK_N, HAS_RPB, DOT_PREC)
-        ds = _ds(s, lse2, delta, do, v, DOT_PREC)
+        z = 1.0
+        if DROPOUT:
+            z = _dropout_scale(seed, rng_offset, qrow, _token(kx0, kx1, kx2, L1, L2)[None, :], n_keys, p_drop)
+        ds = _ds(s, lse2, delta, do, v, z, DROPOUT, DOT_PREC)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
         if DRPB_ON:
             local = tl.sum(tl.where(jok, tl.gather(ds, jidx, axis=1), 0.0), 0)
@@ -447,7 +485,10 @@ def _na_bwd_dq_kernel(
             ak = tl.load(AK + b * sakb + h * sakh + offs_e[:, None] * sakn + offs_d[None, :], mask=ed_ok, other=0.0)
             av = tl.load(AV + b * savb + h * savh + offs_e[:, None] * savn + offs_d[None, :], mask=ed_ok, other=0.0)
             s = tl.dot(q, tl.trans(ak), input_precision=DOT_PREC) * qk_scale2
-            ds = _ds(tl.where(e_ok[None, :], s, float('-inf')), lse2, delta, do, av, DOT_PREC)
+            z = 1.0
+            if DROPOUT:
+                z = _dropout_scale(seed, rng_offset, qrow, (L0 * L1 * L2 + offs_e)[None, :], n_keys, p_drop)
+            ds = _ds(tl.where(e_ok[None, :], s, float('-inf')), lse2, delta, do, av, z, DROPOUT, DOT_PREC)
             dq += tl.dot(ds.to(ak.dtype), ak, input_precision=DOT_PREC)
     _store_rows(DQ + b * sgb + h * sgh, qx0, qx1, qx2, sg0, sg1, sg2, offs_d, dq * scale, md_ok)
     if DRPB_ON:
@@ -465,6 +506,7 @@ def _na_bwd_dkv_kernel(
         sdb, sd0, sd1, sd2, sdh, slb, sl0, sl1, sl2, slh, srh, sr0, sr1, sr2,
         sgkb, sgk0, sgk1, sgk2, sgkh, sgvb, sgv0, sgv1, sgv2, sgvh,
         L0, L1, L2, DL0, DL1, DL2, VL0, VL1, VL2, NK0, NK1, NK2, head_dim, qk_scale2, scale,
+        seed, rng_offset, n_keys, p_drop,
         KS0: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
         ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
         CA0: tl.constexpr, CA1: tl.constexpr, CA2: tl.constexpr,
@@ -472,7 +514,7 @@ def _na_bwd_dkv_kernel(
         KT0: tl.constexpr, KT1: tl.constexpr, KT2: tl.constexpr,
         ACT0: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        HAS_RPB: tl.constexpr, DOT_PREC: tl.constexpr,
+        HAS_RPB: tl.constexpr, DROPOUT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """dK and dV of one key tile, iterating the query tiles of its inverse window (``_inv_win``); no atomics."""
     h, b, c0, c1, c2, g0, g1, g2, lg0, lg1, lg2 = _program_tile(NK0, NK1, NK2, L0, L1, L2, DL0, DL1, DL2,
@@ -519,7 +561,11 @@ def _na_bwd_dkv_kernel(
                            kv0[:, None], kv1[:, None], kv2[:, None], key_ok[:, None], CA0, CA1, CA2, KS0, KS1, KS2,
                            ACT0, ACT1, ACT2)
             st = tl.where(vis, st, float('-inf'))
-        dk, dv = _dkv_step(st, lse2, delta, q, do, v, dk, dv, DOT_PREC)
+        zt = 1.0
+        if DROPOUT:
+            zt = _dropout_scale(seed, rng_offset, _query_row(qx0, qx1, qx2, b, h, L0, L1, L2)[None, :],
+                                _token(kx0, kx1, kx2, L1, L2)[:, None], n_keys, p_drop)
+        dk, dv = _dkv_step(st, lse2, delta, q, do, v, dk, dv, zt, DROPOUT, DOT_PREC)
     nd_ok = key_in[:, None] & d_ok[None, :]
     _store_rows(DK + b * sgkb + h * sgkh, kx0, kx1, kx2, sgk0, sgk1, sgk2, offs_d, dk * scale, nd_ok)
     _store_rows(DV + b * sgvb + h * sgvh, kx0, kx1, kx2, sgv0, sgv1, sgv2, offs_d, dv, nd_ok)
@@ -531,7 +577,9 @@ def _na_bwd_extra_kernel(
         sqb, sq0, sq1, sq2, sqh, sdb, sd0, sd1, sd2, sdh, slb, sl0, sl1, sl2, slh,
         sakb, sakn, sakh, savb, savn, savh,
         L1, L2, n_tokens, n_extra, n_eblocks, chunk, n_batch, n_heads, head_dim, qk_scale2, scale,
-        BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+        seed, rng_offset, n_keys, p_drop,
+        BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr, DROPOUT: tl.constexpr,
+        DOT_PREC: tl.constexpr,
 ):
     """Partial gradients of the extra keys/values over one chunk of queries (every query sees every extra token).
 
@@ -563,7 +611,11 @@ def _na_bwd_extra_kernel(
         do = _load_rows(DO + b * sdb + h * sdh, x0, x1, x2, sd0, sd1, sd2, offs_d, md_ok)
         lse2, delta = _row_stats(LSE, DELTA, b * slb + h * slh + x0 * sl0 + x1 * sl1 + x2 * sl2, row_ok)
         st = tl.dot(ak, tl.trans(q), input_precision=DOT_PREC) * qk_scale2
-        dk, dv = _dkv_step(st, lse2, delta, q, do, av, dk, dv, DOT_PREC)
+        zt = 1.0
+        if DROPOUT:
+            zt = _dropout_scale(seed, rng_offset, ((b * n_heads + h) * n_tokens + offs_n)[None, :],
+                                (n_tokens + offs_e)[:, None], n_keys, p_drop)
+        dk, dv = _dkv_step(st, lse2, delta, q, do, av, dk, dv, zt, DROPOUT, DOT_PREC)
     out = (((ch * n_batch + b) * n_extra + offs_e[:, None]) * n_heads + h) * head_dim + offs_d[None, :]
     tl.store(DAK + out, dk * scale, mask=ed_ok)
     tl.store(DAV + out, dv, mask=ed_ok)

@@ -27,6 +27,12 @@ Design (DESIGN.md §1b):
   skewed (``tl.gather``) into tile-local offsets and column-summed, then shifted into a per-program register table
   over ``[2k-1]^3``; the table is atomically added (default) or, under ``torch.use_deterministic_algorithms(True)``,
   stored per program and summed on the host in a fixed order. Everything else is deterministic by construction.
+* **Attention dropout.** FlashAttention's scheme: the kept-and-rescaled mask ``Z`` of every (batch, head, query,
+  key) pair comes from Philox (``tl.rand``) at counter ``offset + query_row * n_keys + key`` (int64; extra tokens
+  are keys ``n_tokens + e``), with ``(seed, offset)`` drawn by the caller from torch's generator. The forward
+  accumulates ``(P Z) V`` with the normaliser and ``lse`` of the undropped ``P``; every backward kernel regenerates
+  ``Z`` for its pairs: ``dV = (P Z)^T dO``, ``dS = P (Z dP - delta)`` with ``delta = rowsum(dO O)`` of the dropped
+  output.
 * **Routing hook.** Key tiles are visited as ``for it in range(n_tiles): origin = _tile_origin(it, ...)``. A routed
   pattern (BiFormer) passes a per-query-tile index list of key-tile origins and replaces ``_tile_origin`` by a
   load from it (and the dK/dV kernel iterates the inverse lists); masks, bias and softmax stay as they are.
@@ -56,6 +62,12 @@ _LOG2E = 1.4426950408889634
 _INTERPRET = _triton.interpreting()
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_YZ = 65535
+# Entries of the dQ kernel's per-program dRPB register table, prod(pow2(2k-1)) over the (padded) axes. Measured
+# on sm_80/sm_90 cubins (fp16/bf16, head_dim 32-128, 32-token tiles): 1-D k=2047, 2-D k=17..31 and 3-D k=7..8
+# (4096 entries) take 238-255 registers per thread with 0 (at most 16) bytes of stack; 2-D k=33 (16384) and
+# 3-D k=9 (32768) spill 40-72 bytes. Larger tables are declined when the rpb gradient is needed (torch serves).
+# (fp32 at head_dim > 64 spills ~350 bytes on sm_90 at any table size: a cost of fp32, not of the table.)
+_MAX_DRPB_TABLE = 4096
 # Tile shapes ((T0, T1, T2), (KT0, KT1, KT2)) forcing every call's tiling; ``None`` picks them per problem. Tests
 # set it to reach code paths (full/partial tiles, padded tiles) that default tiles only reach on large inputs.
 _forced_tiles: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
@@ -175,9 +187,19 @@ def _device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
+def _check_rpb_grad(spec: NASpec) -> None:
+    """Raise when the dRPB register table of this kernel size would spill (see ``_MAX_DRPB_TABLE``)."""
+    entries = math.prod(_pow2(2 * kk - 1) for kk in spec.kernel_size)
+    if entries > _MAX_DRPB_TABLE:
+        raise ValueError(f'the triton backend computes the rpb gradient in a register table of prod(pow2(2k-1)) = '
+                         f'{entries} entries for kernel_size={spec.kernel_size}, more than {_MAX_DRPB_TABLE} spills '
+                         'registers; use backend="torch" (or a frozen rpb, or no_grad) for this kernel size')
+
+
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, rpb: torch.Tensor | None = None,
                  add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None) -> None:
-    """Raise a clear error for anything these kernels cannot compute."""
+    """Raise a clear error for anything these kernels cannot compute (the rpb gradient is checked only when
+    autograd will need it: forward with rpb serves any kernel size)."""
     if q.dim() != spec.ndim + 3 or spec.ndim not in (1, 2, 3):
         raise ValueError(f'query must be [batch, *spatial ({spec.ndim} dims), heads, head_dim], got {tuple(q.shape)}')
     if k.shape != q.shape or v.shape != q.shape:
@@ -204,6 +226,8 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec
             raise ValueError(f'rpb must have shape {want} (heads, 2*kernel_size-1 per axis), got {tuple(rpb.shape)}')
         if not rpb.is_floating_point() or rpb.device != q.device:
             raise TypeError(f'rpb must be a floating-point tensor on {q.device}, got {rpb.dtype} on {rpb.device}')
+        if rpb.requires_grad and torch.is_grad_enabled():
+            _check_rpb_grad(spec)
     if (add_k is None) != (add_v is None):
         raise ValueError('additional_keys and additional_values must be given together')
     if add_k is not None:
@@ -220,14 +244,34 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec
                            'on CPU (or set TRITON_INTERPRET=1 before importing triton to debug the kernels)')
 
 
+def _dropout_args(dropout_p: float, dropout_seed: torch.Tensor | None, n_keys: int) -> dict:
+    """Kernel arguments of attention dropout: Philox ``(seed, offset)`` from ``dropout_seed`` (int tensor [2])."""
+    if dropout_p <= 0:
+        return dict(seed=0, rng_offset=0, n_keys=0, p_drop=0.0, DROPOUT=False)
+    if dropout_seed is None or dropout_seed.numel() != 2 or dropout_seed.is_floating_point():
+        raise ValueError('dropout_p > 0 needs dropout_seed, an integer tensor (seed, offset)')
+    seed, offset = (int(x) for x in dropout_seed.tolist())
+    return dict(seed=seed, rng_offset=offset, n_keys=n_keys, p_drop=float(dropout_p), DROPOUT=True)
+
+
+def _n_keys(q: torch.Tensor, add_k: torch.Tensor | None) -> int:
+    """Key ids of the dropout stream: the tokens, then the extra tokens."""
+    return math.prod(q.shape[1:-2]) + (0 if add_k is None else add_k.shape[1])
+
+
 def _lastdim_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
     return x if x is None or x.stride(-1) == 1 else x.contiguous()
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, scale: float,
-            rpb: torch.Tensor | None = None, add_k: torch.Tensor | None = None,
-            add_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H] float32)`` of neighborhood attention."""
+            rpb: torch.Tensor | None = None, add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
+            dropout_p: float = 0.0, dropout_seed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H] float32)`` of neighborhood attention.
+
+    ``dropout_p > 0`` drops attention weights with the Philox stream of ``dropout_seed`` (int tensor
+    ``(seed, offset)``); ``lse`` is that of the undropped weights, and :func:`backward` with the same
+    ``dropout_p`` / ``dropout_seed`` regenerates the mask.
+    """
     check_inputs(q, k, v, spec, rpb, add_k, add_v)
     q, k, v, add_k, add_v = (_lastdim_contiguous(t) for t in (q, k, v, add_k, add_v))
     batch, spatial, heads, head_dim = q.shape[0], tuple(q.shape[1:-2]), q.shape[-2], q.shape[-1]
@@ -247,8 +291,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
             *_strides5(q, nd), *_strides5(k, nd), *_strides5(v, nd), *_strides5(out, nd), *_strides5(lse, nd),
             *_rpb_strides(rpb), *_extra_strides(add_k), *_extra_strides(add_v),
             *geom.lengths, *geom.dilation, *geom.valid, *n_qt, 0 if add_k is None else add_k.shape[1], head_dim,
-            scale * _LOG2E, **geom.constexprs(), BLOCK_D=max(16, _pow2(head_dim)),
-            HAS_RPB=rpb is not None, HAS_EXTRA=add_k is not None, DOT_PREC=_dot_precision(q.dtype),
+            scale * _LOG2E, **_dropout_args(dropout_p, dropout_seed, _n_keys(q, add_k)), **geom.constexprs(),
+            BLOCK_D=max(16, _pow2(head_dim)), HAS_RPB=rpb is not None, HAS_EXTRA=add_k is not None,
+            DOT_PREC=_dot_precision(q.dtype),
             **_launch_opts(geom, head_dim, q.dtype))
     return out, lse
 
@@ -256,27 +301,31 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
 def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
              lse: torch.Tensor, spec: NASpec, scale: float, rpb: torch.Tensor | None = None,
              add_k: torch.Tensor | None = None, add_v: torch.Tensor | None = None,
-             grad_lse: torch.Tensor | None = None, need_rpb: bool = True, need_extra: bool = True) -> tuple:
+             grad_lse: torch.Tensor | None = None, need_rpb: bool = True, need_extra: bool = True,
+             dropout_p: float = 0.0, dropout_seed: torch.Tensor | None = None) -> tuple:
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones) of :func:`forward`.
 
     ``grad_lse`` is the gradient reaching ``lse`` (``[B, *S, H]`` or ``None``); it enters as
     ``delta = rowsum(dO * O) - grad_lse``.
     """
     check_inputs(q, k, v, spec, rpb, add_k, add_v)
+    drop = _dropout_args(dropout_p, dropout_seed, _n_keys(q, add_k))
+    need_rpb, need_extra = need_rpb and rpb is not None, need_extra and add_k is not None
+    if need_rpb:
+        _check_rpb_grad(spec)
     q, k, v, add_k, add_v = (_lastdim_contiguous(t) for t in (q, k, v, add_k, add_v))
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-    need_rpb, need_extra = need_rpb and rpb is not None, need_extra and add_k is not None
     if q.numel() == 0:
         zeros = (torch.zeros_like(t) if t is not None and need else None
                  for t, need in ((rpb, need_rpb), (add_k, need_extra), (add_v, need_extra)))
         return dq.zero_(), dk.zero_(), dv.zero_(), *zeros
     with _device(q):
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv,
-                         need_rpb, need_extra)
+                         need_rpb, need_extra, drop)
 
 
 def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv, need_rpb,
-              need_extra) -> tuple:
+              need_extra, drop) -> tuple:
     batch, spatial, heads, head_dim = q.shape[0], tuple(q.shape[1:-2]), q.shape[-2], q.shape[-1]
     do = grad_out.to(q.dtype).contiguous()
     out = out.contiguous()
@@ -315,7 +364,8 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         *common, *_strides5(dq, nd), *_strides5(lse, nd), *_rpb_strides(rpb),
         *_extra_strides(add_k), *_extra_strides(add_v),
         *shape_args, *n_qt, 0 if add_k is None else add_k.shape[1], head_dim, scale * _LOG2E, scale, heads,
-        **geom_dq.constexprs(), BLOCK_D=block_d, PR0=pr[0], PR1=pr[1], PR2=pr[2], PG0=pg[0], PG1=pg[1], PG2=pg[2],
+        **drop, **geom_dq.constexprs(), BLOCK_D=block_d, PR0=pr[0], PR1=pr[1], PR2=pr[2],
+        PG0=pg[0], PG1=pg[1], PG2=pg[2],
         HAS_RPB=rpb is not None, DRPB_ON=need_rpb, RPB_ATOMIC=not deterministic, HAS_EXTRA=add_k is not None,
         DOT_PREC=dot_prec,
         **_launch_opts(geom_dq, head_dim, q.dtype))
@@ -324,7 +374,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     _na_bwd_dkv_kernel[(math.prod(geom.dilation) * math.prod(n_kt), heads, batch)](
         q, k, v, do, lse, delta, dk, dv, q if rpb is None else rpb,
         *common, *_strides5(lse, nd), *_rpb_strides(rpb), *_strides5(dk, nd), *_strides5(dv, nd),
-        *shape_args, *n_kt, head_dim, scale * _LOG2E, scale,
+        *shape_args, *n_kt, head_dim, scale * _LOG2E, scale, **drop,
         **geom.constexprs(), BLOCK_D=block_d, HAS_RPB=rpb is not None, DOT_PREC=dot_prec,
         **_launch_opts(geom, head_dim, q.dtype))
 
@@ -334,12 +384,12 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         table = table.view(heads, *pg)[(slice(None), *(slice(0, 2 * kk - 1) for kk in geom.kernel))]
         drpb = table.reshape(rpb.shape).to(rpb.dtype)
     if need_extra:
-        dadd_k, dadd_v = _extra_backward(q, do, lse, delta, add_k, add_v, scale, nd, block_d, dot_prec)
+        dadd_k, dadd_v = _extra_backward(q, do, lse, delta, add_k, add_v, scale, nd, block_d, dot_prec, drop)
     return dq, dk, dv, drpb, dadd_k, dadd_v
 
 
 def _extra_backward(q: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta: torch.Tensor, add_k: torch.Tensor,
-                    add_v: torch.Tensor, scale: float, nd: int, block_d: int, dot_prec: str) -> tuple:
+                    add_v: torch.Tensor, scale: float, nd: int, block_d: int, dot_prec: str, drop: dict) -> tuple:
     """Gradients of the extra keys/values: parallel over query chunks, partials summed in a fixed order."""
     batch, heads, head_dim = q.shape[0], q.shape[-2], q.shape[-1]
     if add_k.shape[1] == 0:
@@ -361,7 +411,7 @@ def _extra_backward(q: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta:
         *_strides5(q, nd), *_strides5(do, nd), *_strides5(lse, nd),
         *_extra_strides(add_k), *_extra_strides(add_v),
         lengths[1], lengths[2], n_tokens, n_extra, n_eblocks, chunk, batch, heads, head_dim, scale * _LOG2E, scale,
-        BLOCK_M=block_m, BLOCK_E=block_e, BLOCK_D=block_d, DOT_PREC=dot_prec)
+        **drop, BLOCK_M=block_m, BLOCK_E=block_e, BLOCK_D=block_d, DOT_PREC=dot_prec)
     dims = (0, 1) if add_k.shape[0] == 1 else (0,)
     dadd_k = partial_k.sum(dims).view(add_k.shape).to(add_k.dtype)
     dadd_v = partial_v.sum(dims).view(add_v.shape).to(add_v.dtype)
