@@ -5,10 +5,10 @@ Same submodules and parameters as NATTEN's (``qkv``, ``proj``, ``rpb`` ``[heads,
 checkpoints load unchanged. Inputs smaller than ``kernel_size * dilation`` on some axis are zero-padded at the end
 before ``qkv`` and the output cropped, as NATTEN 0.14's modules did (the padded tokens are ordinary keys).
 
-Attention dropout (``attn_drop > 0`` in training) runs on the ``torch`` backend's autograd path (per-tile
-probabilities are kept for backward; memory stays linear in tokens); with ``backend=None`` such calls go there
-on any device, and a module pinned to another backend raises. NATTEN's fused kernels silently ignored it.
-The window modules follow the same rule.
+Attention dropout (``attn_drop > 0`` in training) runs where a backend declares it: fused in the ``triton``
+kernels (Philox masks regenerated in the backward) and on the ``torch`` backend's autograd path (per-tile
+probabilities kept for backward; memory linear in tokens); a module pinned to a backend without it (``reference``)
+raises. NATTEN's fused kernels silently ignored it. The window modules follow the same rule.
 """
 from __future__ import annotations
 
