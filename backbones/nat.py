@@ -149,10 +149,9 @@ class NATBlock(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
-        # ops' module takes no factory kwargs: created on the current default device, then moved
         self.attn = NeighborhoodAttention2D(
             dim, num_heads, kernel_size, dilation=dilation, bias=True, qkv_bias=qkv_bias, qk_scale=qk_scale,
-            attn_drop=attn_drop, proj_drop=proj_drop).to(**dd)
+            attn_drop=attn_drop, proj_drop=proj_drop, **dd)
         self.ls1 = LayerScale(dim, layer_scale, **dd) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)

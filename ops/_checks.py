@@ -9,6 +9,7 @@ also holds under ``torch.compile``; composite ops call :func:`autocast_inputs` t
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['check_tensor', 'check_compatible', 'check_scale', 'check_dropout', 'check_flag', 'autocast_dtype',
-           'autocast_inputs', 'register_autocast', 'spatial_sizes']
+           'autocast_off', 'autocast_inputs', 'register_autocast', 'spatial_sizes']
 
 _AUTOCAST_KEYS = {'cpu': 'AutocastCPU', 'cuda': 'AutocastCUDA'}
 
@@ -39,6 +40,13 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
     if device_type in _AUTOCAST_KEYS and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return None
+
+
+def autocast_off(device_type: str):
+    """A context with autocast disabled on ``device_type`` (a no-op context on devices without autocast: meta)."""
+    if device_type in _AUTOCAST_KEYS:
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _castable(x: Tensor, device_type: str) -> bool:

@@ -297,3 +297,43 @@ def test_gpu_configs_adapt_to_cpu():
     # data_root is the one variable: datasets and the evaluator follow it
     assert cfg.train_dataloader.dataset.data_root == '/elsewhere/coco'
     assert cfg.val_evaluator.ann_file == '/elsewhere/coco/annotations/instances_val2017.json'
+
+
+def test_test_time_augmentation_and_painted_predictions(tmp_path):
+    """``downstream.test --tta --show-dir``: multi-scale + flip mIoU through the config's TTA model, and one painted
+    prediction per test image; a config without TTA (detection) is refused with the reason."""
+    base = CONFIGS / E2E['nat'][1]
+    rng = np.random.default_rng(0)
+    data_root = tmp_path / 'data'
+    for split in ('training', 'validation'):
+        _write_ade(data_root, split, 2, rng)
+    config = tmp_path / 'tiny.py'
+    _tiny_seg_config(base, config)
+    with config.open('a') as f:  # the zoo's TTA scales (2048 x 512 x 0.5 ... 1.75) are far too big for this test
+        f.write("""
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.25)],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]]),
+]
+""")
+    common = ['--cfg-options', f'data_root={data_root}/']
+    ds_train.main([str(config), '--work-dir', str(tmp_path / 'work')] + common)
+    checkpoint = str(tmp_path / 'work' / 'iter_2.pth')
+    shown = tmp_path / 'shown'
+    metrics = ds_test.main([str(config), checkpoint, '--tta', '--show-dir', str(shown), '--work-dir',
+                            str(tmp_path / 'tta')] + common)
+    assert np.isfinite(metrics['mIoU'])
+    assert len(list(shown.rglob('*.png'))) == 2
+
+    cfg = read_config(str(base))
+    assert cfg.tta_pipeline[1]['transforms'][0][0] == dict(type='Resize', scale=(1024, 256), keep_ratio=True)
+    det = load_config(ds_test.parse_args([str(CONFIGS / E2E['nat'][0]), checkpoint]))
+    with pytest.raises(ValueError, match='--tta: the config defines no tta_model / tta_pipeline'):
+        ds_test.use_tta(det)
+    ds_test.paint_predictions(det, str(tmp_path / 'det'), 5)
+    assert det.default_hooks.visualization['test_out_dir'] == str(tmp_path / 'det')
+    assert det.default_hooks.visualization['draw'] and det.default_hooks.visualization['interval'] == 5

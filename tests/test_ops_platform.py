@@ -330,3 +330,14 @@ def test_dropout_path_matches_the_reference_with_the_same_mask():
     g = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, leaves, g), torch.autograd.grad(ref, leaves, g)):
         torch.testing.assert_close(a, b)
+
+
+def test_ops_and_modules_on_the_meta_device():
+    """Shape inference without memory (timm builds big models on meta): ops run, modules take factory kwargs."""
+    q, k = torch.empty(2, 10, 3, 8, device='meta'), torch.empty(2, 4, 3, 8, device='meta')
+    assert ops.dense_attention(q, k, k, return_lse=True)[1].shape == (2, 10, 3)
+    assert ops.na1d(q, q, q, 3).shape == q.shape
+    for module in (ops.NeighborhoodAttention2D(16, 2, 3, device='meta', dtype=torch.float64),
+                   ops.WindowAttention2D(16, 2, 4, device='meta', dtype=torch.float64)):
+        assert {(p.device.type, p.dtype) for p in module.parameters()} == {('meta', torch.float64)}
+        assert module(torch.empty(1, 9, 10, 16, device='meta', dtype=torch.float64)).shape == (1, 9, 10, 16)

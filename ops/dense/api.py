@@ -5,10 +5,17 @@ then runs on the backend :func:`ops._registry.resolve_backend` picks, as plain d
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from .._checks import autocast_inputs, check_compatible, check_dropout, check_flag, check_scale, check_tensor
+from .._checks import (
+    autocast_inputs,
+    autocast_off,
+    check_compatible,
+    check_dropout,
+    check_flag,
+    check_scale,
+    check_tensor,
+)
 from .._registry import get_backend, resolve_backend
 from . import backends as _backends  # noqa: F401  (registers the backends)
 
@@ -69,7 +76,7 @@ def dense_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | No
     query, key, value, bias = autocast_inputs(query, key, value, bias)
     name = resolve_backend('dense', backend, query.device, query.dtype, dropout)
     impl = get_backend('dense', name)
-    with torch.autocast(query.device.type, enabled=False):  # inputs are cast; backends pick their accumulation
+    with autocast_off(query.device.type):  # inputs are cast; backends pick their accumulation
         if dropout:
             return impl.forward_with_dropout(query, key, value, bias, scale, float(dropout_p))
         out, lse = impl.forward(query, key, value, bias, scale, return_lse)

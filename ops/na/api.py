@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .._checks import (
     autocast_inputs,
+    autocast_off,
     check_compatible,
     check_dropout,
     check_flag,
@@ -103,7 +104,7 @@ def neighborhood_attention(
                            (query, key, value, spec, rpb, additional_keys, additional_values))
     impl = get_backend('na', name)
     if dropout and hasattr(impl, 'forward_with_dropout'):
-        with torch.autocast(query.device.type, enabled=False):
+        with autocast_off(query.device.type):
             return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
                                              float(dropout_p))
     # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it

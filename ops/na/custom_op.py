@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import register_autocast
+from .._checks import autocast_off, register_autocast
 from .._registry import get_backend
 from .pattern import NASpec
 
@@ -47,7 +47,7 @@ def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int]
                backend: str, dropout_p: float = 0.0, dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Neighborhood attention forward on backend ``backend``: ``(out, lse)`` (``lse`` of the undropped weights)."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
-    with torch.autocast(query.device.type, enabled=False):  # backends compute in the inputs' dtype, fwd and bwd alike
+    with autocast_off(query.device.type):  # backends compute in the inputs' dtype, fwd and bwd alike
         out, lse = get_backend('na', backend).forward(query, key, value, spec, scale, rpb, additional_keys,
                                                       additional_values, **_dropout(dropout_p, dropout_seed))
     return out.contiguous(), lse.to(_lse_dtype(query)).contiguous()
@@ -68,7 +68,7 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
                 dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent or unneeded ones are empty tensors."""
     spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
-    with torch.autocast(query.device.type, enabled=False):
+    with autocast_off(query.device.type):
         grads = get_backend('na', backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
                                                     additional_keys, additional_values, grad_lse=grad_lse,
                                                     need_rpb=need_rpb and rpb is not None,

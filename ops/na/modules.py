@@ -47,9 +47,13 @@ class _NeighborhoodAttention(nn.Module):
             is_causal: BoolOrTuple = False,
             rel_pos_bias: bool | None = None,
             backend: str | None = None,
+            device=None,
+            dtype=None,
     ):
-        """``rel_pos_bias`` (NATTEN >= 0.15's name) overrides ``bias`` (NATTEN 0.14's) when given."""
+        """``rel_pos_bias`` (NATTEN >= 0.15's name) overrides ``bias`` (NATTEN 0.14's) when given; ``device`` /
+        ``dtype`` are the parameters' factory kwargs (timm's)."""
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if num_heads < 1 or dim % num_heads:
             raise ValueError(f'dim ({dim}) must be a positive multiple of num_heads ({num_heads})')
         if not 0 <= attn_drop < 1:
@@ -64,14 +68,14 @@ class _NeighborhoodAttention(nn.Module):
         self.window_size = tuple(k * d for k, d in zip(self.kernel_size, self.dilation))
         self.backend = backend
 
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         if bias if rel_pos_bias is None else rel_pos_bias:
-            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in self.kernel_size)))
+            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in self.kernel_size), **dd))
             trunc_normal_(self.rpb, std=.02, mean=0., a=-2., b=2.)
         else:
             self.register_parameter('rpb', None)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -136,8 +140,11 @@ class _WindowAttention(nn.Module):
             padding: str = 'tokens',
             rel_pos_bias: bool = True,
             backend: str | None = None,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if padding not in _WINDOW_PADDINGS:
             raise ValueError(f'padding must be one of {_WINDOW_PADDINGS}, got {padding!r}')
         if num_heads < 1 or (head_dim is None and dim % num_heads):
@@ -158,15 +165,15 @@ class _WindowAttention(nn.Module):
         self.padding = padding
         self.backend = backend
         attn_dim = self.num_heads * self.head_dim
-        self.qkv = nn.Linear(dim, attn_dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, attn_dim * 3, bias=qkv_bias, **dd)
         if rel_pos_bias:
             self.relative_position_bias_table = nn.Parameter(
-                torch.zeros(math.prod(2 * w - 1 for w in self.window_size), num_heads))
+                torch.zeros(math.prod(2 * w - 1 for w in self.window_size), num_heads, **dd))
             trunc_normal_(self.relative_position_bias_table, std=.02)
         else:
             self.register_parameter('relative_position_bias_table', None)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(attn_dim, dim)
+        self.proj = nn.Linear(attn_dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_position_bias(self) -> Tensor | None:

@@ -17,6 +17,21 @@ train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
 val_dataloader = dict(batch_size=1, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 
+# Multi-scale + flip testing (`python -m downstream.test --tta`) as the papers' mmseg 0.x protocol: the test scale
+# (2560, 640) times each ratio, aspect kept, with and without a horizontal flip (mmseg 1.x's own tta_pipeline scales the
+# original image instead, which differs for images not already at the test scale).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(2560 * r), int(640 * r)), keep_ratio=True) for r in img_ratios],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')],
+    ]),
+]
+
 # No weight decay on norms and relative position biases, as the papers' configs (the constructor also exempts what
 # the backbone lists in no_weight_decay()).
 optim_wrapper = dict(
