@@ -56,6 +56,7 @@ def _shim_dcn_and_apex() -> None:
 def official_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
     """The official classification ``models.litv2`` module and detection backbone module."""
     _shim_dcn_and_apex()
+    torch.manual_seed(SEED)  # the official inits draw from the global generator: reproducible fixtures
     sys.path.insert(0, str(root / 'classification'))  # the official code imports `models.*` and `mm_modules.*`
     import models.litv2 as cls_module
     spec = importlib.util.spec_from_file_location('official_litv2_det',
@@ -126,32 +127,35 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
     from backbones.litv2 import checkpoint_filter_fn, model_cfgs
 
     cls_module, det_module = official_modules(root)
-    cfg = dict(model_cfgs[variant])
-    kwargs = _official_kwargs(cfg)
+    kwargs = _official_kwargs(model_cfgs[variant])
     official = cls_module.LITv2(img_size=sizes[0], **kwargs).eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
     ours = timm.create_model(variant, drop_path_rate=0.).eval()
     ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
-    for size in sizes:
-        ref = cls_module.LITv2(img_size=size, **kwargs).eval()
-        ref.load_state_dict(official.state_dict())
-        x = fixture_input(size)
-        with torch.no_grad():
-            a, b = ref(x), ours(x)
-        print(f'{variant} @ {size}: max |official - ours| = {(a - b).abs().max():.3e} (logit scale '
-              f'{a.abs().max():.2f})')
     det = det_module.LITv2(**kwargs)
-    det.load_state_dict(official.state_dict(), strict=False)
+    det.load_state_dict(official.state_dict(), strict=False)  # + the per-level output norms, identity at init
     det.eval()
-    for size in ((208, 237), (224, 224)):  # stage-3 maps 13x15 (Hi-Fi padded) and 14x14
-        x = fixture_input(size)
-        with torch.no_grad():
-            ref = det(x)
-            got = ours.forward_intermediates(x, intermediates_only=True)
-        diffs = [(r - (F.layer_norm(g.permute(0, 2, 3, 1), g.shape[1:2]).permute(0, 3, 1, 2) if i else g)).abs().max()
-                 for i, (r, g) in enumerate(zip(ref, got))]
-        print(f'{variant} detection backbone @ {size} (maps {[tuple(r.shape[2:]) for r in ref]}): max diffs '
-              f'{[f"{d:.2e}" for d in diffs]}')
+    for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
+        ours.to(dtype)
+        for size in sizes:
+            ref = cls_module.LITv2(img_size=size, **kwargs).eval()
+            ref.load_state_dict(official.state_dict())
+            ref.to(dtype)
+            x = fixture_input(size).to(dtype)
+            with torch.no_grad():
+                a, b = ref(x), ours(x)
+            print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
+                  f'(largest logit {a.abs().max():.2f})')
+        det.to(dtype)
+        for size in ((208, 237), (224, 224)):  # stage-3 maps 13x15 (Hi-Fi padded) and 14x14
+            x = fixture_input(size).to(dtype)
+            with torch.no_grad():
+                ref = det(x)
+                got = ours.forward_intermediates(x, intermediates_only=True)
+            diffs = [(r - (F.layer_norm(g.permute(0, 2, 3, 1), g.shape[1:2]).permute(0, 3, 1, 2) if i else g)).abs()
+                     .max() for i, (r, g) in enumerate(zip(ref, got))]
+            print(f'{variant} {dtype} detection backbone @ {size} (maps {[tuple(r.shape[2:]) for r in ref]}): '
+                  f'max diffs per level {[f"{d:.2e}" for d in diffs]}')
 
 
 def main() -> None:
