@@ -1,0 +1,558 @@
+"""LITv2: hierarchical vision transformers with HiLo attention and deformable token merging.
+
+Paper: `Fast Vision Transformers with HiLo Attention` (NeurIPS 2022) - https://arxiv.org/abs/2205.13213
+Official code and weights (Apache-2.0): https://github.com/ziplab/LITv2
+
+* a 4x4 patch stem; stages 1-2 are MLP-only blocks (LayerNorm, then an MLP with a depthwise 3x3 conv after its
+  first linear layer); stages 3-4 add HiLo attention in front of that MLP;
+* HiLo splits the heads: ``h_heads = heads - int(heads * alpha)`` Hi-Fi heads attend inside non-overlapping
+  ``s x s`` windows (:func:`ops.window_attention`), the other ``l_heads`` (Lo-Fi) let every token attend to the
+  keys / values of the ``s x s`` average-pooled map (:func:`ops.dense_attention`, N queries over N / s^2 keys);
+  ``s = 1`` is plain multi-head self-attention over all heads (stage 4). No attention code of our own;
+* DTM (deformable token merging) between stages: a 2x2 stride-2 deformable conv (offsets from a 2x2 stride-2 conv,
+  torchvision's ``deform_conv2d`` with the official ``DeformConv2dPack`` layout), BatchNorm, GELU.
+
+Any input size, square or not, and nothing compiled (the official classification code needs square inputs of its
+build size, a custom-built DCN extension and apex). Where sizes do not divide, this model does what the official
+detection / segmentation backbone does, so the outputs equal it at every size:
+
+* the stem zero-pads the image to a multiple of 4 (bottom / right);
+* HiLo zero-pads its (normalised) input to a multiple of ``s`` before the projections, so padded tokens enter the
+  Hi-Fi windows and the Lo-Fi pooling as zero vectors (their keys are the projection biases), and crops back;
+* DTM drops an odd last row / column (a 2x2 stride-2 conv without padding), so inputs need >= 29 px per side.
+
+Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+    * a stage merges tokens at its start (timm's layout): ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
+    * ``layers`` -> ``stages``, ``head`` -> ``head.fc``; stages take and return NCHW maps (NHWC inside).
+HiLo takes no attention / projection dropout (the official module accepts and ignores them).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torchvision.ops import deform_conv2d
+
+import ops
+
+from ._helpers import unwrap_state_dict
+
+__all__ = ['LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
+
+_LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
+_MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
+
+
+class HiLo(nn.Module):
+    """HiLo attention on an NHWC token map; parameters ``h_qkv``/``h_proj`` (Hi-Fi), ``l_q``/``l_kv``/``l_proj``.
+
+    Args:
+        dim: channels (``num_heads * head_dim``).
+        num_heads: attention heads, split into ``int(num_heads * alpha)`` Lo-Fi and the rest Hi-Fi heads.
+        window_size: ``s``, the Hi-Fi window and the Lo-Fi pooling size; 1 makes every head a Lo-Fi head over the
+            unpooled map (plain multi-head self-attention), as in the official module.
+        alpha: fraction of Lo-Fi heads.
+        qkv_bias: bias in the q / kv / qkv projections (the output projections always have one).
+        qk_scale: logit scale; ``None`` is ``head_dim ** -0.5``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, window_size: int = 2, alpha: float = 0.5,
+                 qkv_bias: bool = False, qk_scale: float | None = None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f'window_size must be an int >= 1, got {window_size!r}')
+        if not 0. <= alpha <= 1.:
+            raise ValueError(f'alpha must be in [0, 1], got {alpha!r}')
+        self.dim = dim
+        self.head_dim = dim // num_heads
+        self.ws = window_size
+        self.l_heads = num_heads if window_size == 1 else int(num_heads * alpha)
+        self.h_heads = num_heads - self.l_heads
+        self.l_dim, self.h_dim = self.l_heads * self.head_dim, self.h_heads * self.head_dim
+        self.scale = qk_scale or self.head_dim ** -0.5
+        if self.l_heads:
+            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
+            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
+            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+        if self.h_heads:
+            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
+            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = x.shape
+        xp, _ = ops.pad_to_multiple(x, self.ws, dims=(1, 2))  # the official detection backbone's zero padding
+        Hp, Wp = xp.shape[1], xp.shape[2]
+        outs = []
+        if self.h_heads:
+            q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
+            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale)  # divisible: nothing padded here
+            outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
+        if self.l_heads:
+            # queries of padded tokens would be cropped away: only the real tokens query
+            q = self.l_q(x).view(B, H * W, self.l_heads, self.head_dim)
+            pooled = xp if self.ws == 1 else F.avg_pool2d(xp.permute(0, 3, 1, 2), self.ws).permute(0, 2, 3, 1)
+            k, v = self.l_kv(pooled.reshape(B, -1, self.dim)).view(B, -1, 2, self.l_heads, self.head_dim).unbind(2)
+            lofi = ops.dense_attention(q, k, v, scale=self.scale)
+            outs.append(self.l_proj(lofi.reshape(B, H, W, self.l_dim)))
+        return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+
+
+class DWConv(nn.Module):
+    """Depthwise 3x3 conv on an NHWC map (the official ``DWConv``; parameter ``dwconv``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class DWMlp(nn.Module):
+    """fc1, depthwise 3x3 conv, GELU, fc2 on an NHWC map (the official ``DWMlp``)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = DWConv(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
+
+
+class LITBlock(nn.Module):
+    """Pre-norm block: HiLo attention (``has_msa``; absent in stages 1-2, the official ``ConvFFNBlock``) and DWMlp."""
+
+    def __init__(self, dim: int, num_heads: int, has_msa: bool, window_size: int = 2, alpha: float = 0.9,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, qk_scale: float | None = None,
+                 proj_drop: float = 0., drop_path: float = 0.):
+        super().__init__()
+        if has_msa:
+            self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
+            self.attn = HiLo(dim, num_heads, window_size, alpha, qkv_bias=qkv_bias, qk_scale=qk_scale)
+        self.has_msa = has_msa
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
+        self.mlp = DWMlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.has_msa:
+            x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DeformConv2dPack(nn.Module):
+    """Deformable conv whose offsets come from a plain conv of the same geometry (mmcv's / the official layout).
+
+    ``conv_offset`` gives ``2 * kh * kw`` channels ordered ``(dy, dx)`` per kernel tap, taps row-major: exactly
+    torchvision's ``deform_conv2d`` offset layout (one offset group), so the official weights apply unchanged.
+    ``conv_offset`` starts at zero (a plain strided conv at initialisation), as in the official module.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.stride, self.padding = stride, padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.conv_offset = nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, kernel_size, stride, padding)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(self.weight[0].numel())
+        nn.init.uniform_(self.bias, -bound, bound)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = self.conv_offset(x)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+
+class DTM(nn.Module):
+    """Deformable token merging: 2x2 stride-2 deformable conv to ``out_dim``, BatchNorm, GELU; NCHW in and out."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.dconv = DeformConv2dPack(dim, out_dim, kernel_size=2, stride=2)
+        self.norm_layer = nn.BatchNorm2d(out_dim)
+        self.act_layer = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_layer(self.norm_layer(self.dconv(x)))
+
+
+class PatchEmbed(nn.Module):
+    """4x4 patches (image zero-padded to a multiple of 4, as the official detection stem) and a LayerNorm."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4):
+        super().__init__()
+        self.in_chans, self.patch_size = in_chans, patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
+                             f'(input shape {tuple(x.shape)})')
+        if min(x.shape[2:]) < _MIN_SIZE:
+            raise ValueError(f'LITv2 needs inputs of at least {_MIN_SIZE} px per side (three 2x2 stride-2 token '
+                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        p = self.patch_size
+        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
+        return self.norm(self.proj(x))
+
+
+class LITStage(nn.Module):
+    """Optional DTM, then ``depth`` blocks; NCHW in and out, NHWC inside."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, drop_path: Sequence[float],
+                 **block_kwargs: Any):
+        super().__init__()
+        self.grad_checkpointing = False
+        if not downsample and dim != out_dim:
+            raise ValueError(f'a stage without token merging keeps its width, got dim={dim}, out_dim={out_dim}')
+        self.downsample = DTM(dim, out_dim) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[LITBlock(out_dim, drop_path=drop_path[i], **block_kwargs) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class LITv2(nn.Module):
+    """LITv2.
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        embed_dim: width of the first stage; stage ``i`` has ``embed_dim * 2 ** i`` channels.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        has_msa: per stage, whether its blocks have HiLo attention (official ``HAS_MSA``).
+        window_sizes: per stage, HiLo's ``s`` (official ``LOCAL_WS``; unused where ``has_msa`` is 0).
+        alpha: fraction of Lo-Fi heads.
+        mlp_ratio: MLP hidden width / block width.
+        qkv_bias: bias in the HiLo q / kv / qkv projections (the official config default, True).
+        qk_scale: attention logit scale (``None``: head_dim ** -0.5).
+        drop_rate: classifier dropout.
+        proj_drop_rate: dropout in the MLP (the official ``drop_rate``).
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 96,
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (3, 6, 12, 24),
+            has_msa: Sequence[int] = (0, 0, 1, 1),
+            window_sizes: Sequence[int] = (0, 0, 2, 1),
+            alpha: float = 0.9,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            qk_scale: float | None = None,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.2,
+    ):
+        super().__init__()
+        num_stages = len(depths)
+        if not len(num_heads) == len(has_msa) == len(window_sizes) == num_stages:
+            raise ValueError(f'depths, num_heads, has_msa and window_sizes need one entry per stage, got {depths}, '
+                             f'{num_heads}, {has_msa}, {window_sizes}')
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.patch_embed = PatchEmbed(in_chans, dims[0])
+
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages = []
+        self.feature_info = []
+        for i in range(num_stages):
+            stages.append(LITStage(
+                dims[max(i - 1, 0)], dims[i], depths[i], downsample=i > 0, drop_path=dpr[i],
+                num_heads=num_heads[i], has_msa=bool(has_msa[i]), window_size=window_sizes[i], alpha=alpha,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, proj_drop=proj_drop_rate))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal linear weights with zero bias; the depthwise convs normal with
+        # std sqrt(2 / fan_out) (fan_out = 9); the stem conv and DTM keep their own (PyTorch / DeformConv2dPack)
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, DWConv):
+            nn.init.normal_(m.dwconv.weight, 0., math.sqrt(2. / 9))
+            nn.init.zeros_(m.dwconv.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's default exclusions (biases and norms), as the official optimizer."""
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
+
+        ``norm`` applies the final norm to the last stage's output (the only one it is sized for).
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.patch_embed(x)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                x_inter = self.norm(x) if norm and i == last else x
+                if output_fmt == 'NHWC':
+                    x_inter = x_inter.permute(0, 2, 3, 1)
+                intermediates.append(x_inter.contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages (and norm / head) that the given intermediates do not need; returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.stages(self.patch_embed(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
+    if m:
+        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
+    key = re.sub(r'^layers\.', 'stages.', key)
+    if key.startswith('head.'):
+        key = 'head.fc.' + key[len('head.'):]
+    return key
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Blocks, widths and Lo-Fi / Hi-Fi head widths per stage, read from a state dict in our layout."""
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            depths[s] = max(depths.get(s, 0), b + 1)
+    stages = sorted(depths)
+
+    def rows(s: int, name: str) -> int | None:
+        w = state_dict.get(f'stages.{s}.blocks.0.{name}.weight')
+        return None if w is None else w.shape[0]
+    return dict(
+        depths=[depths[s] for s in stages], widths=[rows(s, 'norm2') for s in stages],
+        lofi=[rows(s, 'attn.l_q') for s in stages], hifi=[rows(s, 'attn.h_proj') for s in stages])
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[str, torch.Tensor]:
+    """Map an official LITv2 checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` (the official releases) / ``state_dict`` / ``model_ema``
+    (and DDP's ``module.`` prefix). Raises ``ValueError`` naming what differs (blocks, widths, Lo-Fi / Hi-Fi head
+    widths, missing or unexpected keys) when the checkpoint belongs to another family or variant. The classifier is
+    dropped for a headless model; otherwise it and the stem's input channels are left to timm's loader.
+    """
+    if not isinstance(model, LITv2):
+        raise TypeError(f'checkpoint_filter_fn maps onto a LITv2 model, got {type(model).__name__}')
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    state_dict = unwrap_state_dict(state_dict)
+    if any(k.startswith('layers.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(k.endswith('.downsample.dconv.conv_offset.weight') for k in state_dict):
+        raise ValueError(f'{name}: not a LITv2 checkpoint (no DTM downsample.dconv.conv_offset weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
+        return k.startswith('head.fc.')
+
+    missing = [k for k in expected if k not in state_dict and not exempt(k)]
+    unexpected = [k for k in state_dict if k not in expected and not exempt(k)]
+    mismatched = []
+    for k, v in state_dict.items():
+        if k in expected and not exempt(k):
+            want = expected[k].shape
+            same = v.shape == want
+            if k == 'patch_embed.proj.weight' and v.ndim == 4 and len(want) == 4:
+                same = v.shape[0] == want[0] and v.shape[2:] == want[2:]
+            if not same:
+                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want)}')
+    if missing or unexpected or mismatched:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths', lofi='Lo-Fi widths per stage',
+                      hifi='Hi-Fi widths per stage')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        details = (mismatched + [f'missing {k}' for k in missing] + [f'unexpected {k}' for k in unexpected])[:5]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + details))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+# The official configs (classification/configs/litv2-*.yaml over config.py's defaults); drop_path_rate is the
+# official training value.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    litv2_small=dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+    litv2_medium=dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
+    litv2_base=dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+    litv2_base_384=dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+)
+
+
+def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv2:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        LITv2, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_URL = 'https://github.com/ziplab/LITv2/releases/download/v1.0/'
+
+
+def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc', 'license': 'apache-2.0',
+        'origin_url': 'https://github.com/ziplab/LITv2', 'paper_ids': 'arXiv:2205.13213',
+        'paper_name': 'Fast Vision Transformers with HiLo Attention', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'litv2_small.in1k': _cfg(_URL + 'litv2_s.pth'),
+    'litv2_medium.in1k': _cfg(_URL + 'litv2_m.pth'),
+    'litv2_base.in1k': _cfg(_URL + 'litv2_b.pth'),
+    # fine-tuned at 384 and evaluated without a center crop (the official TEST.CROP: False)
+    'litv2_base_384.in1k': _cfg(_URL + 'litv2_b_384.pth', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+})
+
+
+@register_model
+def litv2_small(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    """LITv2-S: 28M params, 3.7 GFLOPs at 224."""
+    return _create_litv2('litv2_small', pretrained, **kwargs)
+
+
+@register_model
+def litv2_medium(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    """LITv2-M: 49M params, 7.5 GFLOPs at 224."""
+    return _create_litv2('litv2_medium', pretrained, **kwargs)
+
+
+@register_model
+def litv2_base(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    """LITv2-B: 87M params, 13.2 GFLOPs at 224."""
+    return _create_litv2('litv2_base', pretrained, **kwargs)
+
+
+@register_model
+def litv2_base_384(pretrained: bool = False, **kwargs: Any) -> LITv2:
+    """LITv2-B fine-tuned at 384: 87M params, 39.7 GFLOPs."""
+    return _create_litv2('litv2_base_384', pretrained, **kwargs)

@@ -1,0 +1,11 @@
+# LITv2-B + Mask R-CNN, COCO 1x, HiLo window 2. Paper (official checkpoint): 47.3 box AP, 42.6 mask AP.
+_base_ = ['./_base_/mask_rcnn_litv2_1x.py']
+
+model = dict(
+    backbone=dict(
+        model_name='litv2_base',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='https://github.com/ziplab/LITv2/releases/download/v1.0/litv2_b.pth'),
+    ),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

@@ -1,0 +1,13 @@
+# LITv2-B + RetinaNet, COCO 1x, HiLo window 4 in stage 3 (the official *_ws_4 config;
+# the ImageNet weights were trained with window 2). Paper (official checkpoint): 46.3 box AP.
+_base_ = ['./_base_/retinanet_litv2_1x.py']
+
+model = dict(
+    backbone=dict(
+        model_name='litv2_base',
+        drop_path_rate=0.3,
+        model_kwargs=dict(window_sizes=(0, 0, 4, 1)),  # HiLo window 4 in stage 3 at detection time
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='https://github.com/ziplab/LITv2/releases/download/v1.0/litv2_b.pth'),
+    ),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
