@@ -38,15 +38,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torchvision.ops import deform_conv2d
 
 import ops
 
-from ._helpers import unwrap_state_dict
+from .checkpoint import mismatch_report, unwrap_state_dict
 
-__all__ = ['LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
+__all__ = ['CHECKPOINT_EMA', 'LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
+
+# Default weights of a checkpoint holding both raw and EMA weights: the raw ones. The released files hold only
+# `model` (the official configs train without EMA: config.py's TRAIN has no EMA option).
+CHECKPOINT_EMA = False
 
 _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
@@ -66,8 +71,9 @@ class HiLo(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 8, window_size: int = 2, alpha: float = 0.5,
-                 qkv_bias: bool = False, qk_scale: float | None = None):
+                 qkv_bias: bool = False, qk_scale: float | None = None, device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if dim % num_heads:
             raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
         if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
@@ -82,12 +88,12 @@ class HiLo(nn.Module):
         self.l_dim, self.h_dim = self.l_heads * self.head_dim, self.h_heads * self.head_dim
         self.scale = qk_scale or self.head_dim ** -0.5
         if self.l_heads:
-            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias)
-            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias)
-            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+            self.l_q = nn.Linear(dim, self.l_dim, bias=qkv_bias, **dd)
+            self.l_kv = nn.Linear(dim, 2 * self.l_dim, bias=qkv_bias, **dd)
+            self.l_proj = nn.Linear(self.l_dim, self.l_dim, **dd)
         if self.h_heads:
-            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias)
-            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+            self.h_qkv = nn.Linear(dim, 3 * self.h_dim, bias=qkv_bias, **dd)
+            self.h_proj = nn.Linear(self.h_dim, self.h_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -111,9 +117,9 @@ class HiLo(nn.Module):
 class DWConv(nn.Module):
     """Depthwise 3x3 conv on an NHWC map (the official ``DWConv``; parameter ``dwconv``)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device=None, dtype=None):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim)
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -122,12 +128,13 @@ class DWConv(nn.Module):
 class DWMlp(nn.Module):
     """fc1, depthwise 3x3 conv, GELU, fc2 on an NHWC map (the official ``DWMlp``)."""
 
-    def __init__(self, dim: int, hidden: int, drop: float = 0.):
+    def __init__(self, dim: int, hidden: int, drop: float = 0., device=None, dtype=None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.dwconv = DWConv(hidden)
+        dd = {'device': device, 'dtype': dtype}
+        self.fc1 = nn.Linear(dim, hidden, **dd)
+        self.dwconv = DWConv(hidden, **dd)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim, **dd)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,15 +146,16 @@ class LITBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, has_msa: bool, window_size: int = 2, alpha: float = 0.9,
                  mlp_ratio: float = 4., qkv_bias: bool = True, qk_scale: float | None = None,
-                 proj_drop: float = 0., drop_path: float = 0.):
+                 proj_drop: float = 0., drop_path: float = 0., device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if has_msa:
-            self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
-            self.attn = HiLo(dim, num_heads, window_size, alpha, qkv_bias=qkv_bias, qk_scale=qk_scale)
+            self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+            self.attn = HiLo(dim, num_heads, window_size, alpha, qkv_bias=qkv_bias, qk_scale=qk_scale, **dd)
         self.has_msa = has_msa
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.mlp = DWMlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = DWMlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_msa:
@@ -163,12 +171,14 @@ class DeformConv2dPack(nn.Module):
     ``conv_offset`` starts at zero (a plain strided conv at initialisation), as in the official module.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.stride, self.padding = stride, padding
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels))
-        self.conv_offset = nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, kernel_size, stride, padding)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, **dd))
+        self.bias = nn.Parameter(torch.empty(out_channels, **dd))
+        self.conv_offset = nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, kernel_size, stride, padding, **dd)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -186,10 +196,10 @@ class DeformConv2dPack(nn.Module):
 class DTM(nn.Module):
     """Deformable token merging: 2x2 stride-2 deformable conv to ``out_dim``, BatchNorm, GELU; NCHW in and out."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
         super().__init__()
-        self.dconv = DeformConv2dPack(dim, out_dim, kernel_size=2, stride=2)
-        self.norm_layer = nn.BatchNorm2d(out_dim)
+        self.dconv = DeformConv2dPack(dim, out_dim, kernel_size=2, stride=2, device=device, dtype=dtype)
+        self.norm_layer = nn.BatchNorm2d(out_dim, device=device, dtype=dtype)
         self.act_layer = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,11 +209,12 @@ class DTM(nn.Module):
 class PatchEmbed(nn.Module):
     """4x4 patches (image zero-padded to a multiple of 4, as the official detection stem) and a LayerNorm."""
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4):
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.in_chans, self.patch_size = in_chans, patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
@@ -223,13 +234,15 @@ class LITStage(nn.Module):
     """Optional DTM, then ``depth`` blocks; NCHW in and out, NHWC inside."""
 
     def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, drop_path: Sequence[float],
-                 **block_kwargs: Any):
+                 device=None, dtype=None, **block_kwargs: Any):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.grad_checkpointing = False
         if not downsample and dim != out_dim:
             raise ValueError(f'a stage without token merging keeps its width, got dim={dim}, out_dim={out_dim}')
-        self.downsample = DTM(dim, out_dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[LITBlock(out_dim, drop_path=drop_path[i], **block_kwargs) for i in range(depth)])
+        self.downsample = DTM(dim, out_dim, **dd) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[LITBlock(out_dim, drop_path=drop_path[i], **block_kwargs, **dd)
+                                      for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x).permute(0, 2, 3, 1)
@@ -259,6 +272,7 @@ class LITv2(nn.Module):
         drop_rate: classifier dropout.
         proj_drop_rate: dropout in the MLP (the official ``drop_rate``).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
 
     def __init__(
@@ -278,8 +292,11 @@ class LITv2(nn.Module):
             drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         num_stages = len(depths)
         if not len(num_heads) == len(has_msa) == len(window_sizes) == num_stages:
             raise ValueError(f'depths, num_heads, has_msa and window_sizes need one entry per stage, got {depths}, '
@@ -289,7 +306,7 @@ class LITv2(nn.Module):
         self.in_chans = in_chans
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
-        self.patch_embed = PatchEmbed(in_chans, dims[0])
+        self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
 
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages = []
@@ -298,11 +315,11 @@ class LITv2(nn.Module):
             stages.append(LITStage(
                 dims[max(i - 1, 0)], dims[i], depths[i], downsample=i > 0, drop_path=dpr[i],
                 num_heads=num_heads[i], has_msa=bool(has_msa[i]), window_size=window_sizes[i], alpha=alpha,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, proj_drop=proj_drop_rate))
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, proj_drop=proj_drop_rate, **dd))
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -344,7 +361,7 @@ class LITv2(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
         if global_pool is not None:
             self.global_pool = global_pool
 
@@ -446,14 +463,15 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
     """Map an official LITv2 checkpoint (or ours) onto ``model``'s layout, checking that it fits.
 
     Accepts a plain state dict or one wrapped in ``model`` (the official releases) / ``state_dict`` / ``model_ema``
-    (and DDP's ``module.`` prefix). Raises ``ValueError`` naming what differs (blocks, widths, Lo-Fi / Hi-Fi head
-    widths, missing or unexpected keys) when the checkpoint belongs to another family or variant. The classifier is
-    dropped for a headless model; otherwise it and the stem's input channels are left to timm's loader.
+    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``). Raises
+    ``ValueError`` naming what differs (blocks, widths, Lo-Fi / Hi-Fi head widths, missing or unexpected keys) when
+    the checkpoint belongs to another family or variant. The classifier is dropped for a headless model; otherwise
+    it and the stem's input channels are left to timm's loader.
     """
     if not isinstance(model, LITv2):
         raise TypeError(f'checkpoint_filter_fn maps onto a LITv2 model, got {type(model).__name__}')
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    state_dict = unwrap_state_dict(state_dict)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}
     if not any(k.endswith('.downsample.dconv.conv_offset.weight') for k in state_dict):
@@ -466,24 +484,18 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
     def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
         return k.startswith('head.fc.')
 
-    missing = [k for k in expected if k not in state_dict and not exempt(k)]
-    unexpected = [k for k in state_dict if k not in expected and not exempt(k)]
-    mismatched = []
-    for k, v in state_dict.items():
-        if k in expected and not exempt(k):
-            want = expected[k].shape
-            same = v.shape == want
-            if k == 'patch_embed.proj.weight' and v.ndim == 4 and len(want) == 4:
-                same = v.shape[0] == want[0] and v.shape[2:] == want[2:]
-            if not same:
-                mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(want)}')
-    if missing or unexpected or mismatched:
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if exempt(k)}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', lofi='Lo-Fi widths per stage',
                       hifi='Hi-Fi widths per stage')
         diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        details = (mismatched + [f'missing {k}' for k in missing] + [f'unexpected {k}' for k in unexpected])[:5]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + details))
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
 
 
