@@ -46,7 +46,8 @@ class AttnZooBackbone(BaseModule):
         norm_eval: keep BatchNorm layers in eval mode during training (running stats frozen).
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing``.
         out_norm: add a LayerNorm over channels to each output, named ``norm{i}`` for stage i, as the official
-            NAT/DiNAT detection and segmentation backbones do (their checkpoints then load as they are).
+            NAT/DiNAT detection and segmentation backbones do (their checkpoints then load as they are); a bool, or
+            one bool per output (LITv2's official backbone normalises every level but the first).
         pad_multiple: inputs are zero-padded (bottom/right) to this multiple and features cropped back to
             ``ceil(size / stride)``; default: the largest stride among the outputs.
         model_kwargs: extra architecture arguments for ``timm.create_model`` (e.g. DiNAT's detection ``dilations``).
@@ -65,7 +66,7 @@ class AttnZooBackbone(BaseModule):
             frozen_stages: int = -1,
             norm_eval: bool = False,
             with_cp: bool = False,
-            out_norm: bool = True,
+            out_norm: bool | Sequence[bool] = True,
             pad_multiple: int | None = None,
             model_kwargs: dict[str, Any] | None = None,
             init_cfg: dict | None = None,
@@ -128,9 +129,13 @@ class AttnZooBackbone(BaseModule):
         self.pad_multiple = pad_multiple or max(self.strides)
         self.channels_last = getattr(self.model, 'output_fmt', 'NCHW') == 'NHWC'  # timm's Format is a str enum
 
-        self.out_norm = out_norm
-        if out_norm:
-            for i, ch in zip(self.out_indices, self.channels):
+        norms = [out_norm] * len(self.out_indices) if isinstance(out_norm, bool) else list(out_norm)
+        if len(norms) != len(self.out_indices) or not all(isinstance(n, bool) for n in norms):
+            raise ValueError(f'out_norm must be a bool or one bool per output ({len(self.out_indices)}), got '
+                             f'{out_norm!r}')
+        self.out_norm = dict(zip(self.out_indices, norms))
+        for i, ch in zip(self.out_indices, self.channels):
+            if self.out_norm[i]:
                 # eps 1e-5 = nn.LayerNorm's default, which the official per-level norms use.
                 self.add_module(f'norm{i}', LayerNorm2d(ch, eps=1e-5))
 
@@ -223,7 +228,7 @@ class AttnZooBackbone(BaseModule):
             if self.channels_last:
                 feat = feat.permute(0, 3, 1, 2)
             feat = feat[..., :math.ceil(height / stride), :math.ceil(width / stride)]
-            if self.out_norm:
+            if self.out_norm[level]:
                 feat = getattr(self, f'norm{level}')(feat)
             outs.append(feat.contiguous())
         return tuple(outs)

@@ -106,6 +106,19 @@ def test_output_norms_are_per_level_layernorms():
     torch.testing.assert_close(normed, expected)
 
 
+def test_output_norms_can_be_chosen_per_level():
+    """LITv2's official backbone normalises every level but the first: out_norm takes one bool per output."""
+    backbone = AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=(False, True)).eval()
+    assert [n for n, _ in backbone.named_children() if n.startswith('norm')] == ['norm3']
+    plain = AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=False).eval()
+    plain.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith('norm')})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)[0], plain(x)[0])
+    with pytest.raises(ValueError, match='one bool per output'):
+        AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=(True,))
+
+
 def test_bad_arguments_fail_at_construction(tmp_path):
     with pytest.raises(ValueError, match='unknown model_name'):
         AttnZooBackbone('nat_tinyy')

@@ -1,8 +1,9 @@
 # LITv2 + Mask R-CNN + FPN, COCO 1x: the official detection/configs/litv2/mask_rcnn_litv2_*_fpn_1x_coco.py
 # (AdamW lr 2e-4, weight decay 1e-4, none on norms, fp16). The per-model config sets model_name, drop_path_rate,
 # init_cfg, the neck's channels and, for the *_ws_4 configs, the stage-3 HiLo window.
-# Difference: AttnZooBackbone adds an output LayerNorm to every level; the official backbone has none on level 0.
 _base_ = ['../../_base_/zoo_mask_rcnn.py', './coco_instance_1x.py']
+
+model = dict(backbone=dict(out_norm=(False, True, True, True)))  # the official backbone: no norm on level 0
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',

@@ -1,7 +1,6 @@
 # LITv2 + RetinaNet + FPN (P3-P7 from C3-C5, extra convs on the input), COCO 1x: the official
 # detection/configs/litv2/retinanet_litv2_*_fpn_1x_coco.py (AdamW lr 1e-4, weight decay 1e-4, fp16). Its
 # paramwise_cfg lacks `custom_keys`, so mmcv ignored it and norms kept their weight decay; so here.
-# Difference: AttnZooBackbone adds an output LayerNorm to every level; the official backbone has none on level 0.
 _base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py', './coco_detection_1x.py']
 custom_imports = dict(imports=['downstream'], allow_failed_imports=False)
 
@@ -12,7 +11,7 @@ model = dict(
         model_name=None,
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        out_norm=True,
+        out_norm=(False, True, True, True),  # the official backbone: no norm on level 0
         pad_multiple=1,  # LITv2 takes any size; no padding beyond the data preprocessor's, as officially
         frozen_stages=-1,
         with_cp=False,

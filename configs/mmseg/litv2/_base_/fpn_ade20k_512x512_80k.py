@@ -1,7 +1,6 @@
 # LITv2 + Semantic FPN on ADE20K, 512x512 crops, 80k iterations: the official
 # segmentation/configs/litv2/litv2_*_fpn_r50_512x512_80k_ade20k.py (AdamW lr 1e-4, weight decay 1e-4 on every
 # parameter, poly decay power 0.9 to 1e-6, no warm-up, fp32), 16 images per step (8 GPUs x 2).
-# Difference: AttnZooBackbone adds an output LayerNorm to every level; the official backbone has none on level 0.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -23,7 +22,7 @@ model = dict(
         model_name=None,
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        out_norm=True,
+        out_norm=(False, True, True, True),  # the official backbone: no norm on level 0
         pad_multiple=1,  # LITv2 takes any size; no padding beyond the data preprocessor's, as officially
         frozen_stages=-1,
         with_cp=False,
