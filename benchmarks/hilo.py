@@ -1,68 +1,81 @@
-"""Benchmark HiLo at LITv2-S stage-3 shapes (dim 384, 12 heads, window 2, alpha 0.9): ours against the official
-module and against plain window attention over all heads (our HiLo with alpha 0: every head Hi-Fi).
+"""Benchmark LITv2 against the official code: HiLo at LITv2-S stage-3 shapes, and the whole LITv2-S model.
 
-Forward and forward+backward time per input size (stage-3 map = input / 16: 14x14 at 224, 64x64 at 1024). The
-official module is run from a LITv2 checkout (``--official``, see tools/litv2_official_parity.py); without it only
-our two rows are measured. On CUDA the same script times the GPU path.
+* HiLo (dim 384, 12 heads, window 2, alpha 0.9): ours, the official module, and plain window attention over all
+  heads (our HiLo with alpha 0: every head Hi-Fi); forward and forward+backward time per input size (stage-3 map
+  = input / 16: 14x14 at 224, 64x64 at 1024).
+* LITv2-S at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy, backward, AdamW step)
+  with peak memory, ours vs the official model holding the SAME weights (the official random init, moved off its
+  init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the fp32
+  logit difference is recorded as a check). Drop path 0 in both.
 
-    python benchmarks/hilo.py --official /path/to/LITv2 [--sizes 224 1024] [--device cuda]
+Timing and memory are benchmarks/models.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
+``max_memory_allocated``, bf16 autocast and channels-last (``--amp-dtype``); on CPU, the median process CPU time
+with one torch thread (else wall time) and the resident-set growth during one call.
 
-Writes ``benchmarks/results/<device>/hilo.json`` (``<device>`` named as by benchmarks/models.py).
+The official code runs from a LITv2 checkout (``--official-repo``) with tools/litv2_official_parity.py's shims
+(its DCN extension -> mmcv's ``deform_conv2d``, apex -> no-op); for training the shim's DCN also gets a backward
+(mmcv's, through autograd on a recomputed forward: one extra deformable-conv forward per DTM, three per step) and
+casts to fp32 as apex's ``float_function`` does under amp. Without ``--official-repo`` only our rows are measured
+and the skipped parts are listed.
+
+    python benchmarks/hilo.py --official-repo /path/to/LITv2 [--sizes 224 1024] [--device cuda]
+
+Writes ``benchmarks/results/<device>/hilo.{json,md}`` (``<device>`` named as by benchmarks/models.py).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backbones.litv2 import HiLo  # noqa: E402
-from benchmarks.models import _cpu_name, device_name  # noqa: E402
+import timm  # noqa: E402
+
+from backbones.litv2 import HiLo, checkpoint_filter_fn, model_cfgs  # noqa: E402
+from benchmarks import models as bench  # noqa: E402
 
 DIM, HEADS, WS, ALPHA = 384, 12, 2, 0.9
+MODEL, MODEL_SIZE = 'litv2_small', 224
 
 
-def _time(fn, x: torch.Tensor, backward: bool, iters: int, sync) -> float:
-    """Milliseconds per call of ``fn(x)`` (and a backward of its sum), after one warm-up call."""
-    def step():
-        if backward:
-            fn(x).sum().backward()
-        else:
-            with torch.no_grad():
-                fn(x)
-    step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync()
-    return (time.perf_counter() - start) / iters * 1e3
+def load_official(repo: Path) -> Any:
+    """The official classification module, its DCN shim given a backward and apex's fp32 cast for training."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from litv2_official_parity import official_modules
+    cls_module = official_modules(repo)[0]
+    dcn = sys.modules['DCN']  # the module object the official DeformConv2dFunction imported
+    shim_forward = dcn.deform_conv2d_forward
+
+    def forward(input, weight, bias, offset, *conv_args):
+        with torch.autocast(input.device.type, enabled=False):
+            return shim_forward(input.float(), weight.float(), bias.float(), offset.float(), *conv_args)
+
+    def backward(input, weight, bias, offset, grad_output, *conv_args):
+        with torch.enable_grad(), torch.autocast(input.device.type, enabled=False):
+            leaves = [t.detach().float().requires_grad_() for t in (input, offset, weight, bias)]
+            out = shim_forward(leaves[0], leaves[2], leaves[3], leaves[1], *conv_args)
+            return torch.autograd.grad(out, leaves, grad_output.float())  # input, offset, weight, bias
+
+    dcn.deform_conv2d_forward, dcn.deform_conv2d_backward = forward, backward
+    return cls_module
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, help='checkout of github.com/ziplab/LITv2')
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 1024])
-    parser.add_argument('--batch', type=int, default=8, help='batch at 224 (scaled by (224 / size)^2, at least 1)')
-    parser.add_argument('--iters', type=int, default=5)
-    parser.add_argument('--device', default='cpu')
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+def bench_hilo(args: argparse.Namespace, official_cls: Any) -> list[dict[str, Any]]:
+    device = args.device
     torch.manual_seed(0)
     ours = HiLo(DIM, HEADS, WS, ALPHA, qkv_bias=True).to(device)
     window_only = HiLo(DIM, HEADS, WS, 0.0, qkv_bias=True).to(device)
-    impls = {'ours (HiLo)': lambda x: ours(x), 'ours, window attention only (alpha 0)': lambda x: window_only(x)}
-    if args.official:
-        sys.path.insert(0, str(ROOT / 'tools'))
-        from litv2_official_parity import official_modules
-        official = official_modules(args.official)[0].HiLo(DIM, HEADS, qkv_bias=True, window_size=WS, alpha=ALPHA)
+    impls = {'ours (HiLo)': ours, 'ours, window attention only (alpha 0)': window_only}
+    if official_cls is not None:
+        official = official_cls.HiLo(DIM, HEADS, qkv_bias=True, window_size=WS, alpha=ALPHA)
         official.load_state_dict(ours.state_dict())
         official.to(device)
         impls['official HiLo'] = lambda x: official(x.flatten(1, 2)).view(x.shape)
@@ -71,22 +84,164 @@ def main() -> None:
         side = size // 16
         batch = max(1, round(args.batch * (224 / size) ** 2))
         x = torch.randn(batch, side, side, DIM, device=device, requires_grad=True)
-        if args.official:
+        diff = None
+        if official_cls is not None:
             with torch.no_grad():
                 diff = (impls['official HiLo'](x) - ours(x)).abs().max().item()
-            print(f'{size}: max |official - ours| = {diff:.2e}')
         for name, fn in impls.items():
-            fwd = _time(fn, x, False, args.iters, sync)
-            fwd_bwd = _time(fn, x, True, args.iters, sync)
-            rows.append(dict(impl=name, input=size, map=f'{side}x{side}', batch=batch, fwd_ms=round(fwd, 2),
-                             fwd_bwd_ms=round(fwd_bwd, 2)))
-            print(rows[-1])
-    meta = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name(),
-                threads=torch.get_num_threads(), torch=torch.__version__, dim=DIM, heads=HEADS, window=WS, alpha=ALPHA)
-    out = ROOT / 'benchmarks' / 'results' / device_name(device)
+            def fwd(fn=fn, x=x):
+                with torch.no_grad():
+                    fn(x)
+
+            def fwd_bwd(fn=fn, x=x):
+                fn(x).sum().backward()
+            t = {k: bench.measure(f, device, args.iters, args.warmup, False)['ms']
+                 for k, f in (('fwd', fwd), ('fwd_bwd', fwd_bwd))}
+            rows.append(dict(impl=name, input=size, map=f'{side}x{side}', batch=batch, fwd_ms=round(t['fwd'], 2),
+                             fwd_bwd_ms=round(t['fwd_bwd'], 2)))
+            if name == 'official HiLo':
+                rows[-1]['max_abs_diff_vs_ours'] = diff
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench_model(args: argparse.Namespace, official_cls: Any) -> tuple[list[dict[str, Any]], float | None]:
+    """Infer and train rows of our LITv2-S and (with the official code) the official one with the same weights."""
+    torch.manual_seed(0)
+    ours = timm.create_model(MODEL, drop_path_rate=0.).eval()
+    models = {'ours': ours}
+    diff = None
+    if official_cls is not None:
+        sys.path.insert(0, str(ROOT / 'tools'))
+        from litv2_official_parity import _official_kwargs, perturb_
+        official = official_cls.LITv2(img_size=MODEL_SIZE, **_official_kwargs(model_cfgs[MODEL])).eval()
+        perturb_(official, torch.Generator().manual_seed(0))
+        ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+        x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            diff = (official(x) - ours(x)).abs().max().item()
+        print(f'{MODEL} @ {MODEL_SIZE}, fp32: max |official - ours| logits = {diff:.2e}', flush=True)
+        models['official'] = official
+        del official
+    del ours
+    rows = []
+    for name in list(models):
+        model = models.pop(name).to(args.device)  # dropped after its rows: the next model's peak excludes it
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        row = dict(impl=name, model=MODEL, img_size=MODEL_SIZE,
+                   params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
+        for mode in ('infer', 'train'):
+            res = bench.run_mode(model, mode, args.model_batch, MODEL_SIZE, args)
+            row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
+        rows.append(row)
+        print(row, flush=True)
+        del model
+    return rows, diff
+
+
+def model_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """ours / official: img/s (> 1: ours faster) and peak MB (< 1: ours smaller), per mode, where both measured."""
+    by = {r['impl']: r for r in rows}
+    out = {}
+    if 'official' in by:
+        for mode in ('infer', 'train'):
+            a, b = by['ours'][mode], by['official'][mode]
+            for key in ('img_s', 'peak_mb'):
+                if a.get(key, -1) > 0 and b.get(key, -1) > 0:
+                    out[f'{mode}_{key}'] = round(a[key] / b[key], 3)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result['meta']
+    on_gpu = meta['device_type'] == 'cuda'
+    timing = ('median of per-iteration CUDA-event times' if on_gpu else
+              'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
+              if meta['threads'] == 1 else 'median wall-clock time per iteration')
+    memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
+              'resident-set growth during one iteration, above weights, inputs and optimizer state')
+    lines = [f"# LITv2 vs the official code on {meta['device']}", '',
+             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
+             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. "
+             f"AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs."]
+    if not on_gpu:
+        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
+                  'on a shared machine. Absolute numbers say little; ratios within the run say more.']
+    if meta['skipped']:
+        lines += ['', 'Skipped: ' + '; '.join(meta['skipped']) + '.']
+    lines += ['', f"## HiLo at LITv2-S stage-3 shapes (dim {DIM}, {HEADS} heads, window {WS}, alpha {ALPHA})", '',
+              '| impl | input | map | batch | fwd ms | fwd+bwd ms | max abs diff vs ours |',
+              '|---|---:|---:|---:|---:|---:|---:|']
+    for r in result['hilo']:
+        diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
+        lines.append(f"| {r['impl']} | {r['input']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
+                     f"{r['fwd_bwd_ms']} | {diff} |")
+    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
+    lines += ['', f'## {MODEL} at {MODEL_SIZE}: inference and training (forward + backward + AdamW step)', '',
+              '| impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | train MB |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in result['models']:
+        lines.append(f"| {r['impl']} | {r['params_m']} | " + ' | '.join(
+            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
+    errors = [f"{r['impl']} {m}: {r[m]['error']}" for r in result['models'] for m in ('infer', 'train')
+              if 'error' in r[m]]
+    if errors:
+        lines += ['', 'Errors: ' + '; '.join(errors) + '.']
+    rat = result['model_ratios']
+    if rat:
+        lines += ['', 'Ours / official (img/s > 1: ours faster; memory < 1: ours smaller): ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in rat.items()) + '.',
+            '', f"Same weights: max abs fp32 logit difference {result['model_max_abs_diff']:.1e} (2 random images)."]
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--official-repo', '--official', type=Path, help='checkout of github.com/ziplab/LITv2')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 1024], help='HiLo input sizes')
+    parser.add_argument('--batch', type=int, default=8, help='HiLo batch at 224 (scaled by (224 / size)^2, >= 1)')
+    parser.add_argument('--model-batch', type=int, help=f'{MODEL} batch (default: 128 on CUDA, 4 on CPU; '
+                        'halved on CUDA out-of-memory)')
+    parser.add_argument('--iters', type=int, default=5, help='timed iterations (the median is kept)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16', 'float32'),
+                        help='autocast dtype of the model rows (default: bfloat16 on CUDA, float32 on CPU)')
+    args = parser.parse_args()
+    args.device = torch.device(args.device)
+    on_gpu = args.device.type == 'cuda'
+    args.model_batch = args.model_batch or (128 if on_gpu else 4)
+    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
+    args.channels_last, args.compile = on_gpu, False
+    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
+    if args.cpu_memory:
+        bench.release_freed_memory()
+    skipped = []
+    if args.official_repo is None:
+        skipped = ['official HiLo and official LITv2-S rows and ratios (no --official-repo)']
+        print('skipping ' + skipped[0], flush=True)
+    elif not on_gpu and not args.cpu_memory:
+        skipped = ['CPU peak memory (no /proc/self/clear_refs)']
+    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
+    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
+                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
+                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
+                amp_dtype=args.amp_dtype, channels_last=args.channels_last, skipped=skipped, loadavg_before=loadavg(),
+                dcn_official='mmcv deform_conv2d (shim; backward through a recomputed forward)',
+                dcn_ours='torchvision deform_conv2d')
+    official_cls = load_official(args.official_repo) if args.official_repo else None
+    hilo = bench_hilo(args, official_cls)
+    models, diff = bench_model(args, official_cls)
+    meta['loadavg_after'] = loadavg()
+    result = dict(meta=meta, hilo=hilo, models=models, model_ratios=model_ratios(models), model_max_abs_diff=diff)
+    md = markdown(result)
+    print('\n' + md)
+    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'hilo.json').write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + '\n')
-    print(f'wrote {out / "hilo.json"}')
+    (out / 'hilo.json').write_text(json.dumps(result, indent=1) + '\n')
+    (out / 'hilo.md').write_text(md)
+    print(f'wrote {out / "hilo.json"} and hilo.md')
 
 
 if __name__ == '__main__':
