@@ -1,0 +1,480 @@
+"""RAVLT: vision transformers with rank-augmented linear attention (RALA) in stages 1-2 and softmax attention after.
+
+Paper: `Breaking the Low-Rank Dilemma of Linear Attention` (CVPR 2025) - https://arxiv.org/abs/2411.07635
+Official code: https://github.com/qhfan/RALA (``classfication/RALA.py``); weights on the HF hub ``aldjalkdf/RAVLT``.
+
+* a 4-conv stem (3x3 s2, two 3x3, 3x3 s2, BatchNorm between, GELU after the first three); a 3x3 stride-2 conv
+  and BatchNorm between stages;
+* every block: a depthwise 3x3 positional conv (residual), then LayerNorm -> attention and LayerNorm -> FFN
+  (1x1 conv, GELU, depthwise 3x3 with a residual, 1x1 conv), each scaled by a layer-scale;
+* attention from one 1x1 ``qkvo`` conv: q, k, v and an output gate o; LePE (depthwise 5x5 on v) is added to the
+  attention output, then ``proj((attn + lepe) * o)``. Stages 1-2 (RALA, :func:`ops.linear_attention`): ELU+1
+  features, keys re-weighted by the mean query, 2-D RoPE on the numerator, mean-key normaliser, state scaled by
+  1/N. Stages 3-4 (the official ``VanillaSelfAttention``): RoPE on q and k, then :func:`ops.dense_attention`
+  (SDPA: no N x N matrix in memory, where the official module materialises it);
+* the head: 1x1 conv to 1024, BatchNorm, Swish, average pool, classifier.
+
+The 2-D RoPE tables are rebuilt for each input's token grid from the stage's persistent ``angle`` buffer (in
+float32 whatever the model dtype), so the model forwards at any input size as the official one does.
+
+Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+    * a stage merges at its start (timm's layout): ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
+    * ``layers`` -> ``stages``, ``RoPE.angle`` -> ``rope_angle``, ``norm{1,2}.norm`` -> ``norm{1,2}``;
+    * the classifier is a Linear (``head.fc``; the official 1x1 conv ``head`` after pooling is the same map).
+The official model functions take ``args=None`` (no kwargs): here every timm ``create_model`` kwarg works.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers.helpers import get_device_dtype
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+import ops
+
+from .checkpoint import mismatch_report, unwrap_state_dict
+
+__all__ = ['CHECKPOINT_EMA', 'RAVLT', 'RALAttention', 'checkpoint_filter_fn']
+
+# The released files hold one state dict (the official main.py saves `model`; no EMA is trained).
+CHECKPOINT_EMA = False
+
+_LN_EPS = 1e-6
+
+
+class RALAttention(nn.Module):
+    """RALA (``linear=True``) or RoPE softmax attention on an NCHW map, with LePE and the output gate.
+
+    Parameters ``qkvo`` (1x1 conv to 4 * dim: q, k, v, o, heads inside each), ``lepe`` (depthwise 5x5), ``proj``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, linear: bool, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.dim, self.num_heads, self.head_dim, self.linear = dim, num_heads, dim // num_heads, linear
+        if self.head_dim % 4:
+            raise ValueError(f'the 2-D RoPE needs a head_dim divisible by 4, got {self.head_dim}')
+        self.qkvo = nn.Conv2d(dim, 4 * dim, 1, **dd)
+        self.lepe = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim, **dd)
+        self.proj = nn.Conv2d(dim, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
+        lepe = self.lepe(v)
+        q, k, v = (t.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))
+        if self.linear:
+            out = ops.linear_attention(q, k, v, feature_map='elu+1', key_reweight=True, rope=rope,
+                                       key_reduce='mean', eps=1e-6, scale=1.0 / (H * W))
+        else:
+            out = ops.dense_attention(ops.apply_rope(q, *rope), ops.apply_rope(k, *rope), v)
+        out = out.flatten(2).transpose(1, 2).reshape(B, C, H, W)
+        return self.proj((out + lepe) * o)
+
+
+class FFN(nn.Module):
+    """1x1 conv, GELU, depthwise 3x3 conv with a residual, 1x1 conv (the official ``FeedForwardNetwork``)."""
+
+    def __init__(self, dim: int, hidden: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, **dd)
+        self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.fc1(x))
+        return self.fc2(x + self.dwconv(x))
+
+
+class RAVLTBlock(nn.Module):
+    """Positional dw-conv residual, then pre-norm attention and FFN with layer-scales ``gamma_1``/``gamma_2``."""
+
+    def __init__(self, dim: int, num_heads: int, linear: bool, mlp_ratio: float, drop_path: float = 0.,
+                 layer_scale_init_value: float | None = 1.0, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.pos = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, **dd)
+        self.norm1 = LayerNorm2d(dim, eps=_LN_EPS, **dd)
+        self.attn = RALAttention(dim, num_heads, linear, **dd)
+        self.norm2 = LayerNorm2d(dim, eps=_LN_EPS, **dd)
+        self.ffn = FFN(dim, int(mlp_ratio * dim), **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        if layer_scale_init_value is None:
+            self.gamma_1 = self.gamma_2 = None
+        else:
+            self.gamma_1 = nn.Parameter(torch.full((1, dim, 1, 1), float(layer_scale_init_value), **dd))
+            self.gamma_2 = nn.Parameter(torch.full((1, dim, 1, 1), float(layer_scale_init_value), **dd))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = x + self.pos(x)
+        a = self.attn(self.norm1(x), rope)
+        x = x + self.drop_path(a if self.gamma_1 is None else self.gamma_1 * a)
+        f = self.ffn(self.norm2(x))
+        return x + self.drop_path(f if self.gamma_2 is None else self.gamma_2 * f)
+
+
+class Downsample(nn.Module):
+    """3x3 stride-2 conv and BatchNorm (the official ``PatchMerging``)."""
+
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, out_dim, 3, 2, 1, device=device, dtype=dtype)
+        self.norm = nn.BatchNorm2d(out_dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x))
+
+
+class RAVLTStage(nn.Module):
+    """Optional downsample, then ``depth`` blocks sharing the stage's 2-D RoPE (persistent ``rope_angle``)."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, num_heads: int, linear: bool, downsample: bool,
+                 drop_path: Sequence[float], mlp_ratio: float, layer_scale_init_value: float | None,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.grad_checkpointing = False
+        self.downsample = Downsample(dim, out_dim, **dd) if downsample else nn.Identity()
+        head_dim = out_dim // num_heads
+        angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32))
+        self.register_buffer('rope_angle', angle.repeat_interleave(2).to(dtype or torch.float32))
+        self.blocks = nn.ModuleList([
+            RAVLTBlock(out_dim, num_heads, linear, mlp_ratio, drop_path[i], layer_scale_init_value, **dd)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        rope = ops.rope_2d(self.rope_angle.float(), x.shape[2], x.shape[3])
+        for blk in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, rope, use_reentrant=False)
+            else:
+                x = blk(x, rope)
+        return x
+
+
+class Stem(nn.Module):
+    """3x3 s2 -> BN -> GELU -> 3x3 -> BN -> GELU -> 3x3 -> BN -> GELU -> 3x3 s2 -> BN (``proj.{0..10}``)."""
+
+    def __init__(self, in_chans: int, embed_dim: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        half = embed_dim // 2
+        layers: list[nn.Module] = []
+        for cin, cout, stride in ((in_chans, half, 2), (half, half, 1), (half, half, 1)):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1, **dd), nn.BatchNorm2d(cout, **dd), nn.GELU()]
+        layers += [nn.Conv2d(half, embed_dim, 3, 2, 1, **dd), nn.BatchNorm2d(embed_dim, **dd)]
+        self.in_chans = in_chans
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'a tensor of shape {tuple(x.shape)}')
+        return self.proj(x)
+
+
+class RAVLT(nn.Module):
+    """RAVLT.
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        embed_dims: width per stage.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        linear_stages: per stage, RALA (True) or softmax attention (the official flags 'l' / 'v').
+        mlp_ratio: FFN hidden width / block width.
+        projection: width of the 1x1 conv before pooling.
+        layer_scale_init_values: per stage, the layer-scale init (``None``: no layer-scale).
+        drop_rate: classifier dropout.
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (1, 2, 4, 8),
+            linear_stages: Sequence[bool] = (True, True, False, False),
+            mlp_ratio: float = 3.5,
+            projection: int = 1024,
+            layer_scale_init_values: Sequence[float | None] = (1., 1., 1., 1.),
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(embed_dims) == len(num_heads) == len(linear_stages) == len(layer_scale_init_values) == n:
+            raise ValueError(f'embed_dims, depths, num_heads, linear_stages and layer_scale_init_values need one '
+                             f'entry per stage, got {embed_dims}, {depths}, {num_heads}, {linear_stages}, '
+                             f'{layer_scale_init_values}')
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.patch_embed = Stem(in_chans, embed_dims[0], **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i in range(n):
+            stages.append(RAVLTStage(
+                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], bool(linear_stages[i]),
+                downsample=i > 0, drop_path=dpr[i], mlp_ratio=mlp_ratio,
+                layer_scale_init_value=layer_scale_init_values[i], **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = projection
+        self.proj = nn.Conv2d(embed_dims[-1], projection, 1, **dd)
+        self.norm = nn.BatchNorm2d(projection, **dd)
+        self.act = nn.SiLU()
+        self.head = ClassifierHead(projection, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal conv weights (and the classifier's), zero biases
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's default exclusions (the official names match no parameter)."""
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^stages\.(\d+)\.rope_angle', (0,)),
+                (r'^(?:proj|norm)\.', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
+
+        The final features are the head's 1x1 conv -> BN -> Swish of the last stage (``forward_features``); there
+        is no norm sized for the stage outputs, so ``norm`` changes nothing.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.patch_embed(x)
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append((x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x).contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == len(self.stages) - 1:
+            x = self.act(self.norm(self.proj(x)))
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages (and the pre-pool projection / head) the given intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or prune_end:
+            self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end or prune_norm:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.proj(self.stages(self.patch_embed(x)))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
+    if m:
+        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}', value
+    key = re.sub(r'^layers\.(\d+)\.RoPE\.angle$', r'stages.\1.rope_angle', key)
+    key = re.sub(r'^layers\.', 'stages.', key)
+    key = re.sub(r'\.norm([12])\.norm\.', r'.norm\1.', key)
+    if key.startswith('head.'):  # a 1x1 conv on the pooled features: the Linear's weight
+        return 'head.fc.' + key[len('head.'):], value.flatten(1) if value.dim() == 4 else value
+    return key, value
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Blocks and widths per stage, read from a state dict in our layout."""
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    stages = sorted(depths)
+    return dict(depths=[depths[s] for s in stages],
+                widths=[state_dict[f'stages.{s}.blocks.0.pos.weight'].shape[0] for s in stages])
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[str, torch.Tensor]:
+    """Map an official RAVLT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` (and DDP's ``module.``
+    prefix). Raises ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) when the
+    checkpoint belongs to another family or variant. The classifier is dropped for a headless model; otherwise it
+    and the stem's input channels are left to timm's loader.
+    """
+    if not isinstance(model, RAVLT):
+        raise TypeError(f'checkpoint_filter_fn maps onto a RAVLT model, got {type(model).__name__}')
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    if any(k.startswith('layers.') for k in state_dict):
+        state_dict = dict(_remap_official(k, v) for k, v in state_dict.items())
+    if not any(k.endswith('.attn.qkvo.weight') for k in state_dict):
+        raise ValueError(f'{name}: not a RAVLT checkpoint (no attn.qkvo weights; first keys {list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.0.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+# RALA.py's RAVLT_T/S/B/L; drop_path_rate is the official training value.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    ravlt_tiny=dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
+                    layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.1),
+    ravlt_small=dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
+                     layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.15),
+    ravlt_base=dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(1, 2, 6, 8),
+                    layer_scale_init_values=(1., 1., 1e-6, 1e-6), drop_path_rate=0.4),
+    ravlt_large=dict(embed_dims=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(1, 2, 7, 10),
+                     layer_scale_init_values=(1e-6,) * 4, drop_path_rate=0.55),
+)
+
+
+def _create_ravlt(variant: str, pretrained: bool = False, **kwargs: Any) -> RAVLT:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        RAVLT, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_URL = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
+
+
+def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'unknown',
+        'origin_url': 'https://github.com/qhfan/RALA', 'paper_ids': 'arXiv:2411.07635',
+        'paper_name': 'Breaking the Low-Rank Dilemma of Linear Attention', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'ravlt_tiny.in1k': _cfg(_URL + 'RAVLT_T.pth'),
+    'ravlt_small.in1k': _cfg(_URL + 'RAVLT_S.pth'),
+    'ravlt_base.in1k': _cfg(_URL + 'RAVLT_B.pth'),
+    'ravlt_large.in1k': _cfg(_URL + 'RAVLT_L.pth'),
+})
+
+
+@register_model
+def ravlt_tiny(pretrained: bool = False, **kwargs: Any) -> RAVLT:
+    """RAVLT-T: 15M params, 2.4 GFLOPs at 224."""
+    return _create_ravlt('ravlt_tiny', pretrained, **kwargs)
+
+
+@register_model
+def ravlt_small(pretrained: bool = False, **kwargs: Any) -> RAVLT:
+    """RAVLT-S: 26M params, 4.6 GFLOPs at 224."""
+    return _create_ravlt('ravlt_small', pretrained, **kwargs)
+
+
+@register_model
+def ravlt_base(pretrained: bool = False, **kwargs: Any) -> RAVLT:
+    """RAVLT-B: 48M params, 9.9 GFLOPs at 224."""
+    return _create_ravlt('ravlt_base', pretrained, **kwargs)
+
+
+@register_model
+def ravlt_large(pretrained: bool = False, **kwargs: Any) -> RAVLT:
+    """RAVLT-L: 95M params, 16.0 GFLOPs at 224."""
+    return _create_ravlt('ravlt_large', pretrained, **kwargs)
