@@ -3,7 +3,8 @@
 A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_embed`` (the stem), ``self.stages``
 (an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
 the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
-``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs).
+``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs). A model
+whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the three ``_final*`` hooks.
 """
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ class HierarchicalModel(nn.Module):
     norm: nn.Module
     head: nn.Module
     feature_info: list[dict[str, Any]]
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output -> the features the head pools."""
+        return self.norm(x)
+
+    def _final_on_intermediate(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward_intermediates(norm=True)`` on the last stage's output (only a norm sized for it applies)."""
+        return self.norm(x)
+
+    def _prune_final(self) -> bool:
+        """Drop the final features' layers; True when that changes the features' width."""
+        self.norm = nn.Identity()
+        return False
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -75,14 +89,14 @@ class HierarchicalModel(nn.Module):
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take_indices:
-                x_inter = self.norm(x) if norm and i == last else x
+                x_inter = self._final_on_intermediate(x) if norm and i == last else x
                 if output_fmt == 'NHWC':
                     x_inter = x_inter.permute(0, 2, 3, 1)
                 intermediates.append(x_inter.contiguous())
         if intermediates_only:
             return intermediates
         if i == last:
-            x = self.norm(x)
+            x = self._final(x)
         return x, intermediates
 
     def prune_intermediate_layers(
@@ -95,16 +109,15 @@ class HierarchicalModel(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()
-        if prune_end:
+        width_changed = (prune_norm or prune_end) and self._prune_final()
+        if prune_end or width_changed:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
+        if prune_head or prune_end or width_changed:
             self.reset_classifier(0, '')
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.stages(self.patch_embed(x)))
+        return self._final(self.stages(self.patch_embed(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=True) if pre_logits else self.head(x)

@@ -34,13 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
-from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
+from ._hierarchical import HierarchicalModel
 from .checkpoint import mismatch_report, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'RAVLT', 'RALAttention', 'checkpoint_filter_fn']
@@ -186,7 +185,7 @@ class Stem(nn.Module):
         return self.proj(x)
 
 
-class RAVLT(nn.Module):
+class RAVLT(HierarchicalModel):
     """RAVLT.
 
     Args:
@@ -272,77 +271,16 @@ class RAVLT(nn.Module):
             ],
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's 1x1 conv -> BN -> Swish on the last stage's output (``forward_features``)."""
+        return self.act(self.norm(self.proj(x)))
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    def _final_on_intermediate(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # no norm is sized for the stage outputs: forward_intermediates(norm=True) changes nothing
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stage outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
-
-        The final features are the head's 1x1 conv -> BN -> Swish of the last stage (``forward_features``); there
-        is no norm sized for the stage outputs, so ``norm`` changes nothing.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
-        intermediates = []
-        x = self.patch_embed(x)
-        i = 0
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append((x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x).contiguous())
-        if intermediates_only:
-            return intermediates
-        if i == len(self.stages) - 1:
-            x = self.act(self.norm(self.proj(x)))
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: int | list[int] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> list[int]:
-        """Drop the stages (and the pre-pool projection / head) the given intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_end:
-            self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end or prune_norm:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.proj(self.stages(self.patch_embed(x)))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _prune_final(self) -> bool:
+        self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
