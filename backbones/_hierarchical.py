@@ -4,7 +4,8 @@ A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_e
 (an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
 the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
 ``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs). A model
-whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the three ``_final*`` hooks.
+whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
+whose stem is not ``patch_embed`` overrides ``_stem``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class HierarchicalModel(nn.Module):
     norm: nn.Module
     head: nn.Module
     feature_info: list[dict[str, Any]]
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The image -> the first stage's input."""
+        return self.patch_embed(x)
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output -> the features the head pools."""
@@ -84,7 +89,7 @@ class HierarchicalModel(nn.Module):
         last = len(self.stages) - 1
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
         intermediates = []
-        x = self.patch_embed(x)
+        x = self._stem(x)
         i = 0
         for i, stage in enumerate(stages):
             x = stage(x)
@@ -117,7 +122,7 @@ class HierarchicalModel(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._final(self.stages(self.patch_embed(x)))
+        return self._final(self.stages(self._stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=True) if pre_logits else self.head(x)

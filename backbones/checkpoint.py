@@ -11,7 +11,8 @@
   otherwise through the family filter, whose own diagnosis (wrong family, wrong variant) is kept in the error.
 
 A family declares its default with a module-level ``CHECKPOINT_EMA`` next to its ``checkpoint_filter_fn`` (True:
-EMA weights first, timm's order, also used for models that declare nothing; False: raw weights first).
+EMA weights first, timm's order, also used for models that declare nothing; False: raw weights first; a set of
+variant names: EMA first for those, raw for the others).
 """
 from __future__ import annotations
 
@@ -45,8 +46,14 @@ def checkpoint_filter(model: torch.nn.Module | str) -> Callable | None:
 
 
 def ema_first(model: torch.nn.Module | str) -> bool:
-    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order if unset)."""
-    return bool(getattr(_family_module(model), 'CHECKPOINT_EMA', True))
+    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order if unset).
+
+    ``CHECKPOINT_EMA`` is a bool for the whole family, or the set of variant names whose default is EMA.
+    """
+    flag = getattr(_family_module(model), 'CHECKPOINT_EMA', True)
+    if isinstance(flag, bool):
+        return flag
+    return (model if isinstance(model, str) else model.pretrained_cfg.get('architecture')) in flag
 
 
 def unwrap_state_dict(

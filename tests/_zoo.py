@@ -12,8 +12,8 @@ from timm.models import model_entrypoint
 
 import backbones  # noqa: F401  (registers the zoo's models)
 
-_SIZE_WORD = re.compile(r'_(?:atto|femto|pico|nano|micro|mini|xxtiny|xtiny|tiny|small|medium|base|large|xlarge|huge)'
-                        r'(?:_|$)')
+_SIZE_WORD = re.compile(r'_(?:atto|femto|pico|nano|micro|mini|xxtiny|xtiny|tiny|small|medium|base|large|xlarge|huge'
+                        r'|\d+g)(?:_|$)')  # \d+g: GLNet's compute sizes (glnet_4g, glnet_9g, glnet_16g)
 
 
 def zoo_models() -> list[str]:

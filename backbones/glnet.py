@@ -1,0 +1,595 @@
+"""GLNet: hierarchical backbones of GLMix blocks (soft-clustered global slots + a local depthwise-conv branch).
+
+Paper: `Revisiting the Integration of Convolution and Attention for Vision Backbone` (NeurIPS 2024) -
+https://arxiv.org/abs/2411.14429. Official code and weights (Apache-2.0): https://github.com/rayleizhu/GLMix
+
+* GLMix block (NCHW): optional conv position embedding (dw 3x3), then on the LayerNorm2d-normalised map
+  - global branch: 64 slots initialised by 8x8 adaptive average pooling of the map (or learnable ``init_slots``),
+    soft clustering (each slot a softmax over tokens of ``slot_scale * cos(slot, token)``), multi-head attention
+    among the slots (``relation_mha``, :class:`MultiheadAttention`, ``nn.MultiheadAttention``'s parameter layout),
+    dispatch back (each token a softmax over slots of the same logits). Clustering and dispatch are one-head
+    cross-attentions over the token / slot sets: :func:`ops.dense_attention`, with ``slot_scale`` folded into the
+    normalised queries (it keeps its gradient);
+  - local branch: 1x1 -> depthwise 5x5 -> 1x1 conv; the two branches are summed;
+  then a conv MLP (1x1, optional residual dw 3x3, GELU, 1x1), both with optional LayerScale.
+* MHSA blocks: global multi-head self-attention (:func:`ops.dense_attention`) in NLC (``mha``, GLNet-STL stage 4) or
+  with a BatchNorm conv MLP on NCHW maps (``mha_nchw``; ``glmix.mha_nchw`` stages alternate GLMix / MHSA).
+* Stems: 4x4 patches + BN, BN + 2x2 convs between stages (STL), or overlapping 3x3 stride-2 convs (4G/9G/16G).
+* ``*_tklb`` variants add the token-labelling head: logits = head(mean) + 0.5 * max over tokens of aux_head(token),
+  the official inference output. The official training forward (in-model CutMix returning dense token logits for
+  the token-labelling loss) is not reproduced: trained here, the combined logits are trained.
+
+Any input size (every op is size-agnostic; maps smaller than 8x8 give repeated pooled slots, as in the official
+code). Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``head`` ->
+``head.fc``, ``tklb_aux_head`` -> ``head.aux_head``; block parameters keep their official names.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers.helpers import get_device_dtype
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+
+import ops
+
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, unwrap_state_dict
+
+__all__ = ['CHECKPOINT_EMA', 'GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
+
+# Variants whose default weights are the EMA ones: the official loader reads `model_ema` for GLNet-16G only
+# ("the ema checkpoint has slightly better performance (85.0) than that of regular checkpoint (84.9)"), `model`
+# for every other release.
+CHECKPOINT_EMA = frozenset({'glnet_16g'})
+
+_LN_EPS = 1e-6  # timm's LayerNorm2d default and the official MHSA LayerNorm
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head self-attention on ``[B, N, C]`` with ``nn.MultiheadAttention``'s parameters and init.
+
+    ``in_proj_weight`` ``[3C, C]`` (q, k, v rows, heads contiguous in each), ``in_proj_bias``, ``out_proj``; the
+    attention itself is :func:`ops.dense_attention` (no attention dropout, as every GLNet configuration).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim {embed_dim} must be divisible by num_heads {num_heads}')
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **dd))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **dd))
+        self.out_proj = nn.Linear(embed_dim, embed_dim, **dd)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, N, 3, self.num_heads, -1).unbind(2)
+        return self.out_proj(ops.dense_attention(q, k, v).reshape(B, N, C))
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale ``gamma`` shaped ``[C]`` (NLC) or ``[1, C, 1, 1]`` (NCHW), as the official checkpoints."""
+
+    def __init__(self, dim: int, init_value: float, nchw: bool, device=None, dtype=None):
+        super().__init__()
+        shape = (1, dim, 1, 1) if nchw else (dim,)
+        self.gamma = nn.Parameter(torch.full(shape, float(init_value), device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * x
+
+
+class ResDWConv(nn.Conv2d):
+    """``x + dwconv(x)`` (the official ``ResDWConvNCHW``: a Conv2d, so its parameters are ``weight``/``bias``)."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, device=None, dtype=None):
+        super().__init__(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+def _conv_mlp(dim: int, mlp_ratio: float, mlp_dw: bool, dd: dict) -> nn.Sequential:
+    hidden = int(mlp_ratio * dim)
+    return nn.Sequential(nn.Conv2d(dim, hidden, 1, **dd), ResDWConv(hidden, 3, **dd) if mlp_dw else nn.Identity(),
+                         nn.GELU(), nn.Conv2d(hidden, dim, 1, **dd))
+
+
+def _layer_scale(dim: int, init_value: float, nchw: bool, dd: dict) -> nn.Module:
+    return LayerScale(dim, init_value, nchw, **dd) if init_value > 0 else nn.Identity()
+
+
+class GLMixBlock(nn.Module):
+    """GLMix block on NCHW maps (see the module docstring).
+
+    Args:
+        dim: channels; num_heads: heads of the slot attention.
+        num_slots: slots (a square number for ``slot_init='ada_avgpool'``).
+        slot_init: ``'ada_avgpool'`` (pooled from the map) or ``'param'`` (learnable ``init_slots``).
+        local_dw_ks: local-branch depthwise kernel (0: no local branch).
+        mlp_ratio, mlp_dw: MLP hidden width / dim, and the residual depthwise 3x3 in it.
+        cpe_ks: conv position embedding kernel (0: none). layerscale: LayerScale init (<= 0: none).
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_slots: int = 64, slot_init: str = 'ada_avgpool',
+                 local_dw_ks: int = 5, mlp_ratio: float = 4., mlp_dw: bool = False, cpe_ks: int = 0,
+                 layerscale: float = -1., drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if slot_init not in ('ada_avgpool', 'param'):
+            raise ValueError(f"slot_init must be 'ada_avgpool' or 'param', got {slot_init!r}")
+        self.slot_init = slot_init
+        self.slot_scale = nn.Parameter(torch.tensor(dim ** -0.5, **dd))
+        if cpe_ks > 0:
+            self.pos_conv = nn.Conv2d(dim, dim, cpe_ks, padding=cpe_ks // 2, groups=dim, **dd)
+        if slot_init == 'param':
+            self.init_slots = nn.Parameter(torch.empty(1, num_slots, dim, **dd))
+            nn.init.normal_(self.init_slots, std=.02)
+        else:
+            self.pool_size = math.isqrt(num_slots)
+            if self.pool_size ** 2 != num_slots:
+                raise ValueError(f'num_slots must be a square number with ada_avgpool slots, got {num_slots}')
+        self.norm1 = LayerNorm2d(dim, eps=_LN_EPS, **dd)
+        self.relation_mha = MultiheadAttention(dim, num_heads, **dd)
+        self.feature_conv = nn.Sequential(
+            nn.Conv2d(dim, dim, 1, **dd),
+            nn.Conv2d(dim, dim, local_dw_ks, padding=local_dw_ks // 2, groups=dim, **dd),
+            nn.Conv2d(dim, dim, 1, **dd),
+        ) if local_dw_ks > 0 else nn.Identity()
+        self.norm2 = LayerNorm2d(dim, eps=_LN_EPS, **dd)
+        self.mlp = _conv_mlp(dim, mlp_ratio, mlp_dw, dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.ls1 = _layer_scale(dim, layerscale, True, dd)
+        self.ls2 = _layer_scale(dim, layerscale, True, dd)
+
+    def mix(self, x: torch.Tensor, init_slots: torch.Tensor) -> torch.Tensor:
+        """Global (cluster, slot attention, dispatch) + local branch of a normalised NCHW map."""
+        B, C, H, W = x.shape
+        tokens = x.flatten(2).transpose(1, 2).unsqueeze(2)  # [B, HW, 1, C]: one head over all channels
+        slots_n = F.normalize(init_slots, dim=-1).expand(B, -1, -1).unsqueeze(2)
+        tokens_n = F.normalize(tokens, dim=-1)
+        # logits[s, l] = slot_scale * cos(slot s, token l); softmax over tokens, then over slots
+        slots = ops.dense_attention(self.slot_scale * slots_n, tokens_n, tokens, scale=1.)
+        slots = self.relation_mha(slots.squeeze(2)).unsqueeze(2)
+        out = ops.dense_attention(self.slot_scale * tokens_n, slots_n, slots, scale=1.)
+        return out.squeeze(2).transpose(1, 2).reshape(B, C, H, W) + self.feature_conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.slot_init == 'ada_avgpool':  # pooled before the position embedding, as the official block
+            init_slots = F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
+        else:
+            init_slots = self.init_slots
+        if hasattr(self, 'pos_conv'):
+            x = x + self.pos_conv(x)
+        x = x + self.drop_path(self.ls1(self.mix(self.norm1(x), init_slots)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class MHSABlock(nn.Module):
+    """Pre-norm MHSA block on NLC tokens: LayerNorm, attention, LayerNorm, linear MLP (official ``MHSA_Block``)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., layerscale: float = -1.,
+                 drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        hidden = int(mlp_ratio * dim)
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mha_op = MultiheadAttention(dim, num_heads, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden, **dd), nn.GELU(), nn.Linear(hidden, dim, **dd))
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.ls1 = _layer_scale(dim, layerscale, False, dd)
+        self.ls2 = _layer_scale(dim, layerscale, False, dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class MHSANCHWBlock(nn.Module):
+    """MHSA on NCHW maps: conv position embedding, LayerNorm + attention on tokens, LayerNorm2d + conv MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., mlp_dw: bool = False, cpe_ks: int = 0,
+                 layerscale: float = -1., drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if cpe_ks > 0:
+            self.pos_conv = nn.Conv2d(dim, dim, cpe_ks, padding=cpe_ks // 2, groups=dim, **dd)
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mha_op = MultiheadAttention(dim, num_heads, **dd)
+        self.norm2 = LayerNorm2d(dim, eps=_LN_EPS, **dd)
+        self.mlp = _conv_mlp(dim, mlp_ratio, mlp_dw, dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.ls1 = _layer_scale(dim, layerscale, False, dd)
+        self.ls2 = _layer_scale(dim, layerscale, True, dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, 'pos_conv'):
+            x = x + self.pos_conv(x)
+        B, C, H, W = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t))))
+        x = t.transpose(1, 2).reshape(B, C, H, W)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+_MIXING_MODES = ('glmix', 'mha', 'mha_nchw', 'glmix.mha_nchw')
+
+
+class GLNetStage(nn.Module):
+    """Optional downsample, then ``depth`` blocks of one mixing mode; NCHW in and out."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mixing_mode: str, drop_path: Sequence[float],
+                 downsample: nn.Module | None = None, num_slots: int = 64, slot_init: str = 'ada_avgpool',
+                 local_dw_ks: int = 5, mlp_ratio: float = 4., mlp_dw: bool = False, cpe_ks: int = 0,
+                 layerscale: float = -1., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if mixing_mode not in _MIXING_MODES:
+            raise ValueError(f'mixing_mode must be one of {_MIXING_MODES}, got {mixing_mode!r}')
+        self.grad_checkpointing = False
+        self.tokens = mixing_mode == 'mha'  # blocks run on NLC tokens
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        common = dict(mlp_ratio=mlp_ratio, layerscale=layerscale, **dd)
+
+        def block(i: int) -> nn.Module:
+            if mixing_mode == 'mha':
+                return MHSABlock(dim, num_heads, drop_path=drop_path[i], **common)
+            if mixing_mode == 'mha_nchw' or (mixing_mode == 'glmix.mha_nchw' and i % 2):
+                return MHSANCHWBlock(dim, num_heads, mlp_dw=mlp_dw, cpe_ks=cpe_ks, drop_path=drop_path[i], **common)
+            return GLMixBlock(dim, num_heads, num_slots, slot_init, local_dw_ks, mlp_dw=mlp_dw, cpe_ks=cpe_ks,
+                              drop_path=drop_path[i], **common)
+        self.blocks = nn.Sequential(*[block(i) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        B, C, H, W = x.shape
+        if self.tokens:
+            x = x.flatten(2).transpose(1, 2)
+        x = checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
+            self.blocks(x)
+        return x.transpose(1, 2).reshape(B, C, H, W) if self.tokens else x
+
+
+def _stem(in_chans: int, dim: int, overlapped: bool, dd: dict) -> nn.Sequential:
+    if overlapped:  # index 0 is the official (disabled) dual-patch-norm slot, kept for the checkpoint keys
+        return nn.Sequential(nn.Identity(), nn.Conv2d(in_chans, dim // 2, 3, 2, 1, **dd),
+                             nn.BatchNorm2d(dim // 2, **dd), nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1, **dd),
+                             nn.BatchNorm2d(dim, **dd))
+    return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4, **dd), nn.BatchNorm2d(dim, **dd))
+
+
+def _transition(dim: int, out_dim: int, overlapped: bool, norm_first: bool, dd: dict) -> nn.Sequential:
+    conv = nn.Conv2d(dim, out_dim, 3, 2, 1, **dd) if overlapped else nn.Conv2d(dim, out_dim, 2, 2, **dd)
+    if norm_first:
+        return nn.Sequential(nn.BatchNorm2d(dim, **dd), conv)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_dim, **dd))
+
+
+class GLNetHead(nn.Module):
+    """Global average pool + ``fc``; with ``aux`` also the token-labelling ``aux_head`` (+ 0.5 * its token max)."""
+
+    def __init__(self, dim: int, num_classes: int, pool_type: str = 'avg', aux: bool = False, drop_rate: float = 0.,
+                 device=None, dtype=None):
+        super().__init__()
+        self.aux = aux
+        self.drop = nn.Dropout(drop_rate)
+        self.reset(dim, num_classes, pool_type, device=device, dtype=dtype)
+
+    def reset(self, dim: int, num_classes: int, pool_type: str | None = None, device=None, dtype=None) -> None:
+        if pool_type is not None:
+            if pool_type not in ('avg', ''):
+                raise ValueError(f"GLNet pools with 'avg' (or '' for none), got global_pool={pool_type!r}")
+            self.pool_type = pool_type
+        dd = {'device': device, 'dtype': dtype}
+        self.fc = nn.Linear(dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.aux_head = nn.Linear(dim, num_classes, **dd) if self.aux and num_classes > 0 else None
+        self.train(self.training)  # new layers follow the head's mode
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not self.pool_type:
+            return x if pre_logits else self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        pooled = self.drop(x.mean((2, 3)))
+        if pre_logits:
+            return pooled
+        out = self.fc(pooled)
+        if self.aux_head is not None:
+            out = out + 0.5 * self.aux_head(x.flatten(2).transpose(1, 2)).amax(1)
+        return out
+
+
+class GLNet(HierarchicalModel):
+    """GLNet.
+
+    Args:
+        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: 'avg' or ''.
+        depths: blocks per stage. embed_dims: widths per stage. head_dim: channels per attention head.
+        mlp_ratios: MLP hidden width / width, per stage.
+        mixing_modes: per stage, 'glmix', 'mha' (NLC MHSA blocks), 'mha_nchw' or 'glmix.mha_nchw' (alternating).
+        local_dw_ks: GLMix local-branch kernel. slot_init: 'ada_avgpool' or 'param'. num_slots: slots per block.
+        cpe_ks: conv position embedding kernel (0: none). mlp_dw: residual dw 3x3 in the conv MLPs.
+        overlapped_stem: 3x3 stride-2 conv stem / transitions (4G/9G/16G) instead of 4x4 / 2x2 patches (STL).
+        norm_first_transition: BatchNorm before the transition conv (official ``transition_layout='norm.proj'``).
+        layerscale: LayerScale init (<= 0: none). token_label_head: the ``*_tklb`` auxiliary head.
+        drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Sequence[int] = (2, 2, 6, 2),
+            embed_dims: Sequence[int] = (96, 192, 384, 768),
+            head_dim: int = 32,
+            mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+            mixing_modes: Sequence[str] = ('glmix', 'glmix', 'glmix', 'mha'),
+            local_dw_ks: int = 5,
+            slot_init: str = 'ada_avgpool',
+            num_slots: int = 64,
+            cpe_ks: int = 0,
+            mlp_dw: bool = False,
+            overlapped_stem: bool = False,
+            norm_first_transition: bool = True,
+            layerscale: float = -1.,
+            token_label_head: bool = False,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(embed_dims) == len(mlp_ratios) == len(mixing_modes) == n:
+            raise ValueError(f'depths, embed_dims, mlp_ratios and mixing_modes need one entry per stage, got {depths}, '
+                             f'{embed_dims}, {mlp_ratios}, {mixing_modes}')
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.stem = _stem(in_chans, embed_dims[0], overlapped_stem, dd)
+        total = sum(depths)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        stages, self.feature_info = [], []
+        for i in range(n):
+            down = None if i == 0 else _transition(embed_dims[i - 1], embed_dims[i], overlapped_stem,
+                                                   norm_first_transition, dd)
+            stages.append(GLNetStage(
+                embed_dims[i], depths[i], embed_dims[i] // head_dim, mixing_modes[i],
+                dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down, num_slots=num_slots, slot_init=slot_init,
+                local_dw_ks=local_dw_ks, mlp_ratio=mlp_ratios[i], mlp_dw=mlp_dw, cpe_ks=cpe_ks,
+                layerscale=layerscale, **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = GLNetHead(self.num_features, num_classes, global_pool, aux=token_label_head, drop_rate=drop_rate,
+                              **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal linear weights (attention out_proj included) with zero bias
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match nothing)."""
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(self.num_features, num_classes, global_pool, **get_device_dtype(self))
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'{tuple(x.shape)}')
+        return self.stem(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^downsample_layers\.(\d+)\.(.*)$', key)
+    if m:
+        i = int(m.group(1))
+        return f'stem.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
+    if key.startswith('head.'):
+        return 'head.fc.' + key[len('head.'):]
+    if key.startswith('tklb_aux_head.'):
+        return 'head.aux_head.' + key[len('tklb_aux_head.'):]
+    return key
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Blocks and widths per stage, read from a state dict in our layout."""
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            depths[s] = max(depths.get(s, 0), b + 1)
+    stages = sorted(depths)
+
+    def width(s: int) -> int | None:
+        w = state_dict.get(f'stages.{s}.blocks.0.norm2.weight')
+        return None if w is None else w.shape[0]
+    return dict(depths=[depths[s] for s in stages], widths=[width(s) for s in stages])
+
+
+def _name(model: nn.Module) -> str:
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[str, torch.Tensor]:
+    """Map an official GLNet checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``model_ema`` (the official releases) / ``state_dict``
+    (and DDP's ``module.`` prefix); of a file holding both, the EMA weights for GLNet-16G and the raw ones otherwise
+    (``CHECKPOINT_EMA``, the official loader's choice). Raises ``ValueError`` naming what differs (blocks, widths,
+    missing or unexpected keys) for another family or variant. The classifier (and token-labelling head) is
+    dropped for a headless model; otherwise it and the stem's input channels are left to timm's loader.
+    """
+    if not isinstance(model, GLNet):
+        raise TypeError(f'checkpoint_filter_fn maps onto a GLNet model, got {type(model).__name__}')
+    name = _name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=name in CHECKPOINT_EMA)
+    if any(k.startswith('downsample_layers.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(k.endswith(('.relation_mha.in_proj_weight', '.mha_op.in_proj_weight')) for k in state_dict):
+        raise ValueError(f'{name}: not a GLNet checkpoint (no relation_mha / mha_op in_proj weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(('head.fc.', 'head.aux_head.'))}
+
+    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
+        return k.startswith('head.fc.')
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k in ('stem.0.weight', 'stem.1.weight') and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if exempt(k)}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+_STL = dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4),
+            mixing_modes=('glmix', 'glmix', 'glmix', 'mha'), norm_first_transition=True)
+_G = dict(depths=(4, 4, 18, 4), mlp_ratios=(3, 3, 3, 3), mixing_modes=('glmix', 'glmix', 'glmix.mha_nchw', 'mha_nchw'),
+          cpe_ks=3, overlapped_stem=True, norm_first_transition=False, mlp_dw=True)
+
+# The official entrypoints (models/glnet.py, models/glnet_tklb.py); drop_path_rate: the official training values
+# (scripts/train_*.sh) are set by the recipes, not here.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    glnet_stl=dict(_STL),
+    glnet_stl_paramslot=dict(_STL, slot_init='param'),
+    glnet_4g=dict(_G, embed_dims=(64, 128, 256, 512)),
+    glnet_9g=dict(_G, embed_dims=(96, 192, 384, 768)),
+    glnet_16g=dict(_G, embed_dims=(128, 256, 512, 1024), layerscale=1e-4),
+    glnet_4g_tklb=dict(_G, embed_dims=(64, 128, 256, 512), token_label_head=True),
+    glnet_9g_tklb=dict(_G, embed_dims=(96, 192, 384, 768), token_label_head=True),
+)
+
+
+def _create_glnet(variant: str, pretrained: bool = False, **kwargs: Any) -> GLNet:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        GLNet, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_URL = 'https://api.onedrive.com/v1.0/shares/u!{}/root/content'
+_SHARES = dict(
+    glnet_4g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzlEalNfQU1xbkpRaVgxP2U9dE9raEhQ',
+    glnet_9g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RUdGUTZrZldWLXdWWmVpP2U9d1d3Ujh6',
+    glnet_16g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5amFCeEMzaC1COENIV01tP2U9R2ZSMGtn',
+    glnet_stl='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QkZhQUlMRU11X2R0YmJWP2U9OUdoaGkz',
+    glnet_stl_paramslot='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzBlYXQ1ekNFOXVwY1FSP2U9dm1ibW8x',
+    glnet_4g_tklb='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QVdjT2RsVFVhMkozdnNYP2U9d0U0Y2gx',
+    glnet_9g_tklb='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5blBFY2ctZkM3WkRDTUV0P2U9Ynd1ZmVS',
+)
+
+
+def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
+    first_conv = 'stem.1' if model_cfgs[variant].get('overlapped_stem') else 'stem.0'
+    return {
+        'url': _URL.format(_SHARES[variant]), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': first_conv, 'classifier': 'head.fc', 'license': 'apache-2.0',
+        'origin_url': 'https://github.com/rayleizhu/GLMix', 'paper_ids': 'arXiv:2411.14429',
+        'paper_name': 'Revisiting the Integration of Convolution and Attention for Vision Backbone', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({f'{v}.in1k': _cfg(v) for v in model_cfgs})
+
+
+@register_model
+def glnet_stl(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-STL (Swin-T layout, GLMix stages 1-3, MHSA stage 4): 30.3M params, 4.4 GFLOPs at 224."""
+    return _create_glnet('glnet_stl', pretrained, **kwargs)
+
+
+@register_model
+def glnet_stl_paramslot(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-STL with learnable initial slots: 30.5M params, 4.4 GFLOPs at 224."""
+    return _create_glnet('glnet_stl_paramslot', pretrained, **kwargs)
+
+
+@register_model
+def glnet_4g(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-4G: 27.0M params, 4.5 GFLOPs at 224."""
+    return _create_glnet('glnet_4g', pretrained, **kwargs)
+
+
+@register_model
+def glnet_9g(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-9G: 60.0M params, 9.7 GFLOPs at 224."""
+    return _create_glnet('glnet_9g', pretrained, **kwargs)
+
+
+@register_model
+def glnet_16g(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-16G (LayerScale 1e-4; EMA release weights): 106.1M params, 16.7 GFLOPs at 224."""
+    return _create_glnet('glnet_16g', pretrained, **kwargs)
+
+
+@register_model
+def glnet_4g_tklb(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-4G trained with token labelling (auxiliary token head): 27.5M params, 4.5 GFLOPs at 224."""
+    return _create_glnet('glnet_4g_tklb', pretrained, **kwargs)
+
+
+@register_model
+def glnet_9g_tklb(pretrained: bool = False, **kwargs: Any) -> GLNet:
+    """GLNet-9G trained with token labelling (auxiliary token head): 60.8M params, 9.7 GFLOPs at 224."""
+    return _create_glnet('glnet_9g_tklb', pretrained, **kwargs)
