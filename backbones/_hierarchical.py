@@ -25,6 +25,7 @@ class HierarchicalModel(nn.Module):
     norm: nn.Module
     head: nn.Module
     feature_info: list[dict[str, Any]]
+    stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """The image -> the first stage's input."""
@@ -46,7 +47,7 @@ class HierarchicalModel(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(
-            stem=r'^patch_embed',
+            stem=self.stem_pattern,
             blocks=r'^stages\.(\d+)' if coarse else [
                 (r'^stages\.(\d+)\.downsample', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),

@@ -331,6 +331,8 @@ class GLNet(HierarchicalModel):
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
 
+    stem_pattern = r'^stem'
+
     def __init__(
             self,
             in_chans: int = 3,
@@ -394,17 +396,6 @@ class GLNet(HierarchicalModel):
     def no_weight_decay(self) -> set[str]:
         """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match nothing)."""
         return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
