@@ -41,3 +41,33 @@ def smallest_per_family() -> tuple[str, ...]:
         if fam not in best or num_params(name) < num_params(best[fam]):
             best[fam] = name
     return tuple(sorted(best.values()))
+
+
+def assert_grad_checkpointing_matches(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs and every parameter gradient are the same with ``set_grad_checkpointing(True)``; returns the grads."""
+    ref = model(x)
+    ref.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out = model(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    return grads
+
+
+def assert_official_round_trip(name: str, kwargs: dict, to_official, filter_fn, wrap: str) -> dict:
+    """An official-layout state dict of ``name`` (plain, under ``model``, or with DDP's ``module.``) loads strictly
+    through ``filter_fn`` into a fresh model, with and without classifier; returns the official state dict."""
+    model = timm.create_model(name, **kwargs)
+    official = to_official(model.state_dict())
+    ckpt = {'plain': official, 'model': {'model': official, 'epoch': 3},
+            'module': {'model': {'module.' + k: v for k, v in official.items()}}}[wrap]
+    fresh = timm.create_model(name, **kwargs)
+    fresh.load_state_dict(filter_fn(ckpt, fresh), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    headless = timm.create_model(name, **kwargs, num_classes=0)
+    headless.load_state_dict(filter_fn(ckpt, headless), strict=True)
+    return official

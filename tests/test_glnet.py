@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
 from backbones.checkpoint import ema_first, fit_state_dict
@@ -165,16 +166,7 @@ def test_grad_checkpointing_and_training_step():
     model = timm.create_model('glnet_stl', depths=(1, 1, 1, 1), drop_path_rate=0.1)
     model.eval()  # no drop path randomness, BatchNorm in eval: identical forwards
     x = torch.randn(2, 3, 64, 64)
-    ref = model(x)
-    ref.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    grads = assert_grad_checkpointing_matches(model, x)
     missing = [n for n, g in grads.items() if not torch.isfinite(g).all() or (g == 0).all()]
     assert not missing, missing
 
@@ -185,16 +177,8 @@ def test_grad_checkpointing_and_training_step():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    model = timm.create_model('glnet_4g_tklb', **TINY)
-    official = _to_official(model.state_dict())
+    official = assert_official_round_trip('glnet_4g_tklb', TINY, _to_official, checkpoint_filter_fn, wrap)
     assert 'downsample_layers.2.0.weight' in official and 'tklb_aux_head.weight' in official
-    ckpt = {'plain': official, 'model': {'model': official, 'epoch': 3},
-            'module': {'model': {'module.' + k: v for k, v in official.items()}}}[wrap]
-    fresh = timm.create_model('glnet_4g_tklb', **TINY)
-    fresh.load_state_dict(checkpoint_filter_fn(ckpt, fresh), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
-    headless = timm.create_model('glnet_4g_tklb', **TINY, num_classes=0)
-    headless.load_state_dict(checkpoint_filter_fn(ckpt, headless), strict=True)
 
 
 def test_full_official_layout_maps_onto_every_key_and_rejects_others():

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 from timm.optim import create_optimizer_v2
 
 import backbones  # noqa: F401  (registers the models)
@@ -121,16 +122,7 @@ def test_grad_checkpointing_classifier_and_optimizer_groups():
     torch.manual_seed(0)
     model = timm.create_model('ravlt_tiny', **SHORT)
     x = torch.randn(2, 3, 32, 32)
-    ref = model(x)
-    ref.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    assert_grad_checkpointing_matches(model, x)
     model.reset_classifier(10)
     assert model(x).shape == (2, 10)
     opt = create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05, layer_decay=0.8)
@@ -139,17 +131,9 @@ def test_grad_checkpointing_classifier_and_optimizer_groups():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    model = timm.create_model('ravlt_tiny', **SHORT)
-    official = _to_official(model.state_dict())
+    official = assert_official_round_trip('ravlt_tiny', SHORT, _to_official, checkpoint_filter_fn, wrap)
     assert {'layers.0.RoPE.angle', 'layers.2.downsample.reduction.weight',
             'layers.0.blocks.0.norm1.norm.weight'} <= official.keys()
-    ckpt = {'plain': official, 'model': {'model': official, 'epoch': 3},
-            'module': {'model': {'module.' + k: v for k, v in official.items()}}}[wrap]
-    fresh = timm.create_model('ravlt_tiny', **SHORT)
-    fresh.load_state_dict(checkpoint_filter_fn(ckpt, fresh), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
-    headless = timm.create_model('ravlt_tiny', **SHORT, num_classes=0)
-    headless.load_state_dict(checkpoint_filter_fn(ckpt, headless), strict=True)
 
 
 def test_full_official_layout_maps_onto_every_key():
