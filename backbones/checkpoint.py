@@ -16,6 +16,7 @@ variant names: EMA first for those, raw for the others).
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
@@ -26,15 +27,46 @@ import torch
 from timm.models import clean_state_dict, model_entrypoint
 
 __all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'fit_state_dict', 'mismatch_report',
-           'unwrap_state_dict']
+           'model_name', 'stage_layout', 'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
 
 
+def _architecture(model: torch.nn.Module) -> str | None:
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+
+
+def model_name(model: torch.nn.Module) -> str:
+    """The registered name of a model built by ``timm.create_model`` (its class name otherwise), for messages."""
+    return _architecture(model) or type(model).__name__
+
+
+def stage_layout(state_dict: Mapping[str, Any], **first_block: str | tuple[str, Callable]) -> dict[str, list]:
+    """Blocks per stage (``depths``) of a state dict in the zoo layout (``stages.{s}.blocks.{b}.*``) and, per keyword,
+    a value read from ``stages.{s}.blocks.0.<suffix>``: its first dim, or ``fn(tensor)`` for ``(suffix, fn)``; None
+    where absent. What a filter's mismatch message compares between checkpoint and model.
+    """
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            depths[s] = max(depths.get(s, 0), b + 1)
+    stages = sorted(depths)
+
+    def read(s: int, spec: str | tuple[str, Callable]):
+        suffix, fn = (spec, lambda t: t.shape[0]) if isinstance(spec, str) else spec
+        t = state_dict.get(f'stages.{s}.blocks.0.{suffix}')
+        return None if t is None else fn(t)
+    layout = dict(depths=[depths[s] for s in stages])
+    layout.update({key: [read(s, spec) for s in stages] for key, spec in first_block.items()})
+    return layout
+
+
 def _family_module(model: torch.nn.Module | str) -> ModuleType | None:
     """The module of the registered entrypoint of ``model`` (a name, or a model built by ``timm.create_model``)."""
-    name = model if isinstance(model, str) else (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    name = model if isinstance(model, str) else _architecture(model)
     if not name or not timm.is_model(name):
         return None
     return sys.modules.get(model_entrypoint(name).__module__)

@@ -42,7 +42,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
 
@@ -428,22 +428,7 @@ def _remap_official(key: str) -> str:
 
 def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Blocks and widths per stage, read from a state dict in our layout."""
-    depths: dict[int, int] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            depths[s] = max(depths.get(s, 0), b + 1)
-    stages = sorted(depths)
-
-    def width(s: int) -> int | None:
-        w = state_dict.get(f'stages.{s}.blocks.0.norm2.weight')
-        return None if w is None else w.shape[0]
-    return dict(depths=[depths[s] for s in stages], widths=[width(s) for s in stages])
-
-
-def _name(model: nn.Module) -> str:
-    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    return stage_layout(state_dict, widths='norm2.weight')
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[str, torch.Tensor]:
@@ -457,7 +442,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[st
     """
     if not isinstance(model, GLNet):
         raise TypeError(f'checkpoint_filter_fn maps onto a GLNet model, got {type(model).__name__}')
-    name = _name(model)
+    name = model_name(model)
     state_dict = unwrap_state_dict(state_dict, prefer_ema=name in CHECKPOINT_EMA)
     if any(k.startswith('downsample_layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}

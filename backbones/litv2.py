@@ -44,7 +44,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
 
@@ -355,20 +355,7 @@ def _remap_official(key: str) -> str:
 
 def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Blocks, widths and Lo-Fi / Hi-Fi head widths per stage, read from a state dict in our layout."""
-    depths: dict[int, int] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            depths[s] = max(depths.get(s, 0), b + 1)
-    stages = sorted(depths)
-
-    def rows(s: int, name: str) -> int | None:
-        w = state_dict.get(f'stages.{s}.blocks.0.{name}.weight')
-        return None if w is None else w.shape[0]
-    return dict(
-        depths=[depths[s] for s in stages], widths=[rows(s, 'norm2') for s in stages],
-        lofi=[rows(s, 'attn.l_q') for s in stages], hifi=[rows(s, 'attn.h_proj') for s in stages])
+    return stage_layout(state_dict, widths='norm2.weight', lofi='attn.l_q.weight', hifi='attn.h_proj.weight')
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[str, torch.Tensor]:
@@ -382,7 +369,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
     """
     if not isinstance(model, LITv2):
         raise TypeError(f'checkpoint_filter_fn maps onto a LITv2 model, got {type(model).__name__}')
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    name = model_name(model)
     state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}

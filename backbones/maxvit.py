@@ -55,7 +55,7 @@ from torch import nn
 
 import ops
 
-from .checkpoint import mismatch_report, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'MaxViTNA', 'checkpoint_filter_fn']
 
@@ -489,7 +489,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
             v = resize_rel_pos_bias_table(v, new_window_size=window, new_bias_shape=tuple(target[k].shape))
         out[k] = v
 
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    name = model_name(model)
     if 'stem.conv1.weight' not in out or not any(k.endswith('.attn_grid.attn.rpb') for k in out):
         raise ValueError(f'checkpoint is not a MaxViT (timm maxvit_*_tf_* layout) state dict, cannot load into '
                          f'{name}; first keys: {list(state_dict)[:5]}')

@@ -37,7 +37,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from ops import NeighborhoodAttention2D
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'NAT', 'checkpoint_filter_fn']
 
@@ -359,23 +359,9 @@ def _remap_official(key: str) -> str:
 
 def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Depths, widths, heads, kernel and layer scale per stage, read from a state dict in our layout."""
-    depths: dict[int, int] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            depths[s] = max(depths.get(s, 0), b + 1)
-    stages = sorted(depths)
-    widths, heads, kernels = [], [], []
-    for s in stages:
-        w = state_dict.get(f'stages.{s}.blocks.0.norm1.weight')
-        r = state_dict.get(f'stages.{s}.blocks.0.attn.rpb')
-        widths.append(None if w is None else w.shape[0])
-        heads.append(None if r is None else r.shape[0])
-        kernels.append(None if r is None else (r.shape[-1] + 1) // 2)
-    return dict(
-        depths=[depths[s] for s in stages], widths=widths, heads=heads, kernels=kernels,
-        layer_scale=any(k.endswith('.ls1.gamma') for k in state_dict))
+    layout = stage_layout(state_dict, widths='norm1.weight', heads='attn.rpb',
+                          kernels=('attn.rpb', lambda r: (r.shape[-1] + 1) // 2))
+    return dict(layout, layer_scale=any(k.endswith('.ls1.gamma') for k in state_dict))
 
 
 def _resize_rpb(rpb: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -395,7 +381,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
     otherwise it and the first conv's input channels are left to timm's loader, which adapts them to
     ``num_classes`` / ``in_chans``.
     """
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    name = model_name(model)
     state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     family, official = _family_of(state_dict)
     model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S

@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'RAVLT', 'RALAttention', 'checkpoint_filter_fn']
 
@@ -301,14 +301,7 @@ def _remap_official(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
 
 def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Blocks and widths per stage, read from a state dict in our layout."""
-    depths: dict[int, int] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
-    stages = sorted(depths)
-    return dict(depths=[depths[s] for s in stages],
-                widths=[state_dict[f'stages.{s}.blocks.0.pos.weight'].shape[0] for s in stages])
+    return stage_layout(state_dict, widths='pos.weight')
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[str, torch.Tensor]:
@@ -321,7 +314,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[st
     """
     if not isinstance(model, RAVLT):
         raise TypeError(f'checkpoint_filter_fn maps onto a RAVLT model, got {type(model).__name__}')
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    name = model_name(model)
     state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = dict(_remap_official(k, v) for k, v in state_dict.items())
