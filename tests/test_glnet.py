@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
@@ -101,7 +102,6 @@ def test_glmix_matches_direct_reference_forward_and_grads(slot_init, size, kwarg
 @pytest.mark.parametrize('key', ['g', 'stl'])
 def test_official_parity_fixture(key):
     sys.path.insert(0, str(Path(__file__).parents[1] / 'tools'))
-    from glnet_official_parity import fixture_input
 
     fixture = torch.load(FIXTURE, weights_only=True)[key]
     model = GLNet(**fixture['cfg']).eval()
@@ -110,7 +110,7 @@ def test_official_parity_fixture(key):
     model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
     for size, logits in fixture['logits'].items():
         with torch.no_grad():
-            torch.testing.assert_close(model(fixture_input(size)), logits, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(model(fixture_input(*size)), logits, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('name', sorted(PARAMS))

@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 from timm.optim import create_optimizer_v2
 
@@ -147,12 +148,10 @@ def test_official_parity_fixture():
     assert any(k.startswith('layers.2.blocks.0.attn.h_qkv') for k in state)  # the official layout
     model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
 
-    def image(h, w):  # tools/litv2_official_parity.py: fixture_input
-        return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h + w))
     with torch.no_grad():
         for size, logits in fixture['logits'].items():
-            torch.testing.assert_close(model(image(size, size)), logits, atol=1e-4, rtol=0)
-        feats = model.forward_intermediates(image(*fixture['det_size']), intermediates_only=True)
+            torch.testing.assert_close(model(fixture_input(size, size)), logits, atol=1e-4, rtol=0)
+        feats = model.forward_intermediates(fixture_input(*fixture['det_size']), intermediates_only=True)
     for i, ref in fixture['det_features'].items():  # the official detection backbone: output LayerNorms at init
         got = F.layer_norm(feats[i].permute(0, 2, 3, 1), feats[i].shape[1:2]).permute(0, 3, 1, 2)
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)

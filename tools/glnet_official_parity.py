@@ -27,6 +27,7 @@ import types
 from pathlib import Path
 
 import torch
+from _parity import fixture_input, perturb_running_stats_
 
 SEED = 0
 FIXTURE_SIZES = ((64, 64), (72, 96))
@@ -84,17 +85,7 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-            elif name.endswith('running_var'):
-                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
-
-
-def fixture_input(size: tuple[int, int], seed: int = SEED) -> torch.Tensor:
-    """The fixed input of one size, from a seeded CPU generator (as the CI test makes it)."""
-    h, w = size
-    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed + h + w))
+    perturb_running_stats_(model, gen)
 
 
 def write_fixture(root: Path, out: Path) -> None:
@@ -106,7 +97,7 @@ def write_fixture(root: Path, out: Path) -> None:
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
         official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         with torch.no_grad():
-            logits = {size: official(fixture_input(size)) for size in FIXTURE_SIZES}
+            logits = {size: official(fixture_input(*size)) for size in FIXTURE_SIZES}
         fixture[key] = dict(cfg=our_kwargs(cfg), state_dict=state, logits=logits)
     torch.save(fixture, out)
     print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB)')
@@ -126,7 +117,7 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
         official.to(dtype)
         ours.to(dtype)
         for size in sizes:
-            x = fixture_input((size, size)).to(dtype)
+            x = fixture_input(size, size).to(dtype)
             with torch.no_grad():
                 a, b = official(x), ours(x)
             print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _parity import fixture_input, perturb_running_stats_
 
 FIXTURE_CFG = dict(embed_dim=4, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), mlp_ratio=2., num_classes=10)
 FIXTURE_SIZES = (64, 96)
@@ -82,17 +83,7 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.01)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-            elif name.endswith('running_var'):
-                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
-
-
-def fixture_input(size: int | tuple[int, int], seed: int = SEED) -> torch.Tensor:
-    """The fixed input of one size (square for an int), from a seeded CPU generator (as the CI test makes it)."""
-    h, w = (size, size) if isinstance(size, int) else size
-    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed + h + w))
+    perturb_running_stats_(model, gen)
 
 
 def write_fixture(root: Path, out: Path) -> None:
@@ -108,13 +99,13 @@ def write_fixture(root: Path, out: Path) -> None:
         model = cls_module.LITv2(img_size=size, num_classes=FIXTURE_CFG['num_classes'], **kwargs).eval()
         model.load_state_dict(official.state_dict())
         with torch.no_grad():
-            logits[size] = model(fixture_input(size))
+            logits[size] = model(fixture_input(size, size))
     det = det_module.LITv2(**kwargs)
     missing, unexpected = det.load_state_dict(official.state_dict(), strict=False)
     assert all(k.startswith('norm') for k in missing), missing  # the per-level output norms (identity at init)
     det.eval()
     with torch.no_grad():
-        det_out = det(fixture_input(DET_SIZE))
+        det_out = det(fixture_input(*DET_SIZE))
     torch.save(dict(cfg=FIXTURE_CFG, state_dict=state, logits=logits, det_size=DET_SIZE,
                     det_features={i: det_out[i] for i in (2, 3)}), out)
     print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); det stage maps {[tuple(f.shape) for f in det_out]}')
@@ -141,14 +132,14 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
             ref = cls_module.LITv2(img_size=size, **kwargs).eval()
             ref.load_state_dict(official.state_dict())
             ref.to(dtype)
-            x = fixture_input(size).to(dtype)
+            x = fixture_input(size, size).to(dtype)
             with torch.no_grad():
                 a, b = ref(x), ours(x)
             print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
                   f'(largest logit {a.abs().max():.2f})')
         det.to(dtype)
         for size in ((208, 237), (224, 224)):  # stage-3 maps 13x15 (Hi-Fi padded) and 14x14
-            x = fixture_input(size).to(dtype)
+            x = fixture_input(*size).to(dtype)
             with torch.no_grad():
                 ref = det(x)
                 got = ours.forward_intermediates(x, intermediates_only=True)

@@ -26,6 +26,7 @@ import types
 from pathlib import Path
 
 import torch
+from _parity import fixture_input, perturb_running_stats_
 
 FIXTURE_CFG = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), mlp_ratio=2.,
                    projection=32, num_classes=10, layer_scale_init_values=(1., 1., 1e-6, 1e-6))
@@ -88,16 +89,7 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.02)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-            elif name.endswith('running_var'):
-                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
-
-
-def fixture_input(h: int, w: int, seed: int = SEED) -> torch.Tensor:
-    """The fixed input of one size, from a seeded CPU generator (as the CI test makes it)."""
-    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed + h + w))
+    perturb_running_stats_(model, gen)
 
 
 def write_fixture(root: Path, out: Path) -> None:
