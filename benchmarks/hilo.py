@@ -2,7 +2,9 @@
 
 * HiLo (dim 384, 12 heads, window 2, alpha 0.9): ours, the official module, and plain window attention over all
   heads (our HiLo with alpha 0: every head Hi-Fi); forward and forward+backward time per input size (stage-3 map
-  = input / 16: 14x14 at 224, 64x64 at 1024).
+  = input / 16: 14x14 at 224, 64x64 at 1024). On CUDA also that window attention with the triton backend's
+  small-window kernels switched off, i.e. the 2 x 2 windows in the tiled kernels' 64-token tiles (what ran before
+  ``ops/na/backends/_triton_small.py``).
 * LITv2-S at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy, backward, AdamW step)
   with peak memory, ours vs the official model holding the SAME weights (the official random init, moved off its
   init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the fp32
@@ -25,6 +27,7 @@ Writes ``benchmarks/results/<device>/hilo.{json,md}`` (``<device>`` named as by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -41,6 +44,7 @@ import timm  # noqa: E402
 
 from backbones.litv2 import HiLo, checkpoint_filter_fn, model_cfgs  # noqa: E402
 from benchmarks import models as bench  # noqa: E402
+from ops.na.backends import _triton_small  # noqa: E402
 
 DIM, HEADS, WS, ALPHA = 384, 12, 2, 0.9
 MODEL, MODEL_SIZE = 'litv2_small', 224
@@ -74,6 +78,10 @@ def bench_hilo(args: argparse.Namespace, official_cls: Any) -> list[dict[str, An
     ours = HiLo(DIM, HEADS, WS, ALPHA, qkv_bias=True).to(device)
     window_only = HiLo(DIM, HEADS, WS, 0.0, qkv_bias=True).to(device)
     impls = {'ours (HiLo)': ours, 'ours, window attention only (alpha 0)': window_only}
+    contexts = {}
+    if device == 'cuda':
+        name = 'ours, window attention only, tiled triton kernels'
+        impls[name], contexts[name] = window_only, _triton_small.disabled
     if official_cls is not None:
         official = official_cls.HiLo(DIM, HEADS, qkv_bias=True, window_size=WS, alpha=ALPHA)
         official.load_state_dict(ours.state_dict())
@@ -89,12 +97,15 @@ def bench_hilo(args: argparse.Namespace, official_cls: Any) -> list[dict[str, An
             with torch.no_grad():
                 diff = (impls['official HiLo'](x) - ours(x)).abs().max().item()
         for name, fn in impls.items():
-            def fwd(fn=fn, x=x):
-                with torch.no_grad():
+            context = contexts.get(name, contextlib.nullcontext)
+
+            def fwd(fn=fn, x=x, context=context):
+                with torch.no_grad(), context():
                     fn(x)
 
-            def fwd_bwd(fn=fn, x=x):
-                fn(x).sum().backward()
+            def fwd_bwd(fn=fn, x=x, context=context):
+                with context():
+                    fn(x).sum().backward()
             t = {k: bench.measure(f, device, args.iters, args.warmup, False)['ms']
                  for k, f in (('fwd', fwd), ('fwd_bwd', fwd_bwd))}
             rows.append(dict(impl=name, input=size, map=f'{side}x{side}', batch=batch, fwd_ms=round(t['fwd'], 2),

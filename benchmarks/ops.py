@@ -2,7 +2,8 @@
 
 Forward and forward+backward time and peak memory per problem and implementation:
 
-* ``torch`` / ``triton``: our backends through ``ops.na2d`` (triton on CUDA only);
+* ``torch`` / ``triton``: our backends through ``ops.na2d`` (triton on CUDA only); ``triton_tiled``: triton with
+  its small-window kernels switched off (on the ``hifi`` problem only: 2x2 windows in 64-token tiles);
 * ``sdpa_dense``: ``F.scaled_dot_product_attention`` over all tokens, no mask (the flash kernel on GPU): the
   dense cost that the FLOP bound (dense pairs / sparse pairs) refers to;
 * ``sdpa_cudnn``: the same through cuDNN's kernel (CUDA; NATTEN's published ratios are over cuDNN dense);
@@ -14,7 +15,8 @@ Forward and forward+backward time and peak memory per problem and implementation
 Peers that compute our function (flex, sdpa_masked, unfused) are checked against ours on the same inputs
 (``max_abs_diff``). Problems: DiNAT-T stage shapes at 224 (and the scaling series used for the plot), DiNAT stage
 1/2 at 1024x1024 input, and NATTEN's published 2-D problem (256x256 tokens, 24 heads, head_dim 128, window 80x80,
-with and without stride 16, in fp16 as published). Problems too big for the device are skipped with the reason.
+with and without stride 16, in fp16 as published), and LITv2-S's Hi-Fi 2x2 windows at 1024x1024 input. Problems
+too big for the device are skipped with the reason.
 
     python benchmarks/ops.py                # CPU subset on CPU, everything on a GPU
     python benchmarks/ops.py --quick        # fewer repetitions
@@ -27,6 +29,7 @@ outside keeps what it measured).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -44,6 +47,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ops  # noqa: E402
+from ops.na.backends import _triton_small  # noqa: E402
 from ops.na.flops import na_pairs  # noqa: E402
 from ops.na.pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
 
@@ -93,10 +97,18 @@ NATTEN = [Problem('natten_256x256_w80', 'natten', (256, 256), 24, 128, 80, rpb=F
           Problem('natten_256x256_w80_s16', 'natten', (256, 256), 24, 128, 80, stride=16, rpb=False, gpu_only=True,
                   dtype='fp16')]
 
+def _hifi(on_gpu: bool) -> list[Problem]:
+    """LITv2-S's Hi-Fi heads at a 1024x1024 input: 2 heads of 32 in 2x2 windows of the 64x64 stage-3 map (the
+    triton backend's small-window kernels; peer ``triton_tiled``: the same kernels' 64-token tiles)."""
+    return [Problem('litv2s1024_hifi_64x64_w2', 'hifi', (64, 64), 2, 32, 2, stride=2, rpb=False,
+                    batch=8 if on_gpu else 1)]
+
+
 # --tiny: the --short list at toy sizes (same series, rpb and stride/dilation mix), for the CPU rehearsal
 TINY = [Problem('tiny_natten_24x24_w8', 'natten', (24, 24), 2, 16, 8, rpb=False),
         Problem('tiny_natten_24x24_w8_s4', 'natten', (24, 24), 2, 16, 8, stride=4, rpb=False),
-        Problem('tiny_dinat224_14x14_d2', 'dinat224', (14, 14), 2, 16, 7, dilation=2)]
+        Problem('tiny_dinat224_14x14_d2', 'dinat224', (14, 14), 2, 16, 7, dilation=2),
+        Problem('tiny_hifi_16x16_w2', 'hifi', (16, 16), 2, 16, 2, stride=2, rpb=False)]
 
 
 def problems(on_gpu: bool, mode: str = 'full') -> list[Problem]:
@@ -105,8 +117,8 @@ def problems(on_gpu: bool, mode: str = 'full') -> list[Problem]:
     if mode == 'tiny':
         return list(TINY)
     if mode == 'short':
-        return NATTEN + _dinat(on_gpu)
-    out = _dinat(on_gpu)
+        return NATTEN + _dinat(on_gpu) + _hifi(on_gpu)
+    out = _dinat(on_gpu) + _hifi(on_gpu)
     # scaling series for the plot: 2-D, k=7, 2 heads of 32
     for size in (16, 32, 64, 96, 128) + ((192, 256) if on_gpu else ()):
         out.append(Problem(f'scale_{size}x{size}', 'scaling', (size, size), 2, 32, 7, batch=1))
@@ -127,9 +139,10 @@ def _inputs(p: Problem, device, dtype, grad: bool):
 
 # --- peers -------------------------------------------------------------------------------------------------------
 
-def _ours(backend):
+def _ours(backend, context=contextlib.nullcontext):
     def run(p, q, k, v, rpb):
         return ops.na2d(q, k, v, p.kernel, p.stride, p.dilation, rpb=rpb, backend=backend)
+    run.context = context  # entered around the forward and the backward of a call
     return run
 
 
@@ -319,6 +332,8 @@ def _fits(p: Problem, peer: str, on_gpu: bool, dtype) -> str | None:
         return 'gathered neighbours too large'
     if peer == 'unfused' and p.stride > 1:
         return 'NATTEN 0.17 has no stride'
+    if peer == 'triton_tiled' and p.series != 'hifi':
+        return 'the same kernels as triton here (no small windows)'
     return None
 
 
@@ -329,20 +344,23 @@ def _mode_skip(peer: str, mode: str, on_gpu: bool) -> str | None:
 
 
 def _make_call(fn, p: Problem, q, k, v, rpb, mode: str):
+    context = getattr(fn, 'context', contextlib.nullcontext)
     if mode == 'fwd':
         def call():
-            with torch.no_grad():
+            with torch.no_grad(), context():
                 return fn(p, q, k, v, rpb)
         return call
     leaves = [t for t in (q, k, v, rpb) if t is not None]
     grad = torch.randn_like(q)
 
     def call():
-        return torch.autograd.grad(fn(p, q, k, v, rpb), leaves, grad, allow_unused=True)
+        with context():
+            return torch.autograd.grad(fn(p, q, k, v, rpb), leaves, grad, allow_unused=True)
     return call
 
 
-SAME_FUNCTION = ('flex', 'sdpa_masked', 'unfused')  # peers computing our function: their output is checked
+# peers computing our function: their output is checked
+SAME_FUNCTION = ('flex', 'sdpa_masked', 'unfused', 'triton_tiled')
 
 
 def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
@@ -351,11 +369,12 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
     peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
     left_out = []
     if on_gpu:
-        peers = {'triton': _ours('triton'), 'flex': _flex(compiled=True), **peers, 'sdpa_cudnn': _sdpa('cudnn')}
+        peers = {'triton': _ours('triton'), 'triton_tiled': _ours('triton', _triton_small.disabled),
+                 'flex': _flex(compiled=True), **peers, 'sdpa_cudnn': _sdpa('cudnn')}
         if not args.gpu_torch:
             peers.pop('torch')
     else:
-        left_out += ['triton: needs CUDA', 'sdpa_cudnn: needs CUDA']
+        left_out += ['triton, triton_tiled: need CUDA', 'sdpa_cudnn: needs CUDA']
         if args.tiny:
             peers = {'torch': peers['torch'], 'flex': _flex(compiled=False), **peers}
             left_out.append('flex: compiled only on CUDA (eager, forward only here)')
@@ -442,7 +461,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r['peer'] != ours:
             continue
-        for peer in ('sdpa_dense', 'sdpa_cudnn', 'flex'):
+        for peer in ('sdpa_dense', 'sdpa_cudnn', 'flex', 'triton_tiled'):
             p = by.get((r['problem'], peer))
             if p is None:
                 continue
@@ -455,6 +474,8 @@ def comparisons(rows: list[dict]) -> list[dict]:
                 entry['target_mode'], entry['target'] = 'fwd_bwd', 1.0
             elif peer == 'sdpa_cudnn' and r['problem'] in NATTEN_PUBLISHED:
                 entry['target_mode'], entry['target'] = 'fwd', NATTEN_PUBLISHED[r['problem']]
+            elif peer == 'triton_tiled':  # the small-window kernels must beat the tiles they replace
+                entry['target_mode'], entry['target'] = 'fwd_bwd', 1.0
             got = entry[entry['target_mode']] if entry['target_mode'] else None
             entry['met'] = None if got is None or entry['target'] is None else got >= entry['target']
             out.append(entry)

@@ -67,6 +67,15 @@ GROUPS = {
         case((9, 11), (3, 5), valid_shape=[7, 9], rpb=True, extra=2, tiles=((1, 4, 4), (1, 4, 4))),
         case((12, 12), 4, stride=4, valid_shape=[10, 11]),  # Swin-style zero-padded blocks, padded keys masked
     ],
+    # blocked windows of < 16 tokens: the per-key kernels of _triton_small (HiLo's 2 x 2 Hi-Fi windows)
+    'small_windows': [
+        case((8, 12), 2, stride=2, heads=2, head_dim=32, batch=2),
+        case((6, 9), 3, stride=3, head_dim=24, grad_lse=True),
+        case((12,), 4, stride=4, head_dim=8),
+        case((4, 4, 6), (2, 2, 3), stride=(2, 2, 3), heads=3),
+        case((6, 8), (1, 2), stride=(1, 2), dtype='float16', noncontig=True),
+        case((4, 6), 2, stride=2, dtype='float16', head_dim=128, heads=2),
+    ],
     'fp16_layout': [
         case((20,), 5, dtype='float16', extra=3, rpb=True),
         case((9, 11), (3, 5), dilation=(2, 1), dtype='float16', rpb=True, heads=2),
@@ -264,7 +273,7 @@ def _worker() -> None:
 
     import triton.runtime.interpreter as interp
 
-    from ops.na.backends import _triton_kernels
+    from ops.na.backends import _triton_kernels, _triton_small
 
     # test-only interpreter speed-ups: no int-overflow assertions on every op (sizes here are tiny), and no
     # re-patching of triton.language on each nested call of our @triton.jit helpers (the launch patched their
@@ -274,7 +283,7 @@ def _worker() -> None:
     nested_call = interp.InterpretedFunction.__call__
 
     def fast_call(self, *args, **kwargs):
-        if self.fn.__globals__ is vars(_triton_kernels):
+        if self.fn.__globals__ is vars(_triton_kernels) or self.fn.__globals__ is vars(_triton_small):
             return self.rewrite()(*args, **kwargs)
         return nested_call(self, *args, **kwargs)
 
@@ -443,23 +452,8 @@ def test_triton_needs_cuda_or_interpreter():
     assert 'CUDA' in str(_bad_input_error())
 
 
-@pytest.mark.parametrize('arch', [80, 90])
-@pytest.mark.parametrize('dtype, deterministic', [(torch.float16, True), (torch.bfloat16, False)])
-def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, deterministic):
-    """Every kernel compiles to an Ampere / Hopper cubin (no GPU needed): catches what the interpreter accepts
-    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops). Both dRPB
-    reductions (per-program partials in deterministic mode, atomics otherwise), both 16-bit dtypes (bf16 is
-    not checked by the interpreter at all), with and without attention dropout."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from ops.na.backends import triton_na
-    from ops.na.pattern import make_spec
-
-    if triton_na._INTERPRET:
-        pytest.skip('this worker imported the kernels in interpreter mode')
-    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+def _capture_launches(monkeypatch, module, names: tuple[str, ...]) -> list:
+    """Replace ``module``'s kernels ``names`` by recorders of their launches ``(kernel, args, kwargs)``."""
     launches = []
 
     class Capture:
@@ -469,9 +463,49 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, dete
         def __getitem__(self, grid):
             return lambda *args, **kwargs: launches.append((self.kernel, args, kwargs))
 
-    for name in ('_na_fwd_kernel', '_na_delta_kernel', '_na_bwd_dq_kernel', '_na_bwd_dkv_kernel',
-                 '_na_bwd_extra_kernel'):
-        monkeypatch.setattr(triton_na, name, Capture(getattr(triton_na, name)))
+    for name in names:
+        monkeypatch.setattr(module, name, Capture(getattr(module, name)))
+    return launches
+
+
+def _compile_launches(launches: list, arch: int) -> None:
+    """Compile every recorded launch to a cubin for ``sm_{arch}`` (types from the recorded arguments)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    types = {torch.float16: 'fp16', torch.bfloat16: 'bf16', torch.float32: 'fp32'}
+    for kernel, args, kwargs in launches:
+        values = dict(zip(kernel.arg_names, args), **kwargs)
+        signature, constexprs = {}, {}
+        for p in kernel.params:
+            v = values[p.name]
+            if p.is_constexpr:
+                signature[p.name], constexprs[p.name] = 'constexpr', v
+            else:
+                signature[p.name] = ('*' + types[v.dtype] if isinstance(v, torch.Tensor)
+                                     else 'fp32' if isinstance(v, float) else 'i32')
+        options = {k: kwargs[k] for k in ('num_warps', 'num_stages') if k in kwargs}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', arch, 32),
+                                  options=options)
+        assert compiled.asm['cubin'], kernel.fn.__name__
+
+
+@pytest.mark.parametrize('arch', [80, 90])
+@pytest.mark.parametrize('dtype, deterministic', [(torch.float16, True), (torch.bfloat16, False)])
+def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, deterministic):
+    """Every kernel compiles to an Ampere / Hopper cubin (no GPU needed): catches what the interpreter accepts
+    but the compiler rejects (types changing across branches, non-constexpr globals, unsupported ops). Both dRPB
+    reductions (per-program partials in deterministic mode, atomics otherwise), both 16-bit dtypes (bf16 is
+    not checked by the interpreter at all), with and without attention dropout."""
+    from ops.na.backends import triton_na
+    from ops.na.pattern import make_spec
+
+    if triton_na._INTERPRET:
+        pytest.skip('this worker imported the kernels in interpreter mode')
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+    launches = _capture_launches(monkeypatch, triton_na, ('_na_fwd_kernel', '_na_delta_kernel', '_na_bwd_dq_kernel',
+                                                          '_na_bwd_dkv_kernel', '_na_bwd_extra_kernel'))
     monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
 
     spec = make_spec((10, 12), (5, 3), dilation=(2, 1), is_causal=(False, True))
@@ -488,21 +522,7 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, dete
     assert len(launches) == 5
     assert [kw['RPB_ATOMIC'] for _, _, kw in launches if 'RPB_ATOMIC' in kw] == [not deterministic]
     assert [kw['DROPOUT'] for _, _, kw in launches if 'DROPOUT' in kw] == [not deterministic] * 4
-    types = {torch.float16: 'fp16', torch.bfloat16: 'bf16', torch.float32: 'fp32'}
-    for kernel, args, kwargs in launches:
-        values = dict(zip(kernel.arg_names, args), **kwargs)
-        signature, constexprs = {}, {}
-        for p in kernel.params:
-            v = values[p.name]
-            if p.is_constexpr:
-                signature[p.name], constexprs[p.name] = 'constexpr', v
-            else:
-                signature[p.name] = ('*' + types[v.dtype] if isinstance(v, torch.Tensor)
-                                     else 'fp32' if isinstance(v, float) else 'i32')
-        options = {k: kwargs[k] for k in ('num_warps', 'num_stages') if k in kwargs}
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', arch, 32),
-                                  options=options)
-        assert compiled.asm['cubin'], kernel.fn.__name__
+    _compile_launches(launches, arch)
 
 
 @pytest.mark.parametrize('shape, kernel_size', [((9, 9, 9), 9), ((33, 33), 33)])
@@ -525,3 +545,50 @@ def test_triton_declines_rpb_gradient_of_large_kernels(monkeypatch, shape, kerne
     smaller = make_spec(shape, kernel_size - 1 if len(shape) == 3 else 31)
     triton_na.check_inputs(q, q, q, smaller, torch.randn(1, *(2 * smaller.kernel_size[0] - 1,) * len(shape),
                                                          requires_grad=True))
+
+
+@pytest.mark.parametrize('shape, kernel, stride, kw, small', [
+    ((8, 12), 2, 2, {}, True),  # HiLo's 2 x 2 windows
+    ((30,), 15, 15, {}, True),
+    ((12, 12), 4, 4, {}, False),  # 16 tokens: the tiled kernels' one-tile-per-window path
+    ((9, 12), 2, 2, {}, False),  # not divisible: the last window overlaps (NATTEN rule), tiled
+    ((8, 8), 2, 1, {}, False),  # overlapping windows
+    ((8, 8), 2, 2, {'dilation': 2}, False),
+    ((8, 8), 2, 2, {'is_causal': True}, False),
+    ((8, 8), 2, 2, {'rpb': True}, False),
+    ((8, 8), 2, 2, {'valid_shape': (7, 8)}, False),
+])
+def test_small_window_kernels_serve_only_blocked_tiny_windows(shape, kernel, stride, kw, small):
+    """Which problems the per-key kernels take (the tiled kernels take the rest, every case checked above)."""
+    from ops.na.backends import _triton_small
+    from ops.na.pattern import make_spec
+
+    nd = len(shape)
+    spec = make_spec(shape, (kernel,) * nd, (stride,) * nd, (kw.get('dilation', 1),) * nd,
+                     (kw.get('is_causal', False),) * nd, valid_shape=kw.get('valid_shape'))
+    rpb = torch.zeros(1, *(2 * kernel - 1,) * nd) if kw.get('rpb') else None
+    assert _triton_small.serves(shape, spec, rpb, None, 0.0) is small
+    if small:
+        assert not _triton_small.serves(shape, spec, None, torch.zeros(1, 2, 1, 8), 0.0)  # extra tokens
+        assert not _triton_small.serves(shape, spec, None, None, 0.1)  # dropout
+
+
+@pytest.mark.parametrize('arch', [80, 90])
+@pytest.mark.parametrize('dtype, head_dim', [(torch.bfloat16, 32), (torch.float16, 128), (torch.float32, 24)])
+def test_small_window_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, head_dim):
+    """The small-window kernels (forward, backward with a gradient on lse) compile to Ampere / Hopper cubins."""
+    from ops.na.backends import _triton_small, triton_na
+    from ops.na.pattern import make_spec
+
+    if triton_na._INTERPRET:
+        pytest.skip('this worker imported the kernels in interpreter mode')
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+    launches = _capture_launches(monkeypatch, _triton_small, ('_small_fwd_kernel', '_small_bwd_kernel'))
+    monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
+    spec = make_spec((8, 12), 2, 2)
+    q = torch.randn(2, 8, 12, 3, head_dim, dtype=dtype)
+    triton_na.forward(q, q, q, spec, 0.2)
+    lse = torch.zeros(q.shape[:-1])
+    triton_na.backward(q, q, q, q, q, lse, spec, 0.2, grad_lse=lse)
+    assert [k.fn.__name__ for k, _, _ in launches] == ['_small_fwd_kernel', '_small_bwd_kernel']
+    _compile_launches(launches, arch)

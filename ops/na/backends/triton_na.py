@@ -14,7 +14,8 @@ Design (DESIGN.md §1b):
   Tiles are power-of-two boxes of 64 tokens (32 for fp32 at head_dim > 64; 128 queries in the forward of windows
   of >= 256 keys in 16-bit); blocked and grid patterns
   (kernel == stride, or kernel == group length, windows of 16-128 tokens) use tiles equal to the window, so each
-  query tile needs exactly one key tile.
+  query tile needs exactly one key tile. Blocked windows of fewer than 16 tokens (HiLo's 2 x 2) would fill
+  ``tl.dot``'s 16-row tiles mostly with padding: they run in the per-key kernels of ``_triton_small`` instead.
 * **Masking only where needed.** A key tile is *full* when every query of the tile sees all of it
   (``start(last query) <= tile start`` and ``tile end <= end(first query)`` on every axis, inside the valid
   keys); full tiles skip the element mask, others mask with the exact NATTEN window rule (``_pattern``).
@@ -48,6 +49,7 @@ import triton
 
 from ... import _triton
 from ..pattern import NASpec
+from . import _triton_small
 from ._triton_kernels import (
     _na_bwd_dkv_kernel,
     _na_bwd_dq_kernel,
@@ -279,6 +281,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
     lse = torch.empty((batch, *spatial, heads), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float('-inf'))
+    if _triton_small.serves(spatial, spec, rpb, add_k, dropout_p):
+        with _device(q):
+            return _triton_small.forward(q, k, v, spec, scale)
     # large windows: 128-query tiles (two warpgroups per tile, and less halo per query)
     big_window = q.dtype != torch.float32 and math.prod(spec.kernel_size) >= 256
     geom = _geometry(spatial, spec, _tile_rows(q.dtype, head_dim), 128 if big_window else None)
@@ -320,6 +325,8 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                  for t, need in ((rpb, need_rpb), (add_k, need_extra), (add_v, need_extra)))
         return dq.zero_(), dk.zero_(), dv.zero_(), *zeros
     with _device(q):
+        if _triton_small.serves(tuple(q.shape[1:-2]), spec, rpb, add_k, dropout_p):
+            return *_triton_small.backward(grad_out, q, k, v, out, lse, spec, scale, grad_lse), None, None, None
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv,
                          need_rpb, need_extra, drop)
 
