@@ -32,8 +32,8 @@ from torch import nn
 
 import ops
 
-__all__ = ['AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'pool_agents', 'resize_agent_bias',
-           'INLINE_KERNELS']
+__all__ = ['AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'inline_residual', 'pool_agents',
+           'resize_agent_bias', 'INLINE_KERNELS']
 
 INLINE_KERNELS = ('identity', 'relu', 'leakyrelu', 'exp')  # the official kernel_func choices
 
@@ -149,6 +149,17 @@ class _QKV(nn.Module):
         return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
 
+def inline_residual(residual: nn.Module, mean: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """InLine's dynamic local residual: a depthwise 3x3 conv of ``v [B', C, H, W]`` whose kernels ``residual`` makes
+    per image from ``mean [B, C]`` (the mean input token); ``B'`` a multiple of ``B``: consecutive maps (an image's
+    windows) share their image's kernels. Returns ``[B', C, H, W]``."""
+    bv, c, h, w = v.shape
+    kernels = residual(mean[..., None]).reshape(mean.shape[0], c, 1, 3, 3)
+    kernels = kernels.repeat_interleave(bv // mean.shape[0], dim=0).reshape(bv * c, 1, 3, 3)
+    out = F.conv2d(v.reshape(1, bv * c, h, w), kernels.to(v.dtype), padding=1, groups=bv * c)
+    return out.reshape(bv, c, h, w)
+
+
 def _check_map(module: nn.Module, x: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[-1] != module.dim:
         raise ValueError(f'{type(module).__name__} expects an NHWC map [batch, height, width, {module.dim}], got '
@@ -240,10 +251,8 @@ class InLineAttention(_QKV):
         q, k, v = self._project(x)
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
                                    normalizer='inline', scale=self.scale).reshape(b, h, w, c)
-        kernels = self.residual(x.mean(dim=(1, 2))[..., None]).reshape(b * c, 1, 3, 3)
-        v_map = v.reshape(b, h, w, c).permute(0, 3, 1, 2).reshape(1, b * c, h, w)
-        residual = F.conv2d(v_map, kernels.to(v_map.dtype), padding=1, groups=b * c)
-        out = out + residual.reshape(b, c, h, w).permute(0, 2, 3, 1)
+        residual = inline_residual(self.residual, x.mean(dim=(1, 2)), v.reshape(b, h, w, c).permute(0, 3, 1, 2))
+        out = out + residual.permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

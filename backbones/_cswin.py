@@ -32,10 +32,12 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
+from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
 from ._hierarchical import HierarchicalModel
 from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['CSWin', 'CSWinBlock', 'LePEStripeAttention', 'checkpoint_filter_fn', 'expand_attn_code', 'window_conv']
+__all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
+           'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
 
 SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
 
@@ -65,16 +67,22 @@ def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> to
     return x.reshape(b, h // wh, w // ww, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, h, w, c)
 
 
-class StripeBranch(nn.Module):
-    """What every CSWin branch shares: its window rule, the centred zero padding, and LePE's ``get_v`` conv.
+def stripe_window(idx: int, split_size: int, h: int, w: int) -> tuple[int, int]:
+    """The window of a branch on an ``h x w`` map: ``idx`` -1 the whole map, 0 vertical stripes ``(h, split)``,
+    1 horizontal stripes ``(split, w)`` (the official ``H_sp, W_sp``)."""
+    return {-1: (h, w), 0: (h, split_size), 1: (split_size, w)}[idx]
 
-    ``idx`` -1: the whole map; 0: vertical stripes ``(H, split)``; 1: horizontal stripes ``(split, W)``.
-    ``resolution``: the stage's map side at the build size (:meth:`build_window` sizes parameters from it).
+
+class StripeBranch(nn.Module):
+    """What every CSWin branch shares: its window rule, the centred zero padding, and LePE (``get_v``, a depthwise
+    3x3 conv of v inside each window). Subclasses call :meth:`_init_branch` and define :meth:`attend`.
+
+    ``idx`` as :func:`stripe_window`; ``resolution``: the stage's map side at the build size.
     """
 
-    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, device=None,
-                 dtype=None):
-        super().__init__()
+    uses_input_mean = False  # True: forward takes ``x_mean``, the block input's mean token (InLine's residual)
+
+    def _init_branch(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, dd: dict) -> None:
         if idx not in (-1, 0, 1):
             raise ValueError(f'idx must be -1 (whole map), 0 (vertical) or 1 (horizontal stripes), got {idx}')
         if dim % num_heads:
@@ -82,15 +90,7 @@ class StripeBranch(nn.Module):
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.idx, self.split_size, self.resolution = idx, split_size, resolution
         self.scale = self.head_dim ** -0.5
-        self.get_v = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, device=device, dtype=dtype)
-
-    def build_window(self) -> tuple[int, int]:
-        """The window at the build resolution (the official ``H_sp, W_sp``)."""
-        return self.window(self.resolution, self.resolution)
-
-    def window(self, h: int, w: int) -> tuple[int, int]:
-        """The window on an ``h x w`` map."""
-        return {-1: (h, w), 0: (h, self.split_size), 1: (self.split_size, w)}[self.idx]
+        self.get_v = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, **dd)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: tuple[int, int],
                **kwargs: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class StripeBranch(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = q.shape
-        wh, ww = self.window(h, w)
+        wh, ww = stripe_window(self.idx, self.split_size, h, w)
         ph, pw = (wh - h % wh) % wh, (ww - w % ww) % ww
         if ph or pw:  # the official segmentation backbone's centred padding
             pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
@@ -113,12 +113,27 @@ class StripeBranch(nn.Module):
         return f'dim={self.dim}, num_heads={self.num_heads}, idx={self.idx}, split_size={self.split_size}'
 
 
+def _windows(x: torch.Tensor, window: tuple[int, int], heads: int) -> torch.Tensor:
+    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (windows row-major per image)."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.reshape(b, h // wh, wh, w // ww, ww, heads, c // heads).transpose(2, 3)
+    return x.reshape(-1, wh, ww, heads, c // heads)
+
+
+def _merge_windows(x: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """``[B * windows, wh, ww, C]`` -> NHWC ``[B, H, W, C]`` (the inverse of :func:`_windows`)."""
+    _, wh, ww, c = x.shape
+    return x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(2, 3).reshape(b, h, w, c)
+
+
 class LePEStripeAttention(StripeBranch):
     """CSWin's softmax attention in each stripe (the official ``LePEAttention``), on :func:`ops.window_attention`."""
 
     def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, attn_drop: float = 0.,
-                 **kwargs: Any):
-        super().__init__(dim, num_heads, idx, split_size, resolution, **kwargs)
+                 device=None, dtype=None):
+        super().__init__()
+        self._init_branch(dim, num_heads, idx, split_size, resolution, {'device': device, 'dtype': dtype})
         self.attn_drop = attn_drop
 
     def attend(self, q, k, v, window, **kwargs):
@@ -127,6 +142,71 @@ class LePEStripeAttention(StripeBranch):
         out = ops.window_attention(q, k, v, window, scale=self.scale,
                                    dropout_p=self.attn_drop if self.training else 0.)
         return out.reshape(b, h, w, c)
+
+
+class AgentStripeAttention(AgentBiases, StripeBranch):
+    """Agent attention in each window (Agent-CSWin's ``AgentAttention``): the shared biases
+    (:class:`~backbones._agent_inline.AgentBiases`, sized to the build window and resized to any other) and
+    :func:`ops.agent_attention`; CSWin's LePE is its depthwise-conv term.
+
+    ``agent_shape``: the agent grid at run time (default: the build one), as in
+    :class:`~backbones._agent_inline.AgentAttention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, agent_num: int = 49,
+                 attn_drop: float = 0., agent_shape: Sequence[int] | None = None, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__(num_heads, agent_num, stripe_window(idx, split_size, resolution, resolution), **dd)
+        self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
+        self.attn_drop = attn_drop
+        self.agent_shape = None if agent_shape is None else tuple(agent_shape)
+
+    def attend(self, q, k, v, window, **kwargs):
+        b, h, w, c = q.shape
+        q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
+        agent_shape = self.agent_shape or self.grid
+        agents = pool_agents(q, agent_shape)
+        bias1, bias2 = self.biases(window, agent_shape=agent_shape)
+        out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+        return _merge_windows(out.reshape(-1, *window, c), b, h, w)
+
+    def extra_repr(self) -> str:
+        return f'{StripeBranch.extra_repr(self)}, agent_num={self.agent_num}, build_window={self.query_size}'
+
+
+class InLineStripeAttention(StripeBranch):
+    """InLine attention in each window (InLine-CSWin's ``InLineAttention``): :func:`ops.linear_attention` with
+    ``normalizer='inline'`` plus the dynamic 3x3 residual whose kernels ``residual`` makes from the block input's
+    mean token (:func:`~backbones._agent_inline.inline_residual`; the windows of an image share them), and LePE.
+
+    ``kernel_func``: the feature map phi (``INLINE_KERNELS``; official ``'identity'``). ``attn_drop`` is unused (no
+    attention matrix), as in the official module.
+    """
+
+    uses_input_mean = True
+
+    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int,
+                 kernel_func: str = 'identity', attn_drop: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kernel_func not in INLINE_KERNELS:
+            raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
+        self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
+        self.kernel_func = kernel_func
+        self.residual = nn.Sequential(
+            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd),
+            nn.GELU(),
+            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd),
+        )
+
+    def attend(self, q, k, v, window, x_mean=None, **kwargs):
+        b, h, w, c = q.shape
+        q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
+        out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
+                                   normalizer='inline', scale=self.scale).reshape(-1, *window, c)
+        out = out + inline_residual(self.residual, x_mean, v.flatten(3).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return _merge_windows(out, b, h, w)
 
 
 BranchFactory = Callable[..., StripeBranch]
@@ -221,8 +301,8 @@ class CSWin(HierarchicalModel):
     """CSWin with a choice of attention per block.
 
     Args:
-        branches: letter -> branch class (a :class:`StripeBranch`); ``B`` / ``S`` are :class:`LePEStripeAttention`
-            unless given; families add ``A`` (Agent) and ``I`` (InLine).
+        branches: letter -> branch class (a :class:`StripeBranch`), by default ``B`` / ``S``
+            :class:`LePEStripeAttention`, ``A`` :class:`AgentStripeAttention`, ``I`` :class:`InLineStripeAttention`.
         attn_type: the official per-stage code (``'AABB'``, ``'IISS'``; ``M<n>`` mixes, see :func:`expand_attn_code`).
         img_size: the build resolution: it decides which blocks are one global branch (stage resolution == split)
             and sizes the resolution-dependent parameters of the linear attentions; any input size runs.
@@ -267,9 +347,10 @@ class CSWin(HierarchicalModel):
                              f'{split_size}')
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
         la_split_size = tuple(la_split_size or resolutions)
-        branches = {'B': LePEStripeAttention, 'S': LePEStripeAttention, **(branches or {})}
+        branches = {'B': LePEStripeAttention, 'S': LePEStripeAttention, 'A': AgentStripeAttention,
+                    'I': InLineStripeAttention, **(branches or {})}
         letters = ''.join(branches)
-        linear = next((c for c in attn_type if c not in SOFTMAX_LETTERS | {'M'}), 'A')
+        linear = next((c for c in attn_type if c.isalpha() and c not in SOFTMAX_LETTERS | {'M'}), 'A')
         softmax = next((c for c in attn_type if c in SOFTMAX_LETTERS), 'B')
         per_stage = expand_attn_code(attn_type, depths, linear, softmax)
         unknown = set(''.join(per_stage)) - set(letters)

@@ -7,7 +7,8 @@ modify it: a 16x16 patch embedding, a class token and learned absolute position 
 classifier. Parameter names are timm's (= the official ones), so official checkpoints load as saved.
 
 Each block's attention is a letter (``attn_type``, one per block): ``S`` / ``B`` softmax attention (timm's
-``Attention``, SDPA underneath); families add ``A`` (Agent) and ``I`` (InLine). Every attention takes the tokens
+``Attention``, SDPA underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I`` InLine
+(:class:`InLineDeiTAttention`). Every attention takes the tokens
 ``[B, 1 + H*W, C]`` (class token first) and the patch grid ``(H, W)``, so the linear attentions, which reshape the
 patch tokens into a map, run on any grid (the official code derives a square grid from the token count).
 
@@ -18,7 +19,7 @@ stored. A side that is not a multiple of the patch size is zero-padded at the en
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,9 +29,12 @@ from timm.layers.helpers import get_device_dtype
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+import ops
+
+from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
 from .checkpoint import mismatch_report, model_name, unwrap_state_dict
 
-__all__ = ['DeiT', 'DeiTBlock', 'SoftmaxAttention', 'checkpoint_filter_fn']
+__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention', 'checkpoint_filter_fn']
 
 SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
@@ -50,6 +54,67 @@ class SoftmaxAttention(Attention):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         return super().forward(x)
+
+
+class AgentDeiTAttention(AgentAttention):
+    """Agent-DeiT's attention: the shared agent attention over the patch grid, plus the class token.
+
+    Agents pool the patch queries only; the class token is one more key of the agents (its logit bias ``ac_bias``
+    ``[1, heads, A, 1]``) and one more query of the agents (``ca_bias`` ``[1, heads, 1, A]``), prepended to the
+    shared biases (:class:`~backbones._agent_inline.AgentBiases`, sized to the build grid); the depthwise conv of v
+    (``dwc``) is added to the patch tokens only. With another agent grid (``agent_shape``) the cls biases' agent
+    axis is resized bilinearly like the others.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., agent_num: int = 49,
+                 agent_shape: Sequence[int] | None = None, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__(dim, num_heads, agent_num, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop, agent_shape=agent_shape, **dd)
+        self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, **dd))
+        self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num, **dd))
+        trunc_normal_(self.ac_bias, std=.02)
+        trunc_normal_(self.ca_bias, std=.02)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        agent_shape = self.agent_shape or self.grid
+        agents = pool_agents(q[:, 1:].reshape(b, *grid, self.num_heads, self.head_dim), agent_shape)
+        bias1, bias2 = self.biases(grid, agent_shape=agent_shape)
+        cls_key = resize_agent_bias(self.ac_bias[0][..., None], (1, 1), self.grid, agent_shape)  # [heads, A', 1]
+        cls_query = resize_agent_bias(self.ca_bias[0].transpose(1, 2)[..., None], (1, 1), self.grid, agent_shape)
+        bias1 = torch.cat([cls_key, bias1], dim=-1)
+        bias2 = torch.cat([cls_query.transpose(1, 2), bias2], dim=-2)
+        out = ops.agent_attention(q, k, v, agents, bias1, bias2, scale=self.scale,
+                                  dropout_p=self.attn_drop if self.training else 0.).reshape(b, n, c)
+        local = self.dwc(v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
+        out = torch.cat([out[:, :1], out[:, 1:] + local], dim=1)
+        return self.proj_drop(self.proj(out))
+
+
+class InLineDeiTAttention(InLineAttention):
+    """InLine-DeiT's attention: the shared InLine attention over all tokens (class token included), its dynamic
+    depthwise residual (kernels from the mean of all input tokens) on the patch tokens only.
+
+    ``attn_drop`` is unused (no attention matrix), as in the official module.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., kernel_func: str = 'identity', device=None,
+                 dtype=None):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, kernel_func=kernel_func, proj_drop=proj_drop,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline',
+                                   scale=self.scale).reshape(b, n, c)
+        local = inline_residual(self.residual, x.mean(dim=1), v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2))
+        out = torch.cat([out[:, :1], out[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
+        return self.proj_drop(self.proj(out))
 
 
 AttentionFactory = Callable[..., nn.Module]
@@ -81,7 +146,8 @@ class DeiT(nn.Module):
         img_size: the build resolution: sizes the position embeddings and the linear attentions' resolution-dependent
             parameters (``grid_size`` = img_size // patch_size); any input size runs.
         attn_type: one letter per block (``'S' * 12``; ``'AAAA' + 'B' * 8`` for Agent-DeiT-B), see the module doc.
-        attentions: letter -> attention class; ``S`` / ``B`` are :class:`SoftmaxAttention` unless given.
+        attentions: letter -> attention class, by default ``S`` / ``B`` :class:`SoftmaxAttention`, ``A``
+            :class:`AgentDeiTAttention`, ``I`` :class:`InLineDeiTAttention`.
         attn_kwargs: per letter, extra keyword arguments for its class, each a value or a per-block tuple.
         patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the ViT geometry.
         global_pool: ``'token'`` (the class token, DeiT's), ``'avg'`` (the patch tokens' mean) or ``''``.
@@ -123,7 +189,8 @@ class DeiT(nn.Module):
         if global_pool not in _POOLS:
             raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
         attn_type = attn_type or 'S' * depth
-        attentions = {'S': SoftmaxAttention, 'B': SoftmaxAttention, **(attentions or {})}
+        attentions = {'S': SoftmaxAttention, 'B': SoftmaxAttention, 'A': AgentDeiTAttention, 'I': InLineDeiTAttention,
+                      **(attentions or {})}
         if len(attn_type) != depth or set(attn_type) - set(attentions):
             raise ValueError(f'attn_type needs one letter per block ({depth}) out of {sorted(attentions)}, got '
                              f'{attn_type!r}')
