@@ -28,16 +28,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
 from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import ema_first, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
-           'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
+           'checkpoint_filter_fn', 'create_cswin', 'expand_attn_code', 'stripe_window', 'window_conv']
 
 SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
 
@@ -359,7 +360,7 @@ class CSWin(HierarchicalModel):
         self.attn_type, self.img_size = attn_type, img_size
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.patch_embed = Stem(in_chans, embed_dim, **dd)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         stages, self.feature_info, dim, j = [], [], embed_dim, 0
         for i in range(n):
             out_dim = embed_dim * 2 ** i
@@ -411,18 +412,19 @@ def _remap_official(key: str) -> str:
     return re.sub(r'^head\.', 'head.fc.', key)
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema: bool = True
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema: bool | None = None
                          ) -> dict[str, torch.Tensor]:
     """Map an official Agent-/InLine-CSWin checkpoint (or ours) onto ``model``'s layout, checking that it fits.
 
     Accepts a plain state dict or one wrapped in ``model`` / ``state_dict_ema`` (the official ``main_ema.py`` saves
-    both; ``prefer_ema`` picks) and DDP's ``module.`` prefix. Raises ``ValueError`` naming what differs (blocks,
-    widths, missing or unexpected keys). The classifier is dropped for a headless model.
+    both; ``prefer_ema`` picks, by default the family's ``CHECKPOINT_EMA``) and DDP's ``module.`` prefix. Raises
+    ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys). The classifier is dropped for a
+    headless model.
     """
     if not isinstance(model, CSWin):
         raise TypeError(f'checkpoint_filter_fn maps onto a CSWin model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=prefer_ema)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=ema_first(model) if prefer_ema is None else prefer_ema)
     if any(k.startswith('stage1_conv_embed.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}
     if not any(k.endswith('.attns.0.get_v.weight') for k in state_dict):
@@ -444,3 +446,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema
         diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
         raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
+
+
+def create_cswin(variant: str, cfg: Mapping[str, Any], filter_fn: Callable, pretrained: bool = False,
+                 **kwargs: Any) -> CSWin:
+    """Build a CSWin variant from its table entry ``cfg`` (kwargs override) through timm."""
+    args = dict(cfg, **kwargs)
+    out_indices = args.pop('out_indices', tuple(range(len(args['depths']))))
+    return build_model_with_cfg(CSWin, variant, pretrained, pretrained_filter_fn=filter_fn,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **args)

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from timm.layers import Attention, DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.layers.helpers import get_device_dtype
+from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
@@ -34,7 +35,8 @@ import ops
 from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
 from .checkpoint import mismatch_report, model_name, unwrap_state_dict
 
-__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention', 'checkpoint_filter_fn']
+__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
+           'checkpoint_filter_fn', 'create_deit']
 
 SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
@@ -205,7 +207,7 @@ class DeiT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid_size[0] * grid_size[1] + 1, embed_dim, **dd))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         blocks = []
         for i, letter in enumerate(attn_type):
             extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
@@ -386,3 +388,13 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str
         diffs = [f'{f}: checkpoint {have[f]} vs model {want[f]}' for f in have if have[f] != want[f]]
         raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
+
+
+def create_deit(variant: str, cfg: Mapping[str, Any], filter_fn: Callable, pretrained: bool = False,
+                **kwargs: Any) -> DeiT:
+    """Build a DeiT variant from its table entry ``cfg`` (kwargs override) through timm, features as timm's ViT
+    gives them (``feature_cls='getter'``, the last 3 blocks by default)."""
+    args = dict(cfg, **kwargs)
+    out_indices = args.pop('out_indices', 3)
+    return build_model_with_cfg(DeiT, variant, pretrained, pretrained_filter_fn=filter_fn,
+                                feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **args)

@@ -63,22 +63,30 @@ FIXTURES = {
                      'cswin', dict(img_size=64, num_classes=10, attn_type='IIMS1', **_OURS_CSWIN), (64, 64)),
 }
 
-# our variant: (official module, official entrypoint, official kwargs as the cfg yaml passes them)
+# our variant: (official module, official constructor, its kwargs: the entrypoint's and the cfg yaml's); the DeiT
+# entrypoints pass an old timm's build_model_with_cfg arguments, so their VisionTransformer is called directly
 _A_CSWIN = dict(attn_type='AABB', agent_num=['9', '16', '49', '49'], la_split_size='56-28-14-7')
 _I_CSWIN = dict(attn_type='IISS', la_split_size='56-28-14-7')
+_A_DEIT_S = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, agent_num=['49'] * 4)
 VARIANTS = {
-    'agent_deit_tiny': ('agent.agent_deit', 'agent_deit_tiny', dict(agent_num=['49'] * 4)),
-    'agent_deit_small': ('agent.agent_deit', 'agent_deit_small', dict(agent_num=['49'] * 4)),
-    'agent_deit_small_448': ('agent.agent_deit', 'agent_deit_small', dict(img_size=448, agent_num=['49'] * 4)),
-    'agent_deit_base': ('agent.agent_deit', 'agent_deit_base', dict(agent_num=['81'] * 4)),
+    'agent_deit_tiny': ('agent.agent_deit', 'VisionTransformer',
+                        dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, agent_num=['49'] * 4)),
+    'agent_deit_small': ('agent.agent_deit', 'VisionTransformer', _A_DEIT_S),
+    'agent_deit_small_448': ('agent.agent_deit', 'VisionTransformer', dict(_A_DEIT_S, img_size=448)),
+    'agent_deit_base': ('agent.agent_deit', 'VisionTransformer',
+                        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, agent_layer=4,
+                             agent_num=['81'] * 4)),
     'agent_cswin_tiny': ('agent.agent_cswin', 'Agent_CSWin_64_24181_tiny_224', _A_CSWIN),
     'agent_cswin_small': ('agent.agent_cswin', 'Agent_CSWin_64_36292_small_224', _A_CSWIN),
     'agent_cswin_base': ('agent.agent_cswin', 'Agent_CSWin_96_36292_base_224', _A_CSWIN),
     'agent_cswin_base_384': ('agent.agent_cswin', 'Agent_CSWin_96_36292_base_384',
                              dict(_A_CSWIN, img_size=384, la_split_size='96-48-24-12')),
-    'inline_deit_tiny': ('inline.inline_deit', 'inline_deit_tiny', {}),
-    'inline_deit_small': ('inline.inline_deit', 'inline_deit_small', dict(img_size=288)),
-    'inline_deit_base': ('inline.inline_deit', 'inline_deit_base', dict(img_size=448)),
+    'inline_deit_tiny': ('inline.inline_deit', 'VisionTransformer',
+                         dict(patch_size=16, embed_dim=192, depth=12, num_heads=6)),
+    'inline_deit_small': ('inline.inline_deit', 'VisionTransformer',
+                          dict(img_size=288, patch_size=16, embed_dim=320, depth=12, num_heads=10)),
+    'inline_deit_base': ('inline.inline_deit', 'VisionTransformer',
+                         dict(img_size=448, patch_size=16, embed_dim=384, depth=12, num_heads=12)),
     'inline_cswin_tiny': ('inline.inline_cswin', 'inline_cswin_tiny', _I_CSWIN),
     'inline_cswin_small': ('inline.inline_cswin', 'inline_cswin_small', _I_CSWIN),
     'inline_cswin_base': ('inline.inline_cswin', 'inline_cswin_base', _I_CSWIN),
