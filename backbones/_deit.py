@@ -147,7 +147,8 @@ class DeiT(nn.Module):
     Args:
         img_size: the build resolution: sizes the position embeddings and the linear attentions' resolution-dependent
             parameters (``grid_size`` = img_size // patch_size); any input size runs.
-        attn_type: one letter per block (``'S' * 12``; ``'AAAA' + 'B' * 8`` for Agent-DeiT-B), see the module doc.
+        attn_type: one letter per block (``'AAAA' + 'B' * 8`` for Agent-DeiT-B), or one letter for every block
+            (default ``'S'``); see the module docstring.
         attentions: letter -> attention class, by default ``S`` / ``B`` :class:`SoftmaxAttention`, ``A``
             :class:`AgentDeiTAttention`, ``I`` :class:`InLineDeiTAttention`.
         attn_kwargs: per letter, extra keyword arguments for its class, each a value or a per-block tuple.
@@ -190,12 +191,13 @@ class DeiT(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         if global_pool not in _POOLS:
             raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
-        attn_type = attn_type or 'S' * depth
+        attn_type = attn_type or 'S'
+        attn_type = attn_type * depth if len(attn_type) == 1 else attn_type
         attentions = {'S': SoftmaxAttention, 'B': SoftmaxAttention, 'A': AgentDeiTAttention, 'I': InLineDeiTAttention,
                       **(attentions or {})}
         if len(attn_type) != depth or set(attn_type) - set(attentions):
-            raise ValueError(f'attn_type needs one letter per block ({depth}) out of {sorted(attentions)}, got '
-                             f'{attn_type!r}')
+            raise ValueError(f'attn_type needs one letter, or one per block ({depth}), out of {sorted(attentions)}, '
+                             f'got {attn_type!r}')
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1
@@ -259,8 +261,9 @@ class DeiT(nn.Module):
                 raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
             self.global_pool = global_pool
         self.num_classes = num_classes
+        # the new classifier goes where the model's parameters are, in the model's mode
         self.head = (nn.Linear(self.embed_dim, num_classes, **get_device_dtype(self)) if num_classes > 0
-                     else nn.Identity())
+                     else nn.Identity()).train(self.training)
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""

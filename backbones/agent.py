@@ -46,7 +46,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: torch.nn.Module) 
 
 # The official cfgs/*.yaml over config.py's defaults (DROP_PATH_RATE 0.1, AGENT.NUM 9-16-49-49,
 # CSWIN_LA_SPLIT_SIZE = the stage maps); drop_path_rate is the official training value.
-_DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='A' * 12)
+_DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='A')
 _CSWIN = dict(skeleton='cswin', attn_type='AABB', branch_kwargs={'A': {'agent_num': (9, 16, 49, 49)}})
 _CSWIN_S = dict(_CSWIN, embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16))
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))

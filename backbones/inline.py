@@ -44,7 +44,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: torch.nn.Module) 
 
 # The official cfgs/*.yaml over config.py's defaults (DROP_PATH_RATE 0.1, CSWIN_LA_SPLIT_SIZE = the stage maps);
 # drop_path_rate is the official training value. InLine-DeiT-S/B are narrower than DeiT-S/B and run at 288 / 448.
-_DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='I' * 12, drop_path_rate=0.1)
+_DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='I', drop_path_rate=0.1)
 _CSWIN = dict(skeleton='cswin', attn_type='IISS')
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
 model_cfgs: dict[str, dict[str, Any]] = dict(
