@@ -140,7 +140,8 @@ class PVTStage(nn.Module):
         self.downsample = PatchEmbed(dim, out_dim, 2, **dd) if downsample else nn.Identity()
         self.build_grid = build_grid
         self.pos_embed = nn.Parameter(torch.zeros(1, build_grid[0] * build_grid[1], out_dim, **dd))
-        trunc_normal_(self.pos_embed, std=.02)
+        if self.pos_embed.device.type != 'meta':
+            trunc_normal_(self.pos_embed, std=.02)
         self.blocks = nn.Sequential(*[PVTBlock(out_dim, build_size=build_grid[0], drop_path=drop_path[j],
                                                **block_kwargs, **dd) for j in range(depth)])
 
@@ -253,7 +254,7 @@ class PVT(HierarchicalModel):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -263,7 +264,7 @@ class PVT(HierarchicalModel):
         return dict(
             stem=self.stem_pattern,
             blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.(downsample|pos_embed)', (0,)),
+                (r'^stages\.(\d+)\.(?:downsample|pos_embed)', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
             ],
         )

@@ -231,7 +231,7 @@ class Swin(HierarchicalModel):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal linear weights, zero biases (norms and convs keep PyTorch's)
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
