@@ -106,8 +106,9 @@ class AgentBiases(nn.Module):
         self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, wk, **dd))
         self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, hq, 1, agent_num, **dd))
         self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, wq, agent_num, **dd))
-        for p in (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias):
-            trunc_normal_(p, std=.02)
+        if self.an_bias.device.type != 'meta':  # nothing to draw on meta (and timm's trunc_normal_ is slow there)
+            for p in (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias):
+                trunc_normal_(p, std=.02)
 
     def biases(self, query_size: tuple[int, int], key_size: tuple[int, int] | None = None,
                agent_shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

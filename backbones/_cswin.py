@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -38,7 +37,7 @@ from ._hierarchical import HierarchicalModel
 from .checkpoint import ema_first, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
-           'checkpoint_filter_fn', 'create_cswin', 'expand_attn_code', 'stripe_window', 'window_conv']
+           'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
 
 SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
 
@@ -447,11 +446,3 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema
         raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
 
-
-def create_cswin(variant: str, cfg: Mapping[str, Any], filter_fn: Callable, pretrained: bool = False,
-                 **kwargs: Any) -> CSWin:
-    """Build a CSWin variant from its table entry ``cfg`` (kwargs override) through timm."""
-    args = dict(cfg, **kwargs)
-    out_indices = args.pop('out_indices', tuple(range(len(args['depths']))))
-    return build_model_with_cfg(CSWin, variant, pretrained, pretrained_filter_fn=filter_fn,
-                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **args)

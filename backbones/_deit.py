@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 from timm.layers import Attention, DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
@@ -36,7 +35,7 @@ from ._agent_inline import AgentAttention, InLineAttention, inline_residual, poo
 from .checkpoint import mismatch_report, model_name, unwrap_state_dict
 
 __all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
-           'checkpoint_filter_fn', 'create_deit']
+           'checkpoint_filter_fn']
 
 SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
@@ -392,12 +391,3 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str
         raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
     return state_dict
 
-
-def create_deit(variant: str, cfg: Mapping[str, Any], filter_fn: Callable, pretrained: bool = False,
-                **kwargs: Any) -> DeiT:
-    """Build a DeiT variant from its table entry ``cfg`` (kwargs override) through timm, features as timm's ViT
-    gives them (``feature_cls='getter'``, the last 3 blocks by default)."""
-    args = dict(cfg, **kwargs)
-    out_indices = args.pop('out_indices', 3)
-    return build_model_with_cfg(DeiT, variant, pretrained, pretrained_filter_fn=filter_fn,
-                                feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **args)
