@@ -385,7 +385,7 @@ class CSWin(HierarchicalModel):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal Linear weights, zero biases, unit LayerNorms; convs keep torch's init
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':  # nothing to draw on meta (slow there)
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

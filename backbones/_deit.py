@@ -75,8 +75,9 @@ class AgentDeiTAttention(AgentAttention):
                          proj_drop=proj_drop, agent_shape=agent_shape, **dd)
         self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, **dd))
         self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num, **dd))
-        trunc_normal_(self.ac_bias, std=.02)
-        trunc_normal_(self.ca_bias, std=.02)
+        if self.ac_bias.device.type != 'meta':
+            trunc_normal_(self.ac_bias, std=.02)
+            trunc_normal_(self.ca_bias, std=.02)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
@@ -222,7 +223,8 @@ class DeiT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=_LN_EPS, **dd)
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self._init_weights()
+        if self.pos_embed.device.type != 'meta':  # nothing to draw on meta (and timm's trunc_normal_ is slow there)
+            self._init_weights()
 
     def _init_weights(self) -> None:
         # the official (timm ViT, mode '') init: truncated-normal tokens and Linear weights (the classifier's too),
