@@ -18,7 +18,9 @@ window stage and one whose map equals the window; PVT with a spatial-reduction s
 weights, runs them at their build size (the only size the official classification models accept), and saves each
 official-layout state dict (fp16 values, run in fp32) with the logits as ``tests/data/<name>_official.pt``;
 ``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``checkpoint_filter_fn`` and compare.
-``--check`` builds a full variant both ways and prints the largest logit difference at its build size (fp32, fp64).
+``--check`` builds a full variant both ways and prints the largest logit difference at its build size (fp32, fp64);
+``--downstream`` compares an Agent variant's stage outputs with the official detection backbone (its mmdet / mmcv
+imports stubbed here) at a non-build, non-multiple-of-32 size with the official downstream agent grids.
 """
 from __future__ import annotations
 
@@ -148,20 +150,81 @@ def check_variant(roots: dict[str, Path], variant: str) -> None:
               f'(largest logit {a.abs().max():.2f})')
 
 
+class _Registry:
+    """Stand-in for mmdet's BACKBONES (``register_module`` with or without a call)."""
+
+    def register_module(self, cls=None, **kwargs):
+        return cls if cls is not None else (lambda c: c)
+
+
+def downstream_module(root: Path, skeleton: str) -> types.ModuleType:
+    """The official detection backbone (``downstream/detection/mmdet/models/backbones/agent_{swin,pvt}.py``) with its
+    mmdet / mmcv imports (registry, logger, checkpoint loader: unused here) replaced by stand-ins."""
+    path = root / 'downstream' / 'detection' / 'mmdet' / 'models' / 'backbones' / f'agent_{skeleton}.py'
+    src = path.read_text()
+    for line in ('from ..builder import BACKBONES', 'from ...utils import get_root_logger',
+                 'from mmcv.runner import _load_checkpoint'):
+        src = src.replace(line, '')
+    module = types.ModuleType(f'official_downstream_agent_{skeleton}')
+    module.BACKBONES = _Registry()
+    exec(compile(src, str(path), 'exec'), module.__dict__)
+    return module
+
+
+def check_downstream(root: Path, variant: str, size: tuple[int, int] = (250, 330)) -> None:
+    """Our stage outputs vs the official detection backbone's (output norms removed) with the official downstream
+    agent grids, at a detection-like size that is not the build size (biases resized on the fly) nor a multiple of
+    32 (padding, odd merges); fp64."""
+    cfg = dict(agent.model_cfgs[variant])
+    skeleton = cfg.pop('skeleton')
+    shapes = [(9, 9), (12, 12), (14, 14), (7, 7)] if skeleton == 'swin' else [(12, 12), (16, 16), (28, 28), (28, 28)]
+    module = downstream_module(root, skeleton)
+    torch.manual_seed(SEED)
+    common = dict(img_size=cfg.get('img_size', 224), depths=list(cfg['depths']), num_heads=list(cfg['num_heads']),
+                  agent_num=[9, 16, 49, 49], downstream_agent_shapes=shapes, attn_type=cfg['attn_type'],
+                  drop_path_rate=0.)
+    if skeleton == 'swin':
+        official = module.AgentSwinTransformer(embed_dim=cfg['embed_dim'], window_size=cfg['window_size'], **common)
+        for i in range(4):
+            setattr(official, f'norm{i}', torch.nn.Identity())
+    else:
+        official = module.AgentPVT(embed_dims=list(cfg['embed_dims']), mlp_ratios=list(cfg['mlp_ratios']),
+                                   qkv_bias=True, sr_ratios=list(cfg['sr_ratios']), **common)
+    official.eval()
+    perturb_(official, torch.Generator().manual_seed(SEED))
+    model = timm.create_model(variant, num_classes=0, drop_path_rate=0., agent_shapes=shapes).eval()
+    state = dict(official.state_dict())
+    state.update({k: v for k, v in model.state_dict().items() if k.startswith('norm.')})  # unused by the stages
+    model.load_state_dict(checkpoint_filter(model)({'model': state}, model), strict=True)
+    official.double()
+    model.double()
+    x = fixture_input(*size).double()
+    with torch.no_grad():
+        theirs = official(x)
+        ours = model.forward_intermediates(x, intermediates_only=True)
+    diffs = [f'{(a - b).abs().max():.1e}' for a, b in zip(theirs, ours)]
+    print(f'{variant} vs the official detection backbone @ {size}, fp64, agent grids {shapes}: max |diff| per '
+          f'stage {diffs} (shapes {[tuple(t.shape[2:]) for t in ours]})')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--agent', type=Path, help='checkout of github.com/LeapLabTHU/Agent-Attention')
     parser.add_argument('--inline', type=Path, help='checkout of github.com/LeapLabTHU/InLine')
     parser.add_argument('--write', type=Path, help='write the CI fixtures into this folder')
     parser.add_argument('--check', nargs='*', default=[], help='compare full variants (e.g. agent_swin_tiny)')
+    parser.add_argument('--downstream', nargs='*', default=[],
+                        help='compare Agent variants with the official detection backbone at a detection-like size')
     args = parser.parse_args()
     roots = {k: v for k, v in (('agent', args.agent), ('inline', args.inline)) if v is not None}
-    if not roots or not (args.write or args.check):
-        parser.error('give --agent and/or --inline, and --write and/or --check')
+    if not roots or not (args.write or args.check or args.downstream):
+        parser.error('give --agent and/or --inline, and --write, --check and/or --downstream')
     if args.write:
         write_fixtures(roots, args.write)
     for variant in args.check:
         check_variant(roots, variant)
+    for variant in args.downstream:
+        check_downstream(roots['agent'], variant)
 
 
 if __name__ == '__main__':
