@@ -110,9 +110,14 @@ def test_agent_deit_attention_at_another_grid_follows_the_downstream_rule():
         for name, p in attn.named_parameters():
             if name.endswith('_bias') and p.dim() > 1:
                 p.normal_()
+    params = list(attn.parameters())
     for grid in ((4, 4), (5, 7), (2, 3)):
-        x = torch.randn(2, 1 + grid[0] * grid[1], 32, dtype=torch.float64)
-        torch.testing.assert_close(attn(x, grid), _agent_deit_reference(attn, x, grid))
+        x = torch.randn(2, 1 + grid[0] * grid[1], 32, dtype=torch.float64, requires_grad=True)
+        out, ref = attn(x, grid), _agent_deit_reference(attn, x, grid)
+        torch.testing.assert_close(out, ref)
+        for g, r in zip(torch.autograd.grad(out.square().sum(), [x, *params]),
+                        torch.autograd.grad(ref.square().sum(), [x, *params])):
+            torch.testing.assert_close(g, r)
 
 
 def _lepe_reference(attn: LePEStripeAttention, q, k, v):
@@ -245,3 +250,16 @@ def test_bad_input_is_named(name, kwargs):
         model(torch.randn(1, 4, 64, 64))
     with pytest.raises(ValueError, match='smaller than one 16x16 patch' if 'deit' in name else 'at least 3x3'):
         model(torch.randn(1, 3, 2, 64))
+
+
+@pytest.mark.parametrize('name,kwargs', [('inline_deit_tiny', SHORT_DEIT), ('agent_cswin_tiny', SHORT_CSWIN)])
+def test_bf16_autocast_smoke(name, kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=0)
