@@ -16,7 +16,8 @@ CSWin Transformer (Dong et al., CVPR 2022; https://github.com/microsoft/CSWin-Tr
 
 Any input size (the official models assert their build resolution): a branch's window is taken from the actual map
 (``(H, sw)`` / ``(sw, W)`` / ``(H, W)``). Stripes that do not divide the map are zero-padded on q, k and v, centred,
-as the official CSWin segmentation backbone does (the padded keys stay unmasked there; here too), and cropped after.
+as the official CSWin segmentation backbone does (the padded keys stay unmasked there; here too), and cropped after;
+``mask_stripe_padding=True`` pads at the end and masks the padded keys instead.
 """
 from __future__ import annotations
 
@@ -128,20 +129,35 @@ def _merge_windows(x: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
 
 
 class LePEStripeAttention(StripeBranch):
-    """CSWin's softmax attention in each stripe (the official ``LePEAttention``), on :func:`ops.window_attention`."""
+    """CSWin's softmax attention in each stripe (the official ``LePEAttention``), on :func:`ops.window_attention`.
+
+    ``mask_padding``: where the stripes do not divide the map, pad at the end and mask the padded keys (every query
+    sees only real tokens), instead of the official centred zero padding whose zero keys stay in the softmax.
+    """
 
     def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, attn_drop: float = 0.,
-                 device=None, dtype=None):
+                 mask_padding: bool = False, device=None, dtype=None):
         super().__init__()
         self._init_branch(dim, num_heads, idx, split_size, resolution, {'device': device, 'dtype': dtype})
-        self.attn_drop = attn_drop
+        self.attn_drop, self.mask_padding = attn_drop, mask_padding
 
     def attend(self, q, k, v, window, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
-        out = ops.window_attention(q, k, v, window, scale=self.scale,
+        out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
                                    dropout_p=self.attn_drop if self.training else 0.)
         return out.reshape(b, h, w, c)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        if not self.mask_padding:
+            return super().forward(q, k, v)
+        window = stripe_window(self.idx, self.split_size, q.shape[1], q.shape[2])
+        padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
+        lepe = ops.crop(window_conv(padded, self.get_v, window), size, (1, 2))
+        return self.attend(q, k, v, window) + lepe  # window_attention pads, masks and crops itself
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, mask_padding={self.mask_padding}'
 
 
 class AgentStripeAttention(AgentBiases, StripeBranch):
@@ -311,6 +327,8 @@ class CSWin(HierarchicalModel):
         branch_kwargs: per letter, extra keyword arguments for its branch class, each a value or a per-stage tuple
             (e.g. ``{'A': {'agent_num': (9, 16, 49, 49)}}``).
         embed_dim, depths, num_heads, mlp_ratio, qkv_bias: widths and blocks (width doubles per stage).
+        mask_stripe_padding: stripes that do not divide the map: end-pad and mask the padded keys (the correct
+            behaviour) instead of the official segmentation backbone's centred, unmasked zero padding (the default).
         drop_rate, attn_drop_rate, drop_path_rate: dropout in the MLP / attention, stochastic depth (linear over
             all blocks); ``head_drop_rate``: before the classifier.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
@@ -332,6 +350,7 @@ class CSWin(HierarchicalModel):
             branch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
+            mask_stripe_padding: bool = False,
             drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
@@ -369,6 +388,8 @@ class CSWin(HierarchicalModel):
                 extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
                          for k, v in (branch_kwargs or {}).get(letter, {}).items()}
                 extra.setdefault('attn_drop', attn_drop_rate)
+                if letter in SOFTMAX_LETTERS:
+                    extra.setdefault('mask_padding', mask_stripe_padding)
                 blocks.append(CSWinBlock(
                     out_dim, num_heads[i], branches[letter], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
                     drop_rate, dpr[j], **dd, **extra))

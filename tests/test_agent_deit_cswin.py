@@ -120,32 +120,40 @@ def test_agent_deit_attention_at_another_grid_follows_the_downstream_rule():
             torch.testing.assert_close(g, r)
 
 
-def _lepe_reference(attn: LePEStripeAttention, q, k, v):
+def _lepe_reference(attn: LePEStripeAttention, q, k, v, masked: bool = False):
     """CSWin's segmentation-backbone ``LePEAttention`` on NHWC q/k/v: centred zero padding of q, k, v to a multiple
-    of the stripe, explicit softmax per stripe, LePE per stripe, crop."""
+    of the stripe, explicit softmax per stripe, LePE per stripe, crop; ``masked``: end padding, padded keys masked."""
     b, h, w, c = q.shape
     heads, d = attn.num_heads, c // attn.num_heads
     wh, ww = {-1: (h, w), 0: (h, attn.split_size), 1: (attn.split_size, w)}[attn.idx]
     ph, pw = (wh - h % wh) % wh, (ww - w % ww) % ww
-    q, k, v = (F.pad(t, (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)) for t in (q, k, v))
+    top, left = (0, 0) if masked else (ph // 2, pw // 2)
+    q, k, v, real = (F.pad(t, (0, 0, left, pw - left, top, ph - top))
+                     for t in (q, k, v, torch.ones(b, h, w, 1, dtype=q.dtype)))
     hp, wp = h + ph, w + pw
 
     def windows(t):  # [b * nw, C, wh, ww]
-        return t.reshape(b, hp // wh, wh, wp // ww, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(-1, c, wh, ww)
+        n = t.shape[-1]
+        return t.reshape(b, hp // wh, wh, wp // ww, ww, n).permute(0, 1, 3, 5, 2, 4).reshape(-1, n, wh, ww)
     qw, kw, vw = (windows(t).reshape(-1, heads, d, wh * ww).transpose(2, 3) for t in (q, k, v))
+    logits = qw * attn.scale @ kw.transpose(-2, -1)
+    if masked:
+        logits = logits.masked_fill(windows(real).reshape(-1, 1, 1, wh * ww) == 0, float('-inf'))
     lepe = attn.get_v(windows(v)).reshape(-1, heads, d, wh * ww).transpose(2, 3)
-    out = torch.softmax(qw * attn.scale @ kw.transpose(-2, -1), -1) @ vw + lepe
+    out = torch.softmax(logits, -1) @ vw + lepe
     out = out.transpose(2, 3).reshape(b, hp // wh, wp // ww, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, hp, wp, c)
-    return out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+    return out[:, top:top + h, left:left + w]
 
 
+@pytest.mark.parametrize('masked', [False, True])
 @pytest.mark.parametrize('idx', [-1, 0, 1])
 @pytest.mark.parametrize('size', [(14, 14), (9, 12), (3, 5)])
-def test_lepe_stripes_at_any_size_follow_the_segmentation_rule(idx, size):
+def test_lepe_stripes_at_any_size_follow_the_segmentation_rule(idx, size, masked):
+    """The official centred, unmasked padding by default; mask_padding=True: end padding, padded keys masked."""
     torch.manual_seed(0)
-    attn = LePEStripeAttention(16, 2, idx, 7, 14).double()
+    attn = LePEStripeAttention(16, 2, idx, 7, 14, mask_padding=masked).double()
     q, k, v = (torch.randn(2, *size, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    out, ref = attn(q, k, v), _lepe_reference(attn, q, k, v)
+    out, ref = attn(q, k, v), _lepe_reference(attn, q, k, v, masked)
     torch.testing.assert_close(out, ref)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v, attn.get_v.weight))
     for g, r in zip(grads, torch.autograd.grad(ref.square().sum(), (q, k, v, attn.get_v.weight))):
@@ -188,6 +196,11 @@ def test_cswin_any_size_grads_features(name):
     with torch.no_grad():
         inter = model.forward_intermediates(x, intermediates_only=True)
     assert [tuple(t.shape[1:]) for t in inter] == [(16, 19, 12), (32, 10, 6), (64, 5, 3), (128, 3, 2)]
+    masked = timm.create_model(name, **SHORT_CSWIN, num_classes=10, mask_stripe_padding=True).eval()
+    masked.load_state_dict(model.state_dict())
+    assert all(a.mask_padding for s in masked.stages for b in s.blocks for a in b.attns if hasattr(a, 'mask_padding'))
+    with torch.no_grad():
+        assert not torch.allclose(masked(x), model(x))  # stage 3's 5x3 map is padded to the 7-stripes
 
 
 @pytest.mark.parametrize('name,kwargs', [('agent_deit_tiny', SHORT_DEIT), ('inline_cswin_tiny', SHORT_CSWIN)])
