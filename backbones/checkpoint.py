@@ -26,8 +26,8 @@ import timm
 import torch
 from timm.models import clean_state_dict, model_entrypoint
 
-__all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'fit_state_dict', 'mismatch_report',
-           'model_name', 'stage_layout', 'unwrap_state_dict']
+__all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'filter_by_class', 'fit_state_dict',
+           'mismatch_report', 'model_name', 'stage_layout', 'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
@@ -187,3 +187,15 @@ def fit_state_dict(
     if problem is not None:
         raise ValueError(f'{problem} (after {where})')
     return filtered
+
+
+def filter_by_class(filters: Mapping[type, Callable]) -> Callable:
+    """One ``checkpoint_filter_fn`` for a family built on several skeletons (Agent / InLine: Swin, PVT, DeiT, CSwin):
+    the filter of the first class in ``filters`` that the model is an instance of."""
+    def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        for cls, fn in filters.items():
+            if isinstance(model, cls):
+                return fn(state_dict, model)
+        raise TypeError(f'no checkpoint filter for a {type(model).__name__} (this family has filters for '
+                        f'{", ".join(c.__name__ for c in filters)})')
+    return checkpoint_filter_fn

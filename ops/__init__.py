@@ -3,7 +3,8 @@
 One sub-package per op family, each with its semantics, backends, custom-op registration and fvcore handle:
 
 * :mod:`ops.na` — generalized neighborhood attention (NATTEN-compatible ``na1d/na2d/na3d``; windows, grids);
-* :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath);
+* :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath),
+  and agent attention as two such calls;
 * :mod:`ops.linear` — kernelised linear attention (RALA's and L2ViT's variants), the state in fp32.
 
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
@@ -12,7 +13,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 from . import na
 from ._registry import available_backends, backend_names
 from ._shape import crop, pad_to_multiple
-from .dense import dense_attention
+from .dense import agent_attention, dense_attention
 from .linear import apply_rope, linear_attention, rope_2d
 from .merge import merge_attentions
 from .na import (
@@ -38,5 +39,5 @@ __all__ = [
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
-    'linear_attention', 'rope_2d', 'apply_rope',
+    'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention',
 ]

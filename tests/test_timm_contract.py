@@ -75,7 +75,8 @@ def test_factory_kwargs_and_api_contract(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg_shapes(name):
-    """timm's test_model_default_cfgs: unpooled features match pool_size, heads can be removed both ways."""
+    """timm's test_model_default_cfgs (test_model_default_cfgs_non_std for token models): unpooled features match
+    pool_size, heads can be removed both ways."""
     model = timm.create_model(name, device='meta', dtype=torch.float32).eval()
     cfg = model.pretrained_cfg
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
@@ -87,11 +88,19 @@ def test_default_cfg_shapes(name):
     assert all(f'{c}.weight' in state_dict for c in first_convs)
 
     fmt = getattr(model, 'output_fmt', 'NCHW')
-    spatial, feat = get_spatial_dim(fmt), get_channel_dim(fmt)
-    pool_size = cfg['pool_size']
     x = torch.randn(1, *cfg['input_size'], device='meta')
     features = model.forward_features(x)
     pre_logits = model.forward_head(features, pre_logits=True)
+    if fmt == 'NLC':  # token models (DeiT): timm's test_model_default_cfgs_non_std
+        assert features.ndim == 3 and features.shape[-1] == model.num_features
+        assert pre_logits.shape == (1, model.head_hidden_size)
+        model.reset_classifier(0)
+        assert model(x).shape == pre_logits.shape
+        headless = timm.create_model(name, num_classes=0, device='meta', dtype=torch.float32).eval()
+        assert headless(x).shape == (1, headless.num_features)
+        return
+    spatial, feat = get_spatial_dim(fmt), get_channel_dim(fmt)
+    pool_size = cfg['pool_size']
     assert (features.shape[spatial[0]], features.shape[spatial[1]]) == tuple(pool_size)
     assert features.shape[feat] == model.num_features and pre_logits.shape[1] == model.head_hidden_size
     model.to(torch.bfloat16)

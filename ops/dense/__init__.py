@@ -1,12 +1,13 @@
 """Dense cross-attention: N queries over a small set of M keys (M != N), with an additive bias and the lse.
 
 Agent attention's agent tokens, GLMix's slots, HiLo's Lo-Fi pooled keys, TransNeXt's pooled tokens and PVT's
-spatial reduction all attend N map tokens to M << N other tokens. ``api`` validates and dispatches;
-``backends`` holds the ``reference`` oracle and the ``sdpa`` path (``F.scaled_dot_product_attention``
-underneath); ``flops`` the fvcore handle for SDPA. A plain composite (no custom op): SDPA and matmuls are already
-traceable by ``torch.compile`` and countable by fvcore.
+spatial reduction all attend N map tokens to M << N other tokens; :func:`agent_attention` (``agent``) is two
+such calls. ``api`` validates and dispatches; ``backends`` holds the ``reference`` oracle and the ``sdpa`` path
+(``F.scaled_dot_product_attention`` underneath); ``flops`` the fvcore handle for SDPA. A plain composite (no
+custom op): SDPA and matmuls are already traceable by ``torch.compile`` and countable by fvcore.
 """
 from . import flops as _flops  # noqa: F401  (registers the fvcore FLOP handle)
+from .agent import agent_attention
 from .api import dense_attention
 
-__all__ = ['dense_attention']
+__all__ = ['dense_attention', 'agent_attention']

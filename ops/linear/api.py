@@ -17,7 +17,8 @@ from .backends._common import rotate
 
 __all__ = ['linear_attention', 'rope_2d', 'apply_rope']
 
-FEATURE_MAPS = ('elu+1', 'relu', 'identity')
+FEATURE_MAPS = ('elu+1', 'relu', 'identity', 'leakyrelu', 'exp')
+NORMALIZERS = ('divide', 'inline')
 
 
 def rope_2d(angle: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
@@ -66,7 +67,7 @@ def _validate(query, key, value, rope, scale) -> None:
 def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: str = 'elu+1',
                      key_reweight: bool = False, rope: tuple[Tensor, Tensor] | None = None,
                      key_reduce: str = 'sum', eps: float = 0.0, clamp_min: float | None = None,
-                     scale: float | Tensor = 1.0, backend: str | None = None) -> Tensor:
+                     scale: float | Tensor = 1.0, normalizer: str = 'divide', backend: str | None = None) -> Tensor:
     """Kernelised linear attention ``scale * rope(q') (rope(k')^T v) / max(q' . reduce(k') + eps, clamp_min)``.
 
     With ``q' = phi(query)``, ``k' = phi(key)`` (times RALA's re-weighting ``softmax_N(D^-0.5 mean(q') . k') * N``
@@ -75,14 +76,22 @@ def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: 
     * RALA (RAVLT): ``feature_map='elu+1', key_reweight=True, rope=(sin, cos), key_reduce='mean', eps=1e-6,
       scale=1 / N`` (its ``N^-0.5`` on both sides of the state).
     * L2ViT: ``feature_map='relu', key_reduce='sum', clamp_min=100.0, scale=temperature`` (per head).
+    * InLine: ``normalizer='inline', feature_map='identity', scale=head_dim ** -0.5``: no normaliser; instead the
+      injective correction ``out = (scale / N) q' (k'^T v) + (1 - scale * q' . mean(k')) mean(v)``, i.e. the weights
+      ``1/N + scale/N * q'_i . (k'_j - mean(k'))`` that sum to 1 per query (the official ``InLineAttention``, which
+      folds ``(scale / N) ** 0.5`` into k and v). Takes no re-weighting, RoPE, key_reduce, eps or clamp_min;
+      ``scale`` is a float.
 
     Args:
         query, key: ``[batch, N, heads, head_dim]``; value: ``[batch, N, heads, value_dim]``.
-        feature_map: ``'elu+1'``, ``'relu'`` or ``'identity'``.
+        feature_map: ``'elu+1'``, ``'relu'``, ``'identity'``, ``'leakyrelu'`` (slope 0.01) or ``'exp'``
+            (``exp(0.2 x)``, InLine's ``exp_kernel``).
         rope: ``(sin, cos)`` ``[N, head_dim]`` tables (:func:`rope_2d`) or ``None``.
         key_reduce: ``'sum'`` or ``'mean'`` of the keys in the normaliser.
         eps, clamp_min: added to, then the lower clamp of, the normaliser (``None``: no clamp).
-        scale: a float or a ``[heads]`` tensor (with its gradient) multiplying the output.
+        scale: a float or a ``[heads]`` tensor (with its gradient) multiplying the output; with
+            ``normalizer='inline'`` the float kernel scale above.
+        normalizer: ``'divide'`` (the normaliser above) or ``'inline'`` (InLine's injective correction).
         backend: ``None`` (``'torch'``) or a name from ``ops.backend_names('linear')`` (``'reference'``: the
             float64 oracle).
 
@@ -98,11 +107,23 @@ def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: 
         if val is not None and (isinstance(val, bool) or not isinstance(val, numbers.Real) or val < 0):
             raise ValueError(f'{name} must be a non-negative float' + (' or None' if name == 'clamp_min' else '')
                              + f', got {val!r}')
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f'normalizer must be one of {NORMALIZERS}, got {normalizer!r}')
+    if normalizer == 'inline':
+        extras = dict(key_reweight=(key_reweight, False), rope=(rope, None), key_reduce=(key_reduce, 'sum'),
+                      eps=(eps, 0.0), clamp_min=(clamp_min, None))
+        given = [n for n, (val, default) in extras.items() if val != default]
+        if given:
+            raise ValueError(f"normalizer='inline' takes no {', '.join(given)}")
+        if isinstance(scale, Tensor) or isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"normalizer='inline' needs a float scale, got {scale!r}")
     _validate(query, key, value, rope, scale)
     sin, cos = rope if rope is not None else (None, None)
     query, key, value = autocast_inputs(query, key, value)
     name = resolve_backend('linear', backend, query.device, query.dtype)
     impl = get_backend('linear', name)
     with autocast_off(query.device.type):  # inputs are cast; the backends accumulate in fp32
+        if normalizer == 'inline':
+            return impl.forward_inline(query, key, value, feature_map, float(scale))
         return impl.forward(query, key, value, feature_map, key_reweight, sin, cos, key_reduce, float(eps),
                             None if clamp_min is None else float(clamp_min), scale)

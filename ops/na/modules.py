@@ -78,7 +78,9 @@ class _NeighborhoodAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shift: bool = True) -> Tensor:
+        """``x [batch, *spatial, channels]``; ``shift=False`` skips this module's shift for the call (Swin shifts no
+        window on a map no larger than the window; the caller decides, as the map size is known only here)."""
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
@@ -185,7 +187,9 @@ class _WindowAttention(nn.Module):
         table = table.t().reshape(self.num_heads, *(2 * w - 1 for w in self.window_size))
         return table.flip(tuple(range(1, self.ndim + 1)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shift: bool = True) -> Tensor:
+        """``x [batch, *spatial, channels]``; ``shift=False`` skips this module's shift for the call (Swin shifts no
+        window on a map no larger than the window; the caller decides, as the map size is known only here)."""
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
@@ -196,7 +200,7 @@ class _WindowAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
         kwargs = dict(scale=self.scale, rpb=self.relative_position_bias(), backend=self.backend,
                       dropout_p=self.attn_drop if self.training else 0.)
-        if any(self.shift_size):
+        if shift and any(self.shift_size):
             if self.padding == 'zeros':  # padded keys stay unmasked: pad here, the slabs mask only their own padding
                 q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
             x = self._shifted(q, k, v, 0, kwargs)

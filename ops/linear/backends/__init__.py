@@ -4,6 +4,7 @@ A backend is a module with (``q``, ``k`` ``[B, N, H, D]``, ``v`` ``[B, N, H, Dv]
 ``None`` or ``[N, D]``; ``scale`` a float or a ``[H]`` tensor; the rest as :func:`ops.linear_attention`)::
 
     forward(q, k, v, feature_map, key_reweight, sin, cos, key_reduce, eps, clamp_min, scale) -> out [B, N, H, Dv]
+    forward_inline(q, k, v, feature_map, scale) -> out [B, N, H, Dv]   (normalizer='inline', InLine attention)
 
 differentiable through autograd, returning ``q.dtype`` and computing in float32 (float64 for float64 inputs) or
 wider whatever the input dtype.

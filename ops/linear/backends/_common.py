@@ -12,6 +12,10 @@ def feature(x: torch.Tensor, name: str) -> torch.Tensor:
         return F.elu(x) + 1.0
     if name == 'relu':
         return F.relu(x)
+    if name == 'leakyrelu':
+        return F.leaky_relu(x)  # nn.LeakyReLU's default slope 0.01 (InLine's kernel_func='leakyrelu')
+    if name == 'exp':
+        return (x * 0.2).exp()  # InLine's exp_kernel, t = 0.2
     return x
 
 

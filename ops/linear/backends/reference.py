@@ -25,3 +25,13 @@ def forward(q, k, v, feature_map, key_reweight, sin, cos, key_reduce, eps, clamp
     if clamp_min is not None:
         den = den.clamp(min=clamp_min)
     return (num * state_scale(scale, q.shape[2], f64) / den[..., None]).to(q.dtype)
+
+
+def forward_inline(q, k, v, feature_map, scale):
+    """InLine attention, ``out [B, N, H, Dv]`` in ``q.dtype``: the explicit N x N weights
+    ``1/N + scale/N * phi(q_i) . (phi(k_j) - mean_j phi(k_j))`` (each row sums to 1), times v."""
+    f64 = torch.float64
+    qf, kf, vf = feature(q.to(f64), feature_map), feature(k.to(f64), feature_map), v.to(f64)
+    n = k.shape[1]
+    weights = 1.0 / n + torch.einsum('bnhd,bmhd->bhnm', qf, kf - kf.mean(1, keepdim=True)) * (scale / n)
+    return torch.einsum('bhnm,bmhe->bnhe', weights, vf).to(q.dtype)

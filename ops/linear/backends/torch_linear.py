@@ -27,3 +27,15 @@ def forward(q, k, v, feature_map, key_reweight, sin, cos, key_reduce, eps, clamp
     if clamp_min is not None:
         den = den.clamp(min=clamp_min)
     return (num * state_scale(scale, q.shape[2], acc) / den[..., None]).to(q.dtype)
+
+
+def forward_inline(q, k, v, feature_map, scale):
+    """InLine attention, ``out [B, N, H, Dv]`` in ``q.dtype``, in the official order: the state
+    ``phi(k)^T v * scale / N``, then ``phi(q) state + (1 - scale * phi(q) . mean phi(k)) mean v``."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qf, kf, vf = feature(q.to(acc), feature_map), feature(k.to(acc), feature_map), v.to(acc)
+    n = k.shape[1]
+    state = torch.einsum('bnhd,bnhe->bhde', kf, vf) * (scale / n)
+    num = torch.einsum('bnhd,bhde->bnhe', qf, state)
+    correction = 1 - torch.einsum('bnhd,bhd->bnh', qf, kf.mean(1)) * scale
+    return (num + correction[..., None] * vf.mean(1)[:, None]).to(q.dtype)

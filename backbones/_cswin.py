@@ -1,0 +1,469 @@
+"""The CSWin skeleton shared by Agent-CSWin and InLine-CSWin: cross-shaped stripes with LePE, the attention per block.
+
+CSWin Transformer (Dong et al., CVPR 2022; https://github.com/microsoft/CSWin-Transformer), as the Agent-Attention
+(``agent_transformer/models/agent_cswin.py``) and InLine (``models/inline_cswin.py``) code modify it:
+
+* stem: 7x7 stride-4 conv, LayerNorm; between stages a 3x3 stride-2 conv and LayerNorm (the official ``Merge_Block``);
+* block: ``x + proj(attn(qkv(norm1(x))))``, then ``x + mlp(norm2(x))`` (stochastic depth on both). The ``qkv``
+  output is split channel-wise into two branches of half the width and heads: vertical stripes ``(H, sw)`` and
+  horizontal stripes ``(sw, W)``; a block whose stage resolution equals its split (or in the last stage) has one
+  full-width branch over the whole map. Each branch adds LePE (a depthwise 3x3 conv of ``v`` inside its window);
+* the attention letter per block (the official ``ATTN_TYPE`` per stage, e.g. ``AABB`` / ``IISS``; ``M<n>``: the
+  first ``n`` blocks of that stage linear, the rest softmax): ``B`` / ``S`` CSWin's softmax stripe attention
+  (:class:`LePEStripeAttention`, :func:`ops.window_attention` with the stripe as a non-square window); ``A`` Agent
+  and ``I`` InLine attention, whose blocks use the ``la_split_size`` stripe (the whole map in every released model,
+  so they run as one global branch).
+
+Any input size (the official models assert their build resolution): a branch's window is taken from the actual map
+(``(H, sw)`` / ``(sw, W)`` / ``(H, W)``). Stripes that do not divide the map are zero-padded on q, k and v, centred,
+as the official CSWin segmentation backbone does (the padded keys stay unmasked there; here too), and cropped after;
+``mask_stripe_padding=True`` pads at the end and masks the padded keys instead.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
+from torch.utils.checkpoint import checkpoint
+
+import ops
+
+from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
+from ._hierarchical import HierarchicalModel
+from .checkpoint import ema_first, mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
+           'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
+
+SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
+
+
+def expand_attn_code(code: str, depths: Sequence[int], linear: str, softmax: str) -> list[str]:
+    """The official per-stage code (``'AABB'``, ``'IISS'``, ``'AAMB2'``) -> one string of block letters per stage.
+
+    ``M`` in a stage means: the first ``n`` blocks ``linear``, the rest ``softmax``, ``n`` read from the code's tail.
+    """
+    m = re.fullmatch(rf'([A-Z]{{{len(depths)}}})(\d*)', code)
+    if not m or ('M' in m.group(1)) != bool(m.group(2)):
+        raise ValueError(f'attn_type must be one letter per stage ({len(depths)}), with M<n> for a mixed stage, '
+                         f'got {code!r}')
+    n_mixed = int(m.group(2) or 0)
+    return [linear * min(n_mixed, d) + softmax * max(d - n_mixed, 0) if c == 'M' else c * d
+            for c, d in zip(m.group(1), depths)]
+
+
+def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> torch.Tensor:
+    """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    if (wh, ww) == (h, w):
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    x = x.reshape(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(-1, c, wh, ww)
+    x = conv(x)
+    return x.reshape(b, h // wh, w // ww, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, h, w, c)
+
+
+def stripe_window(idx: int, split_size: int, h: int, w: int) -> tuple[int, int]:
+    """The window of a branch on an ``h x w`` map: ``idx`` -1 the whole map, 0 vertical stripes ``(h, split)``,
+    1 horizontal stripes ``(split, w)`` (the official ``H_sp, W_sp``)."""
+    return {-1: (h, w), 0: (h, split_size), 1: (split_size, w)}[idx]
+
+
+class StripeBranch(nn.Module):
+    """What every CSWin branch shares: its window rule, the centred zero padding, and LePE (``get_v``, a depthwise
+    3x3 conv of v inside each window). Subclasses call :meth:`_init_branch` and define :meth:`attend`.
+
+    ``idx`` as :func:`stripe_window`; ``resolution``: the stage's map side at the build size.
+    """
+
+    uses_input_mean = False  # True: forward takes ``x_mean``, the block input's mean token (InLine's residual)
+
+    def _init_branch(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, dd: dict) -> None:
+        if idx not in (-1, 0, 1):
+            raise ValueError(f'idx must be -1 (whole map), 0 (vertical) or 1 (horizontal stripes), got {idx}')
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.idx, self.split_size, self.resolution = idx, split_size, resolution
+        self.scale = self.head_dim ** -0.5
+        self.get_v = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, **dd)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: tuple[int, int],
+               **kwargs: torch.Tensor) -> torch.Tensor:
+        """The branch's attention on NHWC q, k, v whose sizes are multiples of ``window`` (LePE excluded)."""
+        raise NotImplementedError
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = q.shape
+        wh, ww = stripe_window(self.idx, self.split_size, h, w)
+        ph, pw = (wh - h % wh) % wh, (ww - w % ww) % ww
+        if ph or pw:  # the official segmentation backbone's centred padding
+            pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            q, k, v = (F.pad(t, pad) for t in (q, k, v))
+        out = self.attend(q, k, v, (wh, ww), **kwargs) + window_conv(v, self.get_v, (wh, ww))
+        if ph or pw:
+            out = out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+        return out
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, num_heads={self.num_heads}, idx={self.idx}, split_size={self.split_size}'
+
+
+def _windows(x: torch.Tensor, window: tuple[int, int], heads: int) -> torch.Tensor:
+    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (windows row-major per image)."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.reshape(b, h // wh, wh, w // ww, ww, heads, c // heads).transpose(2, 3)
+    return x.reshape(-1, wh, ww, heads, c // heads)
+
+
+def _merge_windows(x: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """``[B * windows, wh, ww, C]`` -> NHWC ``[B, H, W, C]`` (the inverse of :func:`_windows`)."""
+    _, wh, ww, c = x.shape
+    return x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(2, 3).reshape(b, h, w, c)
+
+
+class LePEStripeAttention(StripeBranch):
+    """CSWin's softmax attention in each stripe (the official ``LePEAttention``), on :func:`ops.window_attention`.
+
+    ``mask_padding``: where the stripes do not divide the map, pad at the end and mask the padded keys (every query
+    sees only real tokens), instead of the official centred zero padding whose zero keys stay in the softmax.
+    """
+
+    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, attn_drop: float = 0.,
+                 mask_padding: bool = False, device=None, dtype=None):
+        super().__init__()
+        self._init_branch(dim, num_heads, idx, split_size, resolution, {'device': device, 'dtype': dtype})
+        self.attn_drop, self.mask_padding = attn_drop, mask_padding
+
+    def attend(self, q, k, v, window, **kwargs):
+        b, h, w, c = q.shape
+        q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
+        out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
+                                   dropout_p=self.attn_drop if self.training else 0.)
+        return out.reshape(b, h, w, c)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        if not self.mask_padding:
+            return super().forward(q, k, v)
+        window = stripe_window(self.idx, self.split_size, q.shape[1], q.shape[2])
+        padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
+        lepe = ops.crop(window_conv(padded, self.get_v, window), size, (1, 2))
+        return self.attend(q, k, v, window) + lepe  # window_attention pads, masks and crops itself
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, mask_padding={self.mask_padding}'
+
+
+class AgentStripeAttention(AgentBiases, StripeBranch):
+    """Agent attention in each window (Agent-CSWin's ``AgentAttention``): the shared biases
+    (:class:`~backbones._agent_inline.AgentBiases`, sized to the build window and resized to any other) and
+    :func:`ops.agent_attention`; CSWin's LePE is its depthwise-conv term.
+
+    ``agent_shape``: the agent grid at run time (default: the build one), as in
+    :class:`~backbones._agent_inline.AgentAttention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int, agent_num: int = 49,
+                 attn_drop: float = 0., agent_shape: Sequence[int] | None = None, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__(num_heads, agent_num, stripe_window(idx, split_size, resolution, resolution), **dd)
+        self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
+        self.attn_drop = attn_drop
+        self.agent_shape = None if agent_shape is None else tuple(agent_shape)
+
+    def attend(self, q, k, v, window, **kwargs):
+        b, h, w, c = q.shape
+        q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
+        agent_shape = self.agent_shape or self.grid
+        agents = pool_agents(q, agent_shape)
+        bias1, bias2 = self.biases(window, agent_shape=agent_shape)
+        out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+        return _merge_windows(out.reshape(-1, *window, c), b, h, w)
+
+    def extra_repr(self) -> str:
+        return f'{StripeBranch.extra_repr(self)}, agent_num={self.agent_num}, build_window={self.query_size}'
+
+
+class InLineStripeAttention(StripeBranch):
+    """InLine attention in each window (InLine-CSWin's ``InLineAttention``): :func:`ops.linear_attention` with
+    ``normalizer='inline'`` plus the dynamic 3x3 residual whose kernels ``residual`` makes from the block input's
+    mean token (:func:`~backbones._agent_inline.inline_residual`; the windows of an image share them), and LePE.
+
+    ``kernel_func``: the feature map phi (``INLINE_KERNELS``; official ``'identity'``). ``attn_drop`` is unused (no
+    attention matrix), as in the official module.
+    """
+
+    uses_input_mean = True
+
+    def __init__(self, dim: int, num_heads: int, idx: int, split_size: int, resolution: int,
+                 kernel_func: str = 'identity', attn_drop: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kernel_func not in INLINE_KERNELS:
+            raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
+        self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
+        self.kernel_func = kernel_func
+        self.residual = nn.Sequential(
+            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd),
+            nn.GELU(),
+            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd),
+        )
+
+    def attend(self, q, k, v, window, x_mean=None, **kwargs):
+        b, h, w, c = q.shape
+        q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
+        out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
+                                   normalizer='inline', scale=self.scale).reshape(-1, *window, c)
+        out = out + inline_residual(self.residual, x_mean, v.flatten(3).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return _merge_windows(out, b, h, w)
+
+
+BranchFactory = Callable[..., StripeBranch]
+
+
+class CSWinBlock(nn.Module):
+    """Pre-norm block with two stripe attention branches over halves of the channels and heads, or one over the whole
+    map where the stage's build ``resolution`` equals ``split_size`` or in the ``last_stage`` (the official rule)."""
+
+    def __init__(self, dim: int, num_heads: int, branch: BranchFactory, split_size: int, resolution: int,
+                 last_stage: bool = False, mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
+                 drop_path: float = 0., device=None, dtype=None, **branch_kwargs: Any):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.dim = dim
+        self.norm1 = nn.LayerNorm(dim, **dd)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        if resolution == split_size or last_stage:
+            self.attns = nn.ModuleList([branch(dim, num_heads, -1, split_size, resolution, **branch_kwargs, **dd)])
+        else:
+            if num_heads % 2 or dim % 2:
+                raise ValueError(f'stripe blocks split dim and heads in two, got dim {dim}, {num_heads} heads')
+            self.attns = nn.ModuleList([branch(dim // 2, num_heads // 2, i, split_size, resolution, **branch_kwargs,
+                                               **dd) for i in range(2)])
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` NHWC."""
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        n = len(self.attns)
+        # InLine's dynamic residual reads the mean of the block input (before norm1), as the official block passes it
+        means = x.mean(dim=(1, 2)).chunk(n, dim=-1)
+        outs = [attn(qi, ki, vi, x_mean=m) if getattr(attn, 'uses_input_mean', False) else attn(qi, ki, vi)
+                for attn, qi, ki, vi, m in zip(self.attns, q.chunk(n, -1), k.chunk(n, -1), v.chunk(n, -1), means)]
+        x = x + self.drop_path(self.proj(torch.cat(outs, dim=-1) if n > 1 else outs[0]))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Downsample(nn.Module):
+    """3x3 stride-2 conv and LayerNorm (the official ``Merge_Block``), NCHW."""
+
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, out_dim, 3, 2, 1, device=device, dtype=dtype)
+        self.norm = LayerNorm2d(out_dim, eps=1e-5, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class Stem(nn.Module):
+    """7x7 stride-4 conv and LayerNorm (the official ``stage1_conv_embed``), NCHW."""
+
+    def __init__(self, in_chans: int, embed_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.in_chans = in_chans
+        self.proj = nn.Conv2d(in_chans, embed_dim, 7, 4, 2, device=device, dtype=dtype)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'a tensor of shape {tuple(x.shape)}')
+        if min(x.shape[2:]) < 3:
+            raise ValueError(f'the 7x7 stride-4 stem needs an input of at least 3x3 pixels, got {tuple(x.shape[2:])}')
+        return self.norm(self.proj(x))
+
+
+class CSWinStage(nn.Module):
+    """Optional downsample, then CSWin blocks on the NHWC map (NCHW in and out)."""
+
+    def __init__(self, blocks: Sequence[nn.Module], downsample: nn.Module | None):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = downsample or nn.Identity()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class CSWin(HierarchicalModel):
+    """CSWin with a choice of attention per block.
+
+    Args:
+        branches: letter -> branch class (a :class:`StripeBranch`), by default ``B`` / ``S``
+            :class:`LePEStripeAttention`, ``A`` :class:`AgentStripeAttention`, ``I`` :class:`InLineStripeAttention`.
+        attn_type: the official per-stage code (``'AABB'``, ``'IISS'``; ``M<n>`` mixes, see :func:`expand_attn_code`).
+        img_size: the build resolution: it decides which blocks are one global branch (stage resolution == split)
+            and sizes the resolution-dependent parameters of the linear attentions; any input size runs.
+        split_size: stripe width per stage of the softmax (``B``/``S``) blocks.
+        la_split_size: stripe width per stage of the linear (``A``/``I``) blocks (the official ``CSWIN_LA_SPLIT_SIZE``).
+        branch_kwargs: per letter, extra keyword arguments for its branch class, each a value or a per-stage tuple
+            (e.g. ``{'A': {'agent_num': (9, 16, 49, 49)}}``).
+        embed_dim, depths, num_heads, mlp_ratio, qkv_bias: widths and blocks (width doubles per stage).
+        mask_stripe_padding: stripes that do not divide the map: end-pad and mask the padded keys (the correct
+            behaviour) instead of the official segmentation backbone's centred, unmasked zero padding (the default).
+        drop_rate, attn_drop_rate, drop_path_rate: dropout in the MLP / attention, stochastic depth (linear over
+            all blocks); ``head_drop_rate``: before the classifier.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            img_size: int = 224,
+            embed_dim: int = 64,
+            depths: Sequence[int] = (2, 4, 18, 1),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            split_size: Sequence[int] = (1, 2, 7, 7),
+            la_split_size: Sequence[int] | None = None,
+            attn_type: str = 'BBBB',
+            branches: Mapping[str, BranchFactory] | None = None,
+            branch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            mask_stripe_padding: bool = False,
+            drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            head_drop_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(num_heads) == len(split_size) == n:
+            raise ValueError(f'depths, num_heads and split_size need one entry per stage, got {depths}, {num_heads}, '
+                             f'{split_size}')
+        resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
+        la_split_size = tuple(la_split_size or resolutions)
+        branches = {'B': LePEStripeAttention, 'S': LePEStripeAttention, 'A': AgentStripeAttention,
+                    'I': InLineStripeAttention, **(branches or {})}
+        letters = ''.join(branches)
+        linear = next((c for c in attn_type if c.isalpha() and c not in SOFTMAX_LETTERS | {'M'}), 'A')
+        softmax = next((c for c in attn_type if c in SOFTMAX_LETTERS), 'B')
+        per_stage = expand_attn_code(attn_type, depths, linear, softmax)
+        unknown = set(''.join(per_stage)) - set(letters)
+        if unknown:
+            raise ValueError(f'attn_type {attn_type!r} uses {sorted(unknown)}; this model knows {sorted(letters)}')
+        self.attn_type, self.img_size = attn_type, img_size
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.patch_embed = Stem(in_chans, embed_dim, **dd)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        stages, self.feature_info, dim, j = [], [], embed_dim, 0
+        for i in range(n):
+            out_dim = embed_dim * 2 ** i
+            blocks = []
+            for letter in per_stage[i]:
+                split = split_size[i] if letter in SOFTMAX_LETTERS else la_split_size[i]
+                extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
+                         for k, v in (branch_kwargs or {}).get(letter, {}).items()}
+                extra.setdefault('attn_drop', attn_drop_rate)
+                if letter in SOFTMAX_LETTERS:
+                    extra.setdefault('mask_padding', mask_stripe_padding)
+                blocks.append(CSWinBlock(
+                    out_dim, num_heads[i], branches[letter], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
+                    drop_rate, dpr[j], **dd, **extra))
+                j += 1
+            stages.append(CSWinStage(blocks, Downsample(dim, out_dim, **dd) if i else None))
+            self.feature_info.append(dict(num_chs=out_dim, reduction=4 * 2 ** i, module=f'stages.{i}'))
+            dim = out_dim
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = dim
+        self.norm = LayerNorm2d(dim, eps=1e-5, **dd)
+        self.head = ClassifierHead(dim, num_classes, pool_type=global_pool, drop_rate=head_drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal Linear weights, zero biases, unit LayerNorms; convs keep torch's init
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':  # nothing to draw on meta (slow there)
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing (the official set names ``pos_embed`` / ``cls_token``, which CSWin does not have)."""
+        return set()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    key = re.sub(r'^stage1_conv_embed\.0\.', 'patch_embed.proj.', key)
+    key = re.sub(r'^stage1_conv_embed\.2\.', 'patch_embed.norm.', key)
+    key = re.sub(r'^stage(\d)\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.', key)
+    key = re.sub(r'^merge(\d)\.', r'stages.\1.downsample.', key)
+    return re.sub(r'^head\.', 'head.fc.', key)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema: bool | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """Map an official Agent-/InLine-CSWin checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict_ema`` (the official ``main_ema.py`` saves
+    both; ``prefer_ema`` picks, by default the family's ``CHECKPOINT_EMA``) and DDP's ``module.`` prefix. Raises
+    ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys). The classifier is dropped for a
+    headless model.
+    """
+    if not isinstance(model, CSWin):
+        raise TypeError(f'checkpoint_filter_fn maps onto a CSWin model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=ema_first(model) if prefer_ema is None else prefer_ema)
+    if any(k.startswith('stage1_conv_embed.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(k.endswith('.attns.0.get_v.weight') for k in state_dict):
+        raise ValueError(f'{name}: not a CSWin checkpoint (no attns.0.get_v weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = (stage_layout(sd, widths='norm1.weight') for sd in (state_dict, expected))
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+

@@ -1,0 +1,395 @@
+"""The DeiT skeleton shared by Agent-DeiT and InLine-DeiT: timm's ViT/DeiT blocks with a choice of attention per block.
+
+DeiT (Touvron et al., ICML 2021; https://github.com/facebookresearch/deit) as timm's ``VisionTransformer`` builds it
+and the Agent-Attention (``agent_transformer/models/agent_deit.py``) and InLine (``models/inline_deit.py``) code
+modify it: a 16x16 patch embedding, a class token and learned absolute position embeddings, pre-norm blocks
+(LayerNorm eps 1e-6, ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``), a final LayerNorm and the class token's
+classifier. Parameter names are timm's (= the official ones), so official checkpoints load as saved.
+
+Each block's attention is a letter (``attn_type``, one per block): ``S`` / ``B`` softmax attention (timm's
+``Attention``, SDPA underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I`` InLine
+(:class:`InLineDeiTAttention`). Every attention takes the tokens
+``[B, 1 + H*W, C]`` (class token first) and the patch grid ``(H, W)``, so the linear attentions, which reshape the
+patch tokens into a map, run on any grid (the official code derives a square grid from the token count).
+
+Any input size: the position embeddings are resampled to the actual patch grid on the fly (timm's
+:func:`~timm.layers.resample_abs_pos_embed`, as timm's ``dynamic_img_size``); at the build size they are used as
+stored. A side that is not a multiple of the patch size is zero-padded at the end to the next multiple (timm's
+``dynamic_img_pad``; ``dynamic_img_pad=False`` gives timm's divisibility error instead).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.layers import Attention, DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers.helpers import get_device_dtype
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+import ops
+
+from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
+from .checkpoint import mismatch_report, model_name, unwrap_state_dict
+
+__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
+           'checkpoint_filter_fn']
+
+SOFTMAX_LETTERS = frozenset('BS')
+_LN_EPS = 1e-6
+_POOLS = ('token', 'avg', '')
+
+
+class SoftmaxAttention(Attention):
+    """timm's ViT attention (``qkv``, ``proj``; SDPA) with the DeiT attention signature ``(x, grid)``.
+
+    ``grid_size`` (the build grid, which sizes the linear attentions' parameters) and ``grid`` are not used.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., device=None, dtype=None):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return super().forward(x)
+
+
+class AgentDeiTAttention(AgentAttention):
+    """Agent-DeiT's attention: the shared agent attention over the patch grid, plus the class token.
+
+    Agents pool the patch queries only; the class token is one more key of the agents (its logit bias ``ac_bias``
+    ``[1, heads, A, 1]``) and one more query of the agents (``ca_bias`` ``[1, heads, 1, A]``), prepended to the
+    shared biases (:class:`~backbones._agent_inline.AgentBiases`, sized to the build grid); the depthwise conv of v
+    (``dwc``) is added to the patch tokens only. With another agent grid (``agent_shape``) the cls biases' agent
+    axis is resized bilinearly like the others.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., agent_num: int = 49,
+                 agent_shape: Sequence[int] | None = None, device=None, dtype=None):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__(dim, num_heads, agent_num, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop, agent_shape=agent_shape, **dd)
+        self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, **dd))
+        self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num, **dd))
+        if self.ac_bias.device.type != 'meta':
+            trunc_normal_(self.ac_bias, std=.02)
+            trunc_normal_(self.ca_bias, std=.02)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        agent_shape = self.agent_shape or self.grid
+        agents = pool_agents(q[:, 1:].reshape(b, *grid, self.num_heads, self.head_dim), agent_shape)
+        bias1, bias2 = self.biases(grid, agent_shape=agent_shape)
+        cls_key = resize_agent_bias(self.ac_bias[0][..., None], (1, 1), self.grid, agent_shape)  # [heads, A', 1]
+        cls_query = resize_agent_bias(self.ca_bias[0].transpose(1, 2)[..., None], (1, 1), self.grid, agent_shape)
+        bias1 = torch.cat([cls_key, bias1], dim=-1)
+        bias2 = torch.cat([cls_query.transpose(1, 2), bias2], dim=-2)
+        out = ops.agent_attention(q, k, v, agents, bias1, bias2, scale=self.scale,
+                                  dropout_p=self.attn_drop if self.training else 0.).reshape(b, n, c)
+        local = self.dwc(v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
+        out = torch.cat([out[:, :1], out[:, 1:] + local], dim=1)
+        return self.proj_drop(self.proj(out))
+
+
+class InLineDeiTAttention(InLineAttention):
+    """InLine-DeiT's attention: the shared InLine attention over all tokens (class token included), its dynamic
+    depthwise residual (kernels from the mean of all input tokens) on the patch tokens only.
+
+    ``attn_drop`` is unused (no attention matrix), as in the official module.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., kernel_func: str = 'identity', device=None,
+                 dtype=None):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, kernel_func=kernel_func, proj_drop=proj_drop,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline',
+                                   scale=self.scale).reshape(b, n, c)
+        local = inline_residual(self.residual, x.mean(dim=1), v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2))
+        out = torch.cat([out[:, :1], out[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
+        return self.proj_drop(self.proj(out))
+
+
+AttentionFactory = Callable[..., nn.Module]
+
+
+class DeiTBlock(nn.Module):
+    """timm's ViT ``Block`` (no layer-scale), passing the patch grid to its attention."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4., proj_drop: float = 0.,
+                 drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.attn = attn
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x), grid))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class DeiT(nn.Module):
+    """DeiT with a choice of attention per block.
+
+    Args:
+        img_size: the build resolution: sizes the position embeddings and the linear attentions' resolution-dependent
+            parameters (``grid_size`` = img_size // patch_size); any input size runs.
+        attn_type: one letter per block (``'AAAA' + 'B' * 8`` for Agent-DeiT-B), or one letter for every block
+            (default ``'S'``); see the module docstring.
+        attentions: letter -> attention class, by default ``S`` / ``B`` :class:`SoftmaxAttention`, ``A``
+            :class:`AgentDeiTAttention`, ``I`` :class:`InLineDeiTAttention`.
+        attn_kwargs: per letter, extra keyword arguments for its class, each a value or a per-block tuple.
+        patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the ViT geometry.
+        global_pool: ``'token'`` (the class token, DeiT's), ``'avg'`` (the patch tokens' mean) or ``''``.
+        dynamic_img_pad: zero-pad the input at the end to a multiple of the patch size (timm's option).
+        drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate: dropout after the position embedding / in the
+            MLP and projections / on the attention weights; stochastic depth (linear over the blocks).
+        head_drop_rate: dropout before the classifier.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    output_fmt = 'NLC'
+
+    def __init__(
+            self,
+            img_size: int = 224,
+            patch_size: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'token',
+            embed_dim: int = 192,
+            depth: int = 12,
+            num_heads: int = 3,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            attn_type: str | None = None,
+            attentions: Mapping[str, AttentionFactory] | None = None,
+            attn_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+            dynamic_img_pad: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            head_drop_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if global_pool not in _POOLS:
+            raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
+        attn_type = attn_type or 'S'
+        attn_type = attn_type * depth if len(attn_type) == 1 else attn_type
+        attentions = {'S': SoftmaxAttention, 'B': SoftmaxAttention, 'A': AgentDeiTAttention, 'I': InLineDeiTAttention,
+                      **(attentions or {})}
+        if len(attn_type) != depth or set(attn_type) - set(attentions):
+            raise ValueError(f'attn_type needs one letter, or one per block ({depth}), out of {sorted(attentions)}, '
+                             f'got {attn_type!r}')
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.attn_type, self.patch_size = attn_type, patch_size
+        self.grad_checkpointing = False
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, flatten=False, output_fmt='NHWC',
+                                      strict_img_size=False, dynamic_img_pad=dynamic_img_pad, **dd)
+        grid_size = tuple(self.patch_embed.grid_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid_size[0] * grid_size[1] + 1, embed_dim, **dd))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
+        blocks = []
+        for i, letter in enumerate(attn_type):
+            extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
+                     for k, v in (attn_kwargs or {}).get(letter, {}).items()}
+            attn = attentions[letter](embed_dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
+                                      proj_drop=proj_drop_rate, **extra, **dd)
+            blocks.append(DeiTBlock(embed_dim, attn, mlp_ratio, proj_drop_rate, dpr[i], **dd))
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_info = [dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size)
+                             for i in range(depth)]
+        self.norm = nn.LayerNorm(embed_dim, eps=_LN_EPS, **dd)
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        if self.pos_embed.device.type != 'meta':  # nothing to draw on meta (and timm's trunc_normal_ is slow there)
+            self._init_weights()
+
+    def _init_weights(self) -> None:
+        # the official (timm ViT, mode '') init: truncated-normal tokens and Linear weights (the classifier's too),
+        # zero biases, unit LayerNorms; the patch conv keeps torch's init
+        trunc_normal_(self.pos_embed, std=.02)
+        trunc_normal_(self.cls_token, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {'pos_embed', 'cls_token'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in _POOLS:
+                raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        # the new classifier goes where the model's parameters are, in the model's mode
+        self.head = (nn.Linear(self.embed_dim, num_classes, **get_device_dtype(self)) if num_classes > 0
+                     else nn.Identity()).train(self.training)
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> class token + patch tokens with position embeddings, and the patch grid."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'a tensor of shape {tuple(x.shape)}')
+        if min(x.shape[2:]) < self.patch_size:
+            raise ValueError(f'the input {tuple(x.shape[2:])} is smaller than one {self.patch_size}x'
+                             f'{self.patch_size} patch')
+        x = self.patch_embed(x)
+        grid = (int(x.shape[1]), int(x.shape[2]))
+        pos = self.pos_embed
+        if grid != tuple(self.patch_embed.grid_size):
+            pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, num_prefix_tokens=1)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos
+        return self.pos_drop(x), grid
+
+    def _block(self, blk: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(blk, x, grid, use_reentrant=False)
+        return blk(x, grid)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, grid = self._tokens(x)
+        for blk in self.blocks:
+            x = self._block(blk, x, grid)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == 'token':
+            x = x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Block outputs for ``indices`` (last n if int, all if None) as timm's ViT gives them, and the features.
+
+        ``output_fmt`` ``'NCHW'`` (patch tokens as a map) or ``'NLC'``; ``norm`` applies the final norm to each;
+        ``return_prefix_tokens`` pairs each with its class token ``[B, 1, C]``.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x, grid = self._tokens(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
+        intermediates = []
+        for i, blk in enumerate(blocks):
+            x = self._block(blk, x, grid)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        prefix = [y[:, :self.num_prefix_tokens] for y in intermediates]
+        intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            intermediates = [y.reshape(y.shape[0], *grid, -1).permute(0, 3, 1, 2).contiguous()
+                             for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks (and norm / head) that the given intermediates do not need; returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str, torch.Tensor]:
+    """Fit an official Agent-/InLine-DeiT checkpoint (the layout is ours) onto ``model``, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` (the official ``main.py``) / ``state_dict`` /
+    ``model_ema`` (and DDP's ``module.`` prefix). Position embeddings of another grid are resampled to the model's
+    (timm's :func:`~timm.layers.resample_abs_pos_embed`). Raises ``ValueError`` naming what differs (blocks, width,
+    attentions, missing or unexpected keys). The classifier is dropped for a headless model.
+    """
+    if not isinstance(model, DeiT):
+        raise TypeError(f'checkpoint_filter_fn maps onto a DeiT model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
+    if 'pos_embed' not in state_dict or 'cls_token' not in state_dict:
+        raise ValueError(f'{name}: not a DeiT checkpoint (no pos_embed / cls_token; first keys {list(state_dict)[:3]})')
+    expected = model.state_dict()
+    pos, want = state_dict['pos_embed'], expected['pos_embed']
+    if pos.shape != want.shape and pos.dim() == 3 and pos.shape[-1] == want.shape[-1]:
+        state_dict = dict(state_dict, pos_embed=resample_abs_pos_embed(
+            pos, tuple(model.patch_embed.grid_size), num_prefix_tokens=1))
+    if 'head.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the patch conv afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        def layout(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+            blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('blocks.')})
+            return dict(depth=len(blocks), width=sd['cls_token'].shape[-1] if 'cls_token' in sd else None)
+        have, want = layout(state_dict), layout(expected)
+        diffs = [f'{f}: checkpoint {have[f]} vs model {want[f]}' for f in have if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+

@@ -1,0 +1,333 @@
+"""The PVT-v1 skeleton with the attention chosen per stage, shared by Agent-PVT and InLine-PVT.
+
+PVT (Wang et al., ICCV 2021) as the Agent / InLine repositories build it: per stage a patch embedding (4x4 conv for
+stage 1, 2x2 after; LayerNorm), a learned position embedding sized to the build grid, and pre-norm blocks
+(attention, then an MLP; LayerNorm eps 1e-6); no class token and no final norm: the head averages the last map.
+A stage's attention is one of
+
+* ``'sra'`` — PVT's spatial-reduction attention (keys / values from the map reduced by an ``sr x sr`` stride conv +
+  LayerNorm; the official ``B`` / ``S`` stages), through :func:`ops.dense_attention`;
+* ``'agent'`` — agent attention over the whole map (``A``; :class:`backbones._agent_inline.AgentAttention`);
+* ``'inline'`` — InLine attention over the whole map (``I``; :class:`backbones._agent_inline.InLineAttention`).
+
+The official A / I stages use spatial reduction 1 (``PVT_LA_SR_RATIOS = 1111``: the released models, and the only
+value the official downstream agent code accepts), which is what is built here.
+
+Any input size: each patch embedding drops a remainder row / column (a stride conv without padding, as the official
+code), the position embeddings are resized bilinearly to the map (the official rule; identity at the build size),
+and the agent biases are resized as the official downstream backbones do (:mod:`backbones._agent_inline`). The
+official ``_get_pos_embed`` compares a stage's token count with stage 1's build count, which crashes or mislays the
+embedding at some sizes (e.g. stage 2 of a 448 input); here a stage compares its own grid. Layout: stage 1's patch
+embedding is ``patch_embed``, the others ``stages.{i}.downsample``; ``pos_embed{i+1}`` -> ``stages.{i}.pos_embed``;
+``block{i+1}`` -> ``stages.{i}.blocks``; ``head`` -> ``head.fc`` (:func:`checkpoint_filter_fn`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import checkpoint_seq
+from torch import nn
+
+import ops
+
+from ._agent_inline import AgentAttention, InLineAttention
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'parse_attn_code', 'checkpoint_filter_fn', 'PVT_KINDS']
+
+PVT_KINDS = ('sra', 'agent', 'inline')
+_LN_EPS = 1e-6  # the blocks' norm_layer; the patch embeddings' and SRA's norms keep nn.LayerNorm's 1e-5
+_MIN_SIZE = 32  # a 4x4 then three 2x2 stride convs without padding
+
+
+def parse_attn_code(code: str, num_stages: int, letters: Mapping[str, str]) -> list[str]:
+    """Per-stage attention kinds from an official letter code (``'AAAA'``, ``'IIII'``): one letter per stage."""
+    if len(code) != num_stages or any(c not in letters for c in code):
+        raise ValueError(f'attn_type must be {num_stages} letters from {sorted(letters)}, got {code!r}')
+    return [letters[c] for c in code]
+
+
+class SpatialReductionAttention(nn.Module):
+    """PVT's attention on an NHWC map: queries from every token, keys / values from the map reduced by ``sr``
+    (a stride-``sr`` conv and a LayerNorm; none for ``sr = 1``). Parameters ``q``, ``kv``, ``proj``, ``sr``,
+    ``norm``."""
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.num_heads, self.head_dim, self.sr_ratio, self.attn_drop = num_heads, dim // num_heads, sr_ratio, attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio, **dd)
+            self.norm = nn.LayerNorm(dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        q = self.q(x).reshape(b, h * w, self.num_heads, self.head_dim)
+        kv_in = x
+        if self.sr_ratio > 1:
+            kv_in = self.norm(self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        k, v = self.kv(kv_in).reshape(b, -1, 2, self.num_heads, self.head_dim).unbind(2)
+        out = ops.dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj_drop(self.proj(out.reshape(b, h, w, c)))
+
+
+class PVTBlock(nn.Module):
+    """Pre-norm PVT block on an NHWC map: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, kind: str, build_size: int, sr_ratio: int = 1, agent_num: int = 49,
+                 agent_shape: Sequence[int] | None = None, kernel_func: str = 'identity', mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kind not in PVT_KINDS:
+            raise ValueError(f'kind must be one of {PVT_KINDS}, got {kind!r}')
+        self.kind = kind
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        if kind == 'sra':
+            self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                                  proj_drop=proj_drop, **dd)
+        elif kind == 'agent':
+            self.attn = AgentAttention(dim, num_heads, agent_num, build_size, qkv_bias=qkv_bias, separate_q=True,
+                                       attn_drop=attn_drop, proj_drop=proj_drop, agent_shape=agent_shape, **dd)
+        else:
+            self.attn = InLineAttention(dim, num_heads, qkv_bias=qkv_bias, separate_q=True, kernel_func=kernel_func,
+                                        proj_drop=proj_drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """A ``patch_size`` stride conv (a remainder row / column dropped, as the official code) and a LayerNorm."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)  # nn.LayerNorm's default, as the official embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class PVTStage(nn.Module):
+    """Patch embedding (``downsample``; none for stage 1, whose embedding is the model's stem), the position
+    embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then the blocks; NCHW in and out."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, build_grid: tuple[int, int],
+                 drop_path: Sequence[float], device=None, dtype=None, **block_kwargs: Any):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.grad_checkpointing = False
+        self.downsample = PatchEmbed(dim, out_dim, 2, **dd) if downsample else nn.Identity()
+        self.build_grid = build_grid
+        self.pos_embed = nn.Parameter(torch.zeros(1, build_grid[0] * build_grid[1], out_dim, **dd))
+        if self.pos_embed.device.type != 'meta':
+            trunc_normal_(self.pos_embed, std=.02)
+        self.blocks = nn.Sequential(*[PVTBlock(out_dim, build_size=build_grid[0], drop_path=drop_path[j],
+                                               **block_kwargs, **dd) for j in range(depth)])
+
+    def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
+        """``[1, H, W, C]``: the build-grid embedding, bilinearly resized to ``size`` when it differs."""
+        pos = self.pos_embed.reshape(1, *self.build_grid, -1)
+        if size == self.build_grid:
+            return pos
+        return F.interpolate(pos.permute(0, 3, 1, 2), size=size, mode='bilinear').permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        x = x + self.position_embedding((x.shape[1], x.shape[2]))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class _Stem(PatchEmbed):
+    """Stage 1's 4x4 patch embedding, with the input checks."""
+
+    def __init__(self, in_chans: int, embed_dim: int, device=None, dtype=None):
+        super().__init__(in_chans, embed_dim, 4, device=device, dtype=dtype)
+        self.in_chans = in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
+                             f'(input shape {tuple(x.shape)})')
+        if min(x.shape[2:]) < _MIN_SIZE:
+            raise ValueError(f'this PVT model needs inputs of at least {_MIN_SIZE} px per side (a 4x4 then three 2x2 '
+                             f'patch embeddings), got {tuple(x.shape[2:])}')
+        return super().forward(x)
+
+
+class PVT(HierarchicalModel):
+    """PVT-v1 with a per-stage attention choice (Agent-PVT, InLine-PVT).
+
+    Args:
+        attn_kinds: per stage, one of ``PVT_KINDS``.
+        img_size: the build input size (position embeddings and agent biases are sized to its stage grids).
+        in_chans, num_classes, global_pool: as timm.
+        embed_dims, depths, num_heads, mlp_ratios: per stage.
+        sr_ratios: spatial reduction of the ``'sra'`` stages.
+        agent_num: agents per stage; agent_shapes: per stage, the agent grid at run time (the official downstream
+            ``downstream_agent_shapes``; ``None`` keeps the build grids).
+        kernel_func: InLine's feature map.
+        qkv_bias: bias in the q / kv projections.
+        drop_rate: classifier dropout; proj_drop_rate: after projections, in the MLP and on the position embedding
+            (the official ``drop_rate``); attn_drop_rate; drop_path_rate: stochastic depth, linear over all blocks.
+    """
+
+    stem_pattern = r'^patch_embed|^stages\.0\.pos_embed'
+
+    def __init__(
+            self,
+            attn_kinds: Sequence[str],
+            img_size: int | Sequence[int] = 224,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: Sequence[int] = (64, 128, 320, 512),
+            depths: Sequence[int] = (3, 4, 6, 3),
+            num_heads: Sequence[int] = (1, 2, 5, 8),
+            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            sr_ratios: Sequence[int] = (8, 4, 2, 1),
+            agent_num: Sequence[int] = (9, 16, 49, 49),
+            agent_shapes: Sequence[Sequence[int] | None] | None = None,
+            kernel_func: str = 'identity',
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
+        per_stage = (embed_dims, num_heads, mlp_ratios, sr_ratios, agent_num, agent_shapes, attn_kinds)
+        if any(len(v) != n for v in per_stage):
+            raise ValueError(f'embed_dims, num_heads, mlp_ratios, sr_ratios, agent_num, agent_shapes and attn_kinds '
+                             f'need one entry per stage ({n}), got {per_stage}')
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.patch_embed = _Stem(in_chans, embed_dims[0], **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        grid = (img_size[0] // 4, img_size[1] // 4)
+        for i in range(n):
+            if i:
+                grid = (grid[0] // 2, grid[1] // 2)
+            stages.append(PVTStage(
+                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], downsample=i > 0, build_grid=grid,
+                drop_path=dpr[i], num_heads=num_heads[i], kind=attn_kinds[i], sr_ratio=sr_ratios[i],
+                agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
+                mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()  # the official models have no final norm
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=self.stem_pattern,
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.(?:downsample|pos_embed)', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+            ],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's defaults (biases, norms): the official ``no_weight_decay`` names only a
+        ``cls_token`` these models do not have, so position embeddings and agent biases are decayed."""
+        return set()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^(patch_embed|pos_embed|block)(\d+)(.*)$', key)
+    if m:
+        kind, i, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
+        if kind == 'patch_embed':
+            return f'patch_embed{rest}' if i == 0 else f'stages.{i}.downsample{rest}'
+        if kind == 'pos_embed':
+            return f'stages.{i}.pos_embed{rest}'
+        return f'stages.{i}.blocks{rest}'
+    return 'head.fc.' + key[len('head.'):] if key.startswith('head.') else key
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    layout = stage_layout(state_dict, widths='norm2.weight', agent=('attn.an_bias', lambda t: 'agent'),
+                          inline=('attn.residual.0.weight', lambda t: 'inline'))
+    return dict(layout, attention=[a or i or 'sra' for a, i in zip(layout.pop('agent'), layout.pop('inline'))])
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: PVT) -> dict[str, torch.Tensor]:
+    """Map an official Agent-PVT / InLine-PVT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one under ``model`` (the official releases) / ``state_dict`` / ``model_ema`` (and
+    DDP's ``module.``). Raises ``ValueError`` naming what differs (blocks, widths, attention per stage, keys) for
+    another family or variant. The classifier is dropped for a headless model, else left to timm's loader with the
+    stem's input channels.
+    """
+    if not isinstance(model, PVT):
+        raise TypeError(f'checkpoint_filter_fn maps onto a PVT-skeleton model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
+    if any(k.startswith('block1.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(re.match(r'^stages\.\d+\.pos_embed$', k) for k in state_dict):
+        raise ValueError(f'{name}: not a PVT-skeleton checkpoint (no pos_embed1..4 / stages.*.pos_embed; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths', attention='attention per stage')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict

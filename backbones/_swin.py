@@ -1,0 +1,312 @@
+"""The Swin skeleton with the attention chosen per stage (or per block), shared by Agent-Swin and InLine-Swin.
+
+Swin (Liu et al., ICCV 2021): a 4x4 patch stem (conv + LayerNorm), four stages of pre-norm blocks (attention, then
+an MLP) with a 2x2 patch merging in front of stages 2-4 (timm's ``PatchMerging``), a final LayerNorm and a
+pooled linear head. A block's attention is one of
+
+* ``'window'`` — Swin's (shifted) window attention with a relative position bias, :class:`ops.WindowAttention2D`
+  (the official ``B`` / ``S`` blocks); window ``max(7, window_size // 8)``, odd blocks of a stage shifted by half a
+  window; no shift on a map no larger than the window (the official models' rule);
+* ``'agent'`` — agent attention over the whole stage map (``A``; :class:`backbones._agent_inline.AgentAttention`);
+* ``'inline'`` — InLine attention over the whole stage map (``I``; :class:`backbones._agent_inline.InLineAttention`).
+
+The official Agent/InLine-Swin configs set ``window_size`` to the stage-1 map (56 at 224, 72 at 288, 96 at 384), so
+their A / I blocks see the whole map at the build size; their detection / segmentation backbones make them global at
+every size, and so does this skeleton (the official classification code would window them on a larger map).
+
+Any input size: the stem zero-pads the image to a multiple of 4; window blocks zero-pad the normalised tokens to a
+multiple of the window and crop back (the official downstream backbones' padding, padded keys unmasked); patch
+merging pads odd maps; agent biases are resized to the map (:mod:`backbones._agent_inline`). Module layout: timm's
+(``stages.{i}.downsample`` in front, ``stages.{i}.blocks.{j}``, ``head.fc``); :func:`checkpoint_filter_fn` maps
+the official layout (``layers.{i}``, downsample at the end) onto it.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import checkpoint_seq
+from timm.models.swin_transformer import PatchMerging
+from torch import nn
+
+import ops
+
+from ._agent_inline import AgentAttention, InLineAttention
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['Swin', 'SwinBlock', 'parse_attn_code', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
+
+ATTN_KINDS = ('window', 'agent', 'inline')
+_MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
+
+
+def parse_attn_code(code: str, depths: Sequence[int], letters: Mapping[str, str],
+                    mixed: tuple[str, str]) -> list[list[str]]:
+    """Per-block attention kinds from an official letter code (``'AAAB'``, ``'IIMS2'``, ...).
+
+    One letter per stage, mapped through ``letters``; ``M`` mixes within a stage: its first ``n`` blocks are
+    ``mixed[0]``, the rest ``mixed[1]``, with ``n`` the digits after the stage letters (``AAMB2``: stage 3 starts with
+    two agent blocks), as the official ``BasicLayer``.
+    """
+    n = len(depths)
+    head, tail = code[:n], code[n:]
+    bad = [c for c in head if c != 'M' and c not in letters]
+    if len(head) < n or bad or (tail and ('M' not in head or not tail.isdigit())) or ('M' in head and not tail):
+        raise ValueError(f'attn_type must be {n} letters from {sorted(letters)} or M, followed by the number of '
+                         f'leading {mixed[0]} blocks when an M is present (e.g. AAMB2 / IIMS2), got {code!r}')
+    mix = int(tail) if tail else 0
+    return [[(mixed[0] if j < mix else mixed[1]) if c == 'M' else letters[c] for j in range(d)]
+            for c, d in zip(head, depths)]
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block on an NHWC map: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    Args:
+        dim, num_heads: width and heads.
+        kind: one of ``ATTN_KINDS``.
+        window_size, shift_size: the window / its shift (``'window'`` only).
+        build_size: the map the agent biases are sized to (``'agent'`` only).
+        agent_num, agent_shape: agents, and the agent grid at run time (``None``: the build grid; ``'agent'``).
+        kernel_func: InLine's feature map (``'inline'``).
+        mlp_ratio, qkv_bias, proj_drop, attn_drop, drop_path: as Swin.
+    """
+
+    def __init__(self, dim: int, num_heads: int, kind: str, window_size: int = 7, shift_size: int = 0,
+                 build_size: int = 56, agent_num: int = 49, agent_shape: Sequence[int] | None = None,
+                 kernel_func: str = 'identity', mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
+                 attn_drop: float = 0., drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kind not in ATTN_KINDS:
+            raise ValueError(f'kind must be one of {ATTN_KINDS}, got {kind!r}')
+        self.kind, self.window_size = kind, window_size
+        self.norm1 = nn.LayerNorm(dim, **dd)
+        if kind == 'window':
+            self.attn = ops.WindowAttention2D(dim, num_heads, window_size, shift_size, qkv_bias=qkv_bias,
+                                              attn_drop=attn_drop, proj_drop=proj_drop, **dd)
+        elif kind == 'agent':
+            self.attn = AgentAttention(dim, num_heads, agent_num, build_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                       proj_drop=proj_drop, agent_shape=agent_shape, **dd)
+        else:
+            self.attn = InLineAttention(dim, num_heads, qkv_bias=qkv_bias, kernel_func=kernel_func,
+                                        proj_drop=proj_drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        if self.kind == 'window':
+            y = self.attn(y, shift=min(x.shape[1], x.shape[2]) > self.window_size)
+        else:
+            y = self.attn(y)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SwinStage(nn.Module):
+    """Optional patch merging (``dim`` -> ``out_dim``), then one block per entry of ``kinds``; NCHW in and out."""
+
+    def __init__(self, dim: int, out_dim: int, kinds: Sequence[str], downsample: bool, num_heads: int,
+                 window_size: int, build_size: int, drop_path: Sequence[float], device=None, dtype=None,
+                 **block_kwargs: Any):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.grad_checkpointing = False
+        self.downsample = PatchMerging(dim, out_dim, **dd) if downsample else nn.Identity()
+        small = max(7, window_size // 8)  # the official window of B / S blocks
+        self.blocks = nn.Sequential(*[SwinBlock(
+            out_dim, num_heads, kind, window_size=small, shift_size=small // 2 if j % 2 else 0,
+            build_size=min(window_size, build_size), drop_path=drop_path[j], **block_kwargs, **dd)
+            for j, kind in enumerate(kinds)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x.permute(0, 2, 3, 1))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """4x4 patches (the image zero-padded to a multiple of 4, as the official downstream stem) and a LayerNorm."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_chans, self.patch_size = in_chans, patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)  # nn.LayerNorm's default, as the official stem
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
+                             f'(input shape {tuple(x.shape)})')
+        if min(x.shape[2:]) < _MIN_SIZE:
+            raise ValueError(f'this Swin model needs inputs of at least {_MIN_SIZE} px per side (three 2x2 patch '
+                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        p = self.patch_size
+        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+
+
+class Swin(HierarchicalModel):
+    """Swin with a per-block attention choice (Agent-Swin, InLine-Swin).
+
+    Args:
+        attn_kinds: per stage, the kind of each block (``parse_attn_code`` makes them from an official code).
+        img_size: the build input size: the agent biases are sized to its stage maps (the official ``img_size``).
+        in_chans, num_classes, global_pool: as timm.
+        embed_dim, depths, num_heads: stage-1 width (doubling per stage), blocks and heads per stage.
+        window_size: the official ``WINDOW_SIZE`` (the agent blocks' build window, clipped to the stage map; window
+            blocks use ``max(7, window_size // 8)``).
+        agent_num: agents per stage.
+        agent_shapes: per stage, the agent grid at run time (the official downstream ``downstream_agent_shapes``);
+            ``None`` keeps the build grids.
+        kernel_func: InLine's feature map.
+        mlp_ratio, qkv_bias: as Swin.
+        drop_rate: classifier dropout; proj_drop_rate: after projections and in the MLP (the official ``drop_rate``);
+        attn_drop_rate: on attention probabilities; drop_path_rate: stochastic depth, linear over all blocks.
+    """
+
+    def __init__(
+            self,
+            attn_kinds: Sequence[Sequence[str]],
+            img_size: int | Sequence[int] = 224,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 96,
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (3, 6, 12, 24),
+            window_size: int = 56,
+            agent_num: Sequence[int] = (9, 16, 49, 49),
+            agent_shapes: Sequence[Sequence[int] | None] | None = None,
+            kernel_func: str = 'identity',
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        num_stages = len(depths)
+        agent_shapes = [None] * num_stages if agent_shapes is None else list(agent_shapes)
+        if not len(num_heads) == len(agent_num) == len(agent_shapes) == len(attn_kinds) == num_stages:
+            raise ValueError(f'depths, num_heads, agent_num, agent_shapes and attn_kinds need one entry per stage, got '
+                             f'{depths}, {num_heads}, {agent_num}, {agent_shapes}, {attn_kinds}')
+        if [len(k) for k in attn_kinds] != list(depths):
+            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i in range(num_stages):
+            stages.append(SwinStage(
+                dims[max(i - 1, 0)], dims[i], attn_kinds[i], downsample=i > 0, num_heads=num_heads[i],
+                window_size=window_size, build_size=min(img_size) // 4 // 2 ** i, drop_path=dpr[i],
+                agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal linear weights, zero biases (norms and convs keep PyTorch's)
+        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The official classification exclusions: the relative position tables (``no_weight_decay_keywords``); the
+        agent biases are decayed there (only the downstream configs exempt them, in their optimizer settings)."""
+        return {n for n, _ in self.named_parameters() if n.endswith('relative_position_bias_table')}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+_OFFICIAL_BUFFERS = ('relative_position_index', 'attn_mask')
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
+    if m:
+        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
+    key = re.sub(r'^layers\.', 'stages.', key)
+    return 'head.fc.' + key[len('head.'):] if key.startswith('head.') else key
+
+
+_KIND_KEYS = {'an_bias': 'A', 'residual.0.weight': 'I', 'relative_position_bias_table': 'W'}
+
+
+def attention_layout(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Per stage, one letter per block of a zoo-layout state dict: A(gent), I(nLine), W(indow), - (none of these)."""
+    letters: dict[tuple[int, int], str] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', k)
+        if m and m.group(3) in _KIND_KEYS:
+            letters[int(m.group(1)), int(m.group(2))] = _KIND_KEYS[m.group(3)]
+    return [''.join(letters.get((s, b), '-') for b in range(d))
+            for s, d in enumerate(stage_layout(state_dict)['depths'])]
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    return dict(stage_layout(state_dict, widths='norm2.weight'), attention=attention_layout(state_dict))
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: Swin) -> dict[str, torch.Tensor]:
+    """Map an official Agent-Swin / InLine-Swin checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one under ``model`` (the official releases) / ``state_dict`` / ``model_ema`` (and
+    DDP's ``module.``); drops the official derived buffers (``relative_position_index``, ``attn_mask``). Raises
+    ``ValueError`` naming what differs (blocks, widths, attention kinds per stage, keys) for another family or
+    variant. The classifier is dropped for a headless model, else left to timm's loader with the stem's channels.
+    """
+    if not isinstance(model, Swin):
+        raise TypeError(f'checkpoint_filter_fn maps onto a Swin-skeleton model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(_OFFICIAL_BUFFERS)}
+    if any(k.startswith('layers.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(re.match(r'^stages\.\d+\.blocks\.\d+\.attn\.', k) for k in state_dict):
+        raise ValueError(f'{name}: not a Swin-skeleton checkpoint (no layers.*.blocks.*.attn weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths',
+                      attention='attention per block (A agent, I InLine, W window)')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict

@@ -1,0 +1,205 @@
+"""Benchmark Agent and InLine attention against the official code and Swin's window attention, and the Swin-T models.
+
+* Attention at Swin-T's stage-1 / stage-2 shapes (dim 96 / 192, 3 / 6 heads, 9 / 16 agents) of a 224 and a
+  1024 x 1024 input (maps 56 / 28 and 256 / 128): our ``AgentAttention`` and ``InLineAttention``
+  (:mod:`backbones._agent_inline`, built for the map), the official modules with the same weights, and Swin's 7x7
+  window attention (``ops.WindowAttention2D``, the attention they replace); forward and forward+backward time and
+  peak memory.
+* Whole models at 224: agent_swin_tiny and inline_swin_tiny, ours vs the official models holding the same weights
+  (official random init, perturbed as tools/agent_inline_official_parity.py does), and timm's
+  ``swin_tiny_patch4_window7_224``; inference and training img/s (forward, cross-entropy, backward, AdamW step) with
+  peak memory.
+
+Timing and memory are benchmarks/models.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
+(bf16 autocast for the model rows); on CPU, the median process CPU time with one torch thread and the resident-set
+growth during one call. The official code runs from checkouts given by ``--agent-repo`` / ``--inline-repo``; without
+them only our rows and timm's are measured.
+
+    python benchmarks/agent_inline.py --agent-repo /path/to/Agent-Attention --inline-repo /path/to/InLine \\
+        [--sizes 224 1024] [--device cuda]
+
+Writes ``benchmarks/results/<device>/agent_inline.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tools'))
+
+import timm  # noqa: E402
+from agent_inline_official_parity import official_model, official_module, perturb_  # noqa: E402
+
+import ops  # noqa: E402
+from backbones import agent, inline  # noqa: E402
+from backbones._agent_inline import AgentAttention, InLineAttention  # noqa: E402
+from backbones.checkpoint import checkpoint_filter  # noqa: E402
+from benchmarks import models as bench  # noqa: E402
+
+STAGES = {1: dict(dim=96, heads=3, agents=9, stride=4), 2: dict(dim=192, heads=6, agents=16, stride=8)}
+MODELS = ('agent_swin_tiny', 'inline_swin_tiny', 'swin_tiny_patch4_window7_224')
+_FILES = dict(agent='agent_transformer/models/agent_swin.py', inline='models/inline_swin.py')
+
+
+def attention_impls(stage: dict, side: int, repos: dict[str, Path], device: torch.device) -> dict[str, Any]:
+    """name -> callable on an NHWC map; official modules carry our weights and see the windows' token layout."""
+    torch.manual_seed(0)
+    dim, heads = stage['dim'], stage['heads']
+    ag = AgentAttention(dim, heads, stage['agents'], side).to(device)
+    il = InLineAttention(dim, heads).to(device)
+    win = ops.WindowAttention2D(dim, heads, 7).to(device)
+    impls = {'ours agent': ag, 'ours InLine': il, 'Swin window 7x7 (ops.WindowAttention2D)': win}
+    if 'agent' in repos:
+        off = official_module(repos['agent'] / _FILES['agent']).AgentAttention(
+            dim, (side, side), heads, agent_num=stage['agents'])
+        off.load_state_dict(ag.state_dict())
+        off.to(device)
+        impls['official agent'] = lambda x, m=off: m(x.flatten(1, 2)).view(x.shape)
+    if 'inline' in repos:
+        off = official_module(repos['inline'] / _FILES['inline']).InLineAttention(dim, (side, side), heads)
+        off.load_state_dict(il.state_dict())
+        off.to(device)
+        impls['official InLine'] = lambda x, m=off: m(x.flatten(1, 2)).view(x.shape)
+    return impls
+
+
+def bench_attention(args: argparse.Namespace, repos: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for size in args.sizes:
+        for s, stage in STAGES.items():
+            side = size // stage['stride']
+            batch = max(1, round(args.batch * (224 / size) ** 2))
+            impls = attention_impls(stage, side, repos, args.device)
+            x = torch.randn(batch, side, side, stage['dim'], device=args.device, requires_grad=True)
+            with torch.no_grad():
+                ref = {k: impls[k](x) for k in ('ours agent', 'ours InLine')}
+            for name, fn in impls.items():
+                def fwd(fn=fn, x=x):
+                    with torch.no_grad():
+                        fn(x)
+
+                def fwd_bwd(fn=fn, x=x):
+                    fn(x).sum().backward()
+                t = {k: bench.measure(f, args.device, args.iters, args.warmup, args.cpu_memory)
+                     for k, f in (('fwd', fwd), ('fwd_bwd', fwd_bwd))}
+                row = dict(impl=name, input=size, stage=s, map=f'{side}x{side}', batch=batch,
+                           fwd_ms=round(t['fwd']['ms'], 2), fwd_bwd_ms=round(t['fwd_bwd']['ms'], 2),
+                           fwd_bwd_mb=round(t['fwd_bwd']['peak_mb'], 1))
+                if name.startswith('official'):
+                    with torch.no_grad():
+                        ours = ref['ours agent' if 'agent' in name else 'ours InLine']
+                        row['max_abs_diff_vs_ours'] = (fn(x) - ours).abs().max().item()
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def bench_models(args: argparse.Namespace, repos: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for name in MODELS:
+        torch.manual_seed(0)
+        family = 'agent' if name.startswith('agent') else 'inline' if name.startswith('inline') else None
+        candidates = {'ours' if family else 'timm': timm.create_model(name, drop_path_rate=0.).eval()}
+        if family in repos:
+            cfg = dict((agent if family == 'agent' else inline).model_cfgs[name])
+            off = official_model(official_module(repos[family] / _FILES[family]), family, cfg.pop('skeleton'), cfg)
+            perturb_(off, torch.Generator().manual_seed(0))
+            ours = candidates['ours']
+            ours.load_state_dict(checkpoint_filter(ours)({'model': off.state_dict()}, ours), strict=True)
+            candidates['official'] = off
+        for impl in list(candidates):
+            model = candidates.pop(impl).to(args.device)
+            row = dict(impl=impl, model=name, img_size=224,
+                       params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
+            for mode in ('infer', 'train'):
+                res = bench.run_mode(model, mode, args.model_batch, 224, args)
+                row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
+            rows.append(row)
+            print(row, flush=True)
+            del model
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result['meta']
+    on_gpu = meta['device_type'] == 'cuda'
+    timing = 'median of CUDA-event times' if on_gpu else 'median process CPU time per iteration (one torch thread)'
+    memory = 'peak `torch.cuda.max_memory_allocated`' if on_gpu else 'resident-set growth during one call'
+    lines = [f"# Agent / InLine attention vs the official code and Swin's window attention on {meta['device']}", '',
+             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
+             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. Model rows: "
+             f"AMP {meta['amp_dtype']}. Random inputs."]
+    if not on_gpu:
+        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
+                  'on a shared machine. Ratios within the run say more than absolute numbers.']
+    if meta['skipped']:
+        lines += ['', 'Skipped: ' + '; '.join(meta['skipped']) + '.']
+    lines += ['', "## Attention at Swin-T's stage-1 / stage-2 shapes (96 / 192 channels, 3 / 6 heads, 9 / 16 agents)",
+              '', '| impl | input | stage | map | batch | fwd ms | fwd+bwd ms | fwd+bwd MB | max abs diff vs ours |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in result['attention']:
+        diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
+        lines.append(f"| {r['impl']} | {r['input']} | {r['stage']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
+                     f"{r['fwd_bwd_ms']} | {r['fwd_bwd_mb']} | {diff} |")
+    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
+    lines += ['', '## Whole models at 224: inference and training (forward + backward + AdamW step)', '',
+              '| model | impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | '
+              'train MB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in result['models']:
+        lines.append(f"| {r['model']} | {r['impl']} | {r['params_m']} | " + ' | '.join(
+            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--agent-repo', type=Path, help='checkout of github.com/LeapLabTHU/Agent-Attention')
+    parser.add_argument('--inline-repo', type=Path, help='checkout of github.com/LeapLabTHU/InLine')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 1024], help='input sizes of the attention rows')
+    parser.add_argument('--batch', type=int, default=4, help='attention batch at 224 (scaled by (224 / size)^2)')
+    parser.add_argument('--model-batch', type=int, help='model batch (default: 128 on CUDA, 4 on CPU)')
+    parser.add_argument('--iters', type=int, default=3, help='timed iterations (the median is kept)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16', 'float32'),
+                        help='autocast dtype of the model rows (default: bfloat16 on CUDA, float32 on CPU)')
+    args = parser.parse_args()
+    args.device = torch.device(args.device)
+    on_gpu = args.device.type == 'cuda'
+    args.model_batch = args.model_batch or (128 if on_gpu else 4)
+    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
+    args.channels_last, args.compile = on_gpu, False
+    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
+    repos = {k: v for k, v in (('agent', args.agent_repo), ('inline', args.inline_repo)) if v is not None}
+    skipped = [f'official {k} rows (no --{k}-repo)' for k in ('agent', 'inline') if k not in repos]
+    if not on_gpu and not args.cpu_memory:
+        skipped.append('CPU peak memory (no /proc/self/clear_refs)')
+    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
+    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
+                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
+                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
+                amp_dtype=args.amp_dtype, skipped=skipped, loadavg_before=loadavg())
+    attention = bench_attention(args, repos)
+    models = bench_models(args, repos)
+    meta['loadavg_after'] = loadavg()
+    result = dict(meta=meta, attention=attention, models=models)
+    md = markdown(result)
+    print('\n' + md)
+    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'agent_inline.json').write_text(json.dumps(result, indent=1) + '\n')
+    (out / 'agent_inline.md').write_text(md)
+    print(f'wrote {out / "agent_inline.json"} and agent_inline.md')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,9 @@
+# Agent-PVT-L + RetinaNet, COCO 1x: the official agent_pvt_l_rtn_1x_12-16-28-28.py. Official: 46.8 box AP.
+_base_ = ['./_base_/agent_pvt_retinanet_1x.py']
+
+model = dict(
+    backbone=dict(
+        model_name='agent_pvt_large',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='https://cloud.tsinghua.edu.cn/f/040cfe0cfbbe4762ad09/?dl=1'),
+    ))
