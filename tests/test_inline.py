@@ -91,3 +91,12 @@ def test_checkpoint_errors_and_bad_input():
         timm.create_model('inline_swin_tiny', attn_type='AAAB')
     with pytest.raises(ValueError, match='at least 32 px'):
         timm.create_model('inline_pvt_tiny', **SHORT)(torch.randn(1, 3, 31, 64))
+
+
+def test_fvcore_flops_pvt_tiny_224():
+    """fvcore FLOPs within 2% of the README's 2.0 G."""
+    fvcore = pytest.importorskip('fvcore.nn')
+    flops = fvcore.FlopCountAnalysis(timm.create_model('inline_pvt_tiny').eval(), torch.randn(1, 3, 224, 224))
+    flops.unsupported_ops_warnings(False)
+    flops.uncalled_modules_warnings(False)
+    assert flops.total() / 1e9 == pytest.approx(2.0, rel=0.02)  # measured 1.99

@@ -199,3 +199,12 @@ def test_bad_input():
         AgentAttention(12, 3, 9, 6)(torch.randn(2, 36, 12))
     with pytest.raises(ValueError, match='kernel_func'):
         InLineAttention(8, 2, kernel_func='softmax')
+
+
+def test_window_attention_shift_can_be_skipped_per_call():
+    """Swin's rule on a map no larger than the window (the skeleton's call): ``shift=False`` is the unshifted op."""
+    shifted, plain = ops.WindowAttention2D(8, 2, 4, shift_size=2), ops.WindowAttention2D(8, 2, 4)
+    plain.load_state_dict(shifted.state_dict())
+    x = torch.randn(2, 6, 5, 8)
+    torch.testing.assert_close(shifted(x, shift=False), plain(x))
+    assert not torch.allclose(shifted(x), plain(x))
