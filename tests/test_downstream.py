@@ -286,10 +286,13 @@ def _ours_from_official(key: str, features_model: bool = False) -> str:
 
 @pytest.mark.parametrize('name', zoo_models())
 def test_default_out_indices_are_the_last_four_levels(name):
-    """Every zoo model, present and future: the default outputs are strides 4/8/16/32 (MaxViT's level 0 is its stem)."""
+    """Every zoo model, present and future: the default outputs are strides 4/8/16/32 (MaxViT's level 0 is its stem);
+    isotropic models (DeiT: one stride-16 token map) give their last four blocks."""
     with torch.device('meta'):
         backbone = AttnZooBackbone(name)
-    assert backbone.strides == [4, 8, 16, 32]
+    isotropic = len({info['reduction'] for info in backbone.model.feature_info.info}) == 1
+    assert backbone.strides == ([16] * 4 if isotropic else [4, 8, 16, 32])
+    assert isotropic == name.startswith(('agent_deit', 'inline_deit'))
     assert backbone.out_indices == tuple(range(backbone.num_levels - 4, backbone.num_levels))
 
 
