@@ -45,22 +45,25 @@ def _inputs(case, dtype, seed=0, duplicates=False):
     return [t.requires_grad_() for t in (q, k, v)], idx
 
 
-def _run(backend, q, k, v, idx, case, seed=1):
-    """Output, lse and the gradients of q, k, v for random output and lse gradients."""
+def _run(backend, q, k, v, idx, case, seed=1, lse_grad=True):
+    """Output, lse and the gradients of q, k, v for random output (and lse) gradients. Without ``lse_grad`` the
+    backward gets no lse gradient (the torch backend's fused CPU path)."""
     n, valid = case[6], case[8]
     out, lse = ops.routed_attention(q, k, v, idx, n, scale=0.3, return_lse=True, valid_shape=valid, backend=backend)
     g = torch.Generator().manual_seed(seed)
-    finite = torch.isfinite(lse)
-    loss = (out * torch.randn(out.shape, generator=g).to(out.dtype)).sum() + torch.where(finite, lse, 0).sum()
+    loss = (out * torch.randn(out.shape, generator=g).to(out.dtype)).sum()
+    if lse_grad:
+        loss = loss + torch.where(torch.isfinite(lse), lse, 0).sum()
     return [out, lse, *torch.autograd.grad(loss, (q, k, v))]
 
 
+@pytest.mark.parametrize('lse_grad', [True, False], ids=['lse-grad', 'out-grad'])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['fp64', 'fp32'])
 @pytest.mark.parametrize('case', CASES, ids=_ids)
 @pytest.mark.parametrize('backend', FAST)
-def test_backend_matches_reference(backend, case, dtype):
+def test_backend_matches_reference(backend, case, dtype, lse_grad):
     (q, k, v), idx = _inputs(case, dtype, duplicates=True)
-    got, want = _run(backend, q, k, v, idx, case), _run('reference', q, k, v, idx, case)
+    got, want = (_run(name, q, k, v, idx, case, lse_grad=lse_grad) for name in (backend, 'reference'))
     tol = {} if dtype == torch.float64 else {'atol': 1e-5, 'rtol': 1e-4}
     for name, a, b in zip(('out', 'lse', 'dq', 'dk', 'dv'), got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
@@ -135,10 +138,26 @@ def test_torch_backend_chunks_give_the_same_result(monkeypatch):
     """Query regions in many small chunks (the bounded-memory path of large maps) give the one-chunk result."""
     case = (2, 12, 12, 2, 8, 8, 4, 5, (11, 12))
     (q, k, v), idx = _inputs(case, torch.float64)
-    whole = _run('torch', q, k, v, idx, case)
-    monkeypatch.setattr(torch_routed, '_CHUNK_ELEMENTS', 1)  # one query region per chunk
-    for a, b in zip(_run('torch', q, k, v, idx, case), whole):
-        torch.testing.assert_close(a, b)
+    for unmasked in (case, case[:-1] + (None,)):  # the matmul path and (on CPU) the fused kernel path
+        whole = _run('torch', q, k, v, idx, unmasked, lse_grad=False)
+        monkeypatch.setattr(torch_routed, '_CHUNK_ELEMENTS', 1)  # one query region per chunk
+        for a, b in zip(_run('torch', q, k, v, idx, unmasked, lse_grad=False), whole):
+            torch.testing.assert_close(a, b)
+        monkeypatch.undo()
+
+
+def test_torch_backend_takes_the_fused_cpu_kernel_where_it_serves(monkeypatch):
+    """Unmasked keys and value_dim == head_dim: the fused kernel, forward and backward (no lse gradient)."""
+    calls = []
+    for name in ('_FLASH_CPU', '_FLASH_CPU_BWD'):
+        real = getattr(torch_routed, name)
+        monkeypatch.setattr(torch_routed, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name)
+                            or _real(*a, **kw))
+    for case, want in ((CASES[0], ['_FLASH_CPU', '_FLASH_CPU_BWD']), (CASES[3], []), (CASES[1], [])):
+        calls.clear()
+        (q, k, v), idx = _inputs(case, torch.float32)
+        _run('torch', q, k, v, idx, case, lse_grad=False)
+        assert calls == want, case
 
 
 def test_query_that_sees_only_padded_keys_gets_zero_and_no_nan():
