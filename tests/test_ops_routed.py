@@ -126,6 +126,18 @@ def test_region_routing_is_the_official_topk_routing():
     assert torch.autograd.gradcheck(lambda a, b: ops.region_routing(a, b, (2, 3), 4, diff_routing=True)[0], small)
 
 
+def test_region_routing_over_real_tokens_of_a_padded_map():
+    """valid_shape: region means over the real tokens only, and regions of padding alone are routed last."""
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(1, 6, 6, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    weights, idx = ops.region_routing(q, k, 3, 9, valid_shape=(3, 5))  # rows 4-5 (the last region row) are padding
+    mean = q[0, 2:3, 2:4].mean((0, 1))  # region 4 (rows 2-3, cols 2-3): its real tokens are row 2, cols 2-3
+    torch.testing.assert_close(ops.routed.region_means(q, ops.routed.region_grid(6, 6, 3), (3, 5))[0, 4], mean)
+    assert set(idx[0, :, -3:].flatten().tolist()) == {6, 7, 8} and torch.isfinite(weights).all()
+    _, plain = ops.region_routing(q, k, 3, 6)
+    assert not torch.equal(plain, idx[..., :6])
+
+
 def test_gradcheck_float64():
     (q, k, v), idx = _inputs((1, 4, 4, 2, 2, 3, 2, 2, (4, 3)), torch.float64)
     for backend in ['reference', *FAST]:
@@ -280,6 +292,8 @@ def test_bad_input_errors():
         ops.routed_attention(x, x, x, idx, 3)
     with pytest.raises(ValueError, match='valid_shape must be None or'):
         ops.routed_attention(q, k, v, idx, 3, valid_shape=(7, 6))
+    with pytest.raises(ValueError, match='valid_shape must be None or'):
+        ops.region_routing(x, x, 3, 2, valid_shape=(0, 6))
     with pytest.raises(ValueError, match=r"backend must be None or one of \[.*'reference'"):
         ops.routed_attention(q, k, v, idx, 3, backend='nope')
     with pytest.raises(TypeError, match='return_lse must be a bool'):
