@@ -17,7 +17,7 @@ from .._checks import autocast_inputs, check_compatible, check_flag, check_scale
 from .._registry import resolve_backend
 from . import backends as _backends  # noqa: F401  (registers the backends)
 from . import custom_op as _custom_op  # noqa: F401  (registers attnzoo::routed_forward)
-from .regions import RegionGrid, region_grid
+from .regions import RegionGrid, region_grid, to_regions, valid_tokens
 
 __all__ = ['region_routing', 'routed_attention', 'region_means']
 
@@ -27,27 +27,13 @@ def _check_topk(topk, n_regions: int) -> None:
         raise ValueError(f'topk must be an int in [1, n_regions={n_regions}], got {topk!r}')
 
 
-def _region_tokens(x: Tensor, grid: RegionGrid) -> Tensor:
-    """``[B, H, W, C]`` -> ``[B, R, S, C]``."""
-    b, _, _, c = x.shape
-    x = x.reshape(b, grid.n_h, grid.rh, grid.n_w, grid.rw, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, grid.n_regions, grid.region_size, c)
-
-
-def _valid_tokens(grid: RegionGrid, valid_shape, device) -> Tensor:
-    """``[R, S]`` bool: is the token inside the first ``valid_shape`` rows and columns."""
-    y = torch.arange(grid.shape[0], device=device)[:, None] < valid_shape[0]
-    x = torch.arange(grid.shape[1], device=device)[None, :] < valid_shape[1]
-    return _region_tokens((y & x)[None, :, :, None], grid)[0, :, :, 0]
-
-
 def region_means(x: Tensor, grid: RegionGrid, valid_shape: Sequence[int] | None = None) -> Tensor:
     """Mean of ``x [B, H, W, C]`` over each region: ``[B, R, C]`` (BiFormer's region descriptors); with
     ``valid_shape``, over the region's real tokens only (0 for a region of padding alone)."""
-    tokens = _region_tokens(x, grid)
+    tokens = to_regions(x[:, :, :, None], grid)[:, 0]  # [B, R, S, C]
     if valid_shape is None:
         return tokens.mean(2)
-    valid = _valid_tokens(grid, valid_shape, x.device)
+    valid = valid_tokens(grid, valid_shape, x.device)
     return (tokens * valid[..., None]).sum(2) / valid.sum(1).clamp(min=1)[:, None]
 
 
@@ -87,7 +73,7 @@ def region_routing(query: Tensor, key: Tensor, n_win: int | Sequence[int], topk:
         query, key = query.detach(), key.detach()
     logits = (region_means(query, grid, valid_shape) * scale) @ region_means(key, grid, valid_shape).transpose(-1, -2)
     if valid_shape is not None:  # key regions of padding alone last (finite: topk may have to take some)
-        empty = ~_valid_tokens(grid, valid_shape, query.device).any(1)
+        empty = ~valid_tokens(grid, valid_shape, query.device).any(1)
         logits = logits.masked_fill(empty, torch.finfo(logits.dtype).min)
     top, indices = torch.topk(logits, k=int(topk), dim=-1)
     return top.softmax(-1), indices
