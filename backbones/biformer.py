@@ -25,8 +25,8 @@ Any input size. BRA needs the map to divide into ``n_win x n_win`` regions: like
 its detection and segmentation backbones; the classification models assert divisibility instead), the normalised
 tokens are zero-padded at the bottom/right *before* the qkv projection, so padded tokens carry the projection
 biases, take part in the region means and the LePE conv and are attended to as keys; the output is cropped back.
-At sizes that divide, nothing is padded and the result is the official one. ``mask_padding=True`` instead excludes
-the padded tokens (the correct behaviour; not the official checkpoints' training condition).
+At sizes that divide, nothing is padded and the result is the official one. ``mask_padding=True`` instead masks
+the padded keys out of the attention (the correct behaviour; not the official checkpoints' training condition).
 
 Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
 ``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``stages.{i}.{j}``
@@ -77,8 +77,9 @@ class BiLevelRoutingAttention(nn.Module):
         n_win: regions per side; topk: key regions each query region attends to (<= ``n_win ** 2``).
         qk_dim: q / k width (default ``dim``); the attention and routing scale is ``qk_dim ** -0.5``.
         side_dwconv: LePE kernel (0: none). diff_routing: let gradients flow through the region routing.
-        mask_padding: exclude the tokens padded to a multiple of ``n_win`` from the keys and region means (off:
-            the official ``auto_pad``, padded tokens take part).
+        mask_padding: mask the tokens padded to a multiple of ``n_win`` out of the keys (off: the official
+            ``auto_pad``, padded tokens are attended to). The region means used for routing include them either way
+            (:func:`ops.region_routing` has no validity argument).
     """
 
     def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
@@ -103,12 +104,11 @@ class BiLevelRoutingAttention(nn.Module):
         x, size = ops.pad_to_multiple(x, self.n_win, dims=(1, 2))  # the official auto_pad
         Hp, Wp = x.shape[1:3]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        _, indices = ops.region_routing(q, k, self.n_win, self.topk, diff_routing=self.diff_routing, scale=self.scale)
         heads = (B, Hp, Wp, self.num_heads, -1)
-        q, k, v_h = q.reshape(heads), k.reshape(heads), v.reshape(heads)
-        valid = {'valid_shape': size} if self.mask_padding else {}
-        _, indices = ops.region_routing(q, k, self.n_win, self.topk, diff_routing=self.diff_routing,
-                                        scale=self.scale, **valid)
-        out = ops.routed_attention(q, k, v_h, indices, self.n_win, scale=self.scale, **valid).reshape(B, Hp, Wp, C)
+        out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
+                                   scale=self.scale, valid_shape=tuple(size) if self.mask_padding else None)
+        out = out.reshape(B, Hp, Wp, C)
         if self.lepe is not None:
             out = out + _conv_nhwc(self.lepe, v)
         return ops.crop(self.proj(out), size, dims=(1, 2))
