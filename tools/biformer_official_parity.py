@@ -102,7 +102,7 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if '.attn.qkv.' in name and name.endswith('weight'):  # sharp attention: the scale and routing show
-                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[1] ** -0.5)
             elif name.endswith('weight') and p.ndim == 1:  # norms
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             elif name.endswith('bias'):  # biases matter: padded tokens carry the qkv bias
