@@ -4,12 +4,14 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 
 * :mod:`ops.na` — generalized neighborhood attention (NATTEN-compatible ``na1d/na2d/na3d``; windows, grids);
 * :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath);
-* :mod:`ops.linear` — kernelised linear attention (RALA's and L2ViT's variants), the state in fp32.
+* :mod:`ops.linear` — kernelised linear attention (RALA's and L2ViT's variants), the state in fp32;
+* :mod:`ops.routed` — bi-level routing attention (BiFormer): top-k region routing, token attention over the routed
+  regions without a gathered copy of K/V.
 
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
-from . import na
+from . import na, routed
 from ._registry import available_backends, backend_names
 from ._shape import crop, pad_to_multiple
 from .dense import dense_attention
@@ -31,6 +33,7 @@ from .na import (
     neighborhood_attention,
     window_attention,
 )
+from .routed import region_routing, routed_attention
 
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'merge_attentions',
@@ -38,5 +41,5 @@ __all__ = [
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
-    'linear_attention', 'rope_2d', 'apply_rope',
+    'linear_attention', 'rope_2d', 'apply_rope', 'routed', 'region_routing', 'routed_attention',
 ]

@@ -1,0 +1,126 @@
+"""Pure-PyTorch backend of routed attention: bounded memory on any device, explicit FlashAttention-style backward.
+
+Tokens are permuted once into region-major ``[B, heads, R, S, D]`` copies (1x the input, in fp32 / fp64), so a
+region is a contiguous ``[S, D]`` block. Query regions are processed in chunks: a chunk's routed key and value
+regions are fetched with one ``index_select`` (``[B, heads, c, topk * S, D]``, the chunk's keys only), then one
+batched matmul, softmax and matmul, as a dense attention of ``S`` queries over ``topk * S`` keys. The chunk size
+keeps every per-chunk tensor under ``_CHUNK_ELEMENTS``, so peak memory is the inputs' copies plus a constant,
+never the official k-fold gathered K/V of the whole map.
+
+The backward recomputes each chunk's probabilities from the saved log-sum-exp (nothing per pair is stored) and
+scatter-adds the key/value gradients of the chunk's routed regions with ``index_add_`` (deterministic on CPU, and
+on CUDA under ``torch.use_deterministic_algorithms(True)``).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..regions import RegionGrid, from_regions, to_regions
+
+__all__ = ['forward', 'backward']
+
+# Upper bound on the elements of one chunk's scores or gathered keys / values (4M fp32 = 16 MiB).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _chunks(b: int, h: int, grid: RegionGrid, topk: int, d: int, dv: int):
+    s = grid.region_size
+    step = max(1, _CHUNK_ELEMENTS // (b * h * topk * s * max(s, d, dv)))
+    for r0 in range(0, grid.n_regions, step):
+        yield r0, min(r0 + step, grid.n_regions)
+
+
+class _Gather:
+    """Fetch the routed regions of a chunk of query regions from region-major ``[B, H, R, S, *]`` tensors."""
+
+    def __init__(self, indices: torch.Tensor, heads: int, grid: RegionGrid, valid_shape, dtype):
+        b, r, _ = indices.shape
+        base = (torch.arange(b, device=indices.device)[:, None] * heads
+                + torch.arange(heads, device=indices.device)[None, :]) * r  # [B, H]
+        self.base, self.indices, self.grid = base[:, :, None, None], indices, grid
+        self.bias = None
+        if valid_shape is not None and tuple(valid_shape) != grid.shape:
+            y = torch.arange(grid.shape[0], device=indices.device)[:, None] < valid_shape[0]
+            x = torch.arange(grid.shape[1], device=indices.device)[None, :] < valid_shape[1]
+            valid = to_regions((y & x)[None, :, :, None, None], grid).reshape(r, grid.region_size)
+            self.bias = torch.zeros(valid.shape, dtype=dtype, device=indices.device).masked_fill_(~valid, -torch.inf)
+
+    def flat(self, r0: int, r1: int) -> torch.Tensor:
+        """``[B * H * c * topk]`` rows of the flattened ``[(B H R), S * D]`` tensors."""
+        return (self.base + self.indices[:, None, r0:r1]).reshape(-1)
+
+    def take(self, x: torch.Tensor, flat: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        b, h, r, s, d = x.shape
+        return x.view(b * h * r, s * d).index_select(0, flat).view(b, h, r1 - r0, -1, d)
+
+    def key_bias(self, r0: int, r1: int) -> torch.Tensor | None:
+        """``[B, 1, c, 1, topk * S]`` logit bias masking padded keys (``None`` when every key is valid)."""
+        if self.bias is None:
+            return None
+        b = self.indices.shape[0]
+        return self.bias[self.indices[:, r0:r1]].view(b, 1, r1 - r0, 1, -1)
+
+
+def _scores(qc, kc, bias):
+    s = qc @ kc.transpose(-1, -2)
+    return s if bias is None else s.add_(bias)
+
+
+def forward(q, k, v, indices, grid: RegionGrid, scale: float, valid_shape=None):
+    """``(out [B, H, W, heads, Dv] in q.dtype, lse [B, H, W, heads])``; lse float32 (float64 for float64)."""
+    with torch.no_grad():
+        b, _, _, h, d = q.shape
+        dv, topk = v.shape[-1], indices.shape[-1]
+        dtype = _compute_dtype(q)
+        qr = to_regions(q, grid, dtype).mul_(scale)
+        kr, vr = to_regions(k, grid, dtype), to_regions(v, grid, dtype)
+        gather = _Gather(indices, h, grid, valid_shape, dtype)
+        out = torch.empty(*qr.shape[:-1], dv, dtype=dtype, device=q.device)
+        lse = torch.empty(qr.shape[:-1], dtype=dtype, device=q.device)
+        for r0, r1 in _chunks(b, h, grid, topk, d, dv):
+            flat = gather.flat(r0, r1)
+            s = _scores(qr[:, :, r0:r1], gather.take(kr, flat, r0, r1), gather.key_bias(r0, r1))
+            m = s.amax(-1, keepdim=True)
+            m = torch.where(torch.isfinite(m), m, 0)
+            p = s.sub_(m).exp_()
+            denom = p.sum(-1, keepdim=True)
+            o = p @ gather.take(vr, flat, r0, r1)
+            out[:, :, r0:r1] = torch.where(denom > 0, o / denom, 0)
+            lse[:, :, r0:r1] = (m + denom.log()).squeeze(-1)  # log(0) = -inf: no key seen
+        return from_regions(out, grid).to(q.dtype), from_regions(lse[..., None], grid)[..., 0]
+
+
+def backward(grad_out, q, k, v, out, lse, indices, grid: RegionGrid, scale: float, valid_shape=None,
+             grad_lse=None):
+    """``(dq, dk, dv)``, each chunk's probabilities recomputed from ``lse``."""
+    with torch.no_grad():
+        b, _, _, h, d = q.shape
+        dv_dim, topk = v.shape[-1], indices.shape[-1]
+        dtype = _compute_dtype(q)
+        qr = to_regions(q, grid, dtype).mul_(scale)
+        kr, vr = to_regions(k, grid, dtype), to_regions(v, grid, dtype)
+        dor = to_regions(grad_out, grid, dtype)
+        delta = (dor * to_regions(out, grid, dtype)).sum(-1, keepdim=True)  # [B, H, R, S, 1]
+        if grad_lse is not None:
+            delta -= to_regions(grad_lse[..., None], grid, dtype)
+        lser = to_regions(lse[..., None], grid, dtype)
+        lser = torch.where(torch.isfinite(lser), lser, torch.inf)  # queries that saw no key: p = 0
+        gather = _Gather(indices, h, grid, valid_shape, dtype)
+        dq = torch.empty_like(qr)
+        dk, dv = torch.zeros_like(kr), torch.zeros_like(vr)
+        s_ = grid.region_size
+        for r0, r1 in _chunks(b, h, grid, topk, d, dv_dim):
+            flat = gather.flat(r0, r1)
+            qc, doc = qr[:, :, r0:r1], dor[:, :, r0:r1]
+            kc, vc = gather.take(kr, flat, r0, r1), gather.take(vr, flat, r0, r1)
+            p = _scores(qc, kc, gather.key_bias(r0, r1)).sub_(lser[:, :, r0:r1]).exp_()
+            ds = (doc @ vc.transpose(-1, -2)).sub_(delta[:, :, r0:r1]).mul_(p)  # [B, H, c, S, topk * S]
+            dq[:, :, r0:r1] = ds @ kc
+            dk.view(-1, s_ * d).index_add_(0, flat, (ds.transpose(-1, -2) @ qc).view(-1, s_ * d))
+            dv.view(-1, s_ * dv_dim).index_add_(0, flat, (p.transpose(-1, -2) @ doc).view(-1, s_ * dv_dim))
+        dq = from_regions(dq.mul_(scale), grid).to(q.dtype)
+        return dq, from_regions(dk, grid).to(k.dtype), from_regions(dv, grid).to(v.dtype)
