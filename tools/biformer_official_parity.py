@@ -7,7 +7,8 @@ they are. It needs ``einops`` (``pip install einops``: the official attention is
 * ``fairscale.nn.checkpoint``: a module whose ``checkpoint_wrapper`` returns the module unchanged (the official code
   imports it for gradient checkpointing only);
 * the official ``ops`` folder shares its name with our ``ops`` package: ``ops/bra_legacy.py`` is loaded from its
-  file under the module name ``ops.bra_legacy``, which is what ``models/biformer.py`` imports.
+  file under the module name ``ops.bra_legacy``, which is what ``models/biformer.py`` imports; the official
+  ``models`` folder (no ``__init__.py``) is bound to the name ``models`` explicitly.
 
 Usage (from the attnzoo root)::
 
@@ -62,8 +63,13 @@ def official_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
         bra = importlib.util.module_from_spec(spec)
         sys.modules['ops.bra_legacy'] = bra
         spec.loader.exec_module(bra)
+    # the official `models` folder has no __init__.py: bind the name to it explicitly, so that no other `models`
+    # module on the path (benchmarks/models.py when run from benchmarks/) shadows the namespace package
+    if getattr(sys.modules.get('models'), '__path__', None) != [str(root / 'models')]:
+        package = types.ModuleType('models')
+        package.__path__ = [str(root / 'models')]
+        sys.modules['models'] = package
     torch.manual_seed(SEED)  # the official inits draw from the global generator: reproducible fixtures
-    sys.path.insert(0, str(root))
     import models.biformer as biformer
     import models.biformer_stl as biformer_stl
     return biformer, biformer_stl
