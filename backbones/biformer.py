@@ -7,10 +7,10 @@ Official code and weights (MIT): https://github.com/rayleizhu/BiFormer (``models
 * BRA (stages with ``topk > 0``, :class:`BiLevelRoutingAttention`): one ``qkv`` Linear to q, k (``qk_dim`` each) and
   v (``dim``); the map is split into ``n_win x n_win`` regions; each query region routes to the ``topk`` key regions
   whose mean key best matches its mean query (:func:`ops.region_routing`, detached: the official
-  ``diff_routing=False``), then every query attends over the union of its routed regions' tokens
-  (:func:`ops.routed_attention`: an index list per region, no gathered copy of K/V). The scale is
-  ``qk_dim ** -0.5`` (the full channel width, not the head width: the official quirk). LePE, a depthwise 5x5 conv
-  on V, is added to the attention output before the ``proj`` Linear.
+  ``diff_routing=False``; its other routing modes serve no released model), then every query attends over the
+  union of its routed regions' tokens (:func:`ops.routed_attention`: an index list per region, no gathered copy of
+  K/V). The scale is ``qk_dim ** -0.5`` (the full channel width, not the head width: the official quirk). LePE, a
+  depthwise 5x5 conv on V, is added to the attention output before the ``proj`` Linear.
 * Stage 4 (``topk = -2``, :class:`GlobalAttentionLePE`): plain multi-head self-attention over the whole map
   (:func:`ops.dense_attention`) with the official ``AttentionLePE``'s own settings, which the official block leaves
   at their defaults: 8 heads whatever ``head_dim``, scale ``(dim / 8) ** -0.5``, no qkv bias, and LePE on the
@@ -76,15 +76,14 @@ class BiLevelRoutingAttention(nn.Module):
         dim: channels (and V width); num_heads: heads (dividing ``qk_dim`` and ``dim``).
         n_win: regions per side; topk: key regions each query region attends to (<= ``n_win ** 2``).
         qk_dim: q / k width (default ``dim``); the attention and routing scale is ``qk_dim ** -0.5``.
-        side_dwconv: LePE kernel (0: none). diff_routing: let gradients flow through the region routing.
+        side_dwconv: LePE kernel (0: none).
         mask_padding: mask the tokens padded to a multiple of ``n_win`` out of the keys (off: the official
             ``auto_pad``, padded tokens are attended to). The region means used for routing include them either way
             (:func:`ops.region_routing` has no validity argument).
     """
 
     def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
-                 side_dwconv: int = 5, diff_routing: bool = False, mask_padding: bool = False,
-                 device=None, dtype=None):
+                 side_dwconv: int = 5, mask_padding: bool = False, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         qk_dim = qk_dim or dim
@@ -94,7 +93,7 @@ class BiLevelRoutingAttention(nn.Module):
             raise ValueError(f'topk must be in [1, n_win ** 2 = {n_win ** 2}] routed regions, got {topk}')
         self.dim, self.qk_dim, self.num_heads, self.n_win, self.topk = dim, qk_dim, num_heads, n_win, topk
         self.scale = qk_dim ** -0.5
-        self.diff_routing, self.mask_padding = diff_routing, mask_padding
+        self.mask_padding = mask_padding
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim, **dd)
         self.lepe = _lepe(dim, side_dwconv, dd)
         self.proj = nn.Linear(dim, dim, **dd)
@@ -104,7 +103,7 @@ class BiLevelRoutingAttention(nn.Module):
         x, size = ops.pad_to_multiple(x, self.n_win, dims=(1, 2))  # the official auto_pad
         Hp, Wp = x.shape[1:3]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        _, indices = ops.region_routing(q, k, self.n_win, self.topk, diff_routing=self.diff_routing, scale=self.scale)
+        _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale)  # weights unused officially
         heads = (B, Hp, Wp, self.num_heads, -1)
         out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
                                    scale=self.scale, valid_shape=tuple(size) if self.mask_padding else None)
@@ -147,20 +146,19 @@ class BiFormerBlock(nn.Module):
         dim: channels. num_heads: BRA heads. n_win, topk: BRA regions per side and routed regions (``topk = -2``:
             :class:`GlobalAttentionLePE`). qk_dim: BRA q / k width. mlp_ratio: MLP hidden width / dim.
         side_dwconv: LePE kernel. cpe_ks: position-embedding kernel (0: none). drop_path: stochastic depth.
-        diff_routing, mask_padding: see :class:`BiLevelRoutingAttention`.
+        mask_padding: see :class:`BiLevelRoutingAttention`.
     """
 
     def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
                  mlp_ratio: float = 4., side_dwconv: int = 5, cpe_ks: int = 3, drop_path: float = 0.,
-                 diff_routing: bool = False, mask_padding: bool = False, device=None, dtype=None):
+                 mask_padding: bool = False, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         # the official conv always pads by 1 (a "same" conv for its kernel 3 only)
         self.pos_embed = nn.Conv2d(dim, dim, cpe_ks, padding=1, groups=dim, **dd) if cpe_ks > 0 else None
         self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
         if topk > 0:
-            self.attn = BiLevelRoutingAttention(dim, num_heads, n_win, topk, qk_dim, side_dwconv, diff_routing,
-                                                mask_padding, **dd)
+            self.attn = BiLevelRoutingAttention(dim, num_heads, n_win, topk, qk_dim, side_dwconv, mask_padding, **dd)
         elif topk == -2:
             self.attn = GlobalAttentionLePE(dim, side_dwconv=side_dwconv, **dd)
         else:
@@ -217,7 +215,7 @@ class BiFormer(HierarchicalModel):
         n_win: BRA regions per side (official: 7 for ImageNet, 16 detection, 8 segmentation).
         side_dwconv: LePE kernel. cpe_ks: block position-embedding kernel (0: none, as STL).
         swin_layout: 4x4 patch stem and BN + 2x2 conv merging (BiFormer-STL) instead of the overlapping 3x3 convs.
-        diff_routing: gradients through the routing. mask_padding: exclude padded tokens (see module docstring).
+        mask_padding: mask the padded keys out of BRA (see the module docstring).
         drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
@@ -239,7 +237,6 @@ class BiFormer(HierarchicalModel):
             side_dwconv: int = 5,
             cpe_ks: int = 3,
             swin_layout: bool = False,
-            diff_routing: bool = False,
             mask_padding: bool = False,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
@@ -265,7 +262,7 @@ class BiFormer(HierarchicalModel):
         for i in range(n):
             blocks = [BiFormerBlock(
                 embed_dims[i], qk_dims[i] // head_dim, n_win, topks[i], qk_dims[i], mlp_ratios[i], side_dwconv,
-                cpe_ks, dpr[sum(depths[:i]) + j], diff_routing, mask_padding, **dd) for j in range(depths[i])]
+                cpe_ks, dpr[sum(depths[:i]) + j], mask_padding, **dd) for j in range(depths[i])]
             down = None if i == 0 else _downsample(embed_dims[i - 1], embed_dims[i], swin_layout, dd)
             stages.append(BiFormerStage(down, blocks))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
