@@ -1,6 +1,7 @@
 """BiFormer: the frozen official-parity fixture (BRA with and without auto_pad, STL), the stage-4 attention against a
 direct reference, parameter counts, any input size, padding masked or not, gradients and gradient checkpointing,
 official checkpoint mapping."""
+import functools
 import re
 from pathlib import Path
 
@@ -21,7 +22,9 @@ TINY = dict(depths=(1, 1, 2, 1), embed_dims=(16, 32, 48, 64), head_dim=8)  # BiF
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
+@functools.cache
 def _meta_model(name: str, **kwargs) -> BiFormer:
+    """A meta-device model (shared between tests: only read)."""
     with torch.device('meta'):
         return timm.create_model(name, **kwargs)
 
@@ -99,6 +102,18 @@ def test_variant_layouts():
     assert stl.stages[0].blocks[0].pos_embed is None and stl.stem[0].kernel_size == (4, 4)
     assert [stl.stages[i].blocks[0].attn.num_heads for i in range(3)] == [3, 6, 12]
     assert _meta_model('biformer_small', n_win=16).stages[0].blocks[0].attn.n_win == 16  # the detection setting
+
+
+def test_fvcore_flops_tiny_224():
+    """fvcore FLOPs (BRA through the routed op's handle) within 3% of the paper's 2.2 G (specs/variants.csv)."""
+    fvcore = pytest.importorskip('fvcore.nn')
+    model = timm.create_model('biformer_tiny').eval()
+    with torch.no_grad():
+        fca = fvcore.FlopCountAnalysis(model, torch.randn(1, 3, 224, 224))
+        fca.unsupported_ops_warnings(False)
+        flops = fca.total()
+    assert fca.by_operator()['routed_attention'] > 0
+    assert abs(flops / 2.2e9 - 1) < 0.03
 
 
 # ----------------------------------------------------------------------------------------------------------------
