@@ -13,7 +13,16 @@ enters the backward as ``delta = rowsum(dO * O) - grad_lse``.
 """
 from __future__ import annotations
 
+import torch
+
+from ... import _triton
 from ..._registry import register_backend
 
 register_backend('routed', 'reference', 'ops.routed.backends.reference', auto=False, preload=True)
 register_backend('routed', 'torch', 'ops.routed.backends.torch_routed', priority=10, preload=True)
+# deterministic by construction: dK/dV walk the inverse lists, no atomics
+register_backend('routed', 'triton', 'ops.routed.backends.triton_routed', devices=('cuda',),
+                 dtypes=(torch.float16, torch.bfloat16, torch.float32), priority=20,
+                 probe=_triton.unavailable_reason,
+                 preload=_triton.unavailable_reason(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
+                 is None)
