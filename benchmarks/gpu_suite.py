@@ -14,6 +14,9 @@ Parts, in order, each with a share of ``--budget`` (time a part leaves unused go
   fwd+bwd, NATTEN's problem then DiNAT's stage shapes at 224 and 1024 (``--tiny`` in the rehearsal);
 * ``models``: ``benchmarks/models.py --short``: MaxViT-T vs timm's (same weights), DiNAT-T vs Swin-T, bf16,
   channels-last, training and inference img/s (toy sizes on CPU in the rehearsal);
+* ``routed``: ``benchmarks/routed.py --short``: routed attention (BiFormer) vs the official KVGather gather at
+  BiFormer-S's stage shapes for 224 and 1024, bf16, fwd and fwd+bwd time and memory (one toy stage on CPU); its
+  results go into ``suite.json`` / ``suite.md`` (the device tool brings back at most 8 files);
 * ``cuda_sweep``: the triton kernels' random sweep (``pytest -m cuda -k random_sweep``), with what time is left.
 
 A part past its deadline gets SIGINT (pytest then writes what it ran), then SIGKILL; the benchmarks get an inner
@@ -49,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = [('torch', '2.5', True), ('triton', '3.4', True), ('timm', '1.0.31', True), ('numpy', None, True),
                 ('pyyaml', None, True), ('pillow', None, True), ('pytest', '7.4', True), ('pytest-xdist', None, False),
                 ('matplotlib', None, False)]
-PARTS = {'env': 10, 'cuda_tests': 160, 'ops': 150, 'models': 100, 'cuda_sweep': 50}  # shares of --budget
+PARTS = {'env': 10, 'cuda_tests': 160, 'ops': 140, 'models': 90, 'routed': 30, 'cuda_sweep': 40}  # --budget shares
 MIN_START_S = 15  # a part with less time than this left is skipped
 TIME_BUDGET = 'time budget spent'  # the benchmarks' reason for what they skipped (benchmarks/ops.py, models.py)
 
@@ -174,13 +177,15 @@ class Suite:
     def part_cuda_sweep(self, deadline: float) -> dict:
         return self._pytest(deadline, 'random_sweep')
 
-    def _bench(self, script: str, deadline: float, reserve: float, extra: list[str], rehearsal: str) -> dict:
+    def _bench(self, script: str, deadline: float, reserve: float, extra: list[str], rehearsal: str,
+               out: Path | None = None) -> dict:
         inner = max(1., deadline - time.monotonic() - reserve)
+        out = out or self.out
         cmd = [sys.executable, f'benchmarks/{script}.py', '--time-budget', f'{inner:.0f}', '--no-plot',
-               '--out-dir', str(self.out), *extra]
+               '--out-dir', str(out), *extra]
         rc, stopped = self.run(cmd, deadline)
         try:
-            data = json.loads((self.out / f'{script}.json').read_text())
+            data = json.loads((out / f'{script}.json').read_text())
         except (OSError, ValueError):
             return dict(status='failed', rc=rc, reason=f'{script}.py exited {rc} without results')
         skipped = data['skipped'] if script == 'ops' else data['meta']['skipped']
@@ -204,6 +209,20 @@ class Suite:
             extra += ['--img-size', '32', '--batch-size', '2', '--iters', '1', '--warmup', '0', '--threads', '1',
                       '--amp-dtype', 'bfloat16', '--channels-last']  # the GPU settings, at toy sizes
         return self._bench('models', deadline, 30, extra, 'CPU rehearsal: 32x32 images, batch 2, one iteration')
+
+    def part_routed(self, deadline: float) -> dict:
+        extra = ['--short'] if self.cuda else ['--sizes', '224', '--stages', '3', '--batch', '1', '--reps', '1']
+        part = self._bench('routed', deadline, 10, extra, 'CPU rehearsal: one stage at 224, batch 1, torch backend',
+                           out=self.tmp)
+        try:
+            data = json.loads((self.tmp / 'routed.json').read_text())
+        except (OSError, ValueError):
+            return part
+        part['detail'] = {k: data[k] for k in ('problems', 'rows', 'comparisons', 'targets')}
+        section = _section(self.tmp / 'routed.md', '## Comparisons')
+        if section:
+            part['markdown'] = section.replace('## Comparisons', '## Routed attention vs the official gather', 1)
+        return part
 
     # --- driver --------------------------------------------------------------------------------------------------
 
@@ -360,8 +379,10 @@ def markdown(report: dict, out: Path) -> str:
             lines += [f'- FAILED {f}' for f in t['failures'][:40]]
             if len(t['failures']) > 40:
                 lines.append(f"- ... and {len(t['failures']) - 40} more (suite.json)")
-    for name, heading in (('ops.md', '## Comparisons'), ('models.md', '## Targets')):
-        section = _section(out / name, heading)
+    sections = [_section(out / name, heading) for name, heading in (('ops.md', '## Comparisons'),
+                                                                     ('models.md', '## Targets'))]
+    sections += [p.get('markdown') for p in report['parts']]
+    for section in sections:
         if section:
             lines += ['', section.replace('\n## ', '\n### ').replace('## ', '### ', 1)]
     if report['skipped']:

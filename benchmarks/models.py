@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 import timm  # noqa: E402
 
 import backbones  # noqa: E402,F401  (registers the zoo with timm)
+from benchmarks._device import cpu_name as _cpu_name  # noqa: E402
+from benchmarks._device import device_name  # noqa: E402
 from zoo_common import CliError, first_line, run_cli  # noqa: E402
 
 PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny', 'maxvit_tiny_tf_224')
@@ -519,22 +521,6 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
         value, least = getattr(args, name), 0 if name in ('warmup', 'threads') else 1
         if value is not None and value < least:
             raise CliError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
-
-
-def _cpu_name() -> str:
-    try:
-        model = next(ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines()
-                     if ln.startswith('model name'))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f'CPU {model} ({os.cpu_count()} cores)'
-
-
-def device_name(device: torch.device) -> str:
-    """The results folder name, as benchmarks/ops.py names it: the GPU's name, or the CPU architecture + threads."""
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device).replace(' ', '_')
-    return f'cpu-{platform.machine()}-{torch.get_num_threads()}threads'
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

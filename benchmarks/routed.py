@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ops  # noqa: E402
-from benchmarks.models import _cpu_name, device_name  # noqa: E402
+from benchmarks._device import cpu_name, device_name  # noqa: E402
 from benchmarks.ops import TIME_BUDGET, measure  # noqa: E402
 from ops._registry import resolve_backend  # noqa: E402
 
@@ -183,12 +183,16 @@ def markdown(data: dict) -> str:
              f"torch {meta['torch']}; {meta['date']}; {meta['threads']} torch thread(s); {meta['dtype']}; "
              f"backend of ours: {meta['backend']}. "
              + ('do_bench median ms; peak `max_memory_allocated` above the inputs.' if on_gpu else
-                f"best of {meta['reps']} runs, thread CPU time; peak: resident-set growth of one call."), '',
-             'BiFormer-S routed stages (head_dim 32; topk 1/4/16; n_win 7 at 224, 16 at 1024); the same inputs and '
-             'routing indices for both; ours = `ops.routed_attention`, official gather = bra_legacy.py\'s KVGather '
-             '+ attention (reimplemented in benchmarks/routed.py).', '',
-             '| problem | batch | map | dim / heads | region | topk | max abs diff |',
-             '|---|---:|---:|---|---|---:|---:|']
+                f"best of {meta['reps']} runs, thread CPU time; peak: resident-set growth of one call."), '']
+    if not on_gpu and meta.get('load_before'):
+        lines += [f"CPU: load average {' '.join(f'{x:.2f}' for x in meta['load_before'])} before and "
+                  f"{' '.join(f'{x:.2f}' for x in meta['load_after'])} after the run, on a shared machine: absolute "
+                  'numbers say little, ratios within the run more.', '']
+    lines += ['BiFormer-S routed stages (head_dim 32; topk 1/4/16; n_win 7 at 224, 16 at 1024); the same inputs and '
+              'routing indices for both; ours = `ops.routed_attention`, official gather = bra_legacy.py\'s KVGather '
+              '+ attention (reimplemented in benchmarks/routed.py).', '',
+              '| problem | batch | map | dim / heads | region | topk | max abs diff |',
+              '|---|---:|---:|---|---|---:|---:|']
     for p in data['problems']:
         lines.append(f"| {p['name']} | {p['batch']} | {p['map']}x{p['map']} | {p['dim']} / {p['heads']} | "
                      f"{p['region']} | {p['topk']} | {p.get('max_abs_diff', float('nan')):.1e} |")
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = resolve_backend('routed', None, args.device, args.dtype,
                                              check_args=(probe, probe, probe, None, None))
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
-    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else _cpu_name(), cuda=on_gpu,
+    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else cpu_name(), cuda=on_gpu,
                 torch=torch.__version__, threads=torch.get_num_threads(), dtype=str(args.dtype).removeprefix('torch.'),
                 backend=backend, reps=args.reps, date=datetime.date.today().isoformat(),
                 load_before=load, skipped=[], peers_left_out=[])

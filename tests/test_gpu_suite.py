@@ -30,18 +30,22 @@ def _rehearse(tmp_path: Path, *args: str) -> tuple[int, dict, float]:
 
 
 def test_rehearsal_runs_every_part(tmp_path):
-    code, report, elapsed = _rehearse(tmp_path, '--budget', '170')
+    code, report, elapsed = _rehearse(tmp_path, '--budget', '200')
     meta, parts = report['meta'], {p['name']: p for p in report['parts']}
     assert code == 0 == meta['exit_code'], parts
-    assert meta['dry_run'] and not meta['cuda'] and elapsed < 170
+    assert meta['dry_run'] and not meta['cuda'] and elapsed < 200
     assert list(parts) == list(gpu_suite.PARTS)
     assert parts['env']['status'] == 'ok' and parts['env']['detail']['versions']['torch']
     for name in ('cuda_tests', 'cuda_sweep'):  # collected and skipped, not silently absent
         tests = parts[name]['tests']
         assert parts[name]['status'] == 'skipped' and tests['total'] > 0 == tests['total'] - tests['skipped']
     assert parts['cuda_tests']['tests']['total'] > 100
-    for name in ('ops', 'models'):
+    for name in ('ops', 'models', 'routed'):
         assert parts[name]['status'] == 'rehearsed' and parts[name]['elapsed_s'] <= parts[name]['budget_s']
+    routed = parts['routed']['detail']  # kept in suite.json: no files of its own under $OUT
+    assert {(r['impl'], r['mode']) for r in routed['rows']} == {(i, m) for i in ('ours', 'official gather')
+                                                                 for m in ('fwd', 'fwd_bwd')}
+    assert routed['problems'][0]['max_abs_diff'] < 1e-4 and len(routed['comparisons']) == 2
     assert any('triton: needs CUDA' in line for line in report['skipped'])
 
     ops = json.loads((tmp_path / 'ops.json').read_text())
@@ -62,6 +66,7 @@ def test_rehearsal_runs_every_part(tmp_path):
     md = (tmp_path / 'suite.md').read_text()
     assert md.startswith('# GPU suite on CPU') and '(CPU rehearsal)' in md
     assert '### Comparisons in this run' in md and '### Targets' in md and '### Skipped or cut short' in md
+    assert '### Routed attention vs the official gather' in md
     assert 'dinat_tiny / swin_tiny_patch4_window7_224' in md
     assert (tmp_path / 'suite.log').read_text().count('$ ') >= 4
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT

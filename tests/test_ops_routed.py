@@ -126,6 +126,18 @@ def test_region_routing_is_the_official_topk_routing():
     assert torch.autograd.gradcheck(lambda a, b: ops.region_routing(a, b, (2, 3), 4, diff_routing=True)[0], small)
 
 
+def test_region_routing_over_real_tokens_of_a_padded_map():
+    """valid_shape: region means over the real tokens only, and regions of padding alone are routed last."""
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(1, 6, 6, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    weights, idx = ops.region_routing(q, k, 3, 9, valid_shape=(3, 5))  # rows 4-5 (the last region row) are padding
+    mean = q[0, 2:3, 2:4].mean((0, 1))  # region 4 (rows 2-3, cols 2-3): its real tokens are row 2, cols 2-3
+    torch.testing.assert_close(ops.routed.region_means(q, ops.routed.region_grid(6, 6, 3), (3, 5))[0, 4], mean)
+    assert set(idx[0, :, -3:].flatten().tolist()) == {6, 7, 8} and torch.isfinite(weights).all()
+    _, plain = ops.region_routing(q, k, 3, 6)
+    assert not torch.equal(plain, idx[..., :6])
+
+
 def test_gradcheck_float64():
     (q, k, v), idx = _inputs((1, 4, 4, 2, 2, 3, 2, 2, (4, 3)), torch.float64)
     for backend in ['reference', *FAST]:
@@ -198,18 +210,19 @@ class _BRA(torch.nn.Module):
         return ops.routed_attention(qkv, qkv * 2, qkv.sin(), idx, 2, scale=c ** -0.5) * weights.sum()
 
 
-def test_compile_fullgraph_matches_eager():
+def test_compile_fullgraph_dynamic_matches_eager():
+    """One graph for every resolution (detection / segmentation), forward and backward equal to eager."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     m = _BRA()
-    cm = torch.compile(m, fullgraph=True, backend='aot_eager')
+    cm = torch.compile(m, fullgraph=True, backend='aot_eager', dynamic=True)
     with torch._dynamo.config.patch(error_on_recompile=True):
-        for _ in range(2):
-            x = torch.randn(2, 6, 8, 16, requires_grad=True)
+        for hw in ((6, 8), (10, 4)):
+            x = torch.randn(2, *hw, 16, requires_grad=True)
             y = cm(x)
             (gx,) = torch.autograd.grad(y.sum(), x)
-    torch.testing.assert_close(y, m(x))
-    torch.testing.assert_close(gx, torch.autograd.grad(m(x).sum(), x)[0])
+            torch.testing.assert_close(y, m(x))
+            torch.testing.assert_close(gx, torch.autograd.grad(m(x).sum(), x)[0])
     assert torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
 
 
@@ -280,6 +293,8 @@ def test_bad_input_errors():
         ops.routed_attention(x, x, x, idx, 3)
     with pytest.raises(ValueError, match='valid_shape must be None or'):
         ops.routed_attention(q, k, v, idx, 3, valid_shape=(7, 6))
+    with pytest.raises(ValueError, match='valid_shape must be None or'):
+        ops.region_routing(x, x, 3, 2, valid_shape=(0, 6))
     with pytest.raises(ValueError, match=r"backend must be None or one of \[.*'reference'"):
         ops.routed_attention(q, k, v, idx, 3, backend='nope')
     with pytest.raises(TypeError, match='return_lse must be a bool'):
@@ -317,8 +332,9 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a[fin] - b[fin]).abs().max() / b[fin].abs().max().clamp_min(1)).item() if fin.any() else 0.0
 
 
-def check_triton_case(c: dict, device: str) -> dict:
-    """One case through ops.routed_attention(backend='triton') and the reference: the error per output."""
+def check_triton_case(c: dict, device: str, backend: str = 'triton') -> dict:
+    """One case through ops.routed_attention(backend=backend) and the reference: the error per output (and on
+    CUDA whether a second backward is bitwise equal)."""
     dtype = getattr(torch, c.get('dtype', 'float32'))
     b, hgt, wid, h, d, dv, n, topk, valid = c['case']
     gen = torch.Generator().manual_seed(0)
@@ -336,18 +352,20 @@ def check_triton_case(c: dict, device: str) -> dict:
         idx[:, ::2, -1] = idx[:, ::2, 0]
     grad = torch.randn(*q.shape[:-1], dv, generator=gen).to(device, dtype)
     grad_lse = torch.randn(q.shape[:-1], generator=gen).to(device) if c.get('grad_lse') else None
-    results = {}
-    for backend in ('triton', 'reference'):
+    def run(name):
         leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-        out, lse = ops.routed_attention(*leaves, idx, n, scale=0.4, return_lse=True, valid_shape=valid,
-                                        backend=backend)
+        out, lse = ops.routed_attention(*leaves, idx, n, scale=0.4, return_lse=True, valid_shape=valid, backend=name)
         loss = (out.float() * grad.float()).sum()
         if grad_lse is not None:
             loss = loss + torch.where(torch.isfinite(lse), lse * grad_lse, 0).sum()
-        results[backend] = [out, lse, *torch.autograd.grad(loss, leaves)]
-    errors = {name: _max_err(a, b) for name, a, b in zip(('out', 'lse', 'dq', 'dk', 'dv'), *results.values())}
-    errors['dtypes_ok'] = (results['triton'][0].dtype == dtype and results['triton'][1].dtype == torch.float32
-                           and all(g.dtype == dtype for g in results['triton'][2:]))
+        return [out, lse, *torch.autograd.grad(loss, leaves)]
+
+    got, want = run(backend), run('reference')
+    errors = {name: _max_err(a, b) for name, a, b in zip(('out', 'lse', 'dq', 'dk', 'dv'), got, want)}
+    errors['dtypes_ok'] = (got[0].dtype == dtype and got[1].dtype == torch.float32
+                           and all(g.dtype == dtype for g in got[2:]))
+    if device == 'cuda':
+        errors['bitwise_repeat'] = all(map(torch.equal, got, run(backend)))
     return errors
 
 
@@ -403,6 +421,17 @@ CUDA_CASES = TRITON_CASES + [dict(c, dtype='bfloat16') for c in TRITON_CASES if 
 @pytest.mark.parametrize('c', CUDA_CASES, ids=[f'{i}-{c.get("dtype", "float32")}' for i, c in enumerate(CUDA_CASES)])
 def test_triton_cuda_matches_reference(c):
     _assert_triton_close([c], [check_triton_case(c, 'cuda')])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_torch_backend_cuda_matches_reference(dtype):
+    cases = [dict(c, dtype=dtype) for c in TRITON_CASES if c.get('dtype', 'float32') == 'float32']
+    torch.use_deterministic_algorithms(True)  # index_add_'s deterministic path
+    try:
+        _assert_triton_close(cases, [check_triton_case(c, 'cuda', 'torch') for c in cases])
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.cuda

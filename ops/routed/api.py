@@ -17,7 +17,7 @@ from .._checks import autocast_inputs, check_compatible, check_flag, check_scale
 from .._registry import resolve_backend
 from . import backends as _backends  # noqa: F401  (registers the backends)
 from . import custom_op as _custom_op  # noqa: F401  (registers attnzoo::routed_forward)
-from .regions import RegionGrid, region_grid
+from .regions import RegionGrid, region_grid, to_regions, valid_tokens
 
 __all__ = ['region_routing', 'routed_attention', 'region_means']
 
@@ -27,15 +27,19 @@ def _check_topk(topk, n_regions: int) -> None:
         raise ValueError(f'topk must be an int in [1, n_regions={n_regions}], got {topk!r}')
 
 
-def region_means(x: Tensor, grid: RegionGrid) -> Tensor:
-    """Mean of ``x [B, H, W, C]`` over each region: ``[B, R, C]`` (BiFormer's region descriptors)."""
-    b, _, _, c = x.shape
-    x = x.reshape(b, grid.n_h, grid.rh, grid.n_w, grid.rw, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, grid.n_regions, grid.region_size, c).mean(2)
+def region_means(x: Tensor, grid: RegionGrid, valid_shape: Sequence[int] | None = None) -> Tensor:
+    """Mean of ``x [B, H, W, C]`` over each region: ``[B, R, C]`` (BiFormer's region descriptors); with
+    ``valid_shape``, over the region's real tokens only (0 for a region of padding alone)."""
+    tokens = to_regions(x[:, :, :, None], grid)[:, 0]  # [B, R, S, C]
+    if valid_shape is None:
+        return tokens.mean(2)
+    valid = valid_tokens(grid, valid_shape, x.device)
+    return (tokens * valid[..., None]).sum(2) / valid.sum(1).clamp(min=1)[:, None]
 
 
 def region_routing(query: Tensor, key: Tensor, n_win: int | Sequence[int], topk: int, *,
-                   diff_routing: bool = False, scale: float | None = None) -> tuple[Tensor, Tensor]:
+                   diff_routing: bool = False, scale: float | None = None,
+                   valid_shape: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """BiFormer's region-level routing (its ``TopkRouting`` on the region means): the ``topk`` key regions of every
     query region.
 
@@ -46,6 +50,9 @@ def region_routing(query: Tensor, key: Tensor, n_win: int | Sequence[int], topk:
         topk: key regions per query region, ``1 <= topk <= n_regions``.
         diff_routing: let gradients flow into query and key through the weights (BiFormer's default is detached).
         scale: affinity scale, default ``C ** -0.5`` (BiFormer's ``qk_dim ** -0.5``).
+        valid_shape: ``(rows, cols)`` of real tokens in a padded map: region means over real tokens only, and
+            regions of padding alone are never routed to (while ``topk`` real regions exist). ``None``: every token
+            counts (BiFormer's ``auto_pad``).
 
     Returns ``(weights, indices)``, each ``[batch, n_regions, topk]``: ``indices`` (int64) of the key regions by
     decreasing affinity ``mean_r(q) . mean_r'(k) * scale`` (``torch.topk``'s order and ties), ``weights`` the softmax
@@ -60,12 +67,25 @@ def region_routing(query: Tensor, key: Tensor, n_win: int | Sequence[int], topk:
     check_scale(scale)
     grid = region_grid(*spatial_sizes(query, (1, 2)), n_win)
     _check_topk(topk, grid.n_regions)
+    _check_valid_shape(valid_shape, grid)
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
     if not diff_routing:
         query, key = query.detach(), key.detach()
-    logits = (region_means(query, grid) * scale) @ region_means(key, grid).transpose(-1, -2)  # [B, R, R]
+    logits = (region_means(query, grid, valid_shape) * scale) @ region_means(key, grid, valid_shape).transpose(-1, -2)
+    if valid_shape is not None:  # key regions of padding alone last (finite: topk may have to take some)
+        empty = ~valid_tokens(grid, valid_shape, query.device).any(1)
+        logits = logits.masked_fill(empty, torch.finfo(logits.dtype).min)
     top, indices = torch.topk(logits, k=int(topk), dim=-1)
     return top.softmax(-1), indices
+
+
+def _check_valid_shape(valid_shape, grid: RegionGrid) -> None:
+    if valid_shape is not None and (
+            not isinstance(valid_shape, (tuple, list)) or len(valid_shape) != 2
+            or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in valid_shape)
+            or not all(1 <= n <= s for n, s in zip(valid_shape, grid.shape))):
+        raise ValueError(f'valid_shape must be None or (rows, cols) of real tokens within the map {grid.shape}, '
+                         f'got {valid_shape!r}')
 
 
 def _validate(query, key, value, indices, grid: RegionGrid, valid_shape) -> None:
@@ -87,12 +107,7 @@ def _validate(query, key, value, indices, grid: RegionGrid, valid_shape) -> None
     _check_topk(spatial_sizes(indices, (2,))[0], r)
     if indices.device != query.device:
         raise ValueError(f'indices must be on the device of query ({query.device}), got {indices.device}')
-    if valid_shape is not None:
-        if (not isinstance(valid_shape, (tuple, list)) or len(valid_shape) != 2
-                or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in valid_shape)
-                or not all(1 <= n <= s for n, s in zip(valid_shape, grid.shape))):
-            raise ValueError(f'valid_shape must be None or (rows, cols) of real keys within the map {grid.shape}, '
-                             f'got {valid_shape!r}')
+    _check_valid_shape(valid_shape, grid)
     check_compatible({'query': query, 'key': key, 'value': value})
 
 

@@ -3,8 +3,8 @@
 ``attnzoo::routed_forward`` / ``routed_backward`` take the index tensor ``[B, R, topk]`` (int64) as an input and
 call the named backend; fake implementations give ``torch.compile(fullgraph=True)`` the output shapes, and
 :func:`torch.library.register_autograd` wires the backward (no gradient for the indices). The indices' range is
-checked inside the op, on real tensors, so it holds compiled too. The autocast rule of :mod:`ops._checks` is
-registered on the forward's Autocast keys (the int64 indices are left alone).
+checked inside the op, on real tensors, so it holds compiled too (not inside CUDA-graph capture). The autocast
+rule of :mod:`ops._checks` is registered on the forward's Autocast keys (the int64 indices are left alone).
 """
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def _lse_dtype(q: Tensor) -> torch.dtype:
 
 
 def _check_range(indices: Tensor, n_regions: int) -> None:
+    """Indices out of range raise. On CUDA this reads one bool back (a host sync), skipped while a CUDA graph is
+    being captured (a sync would break the capture)."""
+    if indices.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
     if indices.numel() and bool(((indices < 0) | (indices >= n_regions)).any()):
         lo, hi = int(indices.min()), int(indices.max())
         raise ValueError(f'indices must be region numbers in [0, {n_regions}) (n_win x n_win regions), got values '

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ['RegionGrid', 'region_grid', 'to_regions', 'from_regions']
+__all__ = ['RegionGrid', 'region_grid', 'to_regions', 'from_regions', 'valid_tokens']
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,10 @@ def from_regions(x: Tensor, grid: RegionGrid) -> Tensor:
     b, h, _, _, d = x.shape
     x = x.reshape(b, h, grid.n_h, grid.n_w, grid.rh, grid.rw, d).permute(0, 2, 4, 3, 5, 1, 6)
     return x.reshape(b, grid.n_h * grid.rh, grid.n_w * grid.rw, h, d)
+
+
+def valid_tokens(grid: RegionGrid, valid_shape, device) -> Tensor:
+    """``[R, S]`` bool: is each region's token inside the first ``valid_shape = (rows, cols)`` of the map."""
+    y = torch.arange(grid.shape[0], device=device)[:, None] < valid_shape[0]
+    x = torch.arange(grid.shape[1], device=device)[None, :] < valid_shape[1]
+    return to_regions((y & x)[None, :, :, None, None], grid)[0, 0, :, :, 0]

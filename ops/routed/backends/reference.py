@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..regions import RegionGrid, from_regions, to_regions
+from ..regions import RegionGrid, from_regions, to_regions, valid_tokens
 
 __all__ = ['forward', 'backward']
 
@@ -22,10 +22,7 @@ def _key_bias(indices: torch.Tensor, grid: RegionGrid, valid_shape, dtype) -> to
     count.scatter_add_(2, indices, torch.ones(indices.shape, dtype=dtype, device=indices.device))
     bias = count.log().repeat_interleave(s, 1).repeat_interleave(s, 2)  # [B, N, N]
     if valid_shape is not None:
-        y = torch.arange(grid.shape[0], device=indices.device)[:, None] < valid_shape[0]
-        x = torch.arange(grid.shape[1], device=indices.device)[None, :] < valid_shape[1]
-        valid = to_regions((y & x)[None, :, :, None, None], grid).reshape(-1)  # [N] region-major
-        bias = bias.masked_fill(~valid, float('-inf'))
+        bias = bias.masked_fill(~valid_tokens(grid, valid_shape, indices.device).reshape(-1), float('-inf'))
     return bias[:, None]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..regions import RegionGrid, from_regions, to_regions
+from ..regions import RegionGrid, from_regions, to_regions, valid_tokens
 
 __all__ = ['forward', 'backward']
 
@@ -46,9 +46,7 @@ class _Gather:
         self.base, self.indices, self.grid = base[:, :, None, None], indices, grid
         self.bias = None
         if valid_shape is not None and tuple(valid_shape) != grid.shape:
-            y = torch.arange(grid.shape[0], device=indices.device)[:, None] < valid_shape[0]
-            x = torch.arange(grid.shape[1], device=indices.device)[None, :] < valid_shape[1]
-            valid = to_regions((y & x)[None, :, :, None, None], grid).reshape(r, grid.region_size)
+            valid = valid_tokens(grid, valid_shape, indices.device)
             self.bias = torch.zeros(valid.shape, dtype=dtype, device=indices.device).masked_fill_(~valid, -torch.inf)
 
     def flat(self, r0: int, r1: int) -> torch.Tensor:
