@@ -25,8 +25,9 @@ Any input size. BRA needs the map to divide into ``n_win x n_win`` regions: like
 its detection and segmentation backbones; the classification models assert divisibility instead), the normalised
 tokens are zero-padded at the bottom/right *before* the qkv projection, so padded tokens carry the projection
 biases, take part in the region means and the LePE conv and are attended to as keys; the output is cropped back.
-At sizes that divide, nothing is padded and the result is the official one. ``mask_padding=True`` instead masks
-the padded keys out of the attention (the correct behaviour; not the official checkpoints' training condition).
+At sizes that divide, nothing is padded and the result is the official one. ``mask_padding=True`` instead leaves
+the padded tokens out of the routing means, the keys and LePE (the correct behaviour; not the official checkpoints'
+training condition).
 
 Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
 ``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``stages.{i}.{j}``
@@ -77,9 +78,8 @@ class BiLevelRoutingAttention(nn.Module):
         n_win: regions per side; topk: key regions each query region attends to (<= ``n_win ** 2``).
         qk_dim: q / k width (default ``dim``); the attention and routing scale is ``qk_dim ** -0.5``.
         side_dwconv: LePE kernel (0: none).
-        mask_padding: mask the tokens padded to a multiple of ``n_win`` out of the keys (off: the official
-            ``auto_pad``, padded tokens are attended to). The region means used for routing include them either way
-            (:func:`ops.region_routing` has no validity argument).
+        mask_padding: leave the tokens padded to a multiple of ``n_win`` out of the region means, the keys and LePE
+            (off: the official ``auto_pad``, padded tokens are routed on, attended to and convolved).
     """
 
     def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
@@ -103,11 +103,14 @@ class BiLevelRoutingAttention(nn.Module):
         x, size = ops.pad_to_multiple(x, self.n_win, dims=(1, 2))  # the official auto_pad
         Hp, Wp = x.shape[1:3]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale)  # weights unused officially
+        valid = tuple(size) if self.mask_padding else None
+        # the routing weights go unused: the official hard, detached routing
+        _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale, valid_shape=valid)
         heads = (B, Hp, Wp, self.num_heads, -1)
         out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
-                                   scale=self.scale, valid_shape=tuple(size) if self.mask_padding else None)
-        out = out.reshape(B, Hp, Wp, C)
+                                   scale=self.scale, valid_shape=valid).reshape(B, Hp, Wp, C)
+        if self.mask_padding:  # LePE on the real map (zeros beyond its border, not the padded tokens' V)
+            out, v = ops.crop(out, size, dims=(1, 2)), ops.crop(v, size, dims=(1, 2))
         if self.lepe is not None:
             out = out + _conv_nhwc(self.lepe, v)
         return ops.crop(self.proj(out), size, dims=(1, 2))
@@ -215,7 +218,7 @@ class BiFormer(HierarchicalModel):
         n_win: BRA regions per side (official: 7 for ImageNet, 16 detection, 8 segmentation).
         side_dwconv: LePE kernel. cpe_ks: block position-embedding kernel (0: none, as STL).
         swin_layout: 4x4 patch stem and BN + 2x2 conv merging (BiFormer-STL) instead of the overlapping 3x3 convs.
-        mask_padding: mask the padded keys out of BRA (see the module docstring).
+        mask_padding: leave padded tokens out of BRA's routing and keys (see the module docstring).
         drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """

@@ -12,6 +12,7 @@ from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
+import ops
 from backbones.biformer import BiFormer, BiLevelRoutingAttention, GlobalAttentionLePE, checkpoint_filter_fn
 
 FIXTURE = Path(__file__).parent / 'data' / 'biformer_official.pt'
@@ -137,8 +138,8 @@ def test_any_input_size(size):
 
 
 def test_padding_is_attended_unless_masked():
-    """At a size that does not divide, the official auto_pad attends to the padded tokens; mask_padding drops them.
-    At a size that divides, both are the same model."""
+    """At a size that does not divide, the official auto_pad routes on and attends to the padded tokens;
+    mask_padding leaves them out. At a size that divides, both are the same model."""
     torch.manual_seed(0)
     model = timm.create_model('biformer_tiny', **TINY).eval()
     masked = timm.create_model('biformer_tiny', **TINY, mask_padding=True).eval()
@@ -152,6 +153,32 @@ def test_padding_is_attended_unless_masked():
         torch.testing.assert_close(model(x), masked(x))
         x = torch.randn(1, 3, 200, 232)
         assert (model(x) - masked(x)).abs().max() > 1e-3
+
+
+def test_masked_padding_does_not_leak(monkeypatch):
+    """With mask_padding, whatever the padded tokens hold changes no real token's output (routing, keys, LePE);
+    without it (the official auto_pad) it does."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 11, 16)  # padded to 14x14 for n_win 7 (2x2 regions)
+    pad = ops.pad_to_multiple
+
+    def noisy_pad(t, multiple, dims):  # the padded tokens get random content instead of zeros
+        padded, size = pad(t, multiple, dims)
+        noise = torch.randn_like(padded)
+        noise[:, :size[0], :size[1]] = 0
+        return padded + noise, size
+
+    for masked in (True, False):
+        attn = BiLevelRoutingAttention(16, 2, n_win=7, topk=4, mask_padding=masked).eval()
+        with torch.no_grad():
+            ref = attn(x)
+            monkeypatch.setattr(ops, 'pad_to_multiple', noisy_pad)
+            out = attn(x)
+            monkeypatch.setattr(ops, 'pad_to_multiple', pad)
+        if masked:
+            torch.testing.assert_close(out, ref)
+        else:
+            assert (out - ref).abs().max() > 1e-2
 
 
 def test_grad_checkpointing_and_training_step():
