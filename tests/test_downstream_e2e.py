@@ -47,8 +47,8 @@ def _model_name(cfg: Config) -> str:
 
 
 def test_configs_cover_the_papers():
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 51
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 26
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 55
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 30
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.name)

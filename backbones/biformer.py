@@ -1,0 +1,427 @@
+"""BiFormer: vision transformers with bi-level routing attention (BRA).
+
+Paper: `BiFormer: Vision Transformer with Bi-Level Routing Attention` (CVPR 2023) - https://arxiv.org/abs/2303.08810
+Official code and weights (MIT): https://github.com/rayleizhu/BiFormer (``models/biformer.py``, ``models/_common.py``,
+``ops/bra_legacy.py``, ``models/biformer_stl.py``).
+
+* BRA (stages with ``topk > 0``, :class:`BiLevelRoutingAttention`): one ``qkv`` Linear to q, k (``qk_dim`` each) and
+  v (``dim``); the map is split into ``n_win x n_win`` regions; each query region routes to the ``topk`` key regions
+  whose mean key best matches its mean query (:func:`ops.region_routing`, detached: the official
+  ``diff_routing=False``; its other routing modes serve no released model), then every query attends over the
+  union of its routed regions' tokens (:func:`ops.routed_attention`: an index list per region, no gathered copy of
+  K/V). The scale is ``qk_dim ** -0.5`` (the full channel width, not the head width: the official quirk). LePE, a
+  depthwise 5x5 conv on V, is added to the attention output before the ``proj`` Linear.
+* Stage 4 (``topk = -2``, :class:`GlobalAttentionLePE`): plain multi-head self-attention over the whole map
+  (:func:`ops.dense_attention`) with the official ``AttentionLePE``'s own settings, which the official block leaves
+  at their defaults: 8 heads whatever ``head_dim``, scale ``(dim / 8) ** -0.5``, no qkv bias, and LePE on the
+  block's normalised *input* (not on V).
+* Block (NHWC): conv position embedding (depthwise 3x3, residual; none in BiFormer-STL), then pre-norm
+  (LayerNorm, eps 1e-6) attention and MLP (Linear, GELU, Linear) residuals with stochastic depth.
+* BiFormer: two 3x3 stride-2 convs (BN, GELU between, BN after) as stem, 3x3 stride-2 conv + BN between stages.
+  BiFormer-STL (the Swin-T layout ablation): 4x4 patch conv + BN stem, BN + 2x2 stride-2 conv merging.
+  Both end with BatchNorm, average pooling and a Linear classifier.
+
+Any input size. BRA needs the map to divide into ``n_win x n_win`` regions: like the official ``auto_pad`` (on in
+its detection and segmentation backbones; the classification models assert divisibility instead), the normalised
+tokens are zero-padded at the bottom/right *before* the qkv projection, so padded tokens carry the projection
+biases, take part in the region means and the LePE conv and are attended to as keys; the output is cropped back.
+At sizes that divide, nothing is padded and the result is the official one. ``mask_padding=True`` instead leaves
+the padded tokens out of the routing means, the keys and LePE (the correct behaviour; not the official checkpoints'
+training condition).
+
+Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``stages.{i}.{j}``
+-> ``stages.{i}.blocks.{j}`` (BiFormer; STL has ``blocks`` already), ``attn.qkv.qkv`` -> ``attn.qkv``, ``attn.wo``
+-> ``attn.proj``, ``mlp.0`` / ``mlp.3`` (``mlp.2`` in STL) -> ``mlp.fc1`` / ``mlp.fc2``, ``head`` -> ``head.fc``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+
+import ops
+
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['CHECKPOINT_EMA', 'BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
+           'checkpoint_filter_fn']
+
+# The official loader reads `model` from the released files (its EMA, if saved, was not what the table measured).
+CHECKPOINT_EMA = False
+
+_LN_EPS = 1e-6
+_GLOBAL_HEADS = 8  # the official AttentionLePE default, which its Block never overrides
+
+
+def _lepe(dim: int, kernel_size: int, dd: dict) -> nn.Conv2d | None:
+    """Depthwise ``kernel_size`` conv (LePE), or None for 0 (the official zero branch)."""
+    return nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, **dd) if kernel_size > 0 else None
+
+
+def _conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class BiLevelRoutingAttention(nn.Module):
+    """Bi-level routing attention on an NHWC map (see the module docstring).
+
+    Args:
+        dim: channels (and V width); num_heads: heads (dividing ``qk_dim`` and ``dim``).
+        n_win: regions per side; topk: key regions each query region attends to (<= ``n_win ** 2``).
+        qk_dim: q / k width (default ``dim``); the attention and routing scale is ``qk_dim ** -0.5``.
+        side_dwconv: LePE kernel (0: none).
+        mask_padding: leave the tokens padded to a multiple of ``n_win`` out of the region means, the keys and LePE
+            (off: the official ``auto_pad``, padded tokens are routed on, attended to and convolved).
+    """
+
+    def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
+                 side_dwconv: int = 5, mask_padding: bool = False, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        qk_dim = qk_dim or dim
+        if qk_dim % num_heads or dim % num_heads:
+            raise ValueError(f'qk_dim {qk_dim} and dim {dim} must be divisible by num_heads {num_heads}')
+        if not 0 < topk <= n_win ** 2:
+            raise ValueError(f'topk must be in [1, n_win ** 2 = {n_win ** 2}] routed regions, got {topk}')
+        self.dim, self.qk_dim, self.num_heads, self.n_win, self.topk = dim, qk_dim, num_heads, n_win, topk
+        self.scale = qk_dim ** -0.5
+        self.mask_padding = mask_padding
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim, **dd)
+        self.lepe = _lepe(dim, side_dwconv, dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x, size = ops.pad_to_multiple(x, self.n_win, dims=(1, 2))  # the official auto_pad
+        Hp, Wp = x.shape[1:3]
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        valid = tuple(size) if self.mask_padding else None
+        # the routing weights go unused: the official hard, detached routing
+        _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale, valid_shape=valid)
+        heads = (B, Hp, Wp, self.num_heads, -1)
+        out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
+                                   scale=self.scale, valid_shape=valid).reshape(B, Hp, Wp, C)
+        if self.mask_padding:  # LePE on the real map (zeros beyond its border, not the padded tokens' V)
+            out, v = ops.crop(out, size, dims=(1, 2)), ops.crop(v, size, dims=(1, 2))
+        if self.lepe is not None:
+            out = out + _conv_nhwc(self.lepe, v)
+        return ops.crop(self.proj(out), size, dims=(1, 2))
+
+
+class GlobalAttentionLePE(nn.Module):
+    """Multi-head self-attention over the whole NHWC map plus LePE on the input (official ``AttentionLePE``).
+
+    Args:
+        dim: channels; num_heads: heads (scale ``(dim / num_heads) ** -0.5``); side_dwconv: LePE kernel (0: none).
+    """
+
+    def __init__(self, dim: int, num_heads: int = _GLOBAL_HEADS, side_dwconv: int = 5, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.lepe = _lepe(dim, side_dwconv, dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).unbind(2)
+        out = ops.dense_attention(q, k, v).reshape(B, H, W, C)
+        if self.lepe is not None:
+            out = out + _conv_nhwc(self.lepe, x)
+        return self.proj(out)
+
+
+class BiFormerBlock(nn.Module):
+    """Conv position embedding, then pre-norm attention and MLP residuals, on NHWC maps.
+
+    Args:
+        dim: channels. num_heads: BRA heads. n_win, topk: BRA regions per side and routed regions (``topk = -2``:
+            :class:`GlobalAttentionLePE`). qk_dim: BRA q / k width. mlp_ratio: MLP hidden width / dim.
+        side_dwconv: LePE kernel. cpe_ks: position-embedding kernel (0: none). drop_path: stochastic depth.
+        mask_padding: see :class:`BiLevelRoutingAttention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, qk_dim: int | None = None,
+                 mlp_ratio: float = 4., side_dwconv: int = 5, cpe_ks: int = 3, drop_path: float = 0.,
+                 mask_padding: bool = False, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        # the official conv always pads by 1 (a "same" conv for its kernel 3 only)
+        self.pos_embed = nn.Conv2d(dim, dim, cpe_ks, padding=1, groups=dim, **dd) if cpe_ks > 0 else None
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        if topk > 0:
+            self.attn = BiLevelRoutingAttention(dim, num_heads, n_win, topk, qk_dim, side_dwconv, mask_padding, **dd)
+        elif topk == -2:
+            self.attn = GlobalAttentionLePE(dim, side_dwconv=side_dwconv, **dd)
+        else:
+            raise ValueError(f'topk must be > 0 (routing attention) or -2 (global attention + LePE), got {topk}')
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = x + _conv_nhwc(self.pos_embed, x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class BiFormerStage(nn.Module):
+    """Optional downsample (NCHW), then ``blocks`` on NHWC; NCHW in and out."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        x = checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
+            self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+def _stem(in_chans: int, dim: int, swin_layout: bool, dd: dict) -> nn.Sequential:
+    if swin_layout:
+        return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4, **dd), nn.BatchNorm2d(dim, **dd))
+    return nn.Sequential(
+        nn.Conv2d(in_chans, dim // 2, 3, 2, 1, **dd), nn.BatchNorm2d(dim // 2, **dd), nn.GELU(),
+        nn.Conv2d(dim // 2, dim, 3, 2, 1, **dd), nn.BatchNorm2d(dim, **dd))
+
+
+def _downsample(dim: int, out_dim: int, swin_layout: bool, dd: dict) -> nn.Sequential:
+    if swin_layout:  # norm, then 2x2 patch merging
+        return nn.Sequential(nn.BatchNorm2d(dim, **dd), nn.Conv2d(dim, out_dim, 2, 2, **dd))
+    return nn.Sequential(nn.Conv2d(dim, out_dim, 3, 2, 1, **dd), nn.BatchNorm2d(out_dim, **dd))
+
+
+class BiFormer(HierarchicalModel):
+    """BiFormer (and the Swin-layout BiFormer-STL).
+
+    Args:
+        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: timm pool type.
+        depths: blocks per stage. embed_dims: widths per stage. head_dim: channels per BRA head
+            (heads = ``qk_dims[i] // head_dim``). qk_dims: BRA q / k widths per stage (default: the stage widths).
+        mlp_ratios: MLP hidden width / width, per stage. topks: routed regions per stage (-2: global attention).
+        n_win: BRA regions per side (official: 7 for ImageNet, 16 detection, 8 segmentation).
+        side_dwconv: LePE kernel. cpe_ks: block position-embedding kernel (0: none, as STL).
+        swin_layout: 4x4 patch stem and BN + 2x2 conv merging (BiFormer-STL) instead of the overlapping 3x3 convs.
+        mask_padding: leave padded tokens out of BRA's routing and keys (see the module docstring).
+        drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    stem_pattern = r'^stem'
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Sequence[int] = (4, 4, 18, 4),
+            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            head_dim: int = 32,
+            qk_dims: Sequence[int] | None = None,
+            mlp_ratios: Sequence[float] = (3, 3, 3, 3),
+            topks: Sequence[int] = (1, 4, 16, -2),
+            n_win: int = 7,
+            side_dwconv: int = 5,
+            cpe_ks: int = 3,
+            swin_layout: bool = False,
+            mask_padding: bool = False,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        qk_dims = tuple(embed_dims) if qk_dims is None else tuple(qk_dims)
+        if not len(embed_dims) == len(qk_dims) == len(mlp_ratios) == len(topks) == n:
+            raise ValueError(f'depths, embed_dims, qk_dims, mlp_ratios and topks need one entry per stage, got '
+                             f'{depths}, {embed_dims}, {qk_dims}, {mlp_ratios}, {topks}')
+        if not isinstance(n_win, int) or isinstance(n_win, bool) or n_win < 1:
+            raise ValueError(f'n_win must be an int >= 1, got {n_win!r}')
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.swin_layout = swin_layout
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.stem = _stem(in_chans, embed_dims[0], swin_layout, dd)
+        total = sum(depths)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        stages, self.feature_info = [], []
+        for i in range(n):
+            blocks = [BiFormerBlock(
+                embed_dims[i], qk_dims[i] // head_dim, n_win, topks[i], qk_dims[i], mlp_ratios[i], side_dwconv,
+                cpe_ks, dpr[sum(depths[:i]) + j], mask_padding, **dd) for j in range(depths[i])]
+            down = None if i == 0 else _downsample(embed_dims[i - 1], embed_dims[i], swin_layout, dd)
+            stages.append(BiFormerStage(down, blocks))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal Linear weights with zero biases (convs and norms: PyTorch defaults)
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match no name)."""
+        return set()
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'{tuple(x.shape)}')
+        if self.swin_layout and min(x.shape[2:]) < 32:  # strided patch convs floor each side: 32 -> 1
+            raise ValueError(f'BiFormer-STL needs an input of at least 32x32 (4x4 patches, then three 2x2 merges), '
+                             f'got {tuple(x.shape[2:])}')
+        return self.stem(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+_BLOCK_RENAMES = (('.attn.qkv.qkv.', '.attn.qkv.'), ('.attn.wo.', '.attn.proj.'), ('.mlp.0.', '.mlp.fc1.'))
+
+
+def _remap_official(key: str, swin_layout: bool) -> str:
+    m = re.match(r'^downsample_layers\.(\d+)\.(.*)$', key)
+    if m:
+        i = int(m.group(1))
+        return f'stem.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
+    if key.startswith('head.'):
+        return 'head.fc.' + key[len('head.'):]
+    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)  # BiFormer's Sequential stages
+    for old, new in _BLOCK_RENAMES:
+        key = key.replace(old, new)
+    # the second MLP Linear: after Linear, Identity (the unused DWConv slot), GELU in BiFormer; Linear, GELU in STL
+    return key.replace('.mlp.2.' if swin_layout else '.mlp.3.', '.mlp.fc2.')
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict[str, torch.Tensor]:
+    """Map an official BiFormer / BiFormer-STL checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` (the official releases) / ``model_ema`` / ``state_dict``
+    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (the official loader's choice). Raises
+    ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) for another family or variant.
+    The classifier is dropped for a headless model; otherwise it and the stem's input channels are left to timm's
+    loader.
+    """
+    if not isinstance(model, BiFormer):
+        raise TypeError(f'checkpoint_filter_fn maps onto a BiFormer model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    if any(k.startswith('downsample_layers.') for k in state_dict):
+        state_dict = {_remap_official(k, model.swin_layout): v for k, v in state_dict.items()}
+    if not any(k.endswith('.attn.lepe.weight') for k in state_dict) or \
+            not any(k.endswith('.attn.proj.weight') for k in state_dict):
+        raise ValueError(f'{name}: not a BiFormer checkpoint (no attn.lepe / attn.proj weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k == 'stem.0.weight' and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have = stage_layout(state_dict, widths='norm1.weight')
+        want = stage_layout(expected, widths='norm1.weight')
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+_BIFORMER = dict(mlp_ratios=(3, 3, 3, 3), topks=(1, 4, 16, -2), head_dim=32, n_win=7, side_dwconv=5, cpe_ks=3)
+
+# The official entrypoints (models/biformer.py, models/biformer_stl.py); drop_path_rate: the official training
+# values are set by the recipes (configs/imagenet/), not here.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    biformer_tiny=dict(_BIFORMER, depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
+    biformer_small=dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
+    biformer_base=dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
+    biformer_stl=dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4),
+                      topks=(1, 4, 16, -2), head_dim=32, n_win=7, side_dwconv=5, cpe_ks=0, swin_layout=True),
+)
+
+
+def _create_biformer(variant: str, pretrained: bool = False, **kwargs: Any) -> BiFormer:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        BiFormer, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_URL = 'https://api.onedrive.com/v1.0/shares/s!{}/root/content'  # the official README's / model_urls' links
+
+
+def _cfg(share: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': _URL.format(share), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0', 'classifier': 'head.fc', 'license': 'mit',
+        'origin_url': 'https://github.com/rayleizhu/BiFormer', 'paper_ids': 'arXiv:2303.08810',
+        'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'biformer_tiny.in1k': _cfg('AkBbczdRlZvChHEOoGkgwgQzEDlM'),
+    'biformer_small.in1k': _cfg('AkBbczdRlZvChHDyM-x9KWRBZ832'),
+    'biformer_base.in1k': _cfg('AkBbczdRlZvChHI_XPhoadjaNxtO'),
+    'biformer_stl.in1k': _cfg('AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
+})
+
+
+@register_model
+def biformer_tiny(pretrained: bool = False, **kwargs: Any) -> BiFormer:
+    """BiFormer-T: 13.1M params, 2.2 GFLOPs at 224."""
+    return _create_biformer('biformer_tiny', pretrained, **kwargs)
+
+
+@register_model
+def biformer_small(pretrained: bool = False, **kwargs: Any) -> BiFormer:
+    """BiFormer-S: 25.5M params, 4.5 GFLOPs at 224."""
+    return _create_biformer('biformer_small', pretrained, **kwargs)
+
+
+@register_model
+def biformer_base(pretrained: bool = False, **kwargs: Any) -> BiFormer:
+    """BiFormer-B: 56.8M params, 9.8 GFLOPs at 224."""
+    return _create_biformer('biformer_base', pretrained, **kwargs)
+
+
+@register_model
+def biformer_stl(pretrained: bool = False, **kwargs: Any) -> BiFormer:
+    """BiFormer-STL (Swin-T layout ablation: patch stem, no conv position embedding): 28.4M params, 4.6 GFLOPs."""
+    return _create_biformer('biformer_stl', pretrained, **kwargs)

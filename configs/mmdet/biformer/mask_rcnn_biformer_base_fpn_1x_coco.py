@@ -1,0 +1,10 @@
+# biformer_base + Mask R-CNN, COCO 1x, n_win=16 with auto_pad. Official README: 48.6 box AP / 43.7 mask AP.
+_base_ = ['./_base_/mask_rcnn_biformer_1x.py']
+
+model = dict(
+    backbone=dict(
+        model_name='biformer_base',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHI_XPhoadjaNxtO/root/content'),
+    ),
+    neck=dict(in_channels=[96, 192, 384, 768]))
