@@ -491,11 +491,6 @@ model_cfgs: dict[str, dict[str, Any]] = dict(
 )
 model_cfgs.update({f'{k}_no_pe': dict(v, rel_pos_bias=False) for k, v in list(model_cfgs.items())})
 
-# The official training drop-path rates (1 - survival_prob in deeplab2's get_model), for the recipes.
-TRAIN_DROP_PATH = dict(moat_0=0.2, moat_1=0.3, moat_2=0.3, moat_3=0.6, moat_4=0.7, tiny_moat_0=0., tiny_moat_1=0.,
-                       tiny_moat_2=0., tiny_moat_3=0.1)
-
-
 def _create_moat(variant: str, pretrained: bool = False, **kwargs: Any) -> MOAT:
     model_args = dict(model_cfgs[variant], **kwargs)
     out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
