@@ -213,8 +213,8 @@ def read_tf_checkpoint(path: str) -> dict[str, Any]:
     """Every variable of a TF (1 or 2) checkpoint as ``{name: numpy array}``.
 
     ``path``: a checkpoint prefix, a folder holding one checkpoint, or a ``.tar.gz`` of one (the MOAT releases),
-    unpacked into a temporary folder. Reads with ``tensorflow`` where installed, else with the pure-Python
-    ``tensorflow-checkpoint-reader`` (neither is a dependency of the zoo).
+    unpacked into a temporary folder. Needs ``tensorflow`` (not a dependency of the zoo; the pure-Python
+    ``tensorflow-checkpoint-reader`` 0.2.2 fails on Python 3.11 and numpy 2).
     """
     path = str(path)
     if path.endswith(('.tar.gz', '.tgz', '.tar')):
@@ -225,13 +225,7 @@ def read_tf_checkpoint(path: str) -> dict[str, Any]:
     prefix = _tf_checkpoint_prefix(path)
     try:
         from tensorflow.train import load_checkpoint
-
-        reader = load_checkpoint(prefix)
-    except ImportError:
-        try:
-            from tensorflow_checkpoint_reader.py_checkpoint_reader import NewCheckpointReader
-        except ImportError:
-            raise ImportError('reading a TF checkpoint needs tensorflow or tensorflow-checkpoint-reader '
-                              '(pip install tensorflow-checkpoint-reader)') from None
-        reader = NewCheckpointReader(prefix)
+    except ImportError as e:
+        raise ImportError(f'reading a TF checkpoint needs tensorflow (pip install tensorflow-cpu): {e}') from None
+    reader = load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}

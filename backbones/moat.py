@@ -512,7 +512,7 @@ def _cfg(variant: str, release: str, res: int, **kwargs: Any) -> dict[str, Any]:
     # input normalisation, the model card's "option 1" (ImageNet mean/std, x255 there) or "option 2" (127.5 / 127.5)
     option2 = base in ('moat_2', 'moat_3', 'moat_4')
     return {
-        # The official TF1 tarball; MOAT.load_pretrained reads it (tensorflow or tensorflow-checkpoint-reader needed)
+        # The official TF1 tarball; MOAT.load_pretrained reads it (needs tensorflow, not a dependency)
         'url': _CKPT.format(f'{release}_{pe}_position_embedding'), 'custom_load': True,
         'num_classes': 1000, 'input_size': (3, res, res), 'pool_size': (res // 32, res // 32),
         # crop_pct / interpolation: not published with the checkpoints; timm's values for its TF MaxViT ports
