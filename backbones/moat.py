@@ -28,7 +28,8 @@ deeplab2 does; the parameter keeps its shape.
 The released checkpoints come "with" and "without positional embedding": in deeplab2 that is the relative position
 bias (``no_pe``: ``relative_position_embedding_type=None``), there is no absolute position embedding in MOAT;
 ``*_no_pe`` variants have no bias table. :func:`checkpoint_filter_fn` maps those TF1 checkpoints (a dict of arrays
-named ``moat/block_{SS}_{BB}/...``, read with ``tools/moat_convert.py``) onto this layout, the EMA copies first.
+named ``moat/block_{SS}_{BB}/...``, read by ``backbones.checkpoint.read_tf_checkpoint``) onto this layout, the EMA
+copies first; ``MOAT.load_pretrained`` (timm's ``pretrained=True``) reads the released tarballs.
 """
 from __future__ import annotations
 
@@ -434,7 +435,7 @@ def _is_tf(state_dict: Mapping[str, Any]) -> bool:
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bool | None = None
                          ) -> dict[str, torch.Tensor]:
-    """Map a deeplab2 TF1 MOAT checkpoint (a dict of arrays by TF variable name, see ``tools/moat_convert.py``) or
+    """Map a deeplab2 TF1 MOAT checkpoint (a dict of arrays by TF variable name, from ``read_tf_checkpoint``) or
     ours onto ``model``, checking that it fits.
 
     TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (``CHECKPOINT_EMA``; ``use_ema=False``
