@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 EMBEDDED_DATASET = 'digits'
-DEFAULT_MODEL = 'agent_deit_tiny'  # the smallest zoo model (tests/test_foundation.py checks it stays so)
+DEFAULT_MODEL = 'tiny_moat_0_no_pe'  # the smallest zoo model (tests/test_foundation.py checks it stays so)
 EMBEDDED_IMG_SIZE = 32
 _VAL_SPLITS = ('val', 'validation', 'eval', 'evaluation', 'test')
 

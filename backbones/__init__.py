@@ -1,2 +1,2 @@
 """attnzoo model families; importing this package registers every model with timm."""
-from . import agent, biformer, glnet, inline, litv2, maxvit, nat, ravlt  # noqa: F401  (registration side effects)
+from . import agent, biformer, glnet, inline, litv2, maxvit, moat, nat, ravlt  # noqa: F401  (registration side effects)

@@ -7,6 +7,8 @@
 * :func:`checkpoint_filter`: a family's ``checkpoint_filter_fn``, found by one rule (timm's): the module of the
   model's registered entrypoint.
 * :func:`mismatch_report`: the one-line report of how a state dict fails to fit a model.
+* :func:`read_tf_checkpoint`: the variables of a TensorFlow checkpoint as arrays (MOAT's releases), for a family's
+  filter to map.
 * :func:`fit_state_dict`: all three together, as every loader uses them: the weights as saved when they fit,
   otherwise through the family filter, whose own diagnosis (wrong family, wrong variant) is kept in the error.
 
@@ -16,8 +18,12 @@ variant names: EMA first for those, raw for the others).
 """
 from __future__ import annotations
 
+import glob
+import os
 import re
 import sys
+import tarfile
+import tempfile
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
 from typing import Any
@@ -27,7 +33,7 @@ import torch
 from timm.models import clean_state_dict, model_entrypoint
 
 __all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'filter_by_class', 'fit_state_dict',
-           'mismatch_report', 'model_name', 'stage_layout', 'unwrap_state_dict']
+           'mismatch_report', 'model_name', 'read_tf_checkpoint', 'stage_layout', 'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
@@ -199,3 +205,39 @@ def filter_by_class(filters: Mapping[type, Callable]) -> Callable:
         raise TypeError(f'no checkpoint filter for a {type(model).__name__} (this family has filters for '
                         f'{", ".join(c.__name__ for c in filters)})')
     return checkpoint_filter_fn
+
+
+def _tf_checkpoint_prefix(path: str) -> str:
+    """The checkpoint prefix (``<prefix>.index`` exists) of a prefix, or the only one inside a folder."""
+    if os.path.isfile(path + '.index'):
+        return path
+    if os.path.isfile(path) and path.endswith('.index'):
+        return path[:-len('.index')]
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, '**', '*.index'), recursive=True))
+        if len(found) == 1:
+            return found[0][:-len('.index')]
+        raise ValueError(f'{path}: expected one TF checkpoint (*.index) inside, found {len(found)}')
+    raise FileNotFoundError(f'no TF checkpoint at {path} (neither {path}.index nor a folder or .tar.gz holding one)')
+
+
+def read_tf_checkpoint(path: str) -> dict[str, Any]:
+    """Every variable of a TF (1 or 2) checkpoint as ``{name: numpy array}``.
+
+    ``path``: a checkpoint prefix, a folder holding one checkpoint, or a ``.tar.gz`` of one (the MOAT releases),
+    unpacked into a temporary folder. Needs ``tensorflow`` (not a dependency of the zoo; the pure-Python
+    ``tensorflow-checkpoint-reader`` 0.2.2 fails on Python 3.11 and numpy 2).
+    """
+    path = str(path)
+    if path.endswith(('.tar.gz', '.tgz', '.tar')):
+        with tempfile.TemporaryDirectory() as folder:
+            with tarfile.open(path) as tar:
+                tar.extractall(folder, filter='data')
+            return read_tf_checkpoint(folder)
+    prefix = _tf_checkpoint_prefix(path)
+    try:
+        from tensorflow.train import load_checkpoint
+    except ImportError as e:
+        raise ImportError(f'reading a TF checkpoint needs tensorflow (pip install tensorflow-cpu): {e}') from None
+    reader = load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}

@@ -16,12 +16,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import LayerNorm2d
+from timm.models import reparameterize_model
+from timm.models._features import FeatureGetterNet
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
 from backbones.checkpoint import checkpoint_filter, ema_first, mismatch_report
 
 from .checkpoint import check_checkpoint_path, read_state_dict
+
+_OUT_NORMS: dict[Any, type[nn.Module] | None] = {
+    True: LayerNorm2d, 'ln': LayerNorm2d, 'bn': nn.BatchNorm2d, False: None}
 
 
 def _apply_filter(filter_fn: Callable | None, state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
@@ -45,9 +50,16 @@ class AttnZooBackbone(BaseModule):
             and the first k feature levels (mmdet's convention with ``feature_info`` levels as stages).
         norm_eval: keep BatchNorm layers in eval mode during training (running stats frozen).
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing``.
-        out_norm: add a LayerNorm over channels to each output, named ``norm{i}`` for stage i, as the official
-            NAT/DiNAT detection and segmentation backbones do (their checkpoints then load as they are); a bool, or
-            one bool per output (LITv2's official backbone normalises every level but the first).
+        out_norm: a norm over channels on each output, named ``norm{i}`` for stage i: True or ``'ln'`` a LayerNorm, as
+            the official NAT/DiNAT detection and segmentation backbones do (their checkpoints then load as they are);
+            ``'bn'`` a BatchNorm (Next-ViT's segmentation backbones); False none. One value for all outputs, or one
+            per output (LITv2's official backbone normalises every level but the first).
+        final_norm: take the outputs from the classification model's ``forward_intermediates(norm=True)`` (timm's
+            FeatureGetterNet), so the model's own final norm, with its pretrained weights, normalises the levels
+            the model applies it to (Next-ViT, ConvNeXt: the last one), as Next-ViT's segmentation backbones do.
+        norm_cfg: None keeps the model's BatchNorms; ``dict(type='SyncBN')`` turns every BatchNorm of the backbone
+            (output norms included) into SyncBatchNorm (Next-ViT's segmentation backbones); ``dict(type='BN')``
+            keeps them (what the entry points make of SyncBN on a machine without CUDA).
         pad_multiple: inputs are zero-padded (bottom/right) to this multiple and features cropped back to
             ``ceil(size / stride)``; default: the largest stride among the outputs.
         model_kwargs: extra architecture arguments for ``timm.create_model`` (e.g. DiNAT's detection ``dilations``).
@@ -66,7 +78,9 @@ class AttnZooBackbone(BaseModule):
             frozen_stages: int = -1,
             norm_eval: bool = False,
             with_cp: bool = False,
-            out_norm: bool | Sequence[bool] = True,
+            out_norm: bool | str | Sequence[bool | str] = True,
+            final_norm: bool = False,
+            norm_cfg: dict | None = None,
             pad_multiple: int | None = None,
             model_kwargs: dict[str, Any] | None = None,
             init_cfg: dict | None = None,
@@ -106,14 +120,7 @@ class AttnZooBackbone(BaseModule):
         self.norm_eval = norm_eval
 
         try:
-            self.model = timm.create_model(
-                model_name,
-                pretrained=False,
-                features_only=True,
-                out_indices=self.out_indices,
-                drop_path_rate=drop_path_rate,
-                **self.model_kwargs,
-            )
+            self.model = self._feature_model(final_norm)
         except (IndexError, AssertionError) as e:  # timm's feature wrappers index feature_info with out_indices
             raise ValueError(f'out_indices {self.out_indices} out of range for {model_name!r}: {e!r}') from e
         all_levels = self.model.feature_info.info
@@ -129,15 +136,16 @@ class AttnZooBackbone(BaseModule):
         self.pad_multiple = pad_multiple or max(self.strides)
         self.channels_last = getattr(self.model, 'output_fmt', 'NCHW') == 'NHWC'  # timm's Format is a str enum
 
-        norms = [out_norm] * len(self.out_indices) if isinstance(out_norm, bool) else list(out_norm)
-        if len(norms) != len(self.out_indices) or not all(isinstance(n, bool) for n in norms):
-            raise ValueError(f'out_norm must be a bool or one bool per output ({len(self.out_indices)}), got '
-                             f'{out_norm!r}')
-        self.out_norm = dict(zip(self.out_indices, norms))
+        norms = [out_norm] * len(self.out_indices) if isinstance(out_norm, (bool, str)) else list(out_norm)
+        if len(norms) != len(self.out_indices) or not all(n in _OUT_NORMS for n in norms):
+            raise ValueError(f'out_norm must be one of {sorted(map(str, _OUT_NORMS))} or one of them per output '
+                             f'({len(self.out_indices)}), got {out_norm!r}')
+        self.out_norm = {i: _OUT_NORMS[n] for i, n in zip(self.out_indices, norms)}
         for i, ch in zip(self.out_indices, self.channels):
             if self.out_norm[i]:
-                # eps 1e-5 = nn.LayerNorm's default, which the official per-level norms use.
-                self.add_module(f'norm{i}', LayerNorm2d(ch, eps=1e-5))
+                # eps 1e-5: nn.LayerNorm's / nn.BatchNorm2d's default, which the official per-level norms use.
+                self.add_module(f'norm{i}', self.out_norm[i](ch, eps=1e-5))
+        self._sync_bn(norm_cfg)
 
         if with_cp:
             target = self.model if hasattr(self.model, 'set_grad_checkpointing') else getattr(self.model, 'model', None)
@@ -150,6 +158,28 @@ class AttnZooBackbone(BaseModule):
         self._register_load_state_dict_pre_hook(self._convert_foreign_layout, with_module=False)
 
     # ---------------------------------------------------------------- structure
+    def _feature_model(self, final_norm: bool) -> nn.Module:
+        kwargs = dict(pretrained=False, drop_path_rate=self.drop_path_rate, **self.model_kwargs)
+        if not final_norm:
+            return timm.create_model(self.model_name, features_only=True, out_indices=self.out_indices, **kwargs)
+        model = timm.create_model(self.model_name, **kwargs)
+        if not hasattr(model, 'forward_intermediates'):
+            raise ValueError(f'final_norm=True needs forward_intermediates(norm=True), which {self.model_name!r} '
+                             'does not have')
+        pretrained_cfg = model.pretrained_cfg
+        model = FeatureGetterNet(model, out_indices=self.out_indices, norm=True)
+        model.pretrained_cfg = pretrained_cfg
+        return model
+
+    def _sync_bn(self, norm_cfg: dict | None) -> None:
+        norm_type = (norm_cfg or {}).get('type', 'BN')
+        if norm_type not in ('BN', 'SyncBN'):
+            raise ValueError(f"norm_cfg type must be 'BN' (keep the model's BatchNorms) or 'SyncBN', got "
+                             f'{norm_type!r}: the norms are the model\'s own')
+        if norm_type == 'SyncBN':
+            for name, child in list(self.named_children()):
+                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+
     def _level_module_names(self) -> list[str | None]:
         """Name (inside ``self.model``) of each feature level's module, None where pruned away."""
         modules = dict(self.model.named_modules())
@@ -232,6 +262,19 @@ class AttnZooBackbone(BaseModule):
                 feat = getattr(self, f'norm{level}')(feat)
             outs.append(feat.contiguous())
         return tuple(outs)
+
+    def reparameterize(self) -> 'AttnZooBackbone':
+        """Fuse the model for inference, in place (eval mode): timm's ``reparameterize_model`` calls every
+        submodule's ``fuse`` / ``reparameterize`` / ``switch_to_deploy`` (Next-ViT merges its pre-norm BatchNorms
+        into the following linear layers, the official ``merge_bn``). Call it after loading the weights: the state
+        dict changes. Raises ``ValueError`` when the model has nothing to fuse."""
+        hooks = ('fuse', 'reparameterize', 'switch_to_deploy')
+        if not any(hasattr(m, h) for m in self.model.modules() for h in hooks):
+            raise ValueError(f'{self.model_name!r} has nothing to reparameterize (no module with {"/".join(hooks)})')
+        self.eval()
+        with torch.no_grad():
+            reparameterize_model(self.model, inplace=True)
+        return self
 
     # ---------------------------------------------------------------- weights
     def classification_model(self) -> nn.Module:

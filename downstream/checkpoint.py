@@ -92,22 +92,42 @@ def _is_url(path: str) -> bool:
     return urllib.parse.urlparse(path).scheme in ('http', 'https')
 
 
+HF_HUB_PREFIX = 'hf-hub:'
+
+
+def _is_remote(path: str) -> bool:
+    return _is_url(path) or path.startswith(HF_HUB_PREFIX)
+
+
 def check_checkpoint_path(path: str, what: str = 'checkpoint') -> None:
-    """Raise a clear error for a local checkpoint path that does not exist (URLs are checked on download)."""
+    """Raise a clear error for a local checkpoint path that does not exist (URLs and Hugging Face Hub ids are checked
+    on download)."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f'{what} must be a file path or URL, got {type(path).__name__}')
-    if not _is_url(str(path)) and not os.path.isfile(path):
+        raise TypeError(f'{what} must be a file path, URL or hf-hub:<repo id>, got {type(path).__name__}')
+    if not _is_remote(str(path)) and not os.path.isfile(path):
         raise FileNotFoundError(f'{what} file not found: {path}')
 
 
 def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
-    """Load a classification checkpoint (local path or http(s) URL) and unwrap it to a flat state dict.
+    """Load a classification checkpoint and unwrap it to a flat state dict.
+
+    ``path``: a local file, an http(s) URL, or ``hf-hub:<repo id>`` (timm's notation, e.g.
+    ``hf-hub:timm/nextvit_small.bd_in1k``: the repo's weights through timm's Hub loader, safetensors first, cached by
+    huggingface_hub; a plain URL is cached by its file name alone, which every Hub model shares).
 
     ``use_ema`` True / False takes the EMA / raw weights; None the EMA ones first when ``prefer_ema`` (the family's
     default, :func:`backbones.checkpoint.ema_first`). A ``module.`` (DDP) prefix is stripped.
     """
     check_checkpoint_path(path)
     path = str(path)
+    if path.startswith(HF_HUB_PREFIX):
+        from timm.models import load_state_dict_from_hf
+
+        try:
+            state_dict = load_state_dict_from_hf(path[len(HF_HUB_PREFIX):])
+        except Exception as e:  # no such repo / no network / unreadable file
+            raise RuntimeError(f'cannot read checkpoint {path}: {e}') from e
+        return unwrap_state_dict(state_dict, use_ema, prefer_ema)
     if _is_url(path):
         from timm.models._hub import download_cached_file
 

@@ -5,7 +5,9 @@ The checkpoint is ours (``downstream.train``) or an official one whose backbone 
 exactly (strict loading).
 Several GPUs: ``torchrun --nproc-per-node 8 -m downstream.test CONFIG CHECKPOINT --launcher pytorch``.
 ``--tta`` gives the multi-scale + flip numbers (the config's ``tta_model`` / ``tta_pipeline``: mmseg's
-``TestTimeAug``); ``--show-dir DIR`` writes the painted predictions, which are worth a look before any metric.
+``TestTimeAug``); ``--show-dir DIR`` writes the painted predictions, which are worth a look before any metric;
+``--reparameterize`` evaluates the backbone fused for deployment (:meth:`AttnZooBackbone.reparameterize`, e.g.
+Next-ViT's BN merge).
 """
 import argparse
 import os.path as osp
@@ -14,6 +16,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from ._runner import add_common_args, check_checkpoint_file, check_data_paths, load_config, process_group
+from .backbone import AttnZooBackbone
 from .checkpoint import mmengine_safe_globals
 
 
@@ -26,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              'numbers; the zoo ADE20K configs use the official scales x 0.5 ... 1.75)')
     parser.add_argument('--show-dir', help='write painted predictions (input | prediction images) into this folder')
     parser.add_argument('--show-interval', type=int, default=1, help='with --show-dir: paint every N-th image')
+    parser.add_argument('--reparameterize', action='store_true',
+                        help="fuse the backbone for inference after loading (timm's reparameterize_model, e.g. "
+                             "Next-ViT's BN merge) and test that")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.show_interval < 1:
@@ -59,6 +65,15 @@ def paint_predictions(cfg: Config, folder: str, interval: int) -> None:
         cfg.visualizer.update(save_dir=folder, name=f'show:{folder}')
 
 
+def reparameterize_backbones(model) -> None:
+    """Fuse every :class:`AttnZooBackbone` inside ``model`` for inference (after its weights are loaded)."""
+    backbones = [m for m in model.modules() if isinstance(m, AttnZooBackbone)]
+    if not backbones:
+        raise ValueError('--reparameterize: the model has no AttnZooBackbone')
+    for backbone in backbones:
+        backbone.reparameterize()
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     check_checkpoint_file(args.checkpoint, 'checkpoint')
@@ -75,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         runner = Runner.from_cfg(cfg)
         with mmengine_safe_globals():
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+            if args.reparameterize:
+                reparameterize_backbones(runner.model)
             return runner.test()
 
 

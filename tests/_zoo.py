@@ -12,8 +12,10 @@ from timm.models import model_entrypoint
 
 import backbones  # noqa: F401  (registers the zoo's models)
 
-_SIZE_WORD = re.compile(r'_(?:atto|femto|pico|nano|micro|mini|xxtiny|xtiny|tiny|small|medium|base|large|xlarge|huge'
-                        r'|\d+g)(?:_|$)')  # \d+g: GLNet's compute sizes (glnet_4g, glnet_9g, glnet_16g)
+_SIZES = r'atto|femto|pico|nano|micro|mini|xxtiny|xtiny|tiny|small|medium|base|large|xlarge|huge'
+# \d+g: GLNet's compute sizes (glnet_4g, glnet_9g, glnet_16g); \d+: numbered sizes (moat_0 ... moat_4)
+_SIZE_WORD = re.compile(rf'_(?:{_SIZES}|\d+g|\d+)(?:_|$)')
+_LEADING_SIZE = re.compile(rf'^(?:{_SIZES})_')  # tiny_moat_0: a size word before the family name
 
 
 def zoo_models() -> list[str]:
@@ -22,6 +24,7 @@ def zoo_models() -> list[str]:
 
 
 def family(name: str) -> str:
+    name = _LEADING_SIZE.sub('', name)
     m = _SIZE_WORD.search(name)
     return name[:m.start()] if m else name
 

@@ -25,7 +25,8 @@ OFFICIAL_KEYS = Path(__file__).parent / 'data' / 'downstream_official_backbone_k
 # (FeatureListNet with flattened stages, FeatureGetterNet, channels-last outputs).
 ZOO_MODELS = ['nat_mini', 'dinat_mini', 'dinat_s_tiny', 'maxvit_na_tiny_tf_224']
 OFFICIAL_LAYOUT_MODELS = ['nat_mini', 'dinat_mini', 'dinat_s_tiny']
-TIMM_MODELS = ['test_resnet', 'test_convnext', 'test_vit', 'test_mambaout']
+TIMM_MODELS = ['test_resnet', 'test_convnext', 'test_vit', 'test_mambaout', 'nextvit_small']
+NEXTVIT = dict(depths=(1, 1, 5, 1))  # Next-ViT's smallest layout (stage 3 repeats its 4 NCB + NTB pattern)
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -115,7 +116,7 @@ def test_output_norms_can_be_chosen_per_level():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)[0], plain(x)[0])
-    with pytest.raises(ValueError, match='one bool per output'):
+    with pytest.raises(ValueError, match='one of them per output'):
         AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=(True,))
 
 
@@ -354,3 +355,84 @@ def test_safe_globals_allow_mmengine_state_but_not_general_getattr(tmp_path):
     torch.save({'evil': _GetattrGadget()}, tmp_path / 'evil.pth')
     with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / 'evil.pth', weights_only=True)
+
+
+def _perturbed_nextvit() -> nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model('nextvit_small', **NEXTVIT).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:  # norm affines and biases off their init (timm's weight init keeps activations O(1))
+                p.add_(0.1 * torch.randn_like(p))
+        for name, b in model.named_buffers():
+            if name.endswith('running_mean'):
+                b.normal_(0, 0.1)
+            elif name.endswith('running_var'):
+                b.uniform_(0.5, 1.5)
+    return model
+
+
+def test_batchnorm_output_norms_and_the_models_final_norm():
+    """Next-ViT's official segmentation backbone: fresh BatchNorms on levels 0-2, the classification model's own
+    (pretrained) final norm on level 3 (final_norm: timm's forward_intermediates(norm=True))."""
+    cls = _perturbed_nextvit()
+    backbone = AttnZooBackbone('nextvit_small', model_kwargs=NEXTVIT, out_norm=('bn', 'bn', 'bn', False),
+                               final_norm=True, pad_multiple=1).eval()  # any size: no padding, as officially
+    backbone.model.load_state_dict(backbone.convert_classification_state_dict(cls.state_dict()), strict=True)
+    assert [n for n, _ in backbone.named_children() if n.startswith('norm')] == ['norm0', 'norm1', 'norm2']
+    with torch.no_grad():
+        for i in range(3):
+            norm = getattr(backbone, f'norm{i}')
+            assert isinstance(norm, nn.BatchNorm2d) and norm.eps == 1e-5
+            norm.running_mean.normal_(0, 0.1)
+        x = torch.randn(1, 3, 61, 87)
+        outs = backbone(x)
+        feats = cls.forward_intermediates(x, intermediates_only=True)
+    for i in range(3):
+        torch.testing.assert_close(outs[i], getattr(backbone, f'norm{i}')(feats[i]))
+    torch.testing.assert_close(outs[3], cls.norm(feats[3]))
+    with pytest.raises(ValueError, match='out_norm must be one of'):
+        AttnZooBackbone('test_resnet', out_indices=(1, 3), out_norm=('gn', True))
+
+
+def test_norm_cfg_sync_bn_converts_every_batchnorm():
+    with torch.device('meta'):
+        plain = AttnZooBackbone('nextvit_small', model_kwargs=NEXTVIT, out_norm='bn')
+        synced = AttnZooBackbone('nextvit_small', model_kwargs=NEXTVIT, out_norm='bn', norm_cfg=dict(type='SyncBN'))
+        kept = AttnZooBackbone('nextvit_small', model_kwargs=NEXTVIT, out_norm='bn', norm_cfg=dict(type='BN'))
+    batchnorms = [m for m in plain.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # 1-D ones too
+    assert len(batchnorms) > 4 and sum(isinstance(m, nn.SyncBatchNorm) for m in synced.modules()) == len(batchnorms)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in kept.modules())
+    assert synced.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(ValueError, match="norm_cfg type must be 'BN'"):
+        AttnZooBackbone('test_resnet', norm_cfg=dict(type='GN'))
+
+
+def test_reparameterize_merges_nextvit_batchnorms_for_inference():
+    cls = _perturbed_nextvit()
+    backbone = AttnZooBackbone('nextvit_small', model_kwargs=NEXTVIT, out_norm=False)
+    backbone.model.load_state_dict(backbone.convert_classification_state_dict(cls.state_dict()), strict=True)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        before = backbone.eval()(x)
+        norms = len([k for k in backbone.state_dict() if k.endswith('running_var')])
+        after = backbone.reparameterize()(x)
+    assert len([k for k in backbone.state_dict() if k.endswith('running_var')]) < norms and not backbone.training
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match='nothing to reparameterize'):
+        AttnZooBackbone('test_vit', out_indices=(1,)).reparameterize()
+
+
+def test_hf_hub_checkpoints(monkeypatch):
+    from downstream import checkpoint as ds_checkpoint
+
+    state = timm.create_model('test_resnet').state_dict()
+    asked = []
+    monkeypatch.setattr(timm.models, 'load_state_dict_from_hf', lambda repo: asked.append(repo) or dict(state))
+    ds_checkpoint.check_checkpoint_path('hf-hub:timm/test_resnet.r160_in1k')  # not a local file: checked on download
+    got = ds_checkpoint.read_state_dict('hf-hub:timm/test_resnet.r160_in1k')
+    assert asked == ['timm/test_resnet.r160_in1k'] and got.keys() == state.keys()
+    monkeypatch.setattr(timm.models, 'load_state_dict_from_hf', lambda repo: (_ for _ in ()).throw(OSError('offline')))
+    with pytest.raises(RuntimeError, match='cannot read checkpoint hf-hub:timm/x.*offline'):
+        ds_checkpoint.read_state_dict('hf-hub:timm/x')

@@ -29,13 +29,19 @@ from downstream._runner import load_config, read_config  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 ALL_CONFIGS = sorted(p for p in CONFIGS.glob('mm*/*/*.py') if p.parent.name != '_base_')
-# One detection and one segmentation config per family: the smallest published variant.
+# One detection and one segmentation config per family: the smallest published variant (Next-ViT, a timm model whose
+# detection settings the generic tests cover: its segmentation config only, which adds BatchNorm output norms, the
+# model's final norm, SyncBN and the reparameterized test).
 E2E = {
     'nat': ('mmdet/nat/mask_rcnn_nat_mini_3x_coco.py', 'mmseg/nat/upernet_nat_mini_512x512_160k_ade20k.py'),
     'dinat': ('mmdet/dinat/mask_rcnn_dinat_mini_3x_coco.py', 'mmseg/dinat/upernet_dinat_mini_512x512_160k_ade20k.py'),
     'dinat_s': ('mmdet/dinat_s/mask_rcnn_dinat_s_tiny_3x_coco.py',
                 'mmseg/dinat_s/upernet_dinat_s_tiny_512x512_160k_ade20k.py'),
+    'nextvit': (None, 'mmseg/nextvit/upernet_nextvit_small_512x512_160k_ade20k.py'),
 }
+E2E_CASES = [(family, task) for family, configs in sorted(E2E.items()) for task, config in zip(('mmdet', 'mmseg'),
+                                                                                             configs) if config]
+SHRUNK_DEPTHS = {'nextvit': [1, 1, 5, 1]}  # Next-ViT's stage 3 repeats a 5-block pattern
 SIZE = (48, 64)  # (height, width) of the synthetic images; not a multiple of the backbones' strides
 
 
@@ -47,8 +53,8 @@ def _model_name(cfg: Config) -> str:
 
 
 def test_configs_cover_the_papers():
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 55
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 30
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 61
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 42
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.name)
@@ -103,7 +109,7 @@ def _write_ade(root: Path, split: str, num_images: int, rng: np.random.Generator
 def _shrunk_backbone(cfg: Config) -> dict:
     """The shipped backbone with fewer blocks per stage (dilation schedules cut to match), no pretrained download."""
     kwargs = dict(cfg.model.backbone.get('model_kwargs') or {})
-    depths = [1, 1, 2, 1]
+    depths = next((d for f, d in SHRUNK_DEPTHS.items() if _model_name(cfg).startswith(f)), [1, 1, 2, 1])
     kwargs['depths'] = depths
     if 'dilations' in kwargs:  # keeps a dilated block in stage 3: dilation * kernel > map size exercises padding
         kwargs['dilations'] = [list(stage[:n]) for stage, n in zip(kwargs['dilations'], depths)]
@@ -207,8 +213,7 @@ def _official_nat_layout(key: str) -> str:
     return 'backbone.' + re.sub(r'^stages_(\d+)\.', r'levels.\1.', key)
 
 
-@pytest.mark.parametrize('family', sorted(E2E))
-@pytest.mark.parametrize('task', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('family, task', E2E_CASES)
 def test_train_eval_resume_test(tmp_path, family, task):
     base = CONFIGS / E2E[family][0 if task == 'mmdet' else 1]
     name = read_config(str(base)).model.backbone.model_name
@@ -238,6 +243,10 @@ def test_train_eval_resume_test(tmp_path, family, task):
         again = ds_test.main([str(config), str(path), '--work-dir', str(tmp_path / 'test_official'),
                               '--cfg-options', f'data_root={data_root}/'])
         assert again == pytest.approx(metrics)
+    if family == 'nextvit':  # the backbone fused for deployment (BN merge) gives the same predictions
+        fused = ds_test.main([str(config), str(checkpoint), '--reparameterize', '--work-dir', str(tmp_path / 'fused'),
+                              '--cfg-options', f'data_root={data_root}/'])
+        assert fused == pytest.approx(metrics, abs=1e-2)
 
 
 def test_bad_input_fails_before_training(tmp_path):

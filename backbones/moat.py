@@ -1,0 +1,646 @@
+"""MOAT: MBConv stages, then MOAT blocks (MBConv carrying the downsampling, then attention in place of the MLP).
+
+Paper: `MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models` (ICLR 2023) -
+https://arxiv.org/abs/2210.01820. Official code and TF1 checkpoints (Apache-2.0): google-research/deeplab2
+(``model/pixel_encoder/moat.py``, ``model/layers/moat_blocks.py``, ``model/layers/moat_attention.py``).
+
+* Stem: 3x3 conv (stride 2, bias) -> BN -> GELU -> 3x3 conv (bias); stride 2.
+* MBConv block (stages 1-2): ``shortcut + mbconv(x)`` with mbconv = pre-norm BN -> 1x1 expand (x4, no bias) -> BN ->
+  GELU -> 3x3 depthwise (the stage's stride, no bias) -> BN -> GELU -> squeeze-excitation (``int(0.25 * out)``
+  channels, SiLU: TF's default, not GELU) -> 1x1 shrink (bias). The shortcut average-pools (``pool_size``, the
+  stride; 2 for ImageNet, deeplab2's downstream default 3) and projects (1x1 conv, bias) when the width changes.
+* MOAT block (stages 3-4): the same MBConv without SE, then ``x + attn(LayerNorm(x))``: multi-head self-attention
+  with head_dim 32, separate q/k/v/o projections (with bias) and a 2-D relative position bias per head
+  (``[heads, 2P - 1, 2P - 1]``, P = 14 / 7, indexed ``key - query``); no MLP.
+* Head: mean over the map -> LayerNorm -> linear (``NormMlpClassifierHead``).
+* TF details kept: BN eps 1e-3 and momentum 0.01 (Keras' 0.99), LayerNorm eps 1e-5, exact GELU, TF ``'same'``
+  padding for every stride-2 conv and pool (padding at the bottom/right first; the pools average valid elements
+  only), drop-path rate ``rate * block / total_blocks``, normal(0.02) init of every kernel and bias 0.
+
+Attention: global over the whole map by default (the ImageNet setting) through :func:`ops.dense_attention` with the
+bias expanded from the table; with ``window_size`` per stage (dense prediction: 14x14 / 7x7) window attention through
+:func:`ops.window_attention` (maps that are not a multiple of the window: zero-padded, padded keys masked; the
+official code needs multiples), optionally global in the last block of each MOAT stage
+(``global_attention_at_end``), the paper's downstream setting. Any input size: where the attended area differs from
+the table's P x P, the table is resized bilinearly (half-pixel, TF's ``tf.image.resize``) to ``2h - 1 x 2w - 1``, as
+deeplab2 does; the parameter keeps its shape.
+
+The released checkpoints come "with" and "without positional embedding": in deeplab2 that is the relative position
+bias (``no_pe``: ``relative_position_embedding_type=None``), there is no absolute position embedding in MOAT;
+``*_no_pe`` variants have no bias table. :func:`checkpoint_filter_fn` maps those TF1 checkpoints (a dict of arrays
+named ``moat/block_{SS}_{BB}/...``, read by ``backbones.checkpoint.read_tf_checkpoint``) onto this layout, the EMA
+copies first; ``MOAT.load_pretrained`` (timm's ``pretrained=True``) reads the released tarballs.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
+from timm.layers.helpers import get_device_dtype
+from timm.models import adapt_input_conv, build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+
+import ops
+
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, read_tf_checkpoint, stage_layout, unwrap_state_dict
+
+__all__ = ['CHECKPOINT_EMA', 'MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same',
+           'checkpoint_filter_fn', 'tf_to_torch_name']
+
+# The TF1 releases hold raw and EMA (``/ExponentialMovingAverage``) copies; the EMA ones are what a TF eval reads.
+CHECKPOINT_EMA = True
+
+_BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilon 1e-3, momentum 0.99
+_LN_EPS = 1e-5
+
+
+def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
+    element at the bottom/right, padded elements left out of each average."""
+    pads = []
+    for length in x.shape[-2:]:
+        total = max((math.ceil(length / stride) - 1) * stride + kernel_size - length, 0)
+        pads.append(total // 2)
+    # the first half of the padding is symmetric padding; the rest falls past the end, where ceil_mode windows stop
+    return F.avg_pool2d(x, kernel_size, stride, padding=tuple(pads), ceil_mode=True, count_include_pad=False)
+
+
+class MBConvBlock(nn.Module):
+    """Pre-norm inverted bottleneck with an average-pool shortcut (NCHW); SE when ``se_ratio`` is set."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            expansion: int = 4,
+            se_ratio: float | None = 0.25,
+            pool_size: int = 2,
+            drop_path: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        inner = out_chs * expansion
+        self.stride, self.pool_size = stride, pool_size
+        self.shortcut_conv = nn.Conv2d(in_chs, out_chs, 1, **dd) if in_chs != out_chs else None
+        self.pre_norm = _BN(in_chs, **dd)
+        self.expand_conv = nn.Conv2d(in_chs, inner, 1, bias=False, **dd)
+        self.expand_norm = _BN(inner, **dd)
+        self.depthwise_conv = create_conv2d(inner, inner, 3, stride=stride, padding='same', depthwise=True, **dd)
+        self.depthwise_norm = _BN(inner, **dd)
+        self.act = nn.GELU()
+        self.se = SEModule(inner, rd_channels=max(1, int(out_chs * se_ratio)), act_layer=nn.SiLU,
+                           **dd) if se_ratio else None
+        self.shrink_conv = nn.Conv2d(inner, out_chs, 1, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = avg_pool_same(x, self.pool_size, self.stride)
+        return x if self.shortcut_conv is None else self.shortcut_conv(x)
+
+    def mbconv(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.expand_norm(self.expand_conv(self.pre_norm(x))))
+        x = self.act(self.depthwise_norm(self.depthwise_conv(x)))
+        if self.se is not None:
+            x = self.se(x)
+        return self.shrink_conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.drop_path(self.mbconv(x))
+
+
+def _dense_bias(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[heads, 2h - 1, 2w - 1]`` (indexed ``key - query + size - 1`` per axis, the ops' rpb convention) ->
+    the ``[heads, hw, hw]`` bias of global attention over an ``h x w`` map."""
+    rel_h, rel_w = (torch.arange(n, device=table.device) for n in (height, width))
+    rel_h = rel_h[None, :] - rel_h[:, None] + height - 1  # [query row, key row]
+    rel_w = rel_w[None, :] - rel_w[:, None] + width - 1
+    bias = table[:, rel_h[:, None, :, None], rel_w[None, :, None, :]]  # [heads, qh, qw, kh, kw]
+    return bias.reshape(table.shape[0], height * width, height * width)
+
+
+class MOATAttention(nn.Module):
+    """Multi-head self-attention over ``[B, H, W, C]`` with a 2-D relative position bias, global or in windows.
+
+    Parameters as the official ``Attention`` (q/k/v/o dense layers with bias, ``relative_position_embedding`` here
+    ``rpb``); ``window_size`` None attends over the whole map.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            head_dim: int = 32,
+            window_size: Sequence[int] | None = None,
+            rpb_size: int | None = 7,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % head_dim:
+            raise ValueError(f'dim ({dim}) must be a multiple of head_dim ({head_dim})')
+        self.num_heads, self.head_dim = dim // head_dim, head_dim
+        self.window_size = None if window_size is None else tuple(int(w) for w in window_size)
+        if self.window_size is not None and (len(self.window_size) != 2 or min(self.window_size) < 1):
+            raise ValueError(f'window_size must be two positive ints (height, width) or None, got {window_size!r}')
+        self.q = nn.Linear(dim, dim, **dd)
+        self.k = nn.Linear(dim, dim, **dd)
+        self.v = nn.Linear(dim, dim, **dd)
+        self.o = nn.Linear(dim, dim, **dd)
+        self.rpb_size = rpb_size
+        if rpb_size:
+            self.rpb = nn.Parameter(torch.empty(self.num_heads, 2 * rpb_size - 1, 2 * rpb_size - 1, **dd))
+            nn.init.normal_(self.rpb, std=.02)  # the official initializer
+        else:
+            self.register_parameter('rpb', None)
+
+    def table(self, height: int, width: int) -> torch.Tensor | None:
+        """The bias table for an attended area of ``height x width``: ``[heads, 2h - 1, 2w - 1]``."""
+        if self.rpb is None:
+            return None
+        size = (2 * height - 1, 2 * width - 1)
+        if tuple(self.rpb.shape[1:]) == size:
+            return self.rpb
+        return F.interpolate(self.rpb[None], size=size, mode='bilinear', align_corners=False)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        shape = (B, H, W, self.num_heads, self.head_dim)
+        q, k, v = self.q(x).view(shape), self.k(x).view(shape), self.v(x).view(shape)
+        if self.window_size is None:
+            table = self.table(H, W)
+            bias = None if table is None else _dense_bias(table, H, W)
+            flat = (B, H * W, self.num_heads, self.head_dim)
+            out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias)
+        else:
+            out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
+        return self.o(out.reshape(B, H, W, C))
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, window_size={self.window_size or "global"}, rpb_size={self.rpb_size}'
+
+
+class MOATBlock(MBConvBlock):
+    """MBConv (no SE; carries the stage's stride) then ``x + attention(LayerNorm(x))`` (NCHW in and out)."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            expansion: int = 4,
+            pool_size: int = 2,
+            head_dim: int = 32,
+            window_size: Sequence[int] | None = None,
+            rpb_size: int | None = 7,
+            drop_path: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__(in_chs, out_chs, stride, expansion, None, pool_size, drop_path, **dd)
+        self.attention_norm = nn.LayerNorm(out_chs, eps=_LN_EPS, **dd)
+        self.attention = MOATAttention(out_chs, head_dim, window_size, rpb_size, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x).permute(0, 2, 3, 1)
+        x = x + self.drop_path(self.attention(self.attention_norm(x)))
+        return x.permute(0, 3, 1, 2)
+
+
+class MOATStem(nn.Module):
+    """3x3 conv (stride 2, TF 'same' padding) -> BN -> GELU -> 3x3 conv; both convs with bias."""
+
+    def __init__(self, in_chans: int, stem_size: Sequence[int], device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.conv1 = create_conv2d(in_chans, stem_size[0], 3, stride=2, padding='same', bias=True, **dd)
+        self.norm1 = _BN(stem_size[0], **dd)
+        self.act1 = nn.GELU()
+        self.conv2 = create_conv2d(stem_size[0], stem_size[1], 3, stride=1, padding='same', bias=True, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act1(self.norm1(self.conv1(x))))
+
+
+class MOATStage(nn.Module):
+    def __init__(self, blocks: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class MOAT(HierarchicalModel):
+    """MOAT (see the module docstring). ``window_size``: None (global attention everywhere, the ImageNet setting) or
+    one entry per stage (None or ``(h, w)``; the MBConv stages ignore theirs), e.g. ``(None, None, (14, 14), (7, 7))``
+    for dense prediction; ``global_attention_at_end`` makes the last block of each MOAT stage global."""
+
+    stem_pattern = r'^stem'
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            stem_size: Sequence[int] = (64, 64),
+            block_types: Sequence[str] = ('mbconv', 'mbconv', 'moat', 'moat'),
+            depths: Sequence[int] = (2, 3, 7, 2),
+            dims: Sequence[int] = (96, 192, 384, 768),
+            expansion: int = 4,
+            se_ratio: float = 0.25,
+            head_dim: int = 32,
+            window_size: Sequence[Sequence[int] | None] | None = None,
+            rpb_sizes: Sequence[int | None] = (None, None, 14, 7),
+            rel_pos_bias: bool = True,
+            global_attention_at_end: bool = False,
+            pool_size: int = 2,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(block_types) == len(dims) == len(rpb_sizes) == n:
+            raise ValueError(f'block_types, depths, dims and rpb_sizes need one entry per stage, got {block_types}, '
+                             f'{depths}, {dims}, {rpb_sizes}')
+        if any(t not in ('mbconv', 'moat') for t in block_types):
+            raise ValueError(f"block_types must be 'mbconv' or 'moat', got {block_types}")
+        windows = [None] * n if window_size is None else list(window_size)
+        if len(windows) != n:
+            raise ValueError(f'window_size needs one entry per stage ({n}) or None, got {window_size!r}')
+        self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.stem = MOATStem(in_chans, stem_size, **dd)
+        total, index = sum(depths), 0
+        in_chs, stages, self.feature_info = stem_size[-1], [], []
+        for s in range(n):
+            blocks = []
+            for b in range(depths[s]):
+                common = dict(stride=2 if b == 0 else 1, expansion=expansion, pool_size=pool_size,
+                              drop_path=drop_path_rate * index / total, **dd)  # the official rate schedule
+                if block_types[s] == 'mbconv':
+                    blocks.append(MBConvBlock(in_chs, dims[s], se_ratio=se_ratio, **common))
+                else:
+                    last_global = global_attention_at_end and b == depths[s] - 1
+                    blocks.append(MOATBlock(in_chs, dims[s], head_dim=head_dim,
+                                            window_size=None if last_global else windows[s],
+                                            rpb_size=rpb_sizes[s] if rel_pos_bias else None, **common))
+                in_chs, index = dims[s], index + 1
+            stages.append(MOATStage(blocks))
+            self.feature_info.append(dict(num_chs=dims[s], reduction=2 ** (s + 2), module=f'stages.{s}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()  # the final LayerNorm follows the pooling, in the head
+        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                          norm_layer=partial(LayerNorm2d, eps=_LN_EPS), **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official initializers: normal(0.02) kernels (convs, dense layers; the rpb tables init themselves),
+        # zero biases
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def load_pretrained(self, path: str, use_ema: bool | None = None) -> None:
+        """Load weights from ``path``: the official TF1 release (``.tar.gz``, a checkpoint folder or prefix) or a torch
+        file of ours or converted TF variables; timm's ``pretrained=True`` calls this (``custom_load``). A classifier
+        of another size is left at its init, the first conv adapted to ``in_chans`` as timm's loader does."""
+        state_dict = checkpoint_filter_fn(read_weights(path), self, use_ema=use_ema)
+        if self.in_chans != 3 and 'stem.conv1.weight' in state_dict:
+            state_dict['stem.conv1.weight'] = adapt_input_conv(self.in_chans, state_dict['stem.conv1.weight'])
+        own = self.state_dict()
+        head = [k for k in state_dict if k.startswith('head.fc.') and state_dict[k].shape != own[k].shape]
+        for k in head:
+            del state_dict[k]
+        self.load_state_dict(state_dict, strict=not head)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'{tuple(x.shape)}')
+        return self.stem(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official (TF1) checkpoints
+
+_EMA = '/ExponentialMovingAverage'
+_BN_NAMES = dict(gamma='weight', beta='bias', moving_mean='running_mean', moving_variance='running_var')
+_LAYERS = dict(conv_0='conv1', norm_0='norm1', conv_1='conv2', reduce_conv2d='fc1', expand_conv2d='fc2')
+
+
+def tf_to_torch_name(name: str) -> str | None:
+    """A TF variable name of deeplab2's MOAT (``moat/block_02_00/attention/q/weight``, ``moat/stem/conv_0/kernel``,
+    TF2's ``:0`` suffix and scope-less stem names accepted) -> ours, or None for anything else (optimizer slots,
+    ``global_step``)."""
+    name = re.sub(r':0$', '', name)
+    name = re.sub(r'^(?:moat/)?(?:stem/)?((?:conv|norm)_\d/)', r'moat/stem/\1', name)
+    parts = name.split('/')
+    if len(parts) < 3 or parts[0] != 'moat':
+        return None
+    m = re.fullmatch(r'block_(\d+)_(\d+)', parts[1])
+    if m:
+        prefix, rest = f'stages.{int(m.group(1))}.blocks.{int(m.group(2))}', parts[2:]
+    elif parts[1] == 'stem':
+        prefix, rest = 'stem', parts[2:]
+    elif parts[1] in ('final_layer_norm', 'logits_head'):
+        prefix, rest = 'head', ['norm' if parts[1] == 'final_layer_norm' else 'fc', *parts[2:]]
+    else:
+        return None
+    *layers, leaf = rest
+    if leaf == 'relative_position_embedding':
+        return f'{prefix}.{".".join(layers)}.rpb'
+    leaf = dict(kernel='weight', depthwise_kernel='weight', **_BN_NAMES).get(leaf, leaf)
+    if leaf not in ('weight', 'bias', 'running_mean', 'running_var') or not layers:
+        return None
+    return '.'.join([prefix, *(_LAYERS.get(layer, layer) for layer in layers), leaf])
+
+
+def _to_torch_layout(name: str, value: Any) -> torch.Tensor:
+    """TF kernel layouts -> torch: conv HWIO -> OIHW, depthwise HWC1 -> C1HW, trailing-dims dense -> 2-D."""
+    t = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+    if name == 'head.fc.weight':  # the 1x1-conv logits head [1, 1, C, classes] -> Linear [classes, C]
+        return t.reshape(t.shape[-2], t.shape[-1]).t().contiguous()
+    if name.endswith('.weight') and t.ndim == 4:
+        return t.permute(2, 3, 0, 1).contiguous() if '.depthwise_conv.' in name else t.permute(3, 2, 0, 1).contiguous()
+    if re.search(r'\.attention\.[qkv]\.weight$', name):  # [C, heads, head_dim] -> [heads * head_dim, C]
+        return t.reshape(t.shape[0], -1).t().contiguous()
+    if name.endswith('.attention.o.weight'):  # [heads, head_dim, C] -> [C, heads * head_dim]
+        return t.reshape(-1, t.shape[-1]).t().contiguous()
+    if re.search(r'\.attention\.[qkv]\.bias$', name):
+        return t.reshape(-1)
+    return t
+
+
+def _from_tf(state_dict: Mapping[str, Any], ema: bool) -> dict[str, torch.Tensor]:
+    """TF variables -> our names and layouts; each variable's EMA copy replaces it where present (``ema``)."""
+    raw = {k: v for k, v in state_dict.items() if not k.endswith(_EMA)}
+    out = {}
+    for key, value in raw.items():
+        name = tf_to_torch_name(key)
+        if name is None:
+            continue
+        if ema and key + _EMA in state_dict:
+            value = state_dict[key + _EMA]
+        out[name] = _to_torch_layout(name, value)
+    return out
+
+
+def read_weights(path: str) -> dict[str, Any]:
+    """A torch file (``.pth`` / ``.bin`` / ``.safetensors``, unwrapped) or a TF1 checkpoint (anything else)."""
+    path = str(path)
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    if path.endswith(('.pth', '.pt', '.bin')):
+        return unwrap_state_dict(torch.load(path, map_location='cpu', weights_only=True), prefer_ema=CHECKPOINT_EMA)
+    return read_tf_checkpoint(path)
+
+
+def _is_tf(state_dict: Mapping[str, Any]) -> bool:
+    return any('/' in k for k in state_dict)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bool | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """Map a deeplab2 TF1 MOAT checkpoint (a dict of arrays by TF variable name, from ``read_tf_checkpoint``) or
+    ours onto ``model``, checking that it fits.
+
+    TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (``CHECKPOINT_EMA``; ``use_ema=False``
+    takes the raw ones), optimizer slots and other variables ignored; BatchNorm step counters are filled in. Raises
+    ``ValueError`` naming what differs (blocks, widths, the bias tables of a ``no_pe`` checkpoint, ...). The
+    classifier is dropped for a headless model, otherwise left to timm's loader (``num_classes`` adaptation).
+    """
+    if not isinstance(model, MOAT):
+        raise TypeError(f'checkpoint_filter_fn maps onto a MOAT model, got {type(model).__name__}')
+    name = model_name(model)
+    expected = model.state_dict()
+    if _is_tf(state_dict):
+        state_dict = _from_tf(state_dict, CHECKPOINT_EMA if use_ema is None else use_ema)
+        if not any(k.endswith('.depthwise_conv.weight') for k in state_dict):
+            raise ValueError(f'{name}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
+        for k in expected:
+            if k.endswith('.num_batches_tracked'):
+                state_dict.setdefault(k, torch.zeros((), dtype=torch.long))
+    else:
+        state_dict = dict(state_dict)
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k == 'stem.conv1.weight' and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        def layout(sd):
+            return stage_layout(sd, widths='shrink_conv.bias',
+                                rpb=('attention.rpb', lambda t: tuple(t.shape)))
+        have, want = layout(state_dict), layout(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths', rpb='bias tables')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+_STRONG = dict(block_types=('mbconv', 'mbconv', 'moat', 'moat'))
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    moat_0=dict(_STRONG, stem_size=(64, 64), depths=(2, 3, 7, 2), dims=(96, 192, 384, 768)),
+    moat_1=dict(_STRONG, stem_size=(64, 64), depths=(2, 6, 14, 2), dims=(96, 192, 384, 768)),
+    moat_2=dict(_STRONG, stem_size=(128, 128), depths=(2, 6, 14, 2), dims=(128, 256, 512, 1024)),
+    moat_3=dict(_STRONG, stem_size=(160, 160), depths=(2, 12, 28, 2), dims=(160, 320, 640, 1280)),
+    moat_4=dict(_STRONG, stem_size=(256, 256), depths=(2, 12, 28, 2), dims=(256, 512, 1024, 2048)),
+    tiny_moat_0=dict(_STRONG, stem_size=(32, 32), depths=(2, 3, 7, 2), dims=(32, 64, 128, 256)),
+    tiny_moat_1=dict(_STRONG, stem_size=(40, 40), depths=(2, 3, 7, 2), dims=(40, 80, 160, 320)),
+    tiny_moat_2=dict(_STRONG, stem_size=(56, 56), depths=(2, 3, 7, 2), dims=(56, 112, 224, 448)),
+    tiny_moat_3=dict(_STRONG, stem_size=(80, 80), depths=(2, 3, 7, 2), dims=(80, 160, 320, 640)),
+)
+model_cfgs.update({f'{k}_no_pe': dict(v, rel_pos_bias=False) for k, v in list(model_cfgs.items())})
+
+def _create_moat(variant: str, pretrained: bool = False, **kwargs: Any) -> MOAT:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        MOAT, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_CKPT = 'https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/{}.tar.gz'
+
+
+def _cfg(variant: str, release: str, res: int, **kwargs: Any) -> dict[str, Any]:
+    """``release``: the TF1 tarball's name without the ``_w/_wo_position_embedding`` suffix."""
+    base = variant.removesuffix('_no_pe')
+    pe = 'wo' if variant.endswith('_no_pe') else 'w'
+    # input normalisation, the model card's "option 1" (ImageNet mean/std, x255 there) or "option 2" (127.5 / 127.5)
+    option2 = base in ('moat_2', 'moat_3', 'moat_4')
+    return {
+        # The official TF1 tarball; MOAT.load_pretrained reads it (needs tensorflow, not a dependency)
+        'url': _CKPT.format(f'{release}_{pe}_position_embedding'), 'custom_load': True,
+        'num_classes': 1000, 'input_size': (3, res, res), 'pool_size': (res // 32, res // 32),
+        # crop_pct / interpolation: not published with the checkpoints; timm's values for its TF MaxViT ports
+        'crop_pct': 0.95 if res <= 256 else 1.0, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_INCEPTION_MEAN if option2 else IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_INCEPTION_STD if option2 else IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv1', 'classifier': 'head.fc', 'license': 'apache-2.0',
+        'origin_url': 'https://github.com/google-research/deeplab2', 'paper_ids': 'arXiv:2210.01820',
+        'paper_name': 'MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models', **kwargs,
+    }
+
+
+_RELEASES = dict(
+    moat_0=('tf_in1k', 'moat0_imagenet_1k_224', 224), moat_1=('tf_in1k', 'moat1_imagenet_1k_224', 224),
+    moat_2=('tf_in22k_ft_in1k_384', 'moat2_imagenet_22k_and_1k_384', 384),
+    moat_3=('tf_in22k_ft_in1k_512', 'moat3_imagenet_22k_and_1k_512', 512),
+    moat_4=('tf_in22k_ft_in1k_512', 'moat4_imagenet_22k_and_1k_512', 512),
+    **{f'tiny_moat_{i}': ('tf_in1k_256', f'tiny_moat{i}_imagenet_1k_256', 256) for i in range(4)},
+)
+default_cfgs = generate_default_cfgs({
+    f'{v}.{_RELEASES[v.removesuffix("_no_pe")][0]}': _cfg(v, *_RELEASES[v.removesuffix('_no_pe')][1:])
+    for v in model_cfgs})
+
+
+@register_model
+def moat_0(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-0 (with the relative position bias): 27.8M params, 5.7 GFLOPs at 224."""
+    return _create_moat('moat_0', pretrained, **kwargs)
+
+
+@register_model
+def moat_1(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-1: 41.6M params, 9.1 GFLOPs at 224."""
+    return _create_moat('moat_1', pretrained, **kwargs)
+
+
+@register_model
+def moat_2(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-2 (ImageNet-22k -> 1k at 384): 73.4M params, 54.3 GFLOPs at 384."""
+    return _create_moat('moat_2', pretrained, **kwargs)
+
+
+@register_model
+def moat_3(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-3 (ImageNet-22k -> 1k at 512): 190.0M params, 271.0 GFLOPs at 512."""
+    return _create_moat('moat_3', pretrained, **kwargs)
+
+
+@register_model
+def moat_4(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-4 (ImageNet-22k -> 1k at 512): 483.2M params, 648.5 GFLOPs at 512."""
+    return _create_moat('moat_4', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_0(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-0: 3.4M params, 1.1 GFLOPs at 256."""
+    return _create_moat('tiny_moat_0', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_1(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-1: 5.1M params, 1.6 GFLOPs at 256."""
+    return _create_moat('tiny_moat_1', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_2(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-2: 9.8M params, 3.0 GFLOPs at 256."""
+    return _create_moat('tiny_moat_2', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_3(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-3: 19.5M params, 6.0 GFLOPs at 256."""
+    return _create_moat('tiny_moat_3', pretrained, **kwargs)
+
+
+@register_model
+def moat_0_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-0 without the relative position bias ("without positional embedding"): 27.8M params, 5.7 GFLOPs."""
+    return _create_moat('moat_0_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def moat_1_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-1 without the relative position bias: 41.5M params, 9.1 GFLOPs at 224."""
+    return _create_moat('moat_1_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def moat_2_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-2 without the relative position bias: 73.2M params, 53.8 GFLOPs at 384."""
+    return _create_moat('moat_2_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def moat_3_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-3 without the relative position bias: 189.5M params, 266.1 GFLOPs at 512."""
+    return _create_moat('moat_3_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def moat_4_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """MOAT-4 without the relative position bias: 482.5M params, 640.6 GFLOPs at 512."""
+    return _create_moat('moat_4_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_0_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-0 without the relative position bias: 3.3M params, 1.1 GFLOPs at 256."""
+    return _create_moat('tiny_moat_0_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_1_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-1 without the relative position bias: 5.1M params, 1.6 GFLOPs at 256."""
+    return _create_moat('tiny_moat_1_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_2_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-2 without the relative position bias: 9.7M params, 3.0 GFLOPs at 256."""
+    return _create_moat('tiny_moat_2_no_pe', pretrained, **kwargs)
+
+
+@register_model
+def tiny_moat_3_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
+    """tiny-MOAT-3 without the relative position bias: 19.5M params, 6.0 GFLOPs at 256."""
+    return _create_moat('tiny_moat_3_no_pe', pretrained, **kwargs)
