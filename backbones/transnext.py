@@ -541,9 +541,11 @@ _RELEASES = dict(
 def _cfg(variant: str, size: int = 224, **kwargs: Any) -> dict[str, Any]:
     return {
         'url': _HF.format(*_RELEASES[variant]), 'num_classes': 1000, 'input_size': (3, size, size),
-        'pool_size': (size // 32, size // 32), 'crop_pct': 0.875 if size == 224 else 1.0,
-        'interpolation': 'bicubic', 'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN,
-        'std': IMAGENET_DEFAULT_STD, 'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
+        'pool_size': (size // 32, size // 32), 'interpolation': 'bicubic',
+        # the official evaluation: resize to size / 0.875 + centre crop below 384, a squashing resize from 384
+        'crop_pct': 0.875 if size < 384 else 1.0, 'crop_mode': 'center' if size < 384 else 'squash',
+        'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
         'license': 'apache-2.0', 'origin_url': 'https://github.com/DaiShiResearch/TransNeXt',
         'paper_ids': 'arXiv:2311.17132',
         'paper_name': 'TransNeXt: Robust Foveal Visual Perception for Vision Transformers', **kwargs,
