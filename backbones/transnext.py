@@ -23,7 +23,8 @@ https://arxiv.org/abs/2311.17132. Official code and weights (Apache-2.0): https:
   any other size); ``pretrain_size`` only normalises the relative coordinates (224 for the ImageNet-1K models and
   their 384 fine-tunes, 256 for ``transnext_micro_aaaa_256``). The official detection code interpolates a
   bias computed at ``img_size`` instead (TransNeXt issue #11); ours is the exact bias at every size. Maps smaller
-  than ``sr`` pool to one token (the official code would build an empty pool).
+  than ``sr`` pool to one token (the official code would build an empty pool). Under ``torch.compile`` the tables
+  are trace-time constants (``assume_constant_result``): compile with ``dynamic=False`` (one graph per size).
 * Attention dropout is not offered (every official configuration has ``attn_drop_rate=0``).
 
 Layout differences from the official module (``checkpoint_filter_fn`` maps official checkpoints onto ours):
@@ -110,9 +111,8 @@ class StageTables:
 
 
 @lru_cache(maxsize=64)
-def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
-                 device: str) -> StageTables:
-    """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part)."""
+def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
+                  device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
     table, ih, iw = relative_position_cpb(size, pool, pretrain)
     n_pool = pool[0] * pool[1]
     if window is None:  # full attention: log(N) for every query (a float64 scalar officially)
@@ -122,8 +122,20 @@ def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[i
         local = (counts[0][:, None] * counts[1][None, :]).reshape(-1).to(torch.float32)
         scale = torch.log(local + n_pool)
     n_w = table.shape[0] // (int(ih.max()) + 1)
-    return StageTables(table.to(device), ih[:, None, :, None].to(device), iw[None, :, None, :].to(device), n_w,
-                       scale.to(device))
+    return (table.to(device), ih[:, None, :, None].to(device), iw[None, :, None, :].to(device), n_w,
+            scale.to(device))
+
+
+@torch.compiler.assume_constant_result  # torch.compile runs it at trace time: constants, no data-dependent graph
+def _stage_tables_constant(h: int, w: int, ph: int, pw: int, pth: int, ptw: int, window: int, device: str):
+    return _stage_tables((h, w), (ph, pw), (pth, ptw), window or None, device)
+
+
+def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
+                 device: str) -> StageTables:
+    """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);
+    computed on CPU once per (sizes, device) and cached."""
+    return StageTables(*_stage_tables_constant(*size, *pool, *pretrain, window or 0, device))
 
 
 # ---------------------------------------------------------------------------------------------------------------

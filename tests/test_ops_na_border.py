@@ -178,3 +178,17 @@ def test_na_av_autocast_and_bad_input():
         ops.na_av(w.double(), v, 3)
     with pytest.raises(ValueError, match='border must be one of'):
         ops.na_av(w, v, 3, border='pad')
+
+
+def test_na_av_shift_shortcut_equals_the_general_slot_loop(monkeypatch):
+    """The constant-shift shortcut (centred, masked, stride 1, dilation 1) and the gather loop agree."""
+    from ops.na.backends import av_torch
+    w, v = _av_inputs((6, 7), (3, 5))
+    g = torch.randn(v.shape, dtype=torch.float64)
+    fast = ops.na_av(w, v, (3, 5), border='mask')
+    fast_grads = torch.autograd.grad(fast, (w, v), g)
+    monkeypatch.setattr(av_torch, '_shifts', lambda spec: False)
+    slow = ops.na_av(w, v, (3, 5), border='mask')
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=0)
+    for a, b in zip(fast_grads, torch.autograd.grad(slow, (w, v), g)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

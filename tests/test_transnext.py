@@ -17,6 +17,7 @@ from backbones.transnext import (
     AggregatedAttention,
     Attention,
     TransNeXt,
+    _stage_tables,
     checkpoint_filter_fn,
     relative_position_cpb,
     stage_tables,
@@ -205,10 +206,10 @@ def test_batch_elements_are_independent_and_tables_cached():
     with torch.no_grad():
         full = model(x)
         torch.testing.assert_close(full[1:2], model(x[1:2]), atol=1e-5, rtol=1e-5)
-    before = stage_tables.cache_info().hits
+    before = _stage_tables.cache_info().hits
     with torch.no_grad():
         model(x)
-    assert stage_tables.cache_info().hits >= before + 4  # one per stage at a seen size
+    assert _stage_tables.cache_info().hits >= before + 4  # one per stage at a seen size
 
 
 def test_grad_checkpointing_matches():
@@ -243,3 +244,18 @@ def test_bad_input_is_named():
         model(torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match='window_size must be odd'):
         AggregatedAttention(16, 2, window_size=4)
+
+
+@pytest.mark.xdist_group('compile')
+def test_compile_fullgraph_per_size():
+    """torch.compile(fullgraph=True, dynamic=False): the size tables become constants of each size's graph."""
+    from backbones.transnext import TransNeXtStage
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    stage = TransNeXtStage(16, 16, 1, 2, 4, 2, 3, 14, [0.], downsample=False)
+    compiled = torch.compile(stage, fullgraph=True, backend='aot_eager', dynamic=False)
+    for size in ((9, 7), (5, 11)):
+        x = torch.randn(1, 16, *size, requires_grad=True)
+        out = compiled(x)
+        out.sum().backward()
+        torch.testing.assert_close(out, stage(x))
