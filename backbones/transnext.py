@@ -97,17 +97,20 @@ class StageTables:
     """One stage's run-time tables at one input size (``n_w``: distinct coordinate values along W)."""
 
     table: torch.Tensor  # [Uh * Uw, 2] log-spaced relative coordinates
-    ih: torch.Tensor  # [Hq, 1, Hk, 1] index into the H values
-    iw: torch.Tensor  # [1, Wq, 1, Wk] index into the W values
+    ih: torch.Tensor  # [Hq, Hk] index into the H values
+    iw: torch.Tensor  # [Wq, Wk] index into the W values
     n_w: int
     scale: torch.Tensor  # [N] length scale of every query
 
     def bias(self, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
-        """``[heads, N, M]``: the CPB MLP on the distinct coordinates, gathered for every (query, key) pair."""
+        """``[heads, N, M]``: the CPB MLP on the distinct coordinates, gathered for every (query, key) pair (two
+        row gathers, W first while the rows are short, then one transposing copy)."""
         mlp = fc2(F.relu(fc1(self.table.to(fc1.weight.dtype))))  # [Uh * Uw, heads]
         heads = mlp.shape[-1]
-        grid = mlp.t().reshape(heads, -1, self.n_w)[:, self.ih, self.iw]  # [heads, Hq, Wq, Hk, Wk]
-        return grid.reshape(heads, self.scale.shape[0], -1)
+        (hq, hk), (wq, wk) = self.ih.shape, self.iw.shape
+        grid = mlp.t().reshape(heads, -1, self.n_w).index_select(2, self.iw.reshape(-1))  # [heads, Uh, Wq * Wk]
+        grid = grid.index_select(1, self.ih.reshape(-1)).view(heads, hq, hk, wq, wk)
+        return grid.transpose(2, 3).reshape(heads, hq * wq, hk * wk)
 
 
 @lru_cache(maxsize=64)
@@ -122,8 +125,7 @@ def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[
         local = (counts[0][:, None] * counts[1][None, :]).reshape(-1).to(torch.float32)
         scale = torch.log(local + n_pool)
     n_w = table.shape[0] // (int(ih.max()) + 1)
-    return (table.to(device), ih[:, None, :, None].to(device), iw[None, :, None, :].to(device), n_w,
-            scale.to(device))
+    return table.to(device), ih.to(device), iw.to(device), n_w, scale.to(device)
 
 
 @torch.compiler.assume_constant_result  # torch.compile runs it at trace time: constants, no data-dependent graph

@@ -53,7 +53,7 @@ MODEL, MODEL_SIZE = 'transnext_micro', 224
 
 def _official_tables(t) -> tuple[torch.Tensor, torch.Tensor]:
     """The official ``(relative_pos_index [N * P], relative_coords_table)`` from our stage tables (same values)."""
-    return (t.ih * t.n_w + t.iw).reshape(-1), t.table
+    return (t.ih[:, None, :, None] * t.n_w + t.iw[None, :, None, :]).reshape(-1), t.table
 
 
 def _step(fn, x: torch.Tensor, backward: bool) -> None:

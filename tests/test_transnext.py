@@ -144,7 +144,7 @@ def test_factorised_tables_equal_the_official_2d_unique():
     want = torch.sign(want) * torch.log2(want.abs() + 1) / torch.log2(torch.tensor(8.))
     assert torch.equal(table, want)
     n_w = table.shape[0] // (int(ih.max()) + 1)
-    ours = (ih[:, None, :, None] * n_w + iw[None, :, None, :]).reshape(-1)
+    ours = (ih[:, None, :, None] * n_w + iw[None, :, None, :]).reshape(-1)  # pair ((qh, qw), (kh, kw))
     assert torch.equal(ours, index.view(-1))
 
 
