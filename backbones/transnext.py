@@ -436,6 +436,18 @@ class TransNeXt(HierarchicalModel):
             nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """The shared grouping, with each stage's norm after that stage's blocks."""
+        return dict(
+            stem=self.stem_pattern,
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^stages\.(\d+)\.norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """The official ``no_weight_decay_keywords`` (query embeddings, local biases, CPB MLPs, temperatures)."""
         return {'*query_embedding', '*relative_pos_bias_local', '*cpb_fc*', '*temperature'}

@@ -259,3 +259,11 @@ def test_compile_fullgraph_per_size():
         out = compiled(x)
         out.sum().backward()
         torch.testing.assert_close(out, stage(x))
+
+
+def test_group_matcher_keeps_stage_norms_with_their_stage():
+    from timm.models import group_parameters
+    model = timm.create_model('transnext_micro', device='meta', **TINY)
+    groups = group_parameters(model, model.group_matcher(), reverse=True)
+    for s, last in enumerate(d - 1 for d in TINY['depths']):
+        assert groups[f'stages.{s}.norm.weight'] == groups[f'stages.{s}.blocks.{last}.norm1.weight']
