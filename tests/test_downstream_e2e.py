@@ -35,6 +35,8 @@ E2E = {
     'dinat': ('mmdet/dinat/mask_rcnn_dinat_mini_3x_coco.py', 'mmseg/dinat/upernet_dinat_mini_512x512_160k_ade20k.py'),
     'dinat_s': ('mmdet/dinat_s/mask_rcnn_dinat_s_tiny_3x_coco.py',
                 'mmseg/dinat_s/upernet_dinat_s_tiny_512x512_160k_ade20k.py'),
+    'transnext': ('mmdet/transnext/mask_rcnn_transnext_tiny_fpn_1x_coco.py',
+                  'mmseg/transnext/upernet_transnext_tiny_512x512_160k_ade20k.py'),
 }
 SIZE = (48, 64)  # (height, width) of the synthetic images; not a multiple of the backbones' strides
 
