@@ -1,2 +1,13 @@
 """attnzoo model families; importing this package registers every model with timm."""
-from . import agent, biformer, glnet, inline, litv2, maxvit, moat, nat, ravlt  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    agent,
+    biformer,
+    glnet,
+    inline,
+    litv2,
+    maxvit,
+    moat,
+    nat,
+    ravlt,
+    transnext,
+)

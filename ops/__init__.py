@@ -31,13 +31,14 @@ from .na import (
     na1d,
     na2d,
     na3d,
+    na_av,
     neighborhood_attention,
     window_attention,
 )
 from .routed import region_routing, routed_attention
 
 __all__ = [
-    'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'merge_attentions',
+    'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names',

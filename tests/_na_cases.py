@@ -16,7 +16,8 @@ import torch
 
 import ops
 
-__all__ = ['Case', 'CASES', 'TOLERANCES', 'make_inputs', 'random_case', 'run', 'check_against_reference']
+__all__ = ['Case', 'CASES', 'BORDER_CASES', 'TOLERANCES', 'make_inputs', 'random_case', 'run',
+           'check_against_reference']
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Case:
     heads: int = 2
     head_dim: int = 8
     extra_batch1: bool = False  # additional keys/values broadcast over the batch ([1, n_extra, H, D])
+    border: str = 'clamp'  # 'mask': centred windows, zero-padded and masked at the borders (TransNeXt)
 
     def __post_init__(self):
         n = len(self.shape)
@@ -56,6 +58,8 @@ class Case:
             parts.append(f'e{self.extra}' + ('b1' if self.extra_batch1 else ''))
         if self.valid:
             parts.append(f"v{'x'.join(map(str, self.valid))}")
+        if self.border != 'clamp':
+            parts.append(self.border)
         parts.append(f'B{self.batch}H{self.heads}D{self.head_dim}')
         return '-'.join(parts)
 
@@ -83,6 +87,18 @@ CASES: list[Case] = [
     Case((6, 7, 5), (3, 3, 2), (1, 3, 1), (2, 1, 2), (True, False, False), rpb=True, extra=1),
     Case((4, 5, 6), (3, 3, 3), rpb=True, batch=1),
     Case((4, 6, 6), (2, 3, 3), (2, 3, 3), valid=(3, 5, 6), extra=2),
+]
+
+# border='mask' (centred, zero-padded and masked windows): odd sizes, even kernels, strides, dilation, causal axes,
+# kernels larger than the map, extras; the torch backend serves them (triton declines them)
+BORDER_CASES: list[Case] = [
+    Case((7, 9), (3, 3), rpb=True, extra=3, border='mask'),  # TransNeXt's pattern
+    Case((11,), (4,), rpb=True, border='mask'),
+    Case((9, 7), (5, 3), (2, 3), (1, 2), rpb=True, border='mask'),
+    Case((10, 9), (3, 5), (1, 1), (1, 1), (True, False), rpb=True, extra=1, border='mask'),
+    Case((2, 3), (3, 5), rpb=True, border='mask', batch=1),  # kernel > length
+    Case((5, 6, 4), (3, 3, 3), (1, 2, 1), (1, 1, 2), rpb=True, extra=2, extra_batch1=True, border='mask'),
+    Case((8, 8), (4, 4), (4, 4), valid=(7, 6), border='mask'),  # blocked, truncated last block
 ]
 
 # NATTEN's bars (DESIGN §4): forward / backward (dq looser) absolute error against the float64 reference.
@@ -120,11 +136,11 @@ def run(backend: str, case: Case, inputs: dict, return_lse: bool = True, **kwarg
     return fn(inputs['query'], inputs['key'], inputs['value'], case.kernel, case.stride, case.dilation, case.causal,
               rpb=inputs['rpb'], additional_keys=inputs['additional_keys'],
               additional_values=inputs['additional_values'], return_lse=return_lse, backend=backend,
-              valid_shape=case.valid, **kwargs)
+              valid_shape=case.valid, border=case.border, **kwargs)
 
 
 def random_case(rng: random.Random, max_len: int = 9, ndim: int | None = None,
-                head_dims: tuple[int, ...] = (4, 8)) -> Case:
+                head_dims: tuple[int, ...] = (4, 8), border: str = 'clamp') -> Case:
     """A random valid pattern (any mix of kernel, stride, dilation, causal, rpb, extras, valid_shape)."""
     ndim = ndim or rng.choice((1, 1, 2, 2, 2, 3))
     max_len = max_len if ndim < 3 else min(max_len, 6)
@@ -140,7 +156,7 @@ def random_case(rng: random.Random, max_len: int = 9, ndim: int | None = None,
     valid = tuple(rng.randint(1, n) for n in shape) if rng.random() < .2 else None
     return Case(tuple(shape), tuple(kernel), tuple(stride), tuple(dilation), tuple(causal), rpb=rng.random() < .5,
                 extra=rng.choice((0, 0, 0, 1, 3)), valid=valid, batch=rng.randint(1, 2), heads=rng.randint(1, 2),
-                head_dim=rng.choice(head_dims))
+                head_dim=rng.choice(head_dims), border=border)
 
 
 def _grads(out: torch.Tensor, lse: torch.Tensor, leaves: dict, grad_out: torch.Tensor, grad_lse: torch.Tensor | None):

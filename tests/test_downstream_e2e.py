@@ -38,6 +38,8 @@ E2E = {
     'dinat_s': ('mmdet/dinat_s/mask_rcnn_dinat_s_tiny_3x_coco.py',
                 'mmseg/dinat_s/upernet_dinat_s_tiny_512x512_160k_ade20k.py'),
     'nextvit': (None, 'mmseg/nextvit/upernet_nextvit_small_512x512_160k_ade20k.py'),
+    'transnext': ('mmdet/transnext/mask_rcnn_transnext_tiny_fpn_1x_coco.py',
+                  'mmseg/transnext/upernet_transnext_tiny_512x512_160k_ade20k.py'),
 }
 E2E_CASES = [(family, task) for family, configs in sorted(E2E.items()) for task, config in zip(('mmdet', 'mmseg'),
                                                                                              configs) if config]
@@ -53,8 +55,8 @@ def _model_name(cfg: Config) -> str:
 
 
 def test_configs_cover_the_papers():
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 61
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 42
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 64
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 45
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.name)

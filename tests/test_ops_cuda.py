@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _na_cases import CASES, check_against_reference
+from _na_cases import BORDER_CASES, CASES, check_against_reference
 
 import ops
 
@@ -24,6 +24,23 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize('case', CASES, ids=str)
 def test_torch_backend_cuda_matches_reference(case, dtype):
     check_against_reference('torch', case, dtype, device='cuda', grad_lse=True)
+
+
+@pytest.mark.parametrize('case', BORDER_CASES, ids=str)
+def test_border_mask_on_cuda_runs_torch_and_matches_reference(case):
+    """triton declines border='mask'; automatic dispatch serves it with the torch backend on CUDA."""
+    check_against_reference('torch', case, torch.float32, device='cuda', grad_lse=True)
+    q = torch.randn(1, 9, 7, 2, 16, device='cuda')
+    torch.testing.assert_close(ops.na2d(q, q, q, 3, border='mask'), ops.na2d(q, q, q, 3, border='mask',
+                                                                               backend='torch'), atol=0, rtol=0)
+
+
+def test_na_av_on_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(0)
+    w, v = torch.randn(2, 9, 7, 2, 9, generator=gen), torch.randn(2, 9, 7, 2, 16, generator=gen)
+    for border in ('mask', 'clamp'):
+        torch.testing.assert_close(ops.na_av(w.cuda(), v.cuda(), 3, border=border).cpu(),
+                                   ops.na_av(w, v, 3, border=border), atol=1e-5, rtol=1e-5)
 
 
 def test_automatic_dispatch_prefers_triton_on_cuda():
@@ -83,7 +100,7 @@ def test_partitions_on_cuda_match_reference(fn, size, dtype):
         assert _rel(g, r) < 2e-2
 
 
-@pytest.mark.parametrize('name', ['dinat_tiny', 'maxvit_na_tiny_tf_224', 'nat_mini'])
+@pytest.mark.parametrize('name', ['dinat_tiny', 'maxvit_na_tiny_tf_224', 'nat_mini', 'transnext_micro'])
 def test_zoo_model_bf16_train_step_on_cuda(name):
     """One bf16 channels-last training step on the GPU: finite loss and gradients, and eval logits close to the same
     weights' float32 CPU logits (the benchmark's setting: benchmarks/models.py)."""

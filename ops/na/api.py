@@ -79,13 +79,14 @@ def neighborhood_attention(
         backend: str | None = None,
         valid_shape: Sequence[int] | None = None,
         dropout_p: float = 0.0,
+        border: str = 'clamp',
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Generalized neighborhood attention over an ``ndim``-D token grid; see :func:`na2d`."""
     if ndim not in (1, 2, 3):
         raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
     check_tensor('query', query, ndim + 3, _layout(ndim))
     spec = make_spec(spatial_sizes(query, range(1, ndim + 1)), kernel_size, stride, dilation, is_causal,
-                     valid_shape)
+                     valid_shape, border)
     _validate(ndim, query, key, value, rpb, spec, additional_keys, additional_values)
     if additional_keys is not None and additional_keys.shape[1] == 0:
         additional_keys = additional_values = None
@@ -110,7 +111,7 @@ def neighborhood_attention(
     # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it
     seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
     out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
-                                            additional_values, name, float(dropout_p), seed)
+                                            additional_values, name, float(dropout_p), seed, border=spec.border)
     return (out, lse) if return_lse else out
 
 
@@ -118,17 +119,18 @@ def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, str
          dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
          rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
          return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
-         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+         dropout_p: float = 0.0, border: str = 'clamp') -> Tensor | tuple[Tensor, Tensor]:
     """1-D neighborhood attention on ``[batch, length, heads, head_dim]``; see :func:`na2d`."""
     return neighborhood_attention(1, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
-                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p,
+                                  border)
 
 
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
          dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
          rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
          return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
-         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+         dropout_p: float = 0.0, border: str = 'clamp') -> Tensor | tuple[Tensor, Tensor]:
     """2-D neighborhood attention on ``[batch, height, width, heads, head_dim]`` (NATTEN's layout and semantics).
 
     Args:
@@ -144,19 +146,23 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, str
             falling back.
         valid_shape: per-axis count of real keys; keys at index >= valid_shape are masked (zero-padded blocks).
         dropout_p: dropout on the attention probabilities (training; backends that declare dropout).
+        border: ``'clamp'`` (NATTEN: border windows shifted inwards, every query sees ``kernel_size`` keys) or
+            ``'mask'`` (centred windows, zero-padded and masked: border queries see fewer keys; TransNeXt).
 
     Under ``torch.autocast`` the floating inputs are cast to the autocast dtype (as SDPA does); outside it they must
     share one dtype.
     """
     return neighborhood_attention(2, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
-                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p,
+                                  border)
 
 
 def na3d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
          dilation: IntOrTuple = 1, is_causal: BoolOrTuple = False, scale: float | None = None,
          rpb: Tensor | None = None, additional_keys: Tensor | None = None, additional_values: Tensor | None = None,
          return_lse: bool = False, backend: str | None = None, valid_shape: Sequence[int] | None = None,
-         dropout_p: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+         dropout_p: float = 0.0, border: str = 'clamp') -> Tensor | tuple[Tensor, Tensor]:
     """3-D neighborhood attention on ``[batch, depth, height, width, heads, head_dim]``; see :func:`na2d`."""
     return neighborhood_attention(3, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb,
-                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p)
+                                  additional_keys, additional_values, return_lse, backend, valid_shape, dropout_p,
+                                  border)

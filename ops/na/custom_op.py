@@ -26,9 +26,9 @@ def spec_args(spec: NASpec) -> tuple[list[int], list[int], list[int], list[int],
             None if spec.valid_shape is None else list(spec.valid_shape))
 
 
-def _spec(kernel_size, stride, dilation, is_causal, valid_shape) -> NASpec:
+def _spec(kernel_size, stride, dilation, is_causal, valid_shape, border='clamp') -> NASpec:
     return NASpec(tuple(kernel_size), tuple(stride), tuple(dilation), tuple(bool(c) for c in is_causal),
-                  None if valid_shape is None else tuple(valid_shape))
+                  None if valid_shape is None else tuple(valid_shape), border)
 
 
 def _dropout(dropout_p: float, dropout_seed: Tensor | None) -> dict:
@@ -44,9 +44,10 @@ def _lse_dtype(q: Tensor) -> torch.dtype:
 def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int], stride: list[int],
                dilation: list[int], is_causal: list[int], valid_shape: list[int] | None, scale: float,
                rpb: Tensor | None, additional_keys: Tensor | None, additional_values: Tensor | None,
-               backend: str, dropout_p: float = 0.0, dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               backend: str, dropout_p: float = 0.0, dropout_seed: Tensor | None = None,
+               border: str = 'clamp') -> tuple[Tensor, Tensor]:
     """Neighborhood attention forward on backend ``backend``: ``(out, lse)`` (``lse`` of the undropped weights)."""
-    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
+    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape, border)
     with autocast_off(query.device.type):  # backends compute in the inputs' dtype, fwd and bwd alike
         out, lse = get_backend('na', backend).forward(query, key, value, spec, scale, rpb, additional_keys,
                                                       additional_values, **_dropout(dropout_p, dropout_seed))
@@ -55,7 +56,7 @@ def na_forward(query: Tensor, key: Tensor, value: Tensor, kernel_size: list[int]
 
 @na_forward.register_fake
 def _(query, key, value, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, additional_keys,
-      additional_values, backend, dropout_p=0.0, dropout_seed=None):
+      additional_values, backend, dropout_p=0.0, dropout_seed=None, border='clamp'):
     return query.new_empty(query.shape), query.new_empty(query.shape[:-1], dtype=_lse_dtype(query))
 
 
@@ -64,10 +65,10 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
                 lse: Tensor, kernel_size: list[int], stride: list[int], dilation: list[int], is_causal: list[int],
                 valid_shape: list[int] | None, scale: float, rpb: Tensor | None,
                 additional_keys: Tensor | None, additional_values: Tensor | None, backend: str, need_rpb: bool,
-                need_extra: bool, dropout_p: float = 0.0,
-                dropout_seed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                need_extra: bool, dropout_p: float = 0.0, dropout_seed: Tensor | None = None,
+                border: str = 'clamp') -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)``; absent or unneeded ones are empty tensors."""
-    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape)
+    spec = _spec(kernel_size, stride, dilation, is_causal, valid_shape, border)
     with autocast_off(query.device.type):
         grads = get_backend('na', backend).backward(grad_out, query, key, value, out, lse, spec, scale, rpb,
                                                     additional_keys, additional_values, grad_lse=grad_lse,
@@ -92,7 +93,8 @@ def na_backward(grad_out: Tensor, grad_lse: Tensor | None, query: Tensor, key: T
 
 @na_backward.register_fake
 def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, stride, dilation, is_causal, valid_shape, scale,
-      rpb, additional_keys, additional_values, backend, need_rpb, need_extra, dropout_p=0.0, dropout_seed=None):
+      rpb, additional_keys, additional_values, backend, need_rpb, need_extra, dropout_p=0.0, dropout_seed=None,
+      border='clamp'):
     needed = (True, True, True, need_rpb, need_extra, need_extra)
     return tuple(t.new_empty(t.shape) if t is not None and need else query.new_empty(0)
                  for t, need in zip((query, key, value, rpb, additional_keys, additional_values), needed))
@@ -100,11 +102,11 @@ def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, stride, dila
 
 def _setup_context(ctx, inputs, output):
     (q, k, v, kernel_size, stride, dilation, is_causal, valid_shape, scale, rpb, add_k, add_v, backend, dropout_p,
-     dropout_seed) = inputs
+     dropout_seed, border) = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, rpb, add_k, add_v, dropout_seed)
     ctx.args = (kernel_size, stride, dilation, is_causal, valid_shape, scale)
-    ctx.backend, ctx.dropout_p = backend, dropout_p
+    ctx.backend, ctx.dropout_p, ctx.border = backend, dropout_p, border
     ctx.set_materialize_grads(False)
 
 
@@ -115,10 +117,10 @@ def _backward(ctx, grad_out, grad_lse):
     need = ctx.needs_input_grad
     need_rpb, need_extra = rpb is not None and need[9], add_k is not None and (need[10] or need[11])
     grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *ctx.args, rpb, add_k, add_v, ctx.backend, need_rpb,
-                        need_extra, ctx.dropout_p, dropout_seed)
+                        need_extra, ctx.dropout_p, dropout_seed, ctx.border)
     dq, dk, dv, drpb, dak, dav = grads
     return (dq, dk, dv, None, None, None, None, None, None, drpb if need_rpb else None,
-            dak if need_extra else None, dav if need_extra else None, None, None, None)
+            dak if need_extra else None, dav if need_extra else None, None, None, None, None)
 
 
 torch.library.register_autograd('attnzoo::na_forward', _backward, setup_context=_setup_context)

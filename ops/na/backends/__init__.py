@@ -27,6 +27,9 @@ from ..._registry import register_backend
 
 register_backend('na', 'reference', 'ops.na.backends.reference', auto=False, preload=True)
 register_backend('na', 'torch', 'ops.na.backends.torch_na', dropout=True, priority=10, preload=True)
+# the neighbourhood weighted sum (ops.na.na_av): reference oracle and the slot-loop torch path
+register_backend('na_av', 'reference', 'ops.na.backends.av_reference', auto=False, preload=True)
+register_backend('na_av', 'torch', 'ops.na.backends.av_torch', priority=10, preload=True)
 register_backend('na', 'triton', 'ops.na.backends.triton_na', devices=('cuda',),
                  dtypes=(torch.float16, torch.bfloat16, torch.float32), dropout=True, priority=20,
                  probe=_triton.unavailable_reason,

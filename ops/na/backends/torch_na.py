@@ -54,9 +54,9 @@ class _Axis:
     rel: torch.Tensor  # [n_tiles, tile, halo] rpb table index (0 where masked)
 
 
-def _halo(length: int, kernel: int, stride: int, dilation: int, causal: bool, tile: int):
+def _halo(length: int, kernel: int, stride: int, dilation: int, causal: bool, tile: int, border: str = 'clamp'):
     """Per-tile halo start (group coordinates) and the common halo size for ``tile`` queries per tile."""
-    first, count = axis_window(length, kernel, stride, dilation, causal)
+    first, count = axis_window(length, kernel, stride, dilation, causal, border=border)
     group_len = -(-length // dilation)
     tiles_per_group = -(-group_len // tile)
     padded = tiles_per_group * tile
@@ -76,8 +76,9 @@ def _halo(length: int, kernel: int, stride: int, dilation: int, causal: bool, ti
 
 @lru_cache(maxsize=256)
 def _axis_plan(length: int, kernel: int, stride: int, dilation: int, causal: bool, valid: int, tile: int,
-               device: str) -> _Axis:
-    hstart, halo, padded, pos, orig, real, start, end = _halo(length, kernel, stride, dilation, causal, tile)
+               device: str, border: str = 'clamp') -> _Axis:
+    hstart, halo, padded, pos, orig, real, start, end = _halo(length, kernel, stride, dilation, causal, tile,
+                                                              border)
     n_tiles = hstart.numel()
     key_pos = hstart[:, None] + torch.arange(halo)  # [n_tiles, halo] group coordinates
     key_group = (torch.arange(n_tiles) * tile // padded)[:, None]
@@ -110,7 +111,7 @@ def _choose_tiles(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: 
         k, s, d, c = spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis], spec.is_causal[axis]
         opts = []
         for t in _tile_candidates(length, k, s, d):
-            lo, halo, padded = _halo(length, k, s, d, c, t)[:3]
+            lo, halo, padded = _halo(length, k, s, d, c, t, spec.border)[:3]
             opts.append((t, halo, lo.numel()))
         per_axis.append(opts)
     best, best_cost = None, math.inf
@@ -142,7 +143,7 @@ class _Plan:
         valid = spec.valid_shape or shape
         self.axes = [
             _axis_plan(n, spec.kernel_size[a], spec.stride[a], spec.dilation[a], spec.is_causal[a], valid[a],
-                       tiles[a], device)
+                       tiles[a], device, spec.border)
             for a, n in enumerate(shape)]
         self.ndim = len(shape)
         self.n_tiles = math.prod(ax.n_tiles for ax in self.axes)

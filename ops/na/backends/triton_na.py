@@ -210,6 +210,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f'the triton backend takes float16/bfloat16/float32 query, key and value of one dtype, got '
                         f'{q.dtype}, {k.dtype}, {v.dtype}')
+    if spec.border != 'clamp':
+        raise ValueError(f"the triton kernels implement border='clamp' windows only, got border={spec.border!r} "
+                         "(automatic dispatch runs it on the torch backend)")
     spatial = q.shape[1:-2]
     if any(kk * dd > n for kk, dd, n in zip(spec.kernel_size, spec.dilation, spatial)):
         raise ValueError(f'kernel_size * dilation must be <= the input length on every axis, got kernel_size='

@@ -1,0 +1,632 @@
+"""TransNeXt: hierarchical backbones of aggregated attention (pixel-focused local window + pooled tokens) with
+convolutional GLU MLPs.
+
+Paper: `TransNeXt: Robust Foveal Visual Perception for Vision Transformers` (CVPR 2024) -
+https://arxiv.org/abs/2311.17132. Official code and weights (Apache-2.0): https://github.com/DaiShiResearch/TransNeXt
+
+* Aggregated attention (stages 1-3; all four in ``*_aaaa``), per query in ONE softmax over
+  - its 3x3 (``window_size``) neighbourhood, centred and zero-padded with the border slots masked (a border query
+    sees fewer keys): :func:`ops.na2d` with ``border='mask'``; keys L2-normalised; ``relative_pos_bias_local`` (one
+    bias per window slot and head) as the op's relative position bias;
+  - pooled tokens (1x1 conv ``sr`` -> GELU -> adaptive average pool to ``H // sr x W // sr`` -> LayerNorm -> the
+    same ``kv``), keys L2-normalised, with the continuous position bias of an MLP (``cpb_fc1/2``) on log-spaced
+    relative coordinates: :func:`ops.dense_attention` with that bias, merged with the local part exactly through
+    the log-sum-exp (:func:`ops.merge_attentions`);
+  - queries L2-normalised plus ``query_embedding``, times ``softplus(temperature)`` and the length scale
+    ``log(valid local keys + pooled tokens)`` (smaller at borders), folded into the queries (scale 1);
+  then the local part gets ``q_norm @ learnable_tokens + learnable_bias`` added to its softmax weights before they
+  weigh the local values: by linearity that term is its own neighbourhood weighted sum, :func:`ops.na_av` (no
+  unfolded copies of V), added to the merged attention. Equal to the official module up to rounding.
+* Stage 4: full attention with the same length-scaled cosine logits and an MLP position bias over all tokens.
+* Every resolution-dependent table (pool size, relative coordinates and their index, length scales) is derived
+  from the input at run time and cached per size (the official module fixes them at build time, so it fails at
+  any other size); ``pretrain_size`` only normalises the relative coordinates (224 for the ImageNet-1K models and
+  their 384 fine-tunes, 256 for ``transnext_micro_aaaa_256``). The official detection code interpolates a
+  bias computed at ``img_size`` instead (TransNeXt issue #11); ours is the exact bias at every size. Maps smaller
+  than ``sr`` pool to one token (the official code would build an empty pool). Under ``torch.compile`` the tables
+  are trace-time constants (``assume_constant_result``): compile with ``dynamic=False`` (one graph per size).
+* Attention dropout is not offered (every official configuration has ``attn_drop_rate=0``).
+
+Layout differences from the official module (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+``patch_embed1`` -> ``patch_embed``, ``patch_embed{i}`` -> ``stages.{i-1}.downsample``, ``block{i}.{j}`` ->
+``stages.{i-1}.blocks.{j}``, ``norm{i}`` -> ``stages.{i-1}.norm`` (every stage ends with its norm, as the official
+backbone's outputs), ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``, ``head`` -> ``head.fc``. The official state dict has
+no persistent buffers (all its tables are ``persistent=False``), so nothing else is dropped or rebuilt.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch.utils.checkpoint import checkpoint
+
+import ops
+from ops.na.pattern import axis_window
+
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'checkpoint_filter_fn', 'relative_position_cpb']
+
+CHECKPOINT_EMA = False  # the official releases hold one set of weights
+_LN_EPS = 1e-6  # the official norm_layer (blocks and stage norms); patch embeddings and the pool norm use 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resolution-dependent tables (computed on CPU, cached per size and device)
+
+
+@lru_cache(maxsize=64)
+def _axis_coords(q_len: int, k_len: int, pretrain_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis of the relative coordinates: sorted distinct values ``[U]`` and each (query, key) pair's index
+    ``[q_len, k_len]`` into them. Keys sit at the mean position of their adaptive-pooling bin; coordinates are
+    ``(q - k) / (pretrain_len - 1) * 8`` (the official formula, float32)."""
+    q = torch.arange(q_len, dtype=torch.float32)
+    k = F.adaptive_avg_pool1d(q[None], k_len)[0]
+    rel = (q[:, None] - k[None, :]) / (pretrain_len - 1) * 8
+    values, index = torch.unique(rel.reshape(-1), return_inverse=True)
+    return values, index.view(q_len, k_len)
+
+
+def relative_position_cpb(query_size: tuple[int, int], key_size: tuple[int, int], pretrain_size: tuple[int, int]):
+    """The official ``get_relative_position_cpb`` tables, factorised per axis.
+
+    Returns the coordinate table ``[Uh * Uw, 2]`` (log-spaced: ``sign(x) log2(|x| + 1) / 3``) and per axis the
+    index ``[q, k]`` into its values; pair ``((qh, qw), (kh, kw))`` reads row ``ih[qh, kh] * Uw + iw[qw, kw]``.
+    The official 2-D ``torch.unique`` of the pairs gives the same rows in the same (sorted) order: the pairs are the
+    full product of the per-axis values.
+    """
+    (vh, ih), (vw, iw) = (_axis_coords(q, k, p) for q, k, p in zip(query_size, key_size, pretrain_size))
+    table = torch.stack(torch.meshgrid(vh, vw, indexing='ij'), -1).reshape(-1, 2)
+    table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / torch.log2(torch.tensor(8, dtype=torch.float32))
+    return table, ih, iw
+
+
+@dataclass(frozen=True)
+class StageTables:
+    """One stage's run-time tables at one input size (``n_w``: distinct coordinate values along W)."""
+
+    table: torch.Tensor  # [Uh * Uw, 2] log-spaced relative coordinates
+    ih: torch.Tensor  # [Hq, Hk] index into the H values
+    iw: torch.Tensor  # [Wq, Wk] index into the W values
+    n_w: int
+    scale: torch.Tensor  # [N] length scale of every query
+
+    def bias(self, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
+        """``[heads, N, M]``: the CPB MLP on the distinct coordinates, gathered for every (query, key) pair (two
+        row gathers, W first while the rows are short, then one transposing copy)."""
+        mlp = fc2(F.relu(fc1(self.table.to(fc1.weight.dtype))))  # [Uh * Uw, heads]
+        heads = mlp.shape[-1]
+        (hq, hk), (wq, wk) = self.ih.shape, self.iw.shape
+        grid = mlp.t().reshape(heads, -1, self.n_w).index_select(2, self.iw.reshape(-1))  # [heads, Uh, Wq * Wk]
+        grid = grid.index_select(1, self.ih.reshape(-1)).view(heads, hq, hk, wq, wk)
+        return grid.transpose(2, 3).reshape(heads, hq * wq, hk * wk)
+
+
+@lru_cache(maxsize=64)
+def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
+                  device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    table, ih, iw = relative_position_cpb(size, pool, pretrain)
+    n_pool = pool[0] * pool[1]
+    if window is None:  # full attention: log(N) for every query (a float64 scalar officially)
+        scale = torch.full((size[0] * size[1],), math.log(n_pool), dtype=torch.float64)
+    else:  # valid keys of the border-masked window + pooled tokens (float32, as the official buffer)
+        counts = [axis_window(n, window, 1, 1, False, border='mask')[1] for n in size]
+        local = (counts[0][:, None] * counts[1][None, :]).reshape(-1).to(torch.float32)
+        scale = torch.log(local + n_pool)
+    n_w = table.shape[0] // (int(ih.max()) + 1)
+    return table.to(device), ih.to(device), iw.to(device), n_w, scale.to(device)
+
+
+@torch.compiler.assume_constant_result  # torch.compile runs it at trace time: constants, no data-dependent graph
+def _stage_tables_constant(h: int, w: int, ph: int, pw: int, pth: int, ptw: int, window: int, device: str):
+    return _stage_tables((h, w), (ph, pw), (pth, ptw), window or None, device)
+
+
+def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
+                 device: str) -> StageTables:
+    """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);
+    computed on CPU once per (sizes, device) and cached."""
+    return StageTables(*_stage_tables_constant(*size, *pool, *pretrain, window or 0, device))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers
+
+
+def _scaled_queries(q: torch.Tensor, query_embedding: torch.Tensor, temperature: torch.Tensor,
+                    scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q_norm, (q_norm + query_embedding) * softplus(temperature) * length scale)`` for ``q [B, N, heads, d]``
+    (the official order of operations)."""
+    q_norm = F.normalize(q, dim=-1)
+    scaled = (q_norm + query_embedding.transpose(0, 1)) * F.softplus(temperature).transpose(0, 1)
+    return q_norm, scaled * scale.to(q.dtype)[:, None, None]
+
+
+class AggregatedAttention(nn.Module):
+    """Aggregated attention on ``[B, N, C]`` tokens of an ``H x W`` map (see the module docstring).
+
+    Parameters keep the official names and shapes. ``sr_ratio``: pooling factor of the pooled tokens;
+    ``fixed_pool_size``: pool to this size instead of ``H // sr_ratio x W // sr_ratio``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 3, qkv_bias: bool = True, proj_drop: float = 0.,
+                 sr_ratio: int = 1, fixed_pool_size: int | None = None, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        if window_size % 2 != 1:
+            raise ValueError(f'window_size must be odd (a centred window), got {window_size}')
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.window_size, self.sr_ratio, self.fixed_pool_size = window_size, sr_ratio, fixed_pool_size
+        local_len = window_size ** 2
+        self.temperature = nn.Parameter(torch.log((torch.ones(num_heads, 1, 1, **dd) / 0.24).exp() - 1))
+        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.query_embedding = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim, **dd), std=0.02))
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr = nn.Conv2d(dim, dim, 1, **dd)
+        self.norm = nn.LayerNorm(dim, **dd)
+        self.act = nn.GELU()
+        self.cpb_fc1 = nn.Linear(2, 512, **dd)
+        self.cpb_fc2 = nn.Linear(512, num_heads, **dd)
+        self.relative_pos_bias_local = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, local_len, **dd), std=0.0004))
+        self.learnable_tokens = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, self.head_dim, local_len, **dd), std=0.02))
+        self.learnable_bias = nn.Parameter(torch.zeros(num_heads, 1, local_len, **dd))
+
+    def pool_size(self, H: int, W: int) -> tuple[int, int]:
+        if self.fixed_pool_size is not None:
+            return self.fixed_pool_size, self.fixed_pool_size
+        return max(H // self.sr_ratio, 1), max(W // self.sr_ratio, 1)
+
+    def forward(self, x: torch.Tensor, H: int, W: int, tables: StageTables) -> torch.Tensor:
+        B, N, C = x.shape
+        h, d, ws = self.num_heads, self.head_dim, self.window_size
+        q_norm, q = _scaled_queries(self.q(x).view(B, N, h, d), self.query_embedding, self.temperature, tables.scale)
+        k, v = self.kv(x).view(B, N, 2, h, d).unbind(2)
+        k = F.normalize(k, dim=-1)
+        # local window: one bias per slot, placed where slot offset o reads the op's table (o + ws - 1)
+        rpb = F.pad(self.relative_pos_bias_local.view(h, ws, ws), (ws // 2,) * 4)
+        grid = (B, H, W, h, d)
+        out_local, lse_local = ops.na2d(q.reshape(grid), k.reshape(grid), v.reshape(grid), ws, scale=1., rpb=rpb,
+                                        border='mask', return_lse=True)
+        # pooled tokens
+        pooled = self.pool(x, H, W)
+        kp, vp = self.kv(pooled).view(B, pooled.shape[1], 2, h, d).unbind(2)
+        out_pool, lse_pool = ops.dense_attention(q, F.normalize(kp, dim=-1), vp, bias=tables.bias(
+            self.cpb_fc1, self.cpb_fc2), scale=1., return_lse=True)
+        out, _ = ops.merge_attentions([out_local.reshape(B, N, h, d), out_pool],
+                                      [lse_local.reshape(B, N, h), lse_pool])
+        # the learnable local weights, added to the softmax weights of the local values
+        weights = torch.einsum('bnhd,hdk->bnhk', q_norm, self.learnable_tokens) + self.learnable_bias.transpose(0, 1)
+        out = out + ops.na_av(weights.reshape(B, H, W, h, ws * ws), v.reshape(grid), ws, border='mask').reshape(
+            B, N, h, d)
+        return self.proj_drop(self.proj(out.reshape(B, N, C)))
+
+    def pool(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """Pooled tokens ``[B, P, C]``: 1x1 conv -> GELU -> adaptive average pool -> LayerNorm."""
+        B, N, C = x.shape
+        x_ = self.act(self.sr(x.transpose(1, 2).reshape(B, C, H, W)))
+        return self.norm(F.adaptive_avg_pool2d(x_, self.pool_size(H, W)).flatten(2).transpose(1, 2))
+
+
+class Attention(nn.Module):
+    """Full attention with length-scaled cosine logits, query embedding and the CPB MLP bias (TransNeXt stage 4)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0., device=None,
+                 dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.temperature = nn.Parameter(torch.log((torch.ones(num_heads, 1, 1, **dd) / 0.24).exp() - 1))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.query_embedding = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim, **dd), std=0.02))
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.cpb_fc1 = nn.Linear(2, 512, **dd)
+        self.cpb_fc2 = nn.Linear(512, num_heads, **dd)
+
+    def pool_size(self, H: int, W: int) -> tuple[int, int]:
+        return H, W  # every token is a key
+
+    def forward(self, x: torch.Tensor, H: int, W: int, tables: StageTables) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2)
+        _, q = _scaled_queries(q, self.query_embedding, self.temperature, tables.scale)
+        out = ops.dense_attention(q, F.normalize(k, dim=-1), v, bias=tables.bias(self.cpb_fc1, self.cpb_fc2),
+                                  scale=1.)
+        return self.proj_drop(self.proj(out.reshape(B, N, C)))
+
+
+class ConvGLU(nn.Module):
+    """Convolutional GLU: ``fc2(GELU(dwconv3x3(a)) * b)`` with ``a, b = fc1(x)``, hidden ``int(2 * hidden / 3)``."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        hidden = int(2 * hidden / 3)
+        self.fc1 = nn.Linear(dim, hidden * 2, **dd)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, **dd)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim, **dd)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        B, N, C = a.shape
+        a = self.dwconv(a.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2)
+        x = self.drop(self.act(a) * b)
+        return self.drop(self.fc2(x))
+
+
+class Block(nn.Module):
+    """Pre-norm block on ``[B, N, C]`` tokens: attention, then ConvGLU."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, window_size: int | None,
+                 qkv_bias: bool = True, drop: float = 0., drop_path: float = 0., fixed_pool_size: int | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        if window_size is None:
+            self.attn = Attention(dim, num_heads, qkv_bias, drop, **dd)
+        else:
+            self.attn = AggregatedAttention(dim, num_heads, window_size, qkv_bias, drop, sr_ratio, fixed_pool_size,
+                                            **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = ConvGLU(dim, int(dim * mlp_ratio), drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, H: int, W: int, tables: StageTables) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), H, W, tables))
+        return x + self.drop_path(self.mlp(self.norm2(x), H, W))
+
+
+class PatchEmbed(nn.Module):
+    """Overlapping patch embedding (conv, then LayerNorm over channels); NCHW in and out."""
+
+    def __init__(self, in_chans: int, dim: int, kernel_size: int, stride: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size, stride, kernel_size // 2, **dd)
+        self.norm = nn.LayerNorm(dim, **dd)  # eps 1e-5, as the official patch embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class TransNeXtStage(nn.Module):
+    """Optional downsample, ``depth`` blocks on tokens, the stage norm; NCHW in and out.
+
+    ``pretrain_size``: this stage's map size at the pretraining resolution (normalises the relative coordinates).
+    """
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
+                 window_size: int | None, pretrain_size: int, drop_path: Sequence[float], downsample: bool,
+                 qkv_bias: bool = True, drop: float = 0., fixed_pool_size: int | None = None, device=None,
+                 dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.grad_checkpointing = False
+        self.window_size, self.pretrain_size = window_size, pretrain_size
+        self.downsample = PatchEmbed(in_dim, dim, 3, 2, **dd) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList([
+            Block(dim, num_heads, mlp_ratio, sr_ratio, window_size, qkv_bias, drop, drop_path[i], fixed_pool_size,
+                  **dd) for i in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+
+    def tables(self, H: int, W: int, device: torch.device) -> StageTables:
+        pool = self.blocks[0].attn.pool_size(H, W) if len(self.blocks) else (H, W)
+        return stage_tables((H, W), pool, (self.pretrain_size,) * 2, self.window_size, str(device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        B, C, H, W = x.shape
+        tables = self.tables(H, W, x.device)
+        x = x.flatten(2).transpose(1, 2)
+        for blk in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, H, W, tables, use_reentrant=False)
+            else:
+                x = blk(x, H, W, tables)
+        return self.norm(x).transpose(1, 2).reshape(B, C, H, W)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+
+
+class TransNeXt(HierarchicalModel):
+    """TransNeXt.
+
+    Args:
+        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: 'avg' or ''.
+        depths, embed_dims, num_heads, mlp_ratios, sr_ratios: per stage.
+        window_size: per stage, the aggregated-attention window (None: full attention).
+        pretrain_size: the pretraining image size (normalises the relative coordinates of the position bias).
+        fixed_pool_size: pool the aggregated attention's tokens to this size instead of ``H / sr``.
+        qkv_bias: biases of the q / kv / qkv projections.
+        drop_rate: projection / MLP dropout (and the classifier's). drop_path_rate: stochastic depth, linear from 0.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+
+    Every stage ends with its LayerNorm (the official backbone's per-level outputs), so the final norm is inside
+    the last stage and ``forward_intermediates(norm=...)`` has nothing more to apply.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Sequence[int] = (2, 2, 15, 2),
+            embed_dims: Sequence[int] = (48, 96, 192, 384),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            sr_ratios: Sequence[int] = (8, 4, 2, 1),
+            window_size: Sequence[int | None] = (3, 3, 3, None),
+            pretrain_size: int = 224,
+            fixed_pool_size: int | None = None,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(sr_ratios) == len(window_size) == n:
+            raise ValueError(f'depths, embed_dims, num_heads, mlp_ratios, sr_ratios and window_size need one entry '
+                             f'per stage, got {depths}, {embed_dims}, {num_heads}, {mlp_ratios}, {sr_ratios}, '
+                             f'{window_size}')
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={global_pool!r}")
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.pretrain_size = pretrain_size
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], 7, 4, **dd)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        stages, self.feature_info = [], []
+        for i in range(n):
+            stages.append(TransNeXtStage(
+                embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
+                sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2),
+                dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=i > 0, qkv_bias=qkv_bias, drop=drop_rate,
+                fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()  # the last stage's norm is the final norm
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        for m in self.modules():
+            self._init_weights(m)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """The official init: truncated-normal linear weights, fan-out normal convs, unit norms."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """The shared grouping, with each stage's norm after that stage's blocks."""
+        return dict(
+            stem=self.stem_pattern,
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^stages\.(\d+)\.norm', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The official ``no_weight_decay_keywords`` (query embeddings, local biases, CPB MLPs, temperatures)."""
+        return {'*query_embedding', '*relative_pos_bias_local', '*cpb_fc*', '*temperature'}
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'{tuple(x.shape)}')
+        return self.patch_embed(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    m = re.match(r'^patch_embed(\d+)\.(.*)$', key)
+    if m:
+        i = int(m.group(1)) - 1
+        return f'patch_embed.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
+    m = re.match(r'^block(\d+)\.(\d+)\.(.*)$', key)
+    if m:
+        rest = m.group(3).replace('mlp.dwconv.dwconv.', 'mlp.dwconv.')
+        return f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'
+    m = re.match(r'^norm(\d+)\.(.*)$', key)
+    if m:
+        return f'stages.{int(m.group(1)) - 1}.norm.{m.group(2)}'
+    if key.startswith('head.'):
+        return 'head.fc.' + key[len('head.'):]
+    return key
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: TransNeXt) -> dict[str, torch.Tensor]:
+    """Map an official TransNeXt checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` (and DDP's ``module.`` prefix). The
+    official state dict has no buffers (its tables are not persistent); should a file hold them anyway
+    (``relative_pos_index*``, ``relative_coords_table*``, ``seq_length_scale``, ``padding_mask``), they are dropped:
+    ours are derived from the input size. Raises ``ValueError`` naming what differs (blocks, widths, missing or
+    unexpected keys) for another family or variant. The classifier is dropped for a headless model; otherwise it
+    and the stem's input channels are left to timm's loader.
+    """
+    if not isinstance(model, TransNeXt):
+        raise TypeError(f'checkpoint_filter_fn maps onto a TransNeXt model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = {k: v for k, v in state_dict.items()
+                  if not re.search(r'(^|\.)(relative_pos_index\d*|relative_coords_table\d*|seq_length_scale|'
+                                   r'padding_mask)$', k)}
+    if any(k.startswith('patch_embed1.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(k.endswith('.attn.temperature') for k in state_dict):
+        raise ValueError(f'{name}: not a TransNeXt checkpoint (no attn.temperature; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
+        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = (stage_layout(s, widths='norm1.weight') for s in (state_dict, expected))
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+_MICRO = dict(depths=(2, 2, 15, 2), embed_dims=(48, 96, 192, 384), num_heads=(2, 4, 8, 16))
+_TINY = dict(depths=(2, 2, 15, 2), embed_dims=(72, 144, 288, 576), num_heads=(3, 6, 12, 24))
+_SMALL = dict(depths=(5, 5, 22, 5), embed_dims=(72, 144, 288, 576), num_heads=(3, 6, 12, 24))
+_BASE = dict(depths=(5, 5, 23, 5), embed_dims=(96, 192, 384, 768), num_heads=(4, 8, 16, 32))
+
+# The official entrypoints (classification/transnext.py); the 384 models are the 224 ones fine-tuned at 384 with
+# pretrain_size 224 (configs/finetune); the A-A-A-A micro model is trained at 256 (its pretrain_size).
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    transnext_micro=dict(_MICRO),
+    transnext_tiny=dict(_TINY),
+    transnext_small=dict(_SMALL),
+    transnext_base=dict(_BASE),
+    transnext_small_384=dict(_SMALL),
+    transnext_base_384=dict(_BASE),
+    transnext_micro_aaaa_256=dict(_MICRO, window_size=(3, 3, 3, 3), sr_ratios=(16, 8, 4, 2), pretrain_size=256),
+)
+
+
+def _create_transnext(variant: str, pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        TransNeXt, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_HF = 'https://huggingface.co/DaiShiResearch/{0}/resolve/main/{1}.pth'
+_RELEASES = dict(
+    transnext_micro=('transnext-micro-224-1k', 'transnext_micro_224_1k'),
+    transnext_tiny=('transnext-tiny-224-1k', 'transnext_tiny_224_1k'),
+    transnext_small=('transnext-small-224-1k', 'transnext_small_224_1k'),
+    transnext_base=('transnext-base-224-1k', 'transnext_base_224_1k'),
+    transnext_small_384=('transnext-small-384-1k-ft-1k', 'transnext_small_384_1k_ft_1k'),
+    transnext_base_384=('transnext-base-384-1k-ft-1k', 'transnext_base_384_1k_ft_1k'),
+    transnext_micro_aaaa_256=('transnext-micro-AAAA-256-1k', 'transnext_micro_AAAA_256_1k'),
+)
+
+
+def _cfg(variant: str, size: int = 224, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': _HF.format(*_RELEASES[variant]), 'num_classes': 1000, 'input_size': (3, size, size),
+        'pool_size': (size // 32, size // 32), 'interpolation': 'bicubic',
+        # the official evaluation: resize to size / 0.875 + centre crop below 384, a squashing resize from 384
+        'crop_pct': 0.875 if size < 384 else 1.0, 'crop_mode': 'center' if size < 384 else 'squash',
+        'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
+        'license': 'apache-2.0', 'origin_url': 'https://github.com/DaiShiResearch/TransNeXt',
+        'paper_ids': 'arXiv:2311.17132',
+        'paper_name': 'TransNeXt: Robust Foveal Visual Perception for Vision Transformers', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'transnext_micro.in1k': _cfg('transnext_micro'),
+    'transnext_tiny.in1k': _cfg('transnext_tiny'),
+    'transnext_small.in1k': _cfg('transnext_small'),
+    'transnext_base.in1k': _cfg('transnext_base'),
+    'transnext_small_384.in1k': _cfg('transnext_small_384', 384),
+    'transnext_base_384.in1k': _cfg('transnext_base_384', 384),
+    'transnext_micro_aaaa_256.in1k': _cfg('transnext_micro_aaaa_256', 256),
+})
+
+
+@register_model
+def transnext_micro(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Micro: 12.8M params, 2.7 GFLOPs at 224."""
+    return _create_transnext('transnext_micro', pretrained, **kwargs)
+
+
+@register_model
+def transnext_tiny(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Tiny: 28.3M params, 5.7 GFLOPs at 224."""
+    return _create_transnext('transnext_tiny', pretrained, **kwargs)
+
+
+@register_model
+def transnext_small(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Small: 49.7M params, 10.3 GFLOPs at 224."""
+    return _create_transnext('transnext_small', pretrained, **kwargs)
+
+
+@register_model
+def transnext_base(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Base: 89.7M params, 18.4 GFLOPs at 224."""
+    return _create_transnext('transnext_base', pretrained, **kwargs)
+
+
+@register_model
+def transnext_small_384(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Small fine-tuned at 384 (pretrain_size 224): 49.7M params, 32.1 GFLOPs at 384."""
+    return _create_transnext('transnext_small_384', pretrained, **kwargs)
+
+
+@register_model
+def transnext_base_384(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Base fine-tuned at 384 (pretrain_size 224): 89.7M params, 56.3 GFLOPs at 384."""
+    return _create_transnext('transnext_base_384', pretrained, **kwargs)
+
+
+@register_model
+def transnext_micro_aaaa_256(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
+    """TransNeXt-Micro with aggregated attention in all four stages (sr 16/8/4/2), trained at 256: 13.1M params,
+    3.3 GFLOPs at 256."""
+    return _create_transnext('transnext_micro_aaaa_256', pretrained, **kwargs)
