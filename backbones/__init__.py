@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (registration side effects)
     biformer,
     glnet,
     inline,
+    l2vit,
     litv2,
     maxvit,
     moat,

@@ -104,6 +104,9 @@ def _adapt_to_device(cfg: Config) -> None:
         optim_wrapper['type'] = 'OptimWrapper'
         optim_wrapper.pop('loss_scale', None)
         print_log('no CUDA device: mixed precision (AmpOptimWrapper) disabled', logger='current')
+    if cfg.get('sync_bn'):  # mmengine would convert every BatchNorm under DDP, which needs CUDA
+        cfg.sync_bn = None
+        print_log('no CUDA device: sync_bn disabled', logger='current')
     for key in cfg.keys():
         _replace_sync_bn(cfg[key])
 

@@ -15,7 +15,9 @@ __all__ = ['forward', 'forward_with_dropout']
 
 
 def _heads_first(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(x.transpose(1, 2) for x in xs)  # [B, T, H, D] -> [B, H, T, D] views
+    """``[B, T, H, D] -> [B, H, T, D]`` views, D made unit-stride first where it is not (a map flattened from NCHW):
+    SDPA's fused kernels need it, and without them it falls back to the math path that materialises T x T."""
+    return tuple((x if x.stride(-1) == 1 else x.contiguous()).transpose(1, 2) for x in xs)
 
 
 def forward_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float,

@@ -1,0 +1,418 @@
+"""L2ViT: alternating local window attention (LWA) and enhanced linear global attention (LGA) blocks.
+
+Paper: `The Linear Attention Resurrection in Vision Transformer` - https://arxiv.org/abs/2501.16182
+Official code and weights (MIT): https://github.com/ChuanyangZheng/L2ViT (``classification/models/l2vit.py``)
+
+* a 2-conv stem (3x3 s2 -> BN -> ReLU -> 3x3 s2 -> BN, then LayerNorm; the image zero-padded to a multiple of 4);
+  between stages LayerNorm, then a 2x2 stride-2 conv (the map zero-padded to even sizes);
+* every stage alternates LWA (even blocks) and LGA (odd blocks), each starting with a depthwise 3x3 positional
+  conv (CPE, residual) and ending with a LayerNorm -> MLP residual;
+* LWA: LayerNorm -> 7x7 (12x12 for ``l2vit_base_384``) non-shifted window attention without relative-position bias
+  (:class:`ops.WindowAttention2D`), a residual, a second CPE;
+* LGA: LayerNorm -> linear attention (:func:`ops.linear_attention`: ReLU features, ``temperature * q (k^T v) /
+  max(q . sum(k), 100)`` with a learnable per-head temperature, the state in fp32), a residual, then the LCM
+  (local concentration module: LayerNorm -> depthwise 7x7 -> GELU -> BatchNorm -> depthwise 7x7) as a residual;
+* final LayerNorm, average pool, classifier.
+
+Any input size, as the official model: its LWA zero-pads the normalised tokens to a multiple of the window before
+``qkv`` (padded keys carry the projection bias and stay unmasked) and crops after; ``window_padding='masked'``
+instead masks the padded keys (every query sees only real tokens). Equal at sizes that divide by the window.
+
+Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+    * ``downsample_layers.0.proj.proj`` / ``.norm`` -> ``patch_embed.proj`` / ``patch_embed.norm``;
+      ``downsample_layers.{i}`` -> ``stages.{i}.downsample`` (a stage merges at its start, timm's layout);
+    * ``stages.{i}.{j}`` -> ``stages.{i}.blocks.{j}``; ``head`` -> ``head.fc``. Stages take and return NCHW maps
+      (NHWC inside). The official ``layer_scale_init_value`` is accepted there and ignored: there is none.
+The released ``*-best-ema.pth`` files hold raw (``model``) and EMA (``model_ema``) weights; the official eval
+(``main.py --eval true --resume``) loads ``model`` and its README quotes that run for the table's accuracy, so the
+raw weights are the default (``CHECKPOINT_EMA``).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+
+import ops
+
+from ._hierarchical import HierarchicalModel
+from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+
+__all__ = ['CHECKPOINT_EMA', 'L2ViT', 'LinearAttention', 'checkpoint_filter_fn']
+
+# Default weights of a file holding both: the raw ones (`model`), which the official eval script evaluates.
+CHECKPOINT_EMA = False
+
+_LN_EPS = 1e-5  # nn.LayerNorm's default, used by every official norm
+_CLAMP_MIN = 100.0  # the official denominator clamp ("makes training stable")
+
+
+class CPE(nn.Module):
+    """Conditional position encoding: ``x + dwconv3x3(x)`` on an NHWC map (parameter ``proj``)."""
+
+    def __init__(self, dim: int, device=None, dtype=None):
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class LinearAttention(nn.Module):
+    """L2ViT's linear global attention on an NHWC map: ``qkv``, per-head ``temperature`` ``[heads, 1, 1]``, ``proj``.
+
+    ``proj(temperature * relu(q) (relu(k)^T v) / max(relu(q) . sum_N relu(k), 100))`` through
+    :func:`ops.linear_attention` (state and normaliser in fp32 under autocast; the official code trains without
+    AMP). The temperature starts at ``head_dim ** -0.5``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}')
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), self.head_dim ** -0.5, **dd))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        q, k, v = self.qkv(x.reshape(B, H * W, C)).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
+        out = ops.linear_attention(q, k, v, feature_map='relu', key_reduce='sum', clamp_min=_CLAMP_MIN,
+                                   scale=self.temperature)
+        return self.proj(out.reshape(B, H, W, C))
+
+
+class LCM(nn.Module):
+    """Local concentration module on an NHWC map: depthwise 7x7 -> GELU -> BatchNorm -> depthwise 7x7."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, **dd)
+        self.act = nn.GELU()
+        self.bn = nn.BatchNorm2d(dim, **dd)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.bn(self.act(self.conv1(x.permute(0, 3, 1, 2)))))
+        return x.permute(0, 2, 3, 1)
+
+
+class LWABlock(nn.Module):
+    """CPE -> LayerNorm -> window attention (residual) -> CPE -> LayerNorm -> MLP (residual), NHWC."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, drop_path: float = 0., window_padding: str = 'tokens', device=None,
+                 dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.cpe = nn.ModuleList([CPE(dim, **dd), CPE(dim, **dd)])
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.attn = ops.WindowAttention2D(dim, num_heads, window_size, qkv_bias=qkv_bias, padding=window_padding,
+                                          rel_pos_bias=False, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe[0](x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = self.cpe[1](x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class LGABlock(nn.Module):
+    """CPE -> LayerNorm -> linear attention -> LayerNorm (``norm3``) -> LCM -> LayerNorm -> MLP, residuals, NHWC."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop_path: float = 0., device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.cpe = nn.ModuleList([CPE(dim, **dd)])
+        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), **dd)
+        self.norm3 = nn.LayerNorm(dim, eps=_LN_EPS, **dd)
+        self.local_mp = LCM(dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe[0](x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.local_mp(self.norm3(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Stem(nn.Module):
+    """Image zero-padded to a multiple of 4, 3x3 s2 -> BN -> ReLU -> 3x3 s2 -> BN (``proj.{0..4}``), LayerNorm."""
+
+    def __init__(self, in_chans: int, embed_dim: int, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_chans = in_chans
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, 3, 2, 1, **dd), nn.BatchNorm2d(embed_dim // 2, **dd), nn.ReLU(),
+            nn.Conv2d(embed_dim // 2, embed_dim, 3, 2, 1, **dd), nn.BatchNorm2d(embed_dim, **dd))
+        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
+                             f'a tensor of shape {tuple(x.shape)}')
+        x = F.pad(x, (0, -x.shape[3] % 4, 0, -x.shape[2] % 4))
+        return self.norm(self.proj(x))
+
+
+class Downsample(nn.Module):
+    """LayerNorm, zero-pad to even sizes, 2x2 stride-2 conv (the official ``PatchEmbed`` between stages)."""
+
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.norm = LayerNorm2d(dim, eps=_LN_EPS, device=device, dtype=dtype)
+        self.proj = nn.Conv2d(dim, out_dim, 2, 2, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.proj(F.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2)))
+
+
+class L2ViTStage(nn.Module):
+    """Optional downsample, then ``depth`` blocks alternating LWA (even index) and LGA; NCHW in and out."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, num_heads: int, downsample: bool,
+                 drop_path: Sequence[float], window_size: int, window_padding: str, mlp_ratio: float,
+                 qkv_bias: bool, device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.grad_checkpointing = False
+        self.downsample = Downsample(dim, out_dim, **dd) if downsample else nn.Identity()
+        common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, **dd)
+        self.blocks = nn.Sequential(*[
+            LWABlock(out_dim, num_heads, window_size, drop_path=drop_path[i], window_padding=window_padding, **common)
+            if i % 2 == 0 else LGABlock(out_dim, num_heads, drop_path=drop_path[i], **common)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2)
+
+
+class L2ViT(HierarchicalModel):
+    """L2ViT.
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        embed_dims: width per stage.
+        depths: blocks per stage (LWA and LGA alternate, LWA first).
+        num_heads: attention heads per stage.
+        window_size: LWA window (7; 12 for ``l2vit_base_384``).
+        window_padding: how LWA pads maps that do not divide by the window: ``'tokens'`` (official: zero tokens
+            before ``qkv``, unmasked) or ``'masked'`` (padded keys masked); see :class:`ops.WindowAttention2D`.
+        mlp_ratio: MLP hidden width / block width.
+        qkv_bias: bias in the ``qkv`` projections (the official blocks' default, True).
+        drop_rate: classifier dropout.
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: Sequence[int] = (96, 192, 384, 768),
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (3, 6, 12, 24),
+            window_size: int = 7,
+            window_padding: str = 'tokens',
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        n = len(depths)
+        if not len(embed_dims) == len(num_heads) == n:
+            raise ValueError(f'embed_dims, depths and num_heads need one entry per stage, got {embed_dims}, '
+                             f'{depths}, {num_heads}')
+        if window_padding not in ('tokens', 'masked'):
+            raise ValueError(f"window_padding must be 'tokens' (official) or 'masked', got {window_padding!r}")
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.patch_embed = Stem(in_chans, embed_dims[0], **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i in range(n):
+            stages.append(L2ViTStage(
+                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], downsample=i > 0,
+                drop_path=dpr[i], window_size=window_size, window_padding=window_padding, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # the official init: truncated-normal conv and linear weights, zero biases; norms and temperature as built
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Nothing beyond timm's default exclusions (the official optimizer's: 1-D tensors and biases; the
+        ``[heads, 1, 1]`` temperatures are decayed, as there)."""
+        return set()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official checkpoints
+
+
+def _remap_official(key: str) -> str:
+    key = re.sub(r'^downsample_layers\.0\.proj\.proj\.', 'patch_embed.proj.', key)
+    key = re.sub(r'^downsample_layers\.0\.norm\.', 'patch_embed.norm.', key)
+    key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
+    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
+    if key.startswith('head.'):
+        key = 'head.fc.' + key[len('head.'):]
+    return key
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Blocks and widths per stage, read from a state dict in our layout."""
+    return stage_layout(state_dict, widths='norm1.weight')
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: L2ViT) -> dict[str, torch.Tensor]:
+    """Map an official L2ViT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``model_ema`` (the official releases hold both) /
+    ``state_dict`` (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``).
+    Raises ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) when the checkpoint
+    belongs to another family or variant. The classifier is dropped for a headless model; otherwise it and the
+    stem's input channels are left to timm's loader.
+    """
+    if not isinstance(model, L2ViT):
+        raise TypeError(f'checkpoint_filter_fn maps onto an L2ViT model, got {type(model).__name__}')
+    name = model_name(model)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    if any(k.startswith('downsample_layers.') for k in state_dict):
+        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
+    if not any(k.endswith('.attn.temperature') for k in state_dict):
+        raise ValueError(f'{name}: not an L2ViT checkpoint (no attn.temperature weights; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    if 'head.fc.weight' not in expected:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
+
+    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
+        return k == 'patch_embed.proj.0.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
+            have[2:] == want[2:])
+
+    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    if problem:
+        have, want = _summary(state_dict), _summary(expected)
+        labels = dict(depths='blocks per stage', widths='stage widths')
+        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+# l2vit.py's L2ViT_Tiny/Small/Base/Base_384. drop_path_rate: the official model default (0); the recipes under
+# configs/imagenet/ set the training value.
+model_cfgs: dict[str, dict[str, Any]] = dict(
+    l2vit_tiny=dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    l2vit_small=dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    l2vit_base=dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    l2vit_base_384=dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                        window_size=12),
+)
+
+
+def _create_l2vit(variant: str, pretrained: bool = False, **kwargs: Any) -> L2ViT:
+    model_args = dict(model_cfgs[variant], **kwargs)
+    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
+    return build_model_with_cfg(
+        L2ViT, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **model_args,
+    )
+
+
+_URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
+
+
+def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',
+        'origin_url': 'https://github.com/ChuanyangZheng/L2ViT', 'paper_ids': 'arXiv:2501.16182',
+        'paper_name': 'The Linear Attention Resurrection in Vision Transformer', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'l2vit_tiny.in1k': _cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth'),
+    'l2vit_small.in1k': _cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth'),
+    'l2vit_base.in1k': _cfg(_URL + 'L2ViT-Base-checkpoint-best-ema.pth'),
+    'l2vit_base.in22k_ft_in1k': _cfg(_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth'),
+    # the authors' own ImageNet-22K class order (their custom_map22kto1k.txt maps it to 1K)
+    'l2vit_base.in22k': _cfg(_URL + 'L2ViT-Base-22k-pretrain-checkpoint-best.pth', num_classes=21841),
+    # fine-tuned at 384 and evaluated without a center crop (the official transform warps at >= 384)
+    'l2vit_base_384.in22k_ft_in1k': _cfg(_URL + 'L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth',
+                                         input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+})
+
+
+@register_model
+def l2vit_tiny(pretrained: bool = False, **kwargs: Any) -> L2ViT:
+    """L2ViT-T: 29M params, 4.7 GFLOPs at 224."""
+    return _create_l2vit('l2vit_tiny', pretrained, **kwargs)
+
+
+@register_model
+def l2vit_small(pretrained: bool = False, **kwargs: Any) -> L2ViT:
+    """L2ViT-S: 50M params, 9.0 GFLOPs at 224."""
+    return _create_l2vit('l2vit_small', pretrained, **kwargs)
+
+
+@register_model
+def l2vit_base(pretrained: bool = False, **kwargs: Any) -> L2ViT:
+    """L2ViT-B: 89M params, 15.9 GFLOPs at 224."""
+    return _create_l2vit('l2vit_base', pretrained, **kwargs)
+
+
+@register_model
+def l2vit_base_384(pretrained: bool = False, **kwargs: Any) -> L2ViT:
+    """L2ViT-B at 384 with 12x12 windows (ImageNet-22K pre-trained): 89M params, 47.5 GFLOPs."""
+    return _create_l2vit('l2vit_base_384', pretrained, **kwargs)

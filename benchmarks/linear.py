@@ -1,0 +1,267 @@
+"""Benchmark the linear-attention families against the official code: RAVLT (qhfan/RALA) and L2ViT.
+
+* Attention modules at the ``*_tiny`` shapes, ours vs the official module holding the same weights, at each input
+  size (default 224 and 1024; batch 8 at 224, scaled by (224 / size)^2): forward and forward+backward time and the
+  forward+backward peak memory, and the bf16-autocast error of each against its float64 output:
+
+  - RALA, ravlt_tiny stage 1 (dim 64, 1 head, map = input / 4): :func:`ops.linear_attention` vs
+    ``GateLinearAttentionNoSilu``;
+  - RAVLT stage-3 softmax attention (dim 256, 4 heads, input / 16): SDPA (:func:`ops.dense_attention`) vs
+    ``VanillaSelfAttention``, which materialises the N x N matrix;
+  - L2ViT LGA, l2vit_tiny stage 1 (dim 96, 3 heads, input / 4): :func:`ops.linear_attention` (state and
+    normaliser in fp32 under autocast) vs the official ``LinearAttention`` (its matmuls in bf16 under autocast).
+
+* ravlt_tiny and l2vit_tiny at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy,
+  backward, AdamW step) with peak memory, ours vs the official model with the SAME weights (the official random
+  init moved off its init by the parity script's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the
+  fp32 logit difference is recorded as a check). Drop path 0 in both.
+
+Timing and memory are benchmarks/models.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
+(model rows in bf16 autocast and channels-last); on CPU, the median process CPU time with one torch thread and the
+resident-set growth during one call (fp32). The official modules come from checkouts given by ``--rala`` and
+``--l2vit`` (imported as by tools/ravlt_official_parity.py and tools/l2vit_official_parity.py).
+
+    python benchmarks/linear.py --rala /path/to/RALA --l2vit /path/to/L2ViT [--sizes 224 1024] [--device cuda]
+
+Writes ``benchmarks/results/<device>/linear.{json,md}`` (``<device>`` named as by benchmarks/models.py).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tools'))
+
+import timm  # noqa: E402
+
+import ops  # noqa: E402
+from backbones import l2vit, ravlt  # noqa: E402
+from benchmarks import models as bench  # noqa: E402
+
+MODEL_SIZE = 224
+
+
+def _modules(official: dict[str, Any], device: torch.device) -> dict[str, tuple[Any, ...]]:
+    """name -> (stride, ours, official, make(batch, side) -> (x, ours_fn, official_fn)), same weights in both."""
+    torch.manual_seed(0)
+    out = {}
+    for name, (dim, heads, stride, linear) in {'RALA (ravlt_tiny stage 1)': (64, 1, 4, True),
+                                              'RAVLT softmax (ravlt_tiny stage 3)': (256, 4, 16, False)}.items():
+        ours = ravlt.RALAttention(dim, heads, linear).to(device)
+        mod = official['rala']
+        theirs = (mod.GateLinearAttentionNoSilu if linear else mod.VanillaSelfAttention)(dim, heads).to(device)
+        theirs.load_state_dict(ours.state_dict())
+        angle = mod.RoPE(dim, heads).angle.to(device)
+
+        def make(batch, side, ours=ours, theirs=theirs, angle=angle, dim=dim):
+            x = torch.randn(batch, dim, side, side, device=device)
+            sin, cos = ops.rope_2d(angle, side, side)
+            return (x, lambda t: ours(t, (sin.to(t.dtype), cos.to(t.dtype))),
+                    lambda t: theirs(t, sin.to(t.dtype), cos.to(t.dtype)))
+        out[name] = (stride, ours, theirs, make)
+    dim, heads = 96, 3
+    ours = l2vit.LinearAttention(dim, heads).to(device)
+    theirs = official['l2vit'].LinearAttention(dim, heads, qkv_bias=True).to(device)
+    theirs.load_state_dict(ours.state_dict())
+
+    def make_lga(batch, side):
+        x = torch.randn(batch, side, side, dim, device=device)
+        return x, ours, lambda t: theirs(t.flatten(1, 2)).view(t.shape)
+    out['L2ViT LGA (l2vit_tiny stage 1)'] = (4, ours, theirs, make_lga)
+    return out
+
+
+def _bf16_error(fn: Callable, x: torch.Tensor, module: torch.nn.Module) -> float:
+    """Relative L2 error of ``fn(x)`` under bf16 autocast against the same module run in float64."""
+    with torch.no_grad():
+        module.double()
+        exact = fn(x.double())
+        module.float()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            got = fn(x)
+    return ((got.double() - exact).norm() / exact.norm()).item()
+
+
+def bench_attention(args: argparse.Namespace, official: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, (stride, ours, theirs, make) in _modules(official, args.device).items():
+        for size in args.sizes:
+            side = size // stride
+            batch = max(1, round(args.batch * (224 / size) ** 2))
+            x, ours_fn, official_fn = make(batch, side)
+            with torch.no_grad():
+                diff = (official_fn(x) - ours_fn(x)).abs().max().item()
+            for impl, fn, module in (('ours', ours_fn, ours), ('official', official_fn, theirs)):
+                xg = x.clone().requires_grad_()
+
+                def fwd(fn=fn, x=x):
+                    with torch.no_grad():
+                        fn(x)
+
+                def fwd_bwd(fn=fn, xg=xg):
+                    fn(xg).sum().backward()
+                t_fwd = bench.measure(fwd, args.device, args.iters, args.warmup, False)
+                t_bwd = bench.measure(fwd_bwd, args.device, args.iters, args.warmup, args.cpu_memory)
+                module.zero_grad(set_to_none=True)
+                row = dict(attention=name, impl=impl, input=size, map=f'{side}x{side}', batch=batch,
+                           fwd_ms=round(t_fwd['ms'], 2), fwd_bwd_ms=round(t_bwd['ms'], 2),
+                           fwd_bwd_peak_mb=round(t_bwd['peak_mb'], 1), bf16_rel_err=_bf16_error(fn, x, module))
+                if impl == 'official':
+                    row['max_abs_diff_vs_ours'] = diff
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def _official_models(official: dict[str, Any]) -> dict[str, tuple[torch.nn.Module, Callable]]:
+    """model name -> (the official model with perturbed random weights, our checkpoint_filter_fn)."""
+    import l2vit_official_parity as l2p
+    import ravlt_official_parity as rap
+    rav = rap.official_model(official['rala'], ravlt.model_cfgs['ravlt_tiny'])
+    rap.perturb_(rav, torch.Generator().manual_seed(0))
+    l2 = l2p.official_model(official['l2vit'], l2vit.model_cfgs['l2vit_tiny'])
+    l2p.perturb_(l2, torch.Generator().manual_seed(0))
+    l2.num_classes = l2.head.out_features  # what the training step draws targets from (timm models have it)
+    return {'ravlt_tiny': (rav, ravlt.checkpoint_filter_fn), 'l2vit_tiny': (l2, l2vit.checkpoint_filter_fn)}
+
+
+def bench_models(args: argparse.Namespace, official: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
+    for name, (theirs, filter_fn) in _official_models(official).items():
+        ours = timm.create_model(name, drop_path_rate=0.).eval()
+        ours.load_state_dict(filter_fn({'model': theirs.state_dict()}, ours), strict=True)
+        with torch.no_grad():
+            diff = (theirs.eval()(x) - ours(x)).abs().max().item()
+        print(f'{name} @ {MODEL_SIZE}, fp32: max |official - ours| logits = {diff:.2e}', flush=True)
+        models = {'ours': ours, 'official': theirs}
+        del ours, theirs
+        for impl in list(models):
+            model = models.pop(impl).to(args.device)  # dropped after its rows: the next model's peak excludes it
+            if args.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            row = dict(model=name, impl=impl, img_size=MODEL_SIZE,
+                       params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
+            for mode in ('infer', 'train'):
+                res = bench.run_mode(model, mode, args.model_batch, MODEL_SIZE, args)
+                row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
+            if impl == 'official':
+                row['max_abs_diff_vs_ours'] = diff
+            rows.append(row)
+            print(row, flush=True)
+            del model
+    return rows
+
+
+def model_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per model, ours / official: img/s (> 1: ours faster) and peak MB (< 1: ours smaller), per mode."""
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r['model'] for r in rows):
+        by = {r['impl']: r for r in rows if r['model'] == name}
+        for mode in ('infer', 'train'):
+            a, b = by['ours'][mode], by['official'][mode]
+            for key in ('img_s', 'peak_mb'):
+                if a.get(key, -1) > 0 and b.get(key, -1) > 0:
+                    out.setdefault(name, {})[f'{mode}_{key}'] = round(a[key] / b[key], 3)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result['meta']
+    on_gpu = meta['device_type'] == 'cuda'
+    timing = ('median of per-iteration CUDA-event times' if on_gpu else
+              'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
+              if meta['threads'] == 1 else 'median wall-clock time per iteration')
+    memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
+              'resident-set growth during one call, above weights and inputs (n/a: not measurable here)')
+    lines = [f"# Linear-attention families (RAVLT, L2ViT) vs the official code on {meta['device']}", '',
+             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
+             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. "
+             f"Model rows: AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs."]
+    if not on_gpu:
+        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
+                  'on a shared machine. Absolute numbers say little; ratios within the run say more. The memory '
+                  'of small calls (tens of MB) is noisy: pages freed by the previous call and reused read as no '
+                  'growth.']
+    mb = lambda v: f'{v:.1f}' if v >= 0 else 'n/a'  # noqa: E731
+    lines += ['', '## Attention modules at the tiny models\' shapes', '',
+              'bf16 err: relative L2 error under bf16 autocast against the module in float64.', '',
+              '| attention | impl | input | map | batch | fwd ms | fwd+bwd ms | fwd+bwd MB | bf16 err | '
+              'max abs diff vs ours |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in result['attention']:
+        diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
+        lines.append(f"| {r['attention']} | {r['impl']} | {r['input']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
+                     f"{r['fwd_bwd_ms']} | {mb(r['fwd_bwd_peak_mb'])} | {r['bf16_rel_err']:.1e} | {diff} |")
+    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
+    lines += ['', f'## Whole models at {MODEL_SIZE}: inference and training (forward + backward + AdamW step)', '',
+              '| model | impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | '
+              'train MB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in result['models']:
+        lines.append(f"| {r['model']} | {r['impl']} | {r['params_m']} | " + ' | '.join(
+            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
+    errors = [f"{r['model']} {r['impl']} {m}: {r[m]['error']}" for r in result['models'] for m in ('infer', 'train')
+              if 'error' in r[m]]
+    if errors:
+        lines += ['', 'Errors: ' + '; '.join(errors) + '.']
+    for name, rat in result['model_ratios'].items():
+        diff = next(r['max_abs_diff_vs_ours'] for r in result['models']
+                    if r['model'] == name and r['impl'] == 'official')
+        lines += ['', f'{name}, ours / official (img/s > 1: ours faster; memory < 1: ours smaller): ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in rat.items()) + f'. Same weights: max abs fp32 logit difference {diff:.1e}.']
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rala', type=Path, required=True, help='checkout of github.com/qhfan/RALA')
+    parser.add_argument('--l2vit', type=Path, required=True, help='checkout of github.com/ChuanyangZheng/L2ViT')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 1024], help='attention input sizes')
+    parser.add_argument('--batch', type=int, default=8, help='attention batch at 224 (scaled by (224 / size)^2)')
+    parser.add_argument('--model-batch', type=int, help='model batch (default: 128 on CUDA, 4 on CPU; halved on '
+                        'CUDA out-of-memory)')
+    parser.add_argument('--iters', type=int, default=3, help='timed iterations (the median is kept)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    args = parser.parse_args()
+    args.device = torch.device(args.device)
+    on_gpu = args.device.type == 'cuda'
+    args.model_batch = args.model_batch or (128 if on_gpu else 4)
+    args.amp_dtype = 'bfloat16' if on_gpu else 'float32'
+    args.channels_last, args.compile = on_gpu, False
+    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
+    if args.cpu_memory:
+        bench.release_freed_memory()
+    import l2vit_official_parity
+    import ravlt_official_parity
+    official = dict(rala=ravlt_official_parity.official_module(args.rala),
+                    l2vit=l2vit_official_parity.official_module(args.l2vit))
+    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
+    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
+                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
+                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
+                amp_dtype=args.amp_dtype, channels_last=args.channels_last, loadavg_before=loadavg())
+    attention = bench_attention(args, official)
+    models = bench_models(args, official)
+    meta['loadavg_after'] = loadavg()
+    result = dict(meta=meta, attention=attention, models=models, model_ratios=model_ratios(models))
+    md = markdown(result)
+    print('\n' + md)
+    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'linear.json').write_text(json.dumps(result, indent=1) + '\n')
+    (out / 'linear.md').write_text(md)
+    print(f'wrote {out / "linear.json"} and linear.md')
+
+
+if __name__ == '__main__':
+    main()

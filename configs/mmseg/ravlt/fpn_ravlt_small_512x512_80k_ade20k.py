@@ -1,0 +1,12 @@
+# RAVLT-S + Semantic FPN, ADE20K 512x512, 80k iterations. README (official checkpoint): 49.5 mIoU.
+# Source: the official segmentation/configs/RALA/RALA_FPN_s_1x.py; drop_path_rate is its value.
+_base_ = ['./_base_/fpn_ravlt_ade20k_512x512_80k.py']
+
+model = dict(
+    backbone=dict(
+        model_name='ravlt_small',
+        drop_path_rate=0.15,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_S.pth'),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]))
