@@ -374,7 +374,7 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
         if not args.gpu_torch:
             peers.pop('torch')
     else:
-        left_out += ['triton, triton_tiled: need CUDA', 'sdpa_cudnn: needs CUDA']
+        left_out += ['triton: needs CUDA', 'triton_tiled: needs CUDA', 'sdpa_cudnn: needs CUDA']
         if args.tiny:
             peers = {'torch': peers['torch'], 'flex': _flex(compiled=False), **peers}
             left_out.append('flex: compiled only on CUDA (eager, forward only here)')
