@@ -210,7 +210,9 @@ def read_checkpoint(path: str, what: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CliError(f'{what} {path}: no such file')
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        from backbones.checkpoint import checkpoint_safe_globals
+
+        with checkpoint_safe_globals():
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # corrupt/truncated zip, pickle garbage, foreign formats: all user-facing
         raise CliError(f'{what} {path}: not a readable checkpoint ({first_line(e)})') from None

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
-from .checkpoint import mismatch_report, model_name, unwrap_state_dict
+from .checkpoint import PretrainedMixin, mismatch_report, model_name, unwrap_state_dict
 
 __all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
            'checkpoint_filter_fn']
@@ -141,7 +141,7 @@ class DeiTBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-class DeiT(nn.Module):
+class DeiT(PretrainedMixin, nn.Module):
     """DeiT with a choice of attention per block.
 
     Args:

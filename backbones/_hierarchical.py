@@ -5,7 +5,8 @@ A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_e
 the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
 ``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs). A model
 whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
-whose stem is not ``patch_embed`` overrides ``_stem``.
+whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm's ``custom_load``) comes from
+:class:`~backbones.checkpoint.PretrainedMixin`.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from timm.layers.helpers import get_device_dtype
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from .checkpoint import PretrainedMixin
+
 __all__ = ['HierarchicalModel']
 
 
-class HierarchicalModel(nn.Module):
+class HierarchicalModel(PretrainedMixin, nn.Module):
     patch_embed: nn.Module
     stages: nn.Sequential
     norm: nn.Module

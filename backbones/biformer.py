@@ -49,7 +49,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
            'checkpoint_filter_fn']
@@ -384,9 +384,11 @@ def _create_biformer(variant: str, pretrained: bool = False, **kwargs: Any) -> B
 _URL = 'https://api.onedrive.com/v1.0/shares/s!{}/root/content'  # the official README's / model_urls' links
 
 
-def _cfg(share: str, **kwargs: Any) -> dict[str, Any]:
+def _cfg(variant: str, share: str, **kwargs: Any) -> dict[str, Any]:
     return {
-        'url': _URL.format(share), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        # a cache file per model (every OneDrive URL's basename is 'content'), read by load_pretrained
+        'url': release_url(_URL.format(share), variant), 'custom_load': True,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.0', 'classifier': 'head.fc', 'license': 'mit',
@@ -396,10 +398,10 @@ def _cfg(share: str, **kwargs: Any) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    'biformer_tiny.in1k': _cfg('AkBbczdRlZvChHEOoGkgwgQzEDlM'),
-    'biformer_small.in1k': _cfg('AkBbczdRlZvChHDyM-x9KWRBZ832'),
-    'biformer_base.in1k': _cfg('AkBbczdRlZvChHI_XPhoadjaNxtO'),
-    'biformer_stl.in1k': _cfg('AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
+    'biformer_tiny.in1k': _cfg('biformer_tiny', 'AkBbczdRlZvChHEOoGkgwgQzEDlM'),
+    'biformer_small.in1k': _cfg('biformer_small', 'AkBbczdRlZvChHDyM-x9KWRBZ832'),
+    'biformer_base.in1k': _cfg('biformer_base', 'AkBbczdRlZvChHI_XPhoadjaNxtO'),
+    'biformer_stl.in1k': _cfg('biformer_stl', 'AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
 })
 
 

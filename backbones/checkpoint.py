@@ -11,6 +11,12 @@
   filter to map.
 * :func:`fit_state_dict`: all three together, as every loader uses them: the weights as saved when they fit,
   otherwise through the family filter, whose own diagnosis (wrong family, wrong variant) is kept in the error.
+* :func:`read_checkpoint`: a torch file read in ``weights_only`` mode with what official training checkpoints also
+  hold (``argparse.Namespace``, numpy scalars) allow-listed (:func:`checkpoint_safe_globals`).
+* ``pretrained=True`` for official releases (:func:`release_url`, :func:`load_pretrained`, :class:`PretrainedMixin`):
+  timm's URL loader names the cache file after the URL's basename, empty for TsinghuaCloud shares and ``content``
+  for every OneDrive one, and reads with plain ``weights_only``; a family's ``_cfg`` gives each release a cache name
+  of its own and ``custom_load``, so timm downloads it and calls ``model.load_pretrained(path)``.
 
 A family declares its default with a module-level ``CHECKPOINT_EMA`` next to its ``checkpoint_filter_fn`` (True:
 EMA weights first, timm's order, also used for models that declare nothing; False: raw weights first; a set of
@@ -18,22 +24,28 @@ variant names: EMA first for those, raw for the others).
 """
 from __future__ import annotations
 
+import argparse
+import collections
+import contextlib
 import glob
 import os
 import re
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlparse
 
+import numpy as np
 import timm
 import torch
-from timm.models import clean_state_dict, model_entrypoint
+from timm.models import adapt_input_conv, clean_state_dict, model_entrypoint
 
-__all__ = ['EMA_KEYS', 'RAW_KEYS', 'checkpoint_filter', 'ema_first', 'filter_by_class', 'fit_state_dict',
-           'mismatch_report', 'model_name', 'read_tf_checkpoint', 'stage_layout', 'unwrap_state_dict']
+__all__ = ['EMA_KEYS', 'RAW_KEYS', 'PretrainedMixin', 'checkpoint_filter', 'checkpoint_safe_globals', 'ema_first',
+           'filter_by_class', 'fit_state_dict', 'load_fitted', 'load_pretrained', 'mismatch_report', 'model_name',
+           'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout', 'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
@@ -241,3 +253,117 @@ def read_tf_checkpoint(path: str) -> dict[str, Any]:
         raise ImportError(f'reading a TF checkpoint needs tensorflow (pip install tensorflow-cpu): {e}') from None
     reader = load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy types that appear in pickled scalars/arrays (numpy 1.x and 2.x module paths)."""
+    found: list[Any] = [np.ndarray, np.dtype]
+    for path in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        try:
+            module = __import__(path, fromlist=['_reconstruct', 'scalar'])
+        except ImportError:
+            continue
+        found += [module._reconstruct, module.scalar]
+    # Concrete dtype classes (numpy >= 1.25 pickles dtypes through numpy.dtypes.*DType).
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
+    found += [np.float64, np.float32, np.int64, np.int32, np.bool_]
+    return found
+
+
+@contextlib.contextmanager
+def checkpoint_safe_globals(extra: Collection[Any] = ()) -> Iterator[None]:
+    """Allow-list, for ``torch.load(weights_only=True)``, what training checkpoints hold besides tensors (the
+    ``args`` Namespace, numpy scalars, ordered dicts) plus ``extra``; loading keeps torch's safe unpickler.
+
+    Only entries not yet allowed are added (torch's context removes its whole list on exit, so re-adding present
+    ones would strip them from an enclosing block).
+    """
+    present = torch.serialization.get_safe_globals()
+    wanted = [*_numpy_globals(), argparse.Namespace, collections.OrderedDict, collections.defaultdict, *extra]
+    with torch.serialization.safe_globals([g for g in wanted if g not in present]):
+        yield
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """A torch checkpoint file as a dict, read in ``weights_only`` mode (:func:`checkpoint_safe_globals`).
+
+    Raises ``RuntimeError`` for a file torch cannot read (truncated, not a torch file, a pickled object that is not
+    allow-listed) and ``ValueError`` for one that holds something else than a dict.
+    """
+    try:
+        with checkpoint_safe_globals():
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # corrupt/truncated zip, pickle garbage, foreign formats
+        raise RuntimeError(f'cannot read checkpoint {path}: {_first_line(e)}') from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict')
+    return checkpoint
+
+
+def release_url(url: str, variant: str, ext: str = '.pth') -> tuple[str, str] | str:
+    """``(url, cache file name)`` for timm's downloader: ``attnzoo-<variant>-<basename or 'checkpoint'>``, ``ext``
+    appended when the basename has no extension; unique per model where the URL's basename is empty (TsinghuaCloud
+    ``/f/<id>/?dl=1``) or shared (OneDrive ``.../root/content``). An empty ``url`` (no release) stays empty."""
+    if not url:
+        return url
+    base = os.path.basename(urlparse(url).path) or 'checkpoint'
+    return url, f'attnzoo-{variant}-{base}{"" if os.path.splitext(base)[1] else ext}'
+
+
+def _pretrained_optional(model: torch.nn.Module) -> tuple[set[str], dict[str, int]]:
+    """What timm's loader adapts: the classifier keys when ``num_classes`` differs from the cfg's (dropped), and
+    the first convs (key -> model's input channels) whose input channels differ from the cfg's (adapted)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    heads: set[str] = set()
+    if getattr(model, 'num_classes', cfg.get('num_classes')) != cfg.get('num_classes'):
+        names = cfg.get('classifier') or ()
+        heads = {f'{h}.{p}' for h in ([names] if isinstance(names, str) else names) for p in ('weight', 'bias')}
+    convs = cfg.get('first_conv') or ()
+    source_chans = (cfg.get('input_size') or (3,))[0]
+    adapt = {}
+    for name in [convs] if isinstance(convs, str) else convs:
+        chans = getattr(model.get_submodule(name), 'in_channels', source_chans)
+        if chans != source_chans:
+            adapt[f'{name}.weight'] = chans
+    return heads, adapt
+
+
+def load_fitted(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load weights already in ``model``'s layout as timm's loader would: the first conv adapted to ``in_chans``, the
+    classifier left at its init when ``num_classes`` differs from the pretrained cfg's (or is 0); strict otherwise."""
+    heads, adapt = _pretrained_optional(model)
+    for key, chans in adapt.items():
+        if key in state_dict:
+            state_dict[key] = adapt_input_conv(chans, state_dict[key])
+    state_dict = {k: v for k, v in state_dict.items() if k not in heads}
+    model.load_state_dict(state_dict, strict=not heads)
+
+
+def load_pretrained(model: torch.nn.Module, path: str, use_ema: bool | None = None) -> None:
+    """Load an official release (plain weights or a full training checkpoint) or a checkpoint of ours from ``path``
+    into ``model``: read safely (:func:`read_checkpoint`), the family's default weights unless ``use_ema`` chooses,
+    mapped by the family's filter where needed (:func:`fit_state_dict`), loaded by :func:`load_fitted`.
+
+    Raises ``RuntimeError`` (unreadable file: delete it from the cache to download it again) or ``ValueError``
+    (weights that do not fit), both naming the model and the file.
+    """
+    name = model_name(model)
+    try:
+        checkpoint = read_checkpoint(path)
+    except (RuntimeError, ValueError) as e:
+        raise type(e)(f'{name}: {e} (a broken download? delete the file to fetch it again)') from None
+    heads, adapt = _pretrained_optional(model)
+    try:
+        state_dict = fit_state_dict(model, checkpoint, use_ema=use_ema, optional=heads | set(adapt))
+    except ValueError as e:
+        raise ValueError(f'{name}: pretrained weights {path} do not fit: {e}') from None
+    load_fitted(model, state_dict)
+
+
+class PretrainedMixin:
+    """``model.load_pretrained(path)``, which timm's ``pretrained=True`` calls for a cfg with ``custom_load``."""
+
+    def load_pretrained(self, path: str, use_ema: bool | None = None) -> None:
+        load_pretrained(self, path, use_ema)

@@ -42,7 +42,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
 
@@ -517,7 +517,9 @@ _SHARES = dict(
 def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
     first_conv = 'stem.1' if model_cfgs[variant].get('overlapped_stem') else 'stem.0'
     return {
-        'url': _URL.format(_SHARES[variant]), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        # a cache file per model (every OneDrive URL's basename is 'content'), read by load_pretrained
+        'url': release_url(_URL.format(_SHARES[variant]), variant), 'custom_load': True,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': first_conv, 'classifier': 'head.fc', 'license': 'apache-2.0',

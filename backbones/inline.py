@@ -29,7 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs
 
 from ._family import SKELETONS, register_variants
-from .checkpoint import filter_by_class
+from .checkpoint import filter_by_class, release_url
 
 __all__ = ['CHECKPOINT_EMA', 'LETTERS', 'checkpoint_filter_fn', 'model_cfgs']
 
@@ -101,7 +101,9 @@ def _cfg(variant: str) -> dict[str, Any]:
     share = _RELEASES[variant][0]
     deit = model_cfgs[variant]['skeleton'] == 'deit'  # class-token classifier, token features
     return {
-        'url': f'https://cloud.tsinghua.edu.cn/f/{share}/?dl=1' if share else '', 'num_classes': 1000,
+        # a cache file per model (the URL's basename is empty), read by load_pretrained (backbones.checkpoint)
+        'url': release_url(f'https://cloud.tsinghua.edu.cn/f/{share}/?dl=1' if share else '', variant),
+        'custom_load': bool(share), 'num_classes': 1000,
         'input_size': (3, size, size), 'pool_size': None if deit else (size // 32, size // 32),
         'crop_pct': 1.0 if variant in _NO_CROP else 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,

@@ -372,7 +372,8 @@ _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
 
 def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
     return {
-        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
+        'url': url, 'custom_load': bool(url), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
         'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',

@@ -46,12 +46,20 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
 from timm.layers.helpers import get_device_dtype
-from timm.models import adapt_input_conv, build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, read_tf_checkpoint, stage_layout, unwrap_state_dict
+from .checkpoint import (
+    load_fitted,
+    mismatch_report,
+    model_name,
+    read_checkpoint,
+    read_tf_checkpoint,
+    stage_layout,
+    unwrap_state_dict,
+)
 
 __all__ = ['CHECKPOINT_EMA', 'MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same',
            'checkpoint_filter_fn', 'tf_to_torch_name']
@@ -335,15 +343,9 @@ class MOAT(HierarchicalModel):
     def load_pretrained(self, path: str, use_ema: bool | None = None) -> None:
         """Load weights from ``path``: the official TF1 release (``.tar.gz``, a checkpoint folder or prefix) or a torch
         file of ours or converted TF variables; timm's ``pretrained=True`` calls this (``custom_load``). A classifier
-        of another size is left at its init, the first conv adapted to ``in_chans`` as timm's loader does."""
-        state_dict = checkpoint_filter_fn(read_weights(path), self, use_ema=use_ema)
-        if self.in_chans != 3 and 'stem.conv1.weight' in state_dict:
-            state_dict['stem.conv1.weight'] = adapt_input_conv(self.in_chans, state_dict['stem.conv1.weight'])
-        own = self.state_dict()
-        head = [k for k in state_dict if k.startswith('head.fc.') and state_dict[k].shape != own[k].shape]
-        for k in head:
-            del state_dict[k]
-        self.load_state_dict(state_dict, strict=not head)
+        of another size is left at its init, the first conv adapted to ``in_chans`` as timm's loader does
+        (:func:`~backbones.checkpoint.load_fitted`)."""
+        load_fitted(self, checkpoint_filter_fn(read_weights(path), self, use_ema=use_ema))
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -425,7 +427,7 @@ def read_weights(path: str) -> dict[str, Any]:
 
         return load_file(path)
     if path.endswith(('.pth', '.pt', '.bin')):
-        return unwrap_state_dict(torch.load(path, map_location='cpu', weights_only=True), prefer_ema=CHECKPOINT_EMA)
+        return unwrap_state_dict(read_checkpoint(path), prefer_ema=CHECKPOINT_EMA)
     return read_tf_checkpoint(path)
 
 

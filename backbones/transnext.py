@@ -566,7 +566,8 @@ _RELEASES = dict(
 
 def _cfg(variant: str, size: int = 224, **kwargs: Any) -> dict[str, Any]:
     return {
-        'url': _HF.format(*_RELEASES[variant]), 'num_classes': 1000, 'input_size': (3, size, size),
+        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
+        'url': _HF.format(*_RELEASES[variant]), 'custom_load': True, 'num_classes': 1000, 'input_size': (3, size, size),
         'pool_size': (size // 32, size // 32), 'interpolation': 'bicubic',
         # the official evaluation: resize to size / 0.875 + centre crop below 384, a squashing resize from 384
         'crop_pct': 0.875 if size < 384 else 1.0, 'crop_mode': 'center' if size < 384 else 'squash',

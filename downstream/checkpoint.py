@@ -11,8 +11,6 @@ Two problems live here:
   :func:`read_state_dict` unwraps them with :func:`backbones.checkpoint.unwrap_state_dict`, the rule every loader of
   the zoo uses (the family's default weights unless ``use_ema`` chooses).
 """
-import argparse
-import collections
 import contextlib
 import os
 import pickle
@@ -20,27 +18,9 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
-from backbones.checkpoint import unwrap_state_dict
-
-
-def _numpy_globals() -> list[Any]:
-    """numpy types that appear in pickled scalars/arrays (numpy 1.x and 2.x module paths)."""
-    found: list[Any] = [np.ndarray, np.dtype]
-    for path in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        try:
-            module = __import__(path, fromlist=['_reconstruct', 'scalar'])
-        except ImportError:
-            continue
-        found += [module._reconstruct, module.scalar]
-    # Concrete dtype classes (numpy >= 1.25 pickles dtypes through numpy.dtypes.*DType).
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
-    found += [np.float64, np.float32, np.int64, np.int32, np.bool_]
-    return found
+from backbones.checkpoint import checkpoint_safe_globals, unwrap_state_dict
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -59,7 +39,7 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
 
 def _mmengine_globals() -> list[Any]:
     """Types that mmengine/mmdet/mmseg write into a checkpoint's ``meta`` and ``message_hub``."""
-    found: list[Any] = [collections.OrderedDict, collections.defaultdict, argparse.Namespace]
+    found: list[Any] = []
     try:
         from mmengine.logging import HistoryBuffer
 
@@ -83,8 +63,7 @@ def mmengine_safe_globals() -> Iterator[None]:
     Only entries not yet allowed are added (torch's context removes its whole list on exit, so re-adding present
     ones would strip them from an enclosing block, e.g. ``init_weights`` nested inside ``runner.train()``).
     """
-    present = torch.serialization.get_safe_globals()
-    with torch.serialization.safe_globals([g for g in _numpy_globals() + _mmengine_globals() if g not in present]):
+    with checkpoint_safe_globals(_mmengine_globals()):
         yield
 
 

@@ -37,7 +37,7 @@ def test_variant_params_and_cfg(name):
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     cfg = model.pretrained_cfg
     size = agent.model_cfgs[name].get('img_size', 224)
-    assert cfg['url'].startswith('https://cloud.tsinghua.edu.cn/f/') and cfg['input_size'] == (3, size, size)
+    assert cfg['url'][0].startswith('https://cloud.tsinghua.edu.cn/f/') and cfg['input_size'] == (3, size, size)
     assert cfg['crop_pct'] == (1.0 if name in ('agent_swin_small_288', 'agent_swin_base_384') else 0.875)
     assert isinstance(model.get_submodule(cfg['first_conv']), torch.nn.Conv2d)
     assert model.get_submodule(cfg['classifier']) is model.get_classifier()
