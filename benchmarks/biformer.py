@@ -103,22 +103,14 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         by = {r['impl']: r for r in rows if r['img_size'] == size}
         if 'official (gather)' not in by:
             continue
-        rat = {}
-        for mode in ('infer', 'train'):
-            a, b = by['ours'][mode], by['official (gather)'][mode]
-            for key in ('img_s', 'peak_mb'):
-                if a.get(key, -1) > 0 and b.get(key, -1) > 0:
-                    rat[f'{mode}_{key}'] = round(a[key] / b[key], 3)
-        out[str(size)] = rat
+        out[str(size)] = bench.pair_ratios(by['ours'], by['official (gather)'])
     return out
 
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
     on_gpu = meta['device_type'] == 'cuda'
-    timing = ('median of per-iteration CUDA-event times' if on_gpu else
-              'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
-              if meta['threads'] == 1 else 'median wall-clock time per iteration')
+    timing = bench.timing_phrase(meta)
     memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
               'resident-set growth during one iteration, above weights, inputs and optimizer state')
     lines = [f"# BiFormer-S vs the official code on {meta['device']}", '',

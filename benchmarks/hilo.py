@@ -154,22 +154,13 @@ def bench_model(args: argparse.Namespace, official_cls: Any) -> tuple[list[dict[
 def model_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     """ours / official: img/s (> 1: ours faster) and peak MB (< 1: ours smaller), per mode, where both measured."""
     by = {r['impl']: r for r in rows}
-    out = {}
-    if 'official' in by:
-        for mode in ('infer', 'train'):
-            a, b = by['ours'][mode], by['official'][mode]
-            for key in ('img_s', 'peak_mb'):
-                if a.get(key, -1) > 0 and b.get(key, -1) > 0:
-                    out[f'{mode}_{key}'] = round(a[key] / b[key], 3)
-    return out
+    return bench.pair_ratios(by['ours'], by['official']) if 'official' in by else {}
 
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
     on_gpu = meta['device_type'] == 'cuda'
-    timing = ('median of per-iteration CUDA-event times' if on_gpu else
-              'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
-              if meta['threads'] == 1 else 'median wall-clock time per iteration')
+    timing = bench.timing_phrase(meta)
     memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
               'resident-set growth during one iteration, above weights, inputs and optimizer state')
     lines = [f"# LITv2 vs the official code on {meta['device']}", '',

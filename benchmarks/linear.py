@@ -168,20 +168,16 @@ def model_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(r['model'] for r in rows):
         by = {r['impl']: r for r in rows if r['model'] == name}
-        for mode in ('infer', 'train'):
-            a, b = by['ours'][mode], by['official'][mode]
-            for key in ('img_s', 'peak_mb'):
-                if a.get(key, -1) > 0 and b.get(key, -1) > 0:
-                    out.setdefault(name, {})[f'{mode}_{key}'] = round(a[key] / b[key], 3)
+        ratio = bench.pair_ratios(by['ours'], by['official'])
+        if ratio:
+            out[name] = ratio
     return out
 
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
     on_gpu = meta['device_type'] == 'cuda'
-    timing = ('median of per-iteration CUDA-event times' if on_gpu else
-              'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
-              if meta['threads'] == 1 else 'median wall-clock time per iteration')
+    timing = bench.timing_phrase(meta)
     memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
               'resident-set growth during one call, above weights and inputs (n/a: not measurable here)')
     lines = [f"# Linear-attention families (RAVLT, L2ViT) vs the official code on {meta['device']}", '',

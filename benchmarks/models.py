@@ -346,6 +346,28 @@ def _get(row: dict[str, Any], mode: str, key: str) -> float | None:
     return value if isinstance(value, (int, float)) and value >= 0 else None
 
 
+def pair_ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float]:
+    """``ours / peer`` of two :func:`run_mode` rows (``{'infer': ..., 'train': ...}``): img/s (> 1: ours faster)
+    and peak MB (< 1: ours smaller), rounded to 3 places, where both were measured. The family benchmarks'
+    ours-vs-official ratios."""
+    out = {}
+    for mode in ('infer', 'train'):
+        a, b = ours[mode], peer[mode]
+        for key in ('img_s', 'peak_mb'):
+            if a.get(key, -1) > 0 and b.get(key, -1) > 0:
+                out[f'{mode}_{key}'] = round(a[key] / b[key], 3)
+    return out
+
+
+def timing_phrase(meta: dict[str, Any]) -> str:
+    """How a family benchmark's times were taken (its ``meta``: ``device_type``, ``threads``), for the markdown."""
+    if meta['device_type'] == 'cuda':
+        return 'median of per-iteration CUDA-event times'
+    if meta['threads'] == 1:
+        return 'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
+    return 'median wall-clock time per iteration'
+
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Zoo model / peer for every zoo model against its timm twin and the fixed peers measured in the same run:
     throughput ratios (> 1: ours faster) and peak-memory ratios (< 1: ours smaller)."""
