@@ -35,7 +35,7 @@ import ops
 
 from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
 from ._hierarchical import HierarchicalModel
-from .checkpoint import ema_first, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import ema_first, in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
            'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
@@ -454,12 +454,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema
     if 'head.fc.weight' not in expected:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
-        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
-            have[2:] == want[2:])
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
     if problem:
         have, want = (stage_layout(sd, widths='norm1.weight') for sd in (state_dict, expected))
         labels = dict(depths='blocks per stage', widths='stage widths')

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
-from .checkpoint import PretrainedMixin, mismatch_report, model_name, unwrap_state_dict
+from .checkpoint import PretrainedMixin, in_chans_only, mismatch_report, model_name, unwrap_state_dict
 
 __all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
            'checkpoint_filter_fn']
@@ -378,12 +378,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str
     if 'head.weight' not in expected:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the patch conv afterwards
-        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
-            have[2:] == want[2:])
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
     if problem:
         def layout(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('blocks.')})

@@ -37,7 +37,7 @@ import ops
 
 from ._agent_inline import AgentAttention, InLineAttention
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['Swin', 'SwinBlock', 'parse_attn_code', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
 
@@ -297,12 +297,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: Swin) -> dict[str
     if 'head.fc.weight' not in expected:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
-        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
-            have[2:] == want[2:])
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
     if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths',

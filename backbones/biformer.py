@@ -49,7 +49,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
            'checkpoint_filter_fn']
@@ -340,11 +340,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict
     if 'head.fc.weight' not in expected:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
-        return k == 'stem.0.weight' and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('stem.0.weight'))
     if problem:
         have = stage_layout(state_dict, widths='norm1.weight')
         want = stage_layout(expected, widths='norm1.weight')

@@ -44,8 +44,8 @@ import torch
 from timm.models import adapt_input_conv, clean_state_dict, model_entrypoint
 
 __all__ = ['EMA_KEYS', 'RAW_KEYS', 'PretrainedMixin', 'checkpoint_filter', 'checkpoint_safe_globals', 'ema_first',
-           'filter_by_class', 'fit_state_dict', 'load_fitted', 'load_pretrained', 'mismatch_report', 'model_name',
-           'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout', 'unwrap_state_dict']
+           'filter_by_class', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained', 'mismatch_report',
+           'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout', 'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
@@ -136,6 +136,14 @@ def unwrap_state_dict(
             raise ValueError(f'checkpoint entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict, '
                              f'optionally wrapped in one of {EMA_KEYS + RAW_KEYS}')
     return clean_state_dict(dict(weights))
+
+
+def in_chans_only(*first_convs: str) -> Callable[[str, tuple, tuple], bool]:
+    """A :func:`mismatch_report` ``shape_ok``: the 4-D weights ``first_convs`` may differ in their input channels
+    only (timm's loader adapts a first conv to ``in_chans`` afterwards)."""
+    def ok(key: str, have: tuple, want: tuple) -> bool:
+        return key in first_convs and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
+    return ok
 
 
 def mismatch_report(

@@ -42,7 +42,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
 
@@ -456,12 +456,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[st
     def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
         return k.startswith('head.fc.')
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
-        return k in ('stem.0.weight', 'stem.1.weight') and len(have) == len(want) == 4 and have[0] == want[0] and (
-            have[2:] == want[2:])
-
     head = {k for k in (*expected, *state_dict) if exempt(k)}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head,
+                              shape_ok=in_chans_only('stem.0.weight', 'stem.1.weight'))
     if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths')

@@ -44,7 +44,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
 
@@ -383,12 +383,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
     def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
         return k.startswith('head.fc.')
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the stem afterwards
-        return k == 'patch_embed.proj.weight' and len(have) == len(want) == 4 and have[0] == want[0] and (
-            have[2:] == want[2:])
-
     head = {k for k in (*expected, *state_dict) if exempt(k)}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
     if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', lofi='Lo-Fi widths per stage',

@@ -52,6 +52,7 @@ import ops
 
 from ._hierarchical import HierarchicalModel
 from .checkpoint import (
+    in_chans_only,
     load_fitted,
     mismatch_report,
     model_name,
@@ -461,11 +462,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
     if 'head.fc.weight' not in expected:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
-        return k == 'stem.conv1.weight' and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('stem.conv1.weight'))
     if problem:
         def layout(sd):
             return stage_layout(sd, widths='shrink_conv.bias',

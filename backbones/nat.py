@@ -37,7 +37,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from ops import NeighborhoodAttention2D
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'NAT', 'checkpoint_filter_fn']
 
@@ -404,11 +404,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
 
     first_conv = 'patch_embed.proj.0.weight' if model.stem_type == 'conv' else 'patch_embed.proj.weight'
 
-    def in_chans_only(k: str, have: tuple, want: tuple) -> bool:  # timm's loader adapts the first conv afterwards
-        return k == first_conv and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
-
     head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}  # adapted by timm's loader afterwards
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only)
+    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only(first_conv))
     if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', heads='heads per stage',
