@@ -35,7 +35,15 @@ import ops
 
 from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
 from ._hierarchical import HierarchicalModel
-from .checkpoint import ema_first, in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import (
+    ema_first,
+    in_chans_only,
+    mismatch_error,
+    mismatch_report,
+    model_name,
+    stage_layout,
+    unwrap_state_dict,
+)
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
            'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
@@ -459,7 +467,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema
     if problem:
         have, want = (stage_layout(sd, widths='norm1.weight') for sd in (state_dict, expected))
         labels = dict(depths='blocks per stage', widths='stage widths')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
-from .checkpoint import PretrainedMixin, in_chans_only, mismatch_report, model_name, unwrap_state_dict
+from .checkpoint import PretrainedMixin, in_chans_only, mismatch_error, mismatch_report, model_name, unwrap_state_dict
 
 __all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
            'checkpoint_filter_fn']
@@ -385,7 +385,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str
             blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('blocks.')})
             return dict(depth=len(blocks), width=sd['cls_token'].shape[-1] if 'cls_token' in sd else None)
         have, want = layout(state_dict), layout(expected)
-        diffs = [f'{f}: checkpoint {have[f]} vs model {want[f]}' for f in have if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, dict(zip(have, have)))
     return state_dict
 

@@ -37,7 +37,7 @@ import ops
 
 from ._agent_inline import AgentAttention, InLineAttention
 from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['Swin', 'SwinBlock', 'parse_attn_code', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
 
@@ -303,6 +303,5 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: Swin) -> dict[str
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths',
                       attention='attention per block (A agent, I InLine, W window)')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict

@@ -49,7 +49,15 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_report, model_name, release_url, stage_layout, unwrap_state_dict
+from .checkpoint import (
+    in_chans_only,
+    mismatch_error,
+    mismatch_report,
+    model_name,
+    release_url,
+    stage_layout,
+    unwrap_state_dict,
+)
 
 __all__ = ['CHECKPOINT_EMA', 'BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
            'checkpoint_filter_fn']
@@ -346,8 +354,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict
         have = stage_layout(state_dict, widths='norm1.weight')
         want = stage_layout(expected, widths='norm1.weight')
         labels = dict(depths='blocks per stage', widths='stage widths')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 
 

@@ -44,8 +44,9 @@ import torch
 from timm.models import adapt_input_conv, clean_state_dict, model_entrypoint
 
 __all__ = ['EMA_KEYS', 'RAW_KEYS', 'PretrainedMixin', 'checkpoint_filter', 'checkpoint_safe_globals', 'ema_first',
-           'filter_by_class', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained', 'mismatch_report',
-           'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout', 'unwrap_state_dict']
+           'filter_by_class', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained', 'mismatch_error',
+           'mismatch_report', 'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout',
+           'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
@@ -136,6 +137,14 @@ def unwrap_state_dict(
             raise ValueError(f'checkpoint entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict, '
                              f'optionally wrapped in one of {EMA_KEYS + RAW_KEYS}')
     return clean_state_dict(dict(weights))
+
+
+def mismatch_error(name: str, problem: str, have: Mapping[str, Any], want: Mapping[str, Any],
+                   labels: Mapping[str, str]) -> ValueError:
+    """The checkpoint filters' error: every field of ``labels`` (field -> words) whose summary differs between the
+    checkpoint (``have``) and the model (``want``, e.g. :func:`stage_layout`), then :func:`mismatch_report`'s line."""
+    diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
+    return ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
 
 
 def in_chans_only(*first_convs: str) -> Callable[[str, tuple, tuple], bool]:

@@ -43,7 +43,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'L2ViT', 'LinearAttention', 'checkpoint_filter_fn']
 
@@ -333,8 +333,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: L2ViT) -> dict[st
     if problem:
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 
 

@@ -44,7 +44,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['CHECKPOINT_EMA', 'LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
 
@@ -389,8 +389,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
         have, want = _summary(state_dict), _summary(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', lofi='Lo-Fi widths per stage',
                       hifi='Hi-Fi widths per stage')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 
 

@@ -54,6 +54,7 @@ from ._hierarchical import HierarchicalModel
 from .checkpoint import (
     in_chans_only,
     load_fitted,
+    mismatch_error,
     mismatch_report,
     model_name,
     read_checkpoint,
@@ -470,8 +471,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
                                 rpb=('attention.rpb', lambda t: tuple(t.shape)))
         have, want = layout(state_dict), layout(expected)
         labels = dict(depths='blocks per stage', widths='stage widths', rpb='bias tables')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 
 

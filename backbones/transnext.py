@@ -54,7 +54,7 @@ import ops
 from ops.na.pattern import axis_window
 
 from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'checkpoint_filter_fn', 'relative_position_cpb']
 
@@ -511,8 +511,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: TransNeXt) -> dic
     if problem:
         have, want = (stage_layout(s, widths='norm1.weight') for s in (state_dict, expected))
         labels = dict(depths='blocks per stage', widths='stage widths')
-        diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-        raise ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
+        raise mismatch_error(name, problem, have, want, labels)
     return state_dict
 
 
