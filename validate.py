@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.checkpoint and len(names) > 1:
         raise CliError(f'--checkpoint holds one model\'s weights but --model {args.model} names {len(names)} models')
     if args.checkpoint:
-        zoo_common.read_checkpoint(args.checkpoint, '--checkpoint')  # fail on a bad file before loading data
+        zoo_common.check_weights_file(names[0], args.checkpoint, '--checkpoint')  # fail before loading data
     if args.results_file:
         folder = os.path.dirname(os.path.abspath(args.results_file))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):

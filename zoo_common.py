@@ -236,6 +236,18 @@ def state_dict_mismatch(
     return mismatch_report(model.state_dict(), state_dict, optional)
 
 
+def check_weights_file(model_name: str, path: str, what: str) -> None:
+    """Fail early (a :class:`CliError`) on weights ``model_name`` cannot read: a torch checkpoint is read; a family
+    that reads its own formats (``backbones.checkpoint.weights_reader``: MOAT's TF1 releases) needs the path to
+    exist (a file, a folder or a TF checkpoint prefix) and reads it when loading."""
+    from backbones.checkpoint import weights_reader
+
+    if weights_reader(model_name) is None:
+        read_checkpoint(path, what)
+    elif not (os.path.exists(path) or os.path.isfile(path + '.index')):
+        raise CliError(f'{what} {path}: no such file')
+
+
 def load_model_weights(
         model: torch.nn.Module,
         path: str,
@@ -251,13 +263,23 @@ def load_model_weights(
     missing/unexpected/mis-shaped keys. With ``new_classifier`` (fine-tuning) the model keeps its freshly
     initialised classifier when the checkpoint's has another number of classes.
     """
-    from backbones.checkpoint import fit_state_dict, unwrap_state_dict
+    from backbones.checkpoint import fit_state_dict, unwrap_state_dict, weights_reader
 
-    checkpoint = read_checkpoint(path, what)
+    flag = {True: '--use-ema', False: '--no-use-ema'}.get(use_ema)
+    reader = weights_reader(model)
+    if reader is not None:  # the family reads its own files (MOAT: the official TF1 releases too) and chooses EMA
+        try:
+            checkpoint = reader(path, use_ema)
+        except ImportError as e:
+            raise CliError(f'{what} {path}: {e}') from None
+        except (RuntimeError, ValueError, OSError) as e:
+            raise CliError(f'{what} {path}: not a readable checkpoint ({first_line(e)})') from None
+        use_ema = None
+    else:
+        checkpoint = read_checkpoint(path, what)
     try:
         unwrap_state_dict(checkpoint, use_ema)
     except ValueError as e:
-        flag = {True: '--use-ema', False: '--no-use-ema'}.get(use_ema)
         raise CliError(f'{flag}: {e} ({what} {path})' if flag else f'{what} {path}: {e}') from None
     own = model.state_dict()
     optional: set[str] = set()

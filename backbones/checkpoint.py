@@ -96,6 +96,13 @@ def checkpoint_filter(model: torch.nn.Module | str) -> Callable | None:
     return getattr(_family_module(model), 'checkpoint_filter_fn', None)
 
 
+def weights_reader(model: torch.nn.Module | str) -> Callable[[str, bool | None], dict[str, Any]] | None:
+    """The family's ``read_weights(path, use_ema)``, for weight files that are not torch checkpoints (MOAT's TF1
+    releases): a state dict in the family's layout, the EMA or raw weights as ``use_ema`` chooses (None: the family's
+    default). None when the family reads torch checkpoints only."""
+    return getattr(_family_module(model), 'read_weights', None)
+
+
 def ema_first(model: torch.nn.Module | str) -> bool:
     """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order if unset).
 
@@ -360,17 +367,21 @@ def load_fitted(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> 
 
 def load_pretrained(model: torch.nn.Module, path: str, use_ema: bool | None = None) -> None:
     """Load an official release (plain weights or a full training checkpoint) or a checkpoint of ours from ``path``
-    into ``model``: read safely (:func:`read_checkpoint`), the family's default weights unless ``use_ema`` chooses,
-    mapped by the family's filter where needed (:func:`fit_state_dict`), loaded by :func:`load_fitted`.
+    into ``model``: read safely (:func:`read_checkpoint`, or the family's :func:`weights_reader`), the family's default
+    weights unless ``use_ema`` chooses, mapped by the family's filter where needed (:func:`fit_state_dict`), loaded by
+    :func:`load_fitted`.
 
     Raises ``RuntimeError`` (unreadable file: delete it from the cache to download it again) or ``ValueError``
     (weights that do not fit), both naming the model and the file.
     """
     name = model_name(model)
+    reader = weights_reader(model)
     try:
-        checkpoint = read_checkpoint(path)
-    except (RuntimeError, ValueError) as e:
+        checkpoint = read_checkpoint(path) if reader is None else reader(path, use_ema)
+    except (RuntimeError, ValueError, OSError) as e:
         raise type(e)(f'{name}: {e} (a broken download? delete the file to fetch it again)') from None
+    if reader is not None:
+        use_ema = None  # the reader has chosen
     heads, adapt = _pretrained_optional(model)
     try:
         state_dict = fit_state_dict(model, checkpoint, use_ema=use_ema, optional=heads | set(adapt))

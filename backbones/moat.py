@@ -53,7 +53,6 @@ import ops
 from ._hierarchical import HierarchicalModel
 from .checkpoint import (
     in_chans_only,
-    load_fitted,
     mismatch_error,
     mismatch_report,
     model_name,
@@ -342,13 +341,6 @@ class MOAT(HierarchicalModel):
         if global_pool is not None:
             self.global_pool = global_pool
 
-    def load_pretrained(self, path: str, use_ema: bool | None = None) -> None:
-        """Load weights from ``path``: the official TF1 release (``.tar.gz``, a checkpoint folder or prefix) or a torch
-        file of ours or converted TF variables; timm's ``pretrained=True`` calls this (``custom_load``). A classifier
-        of another size is left at its init, the first conv adapted to ``in_chans`` as timm's loader does
-        (:func:`~backbones.checkpoint.load_fitted`)."""
-        load_fitted(self, checkpoint_filter_fn(read_weights(path), self, use_ema=use_ema))
-
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
@@ -407,30 +399,47 @@ def _to_torch_layout(name: str, value: Any) -> torch.Tensor:
     return t
 
 
-def _from_tf(state_dict: Mapping[str, Any], ema: bool) -> dict[str, torch.Tensor]:
-    """TF variables -> our names and layouts; each variable's EMA copy replaces it where present (``ema``)."""
-    raw = {k: v for k, v in state_dict.items() if not k.endswith(_EMA)}
-    out = {}
-    for key, value in raw.items():
+def _resolve_ema(variables: Mapping[str, Any], use_ema: bool | None) -> dict[str, Any]:
+    """Each TF variable replaced by its EMA copy (``use_ema`` True, or None with ``CHECKPOINT_EMA``) or kept raw
+    (False); the copies dropped. ``use_ema=True`` on a checkpoint without EMA copies raises ``ValueError``."""
+    if use_ema and not any(k.endswith(_EMA) for k in variables):
+        raise ValueError(f'use_ema=True but the checkpoint holds no EMA copies (no ...{_EMA} variables)')
+    ema = CHECKPOINT_EMA if use_ema is None else use_ema
+    return {k: variables.get(k + _EMA, v) if ema else v for k, v in variables.items() if not k.endswith(_EMA)}
+
+
+def _from_tf(state_dict: Mapping[str, Any], use_ema: bool | None = None) -> dict[str, Any]:
+    """TF variables -> our names and layouts (torch tensors), the EMA copies or the raw ones (:func:`_resolve_ema`);
+    BatchNorm step counters added, keys already in our layout (dotted, no ``/``) kept, everything else dropped."""
+    out: dict[str, Any] = {}
+    for key, value in _resolve_ema(state_dict, use_ema).items():
         name = tf_to_torch_name(key)
-        if name is None:
-            continue
-        if ema and key + _EMA in state_dict:
-            value = state_dict[key + _EMA]
-        out[name] = _to_torch_layout(name, value)
+        if name is not None:
+            out[name] = _to_torch_layout(name, value)
+    for name in [k for k in out if k.endswith('.running_mean')]:
+        out[name.replace('.running_mean', '.num_batches_tracked')] = torch.zeros((), dtype=torch.long)
+    for key, value in state_dict.items():
+        if '/' not in key and '.' in key:  # ours (TF names are scoped by '/'; 'global_step' has neither)
+            out.setdefault(key, value)
     return out
 
 
-def read_weights(path: str) -> dict[str, Any]:
-    """A torch file (``.pth`` / ``.bin`` / ``.safetensors``, unwrapped) or a TF1 checkpoint (anything else)."""
+def read_weights(path: str, use_ema: bool | None = None) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` in our layout: a torch file (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``,
+    unwrapped) or a TF1 checkpoint (anything else: the official ``.tar.gz``, a folder or a prefix), converted; the EMA
+    weights unless ``use_ema`` is False. :func:`backbones.checkpoint.weights_reader` hands it to every loader of the
+    zoo (``pretrained=True``, ``validate.py --checkpoint``, the downstream backbone's ``init_cfg``)."""
     path = str(path)
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
 
         return load_file(path)
     if path.endswith(('.pth', '.pt', '.bin')):
-        return unwrap_state_dict(read_checkpoint(path), prefer_ema=CHECKPOINT_EMA)
-    return read_tf_checkpoint(path)
+        return unwrap_state_dict(read_checkpoint(path), use_ema, prefer_ema=CHECKPOINT_EMA)
+    state_dict = _from_tf(read_tf_checkpoint(path), use_ema)
+    if not any(k.endswith('.depthwise_conv.weight') for k in state_dict):
+        raise ValueError(f'{path}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
+    return state_dict
 
 
 def _is_tf(state_dict: Mapping[str, Any]) -> bool:
@@ -443,7 +452,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
     ours onto ``model``, checking that it fits.
 
     TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (``CHECKPOINT_EMA``; ``use_ema=False``
-    takes the raw ones), optimizer slots and other variables ignored; BatchNorm step counters are filled in. Raises
+    takes the raw ones), optimizer slots and other variables ignored; BatchNorm step counters added. Raises
     ``ValueError`` naming what differs (blocks, widths, the bias tables of a ``no_pe`` checkpoint, ...). The
     classifier is dropped for a headless model, otherwise left to timm's loader (``num_classes`` adaptation).
     """
@@ -452,12 +461,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
     name = model_name(model)
     expected = model.state_dict()
     if _is_tf(state_dict):
-        state_dict = _from_tf(state_dict, CHECKPOINT_EMA if use_ema is None else use_ema)
+        state_dict = _from_tf(state_dict, use_ema)
         if not any(k.endswith('.depthwise_conv.weight') for k in state_dict):
             raise ValueError(f'{name}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
-        for k in expected:
-            if k.endswith('.num_batches_tracked'):
-                state_dict.setdefault(k, torch.zeros((), dtype=torch.long))
     else:
         state_dict = dict(state_dict)
     if 'head.fc.weight' not in expected:

@@ -21,7 +21,7 @@ from timm.models._features import FeatureGetterNet
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
-from backbones.checkpoint import checkpoint_filter, ema_first, mismatch_report
+from backbones.checkpoint import checkpoint_filter, ema_first, mismatch_report, weights_reader
 
 from .checkpoint import check_checkpoint_path, read_state_dict
 
@@ -64,8 +64,9 @@ class AttnZooBackbone(BaseModule):
             ``ceil(size / stride)``; default: the largest stride among the outputs.
         model_kwargs: extra architecture arguments for ``timm.create_model`` (e.g. DiNAT's detection ``dilations``).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a classification checkpoint (ours or the
-            official one) through the family's ``checkpoint_filter_fn``; anything that does not match the model
-            raises. Other init_cfg types are passed to mmengine.
+            official one, in any format the family reads: MOAT's TF1 tarballs too) through the family's
+            ``checkpoint_filter_fn``; anything that does not match the model raises. Other init_cfg types are passed
+            to mmengine.
         use_ema: which weights of that checkpoint: True the EMA ones, False the raw ones, None the family's default
             (``backbones.checkpoint``, the same rule as validate.py and ``pretrained=True``).
     """
@@ -343,7 +344,8 @@ class AttnZooBackbone(BaseModule):
         if self.pretrained is None:
             super().init_weights()
             return
-        state_dict = read_state_dict(self.pretrained, self.use_ema, prefer_ema=ema_first(self.model_name))
+        state_dict = read_state_dict(self.pretrained, self.use_ema, prefer_ema=ema_first(self.model_name),
+                                     reader=weights_reader(self.model_name))
         converted = self.convert_classification_state_dict(state_dict, source=f'checkpoint {self.pretrained}')
         self.model.load_state_dict(converted, strict=True)
         self._is_init = True

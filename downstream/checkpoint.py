@@ -15,7 +15,7 @@ import contextlib
 import os
 import pickle
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -87,7 +87,8 @@ def check_checkpoint_path(path: str, what: str = 'checkpoint') -> None:
         raise FileNotFoundError(f'{what} file not found: {path}')
 
 
-def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = True,
+                    reader: Callable[[str, bool | None], dict[str, Any]] | None = None) -> dict[str, torch.Tensor]:
     """Load a classification checkpoint and unwrap it to a flat state dict.
 
     ``path``: a local file, an http(s) URL, or ``hf-hub:<repo id>`` (timm's notation, e.g.
@@ -95,7 +96,9 @@ def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = T
     huggingface_hub; a plain URL is cached by its file name alone, which every Hub model shares).
 
     ``use_ema`` True / False takes the EMA / raw weights; None the EMA ones first when ``prefer_ema`` (the family's
-    default, :func:`backbones.checkpoint.ema_first`). A ``module.`` (DDP) prefix is stripped.
+    default, :func:`backbones.checkpoint.ema_first`). A ``module.`` (DDP) prefix is stripped. ``reader``: the
+    family's own reader of local files and URLs (:func:`backbones.checkpoint.weights_reader`; MOAT's TF1 releases),
+    which chooses the EMA weights itself.
     """
     check_checkpoint_path(path)
     path = str(path)
@@ -111,6 +114,11 @@ def read_state_dict(path: str, use_ema: bool | None = None, prefer_ema: bool = T
         from timm.models._hub import download_cached_file
 
         path = download_cached_file(path, check_hash=False, progress=True)
+    if reader is not None:
+        try:
+            return reader(path, use_ema)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise RuntimeError(f'cannot read checkpoint {path}: {e}') from e
     try:
         with mmengine_safe_globals():
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)

@@ -287,6 +287,52 @@ def test_load_pretrained_reads_tf_and_torch_files(tmp_path, monkeypatch):
         'tiny_moat0_imagenet_1k_256_w_position_embedding.tar.gz')
 
 
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_loader_reads_the_tf_release(tmp_path, monkeypatch):
+    """``validate.py --checkpoint`` / train.py's weight options (zoo_common) and the downstream backbone's init_cfg
+    read the official tarball through the family's reader (backbones.checkpoint.weights_reader), EMA first."""
+    import zoo_common
+
+    ckpt, _ = _synthetic_tf_checkpoint()
+    monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: ckpt)
+    release = tmp_path / 'release.tar.gz'
+    release.write_bytes(b'')
+    ema, raw = timm.create_model('tiny_moat_0'), timm.create_model('tiny_moat_0')
+    ema.load_pretrained(str(release))
+    raw.load_pretrained(str(release), use_ema=False)
+    assert not torch.equal(ema.stem.conv1.weight, raw.stem.conv1.weight)
+    model = timm.create_model('tiny_moat_0')
+    zoo_common.check_weights_file('tiny_moat_0', str(release), '--checkpoint')
+    for use_ema, expected in ((None, ema), (True, ema), (False, raw)):
+        zoo_common.load_model_weights(model, str(release), '--checkpoint', use_ema=use_ema)
+        assert _same_weights(model.state_dict(), expected.state_dict())
+    with pytest.raises(zoo_common.CliError, match='no such file'):
+        zoo_common.check_weights_file('tiny_moat_0', str(tmp_path / 'none.tar.gz'), '--checkpoint')
+    no_ema = {k: v for k, v in ckpt.items() if not k.endswith(EMA)}
+    monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: no_ema)
+    with pytest.raises(zoo_common.CliError, match='no EMA copies'):
+        zoo_common.load_model_weights(model, str(release), '--checkpoint', use_ema=True)
+    monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: {'resnet/conv1/kernel': np.zeros(3)})
+    with pytest.raises(zoo_common.CliError, match='not a MOAT checkpoint'):
+        zoo_common.load_model_weights(model, str(release), '--checkpoint')
+
+    pytest.importorskip('mmdet')
+    pytest.importorskip('mmcv.ops')
+    from downstream import AttnZooBackbone
+
+    monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: ckpt)
+    for use_ema, expected in ((None, ema), (False, raw)):
+        backbone = AttnZooBackbone('tiny_moat_0', out_norm=False, use_ema=use_ema,
+                                   init_cfg=dict(type='Pretrained', checkpoint=str(release)))
+        backbone.init_weights()
+        want = {k: v for k, v in expected.state_dict().items() if not k.startswith('head.')}
+        got = {k.replace('stages_', 'stages.', 1): v for k, v in backbone.model.state_dict().items()}
+        assert _same_weights(got, want)
+
+
 def _fake_tensorflow(monkeypatch, variables: dict) -> list:
     """A stand-in ``tensorflow.train.load_checkpoint`` recording the prefixes it is given."""
     seen = []
