@@ -38,6 +38,8 @@ E2E = {
     'dinat_s': ('mmdet/dinat_s/mask_rcnn_dinat_s_tiny_3x_coco.py',
                 'mmseg/dinat_s/upernet_dinat_s_tiny_512x512_160k_ade20k.py'),
     'nextvit': (None, 'mmseg/nextvit/upernet_nextvit_small_512x512_160k_ade20k.py'),
+    'moat': ('mmdet/moat/cascade_mask_rcnn_tiny_moat_0_fpn_3x_coco.py',
+             'mmseg/moat/deeplabv3plus_tiny_moat_0_512x512_160k_ade20k.py'),
     'transnext': ('mmdet/transnext/mask_rcnn_transnext_tiny_fpn_1x_coco.py',
                   'mmseg/transnext/upernet_transnext_tiny_512x512_160k_ade20k.py'),
 }
@@ -55,8 +57,8 @@ def _model_name(cfg: Config) -> str:
 
 
 def test_configs_cover_the_papers():
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 78
-    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 52
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmdet']) == 86
+    assert len([p for p in ALL_CONFIGS if p.parts[-3] == 'mmseg']) == 61
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.name)
@@ -71,8 +73,17 @@ def test_config_builds_its_model(path):
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     backbone = model.backbone
-    assert backbone.channels == (cfg.model.neck.in_channels if 'neck' in cfg.model
-                                 else cfg.model.decode_head.in_channels)
+    head = cfg.model.decode_head if 'decode_head' in cfg.model else None
+    if 'neck' in cfg.model:
+        assert backbone.channels == cfg.model.neck.in_channels
+    elif isinstance(head.in_channels, int):  # DeepLabv3+: the ASPP on one level, the decoder on the first
+        assert head.in_channels == backbone.channels[head.in_index]
+        assert head.get('c1_in_channels', backbone.channels[0]) == backbone.channels[0]
+    else:
+        assert backbone.channels == head.in_channels
+    aux = cfg.model.get('auxiliary_head')
+    if aux is not None:
+        assert aux.in_channels == backbone.channels[aux.in_index]
     assert backbone.strides == [4, 8, 16, 32]
 
 
@@ -120,7 +131,14 @@ def _shrunk_backbone(cfg: Config) -> dict:
 
 def _tiny_det_config(base: Path, path: Path) -> None:
     """Small images, light pipelines and narrow heads on top of the shipped config (same model types and recipe)."""
-    backbone = _shrunk_backbone(read_config(str(base)))
+    cfg = read_config(str(base))
+    backbone = _shrunk_backbone(cfg)
+    narrow = dict(in_channels=32, conv_out_channels=32, fc_out_channels=64, num_classes=2)
+    bbox_head = cfg.model.roi_head.bbox_head
+    if isinstance(bbox_head, list):  # Cascade R-CNN: a list replaces the base's, so every stage's head in full
+        bbox_head = [dict(h.to_dict(), **narrow) for h in bbox_head]
+    else:
+        bbox_head = narrow
     path.write_text(f"""
 _base_ = [{str(base)!r}]
 model = dict(
@@ -129,7 +147,7 @@ model = dict(
     rpn_head=dict(in_channels=32, feat_channels=32),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=dict(in_channels=32, fc_out_channels=64, num_classes=2),
+        bbox_head={bbox_head!r},
         mask_roi_extractor=dict(out_channels=32),
         mask_head=dict(in_channels=32, conv_out_channels=32, num_classes=2)),
     test_cfg=dict(rcnn=dict(score_thr=0.0)))  # an untrained model scores below 0.05: keep its boxes for the metric
