@@ -24,7 +24,10 @@ https://arxiv.org/abs/2311.17132. Official code and weights (Apache-2.0): https:
   their 384 fine-tunes, 256 for ``transnext_micro_aaaa_256``). The official detection code interpolates a
   bias computed at ``img_size`` instead (TransNeXt issue #11); ours is the exact bias at every size. Maps smaller
   than ``sr`` pool to one token (the official code would build an empty pool). Under ``torch.compile`` the tables
-  are trace-time constants (``assume_constant_result``): compile with ``dynamic=False`` (one graph per size).
+  come from one op (``attnzoo::transnext_stage_tables``: their row count is ``torch.unique``'s, data-dependent), so
+  ``fullgraph=True`` holds with static sizes (a graph per size) and with ``dynamic=True`` (one graph for all sizes,
+  checked with aot_eager; inductor's CPU codegen fails on a symbolic stride order elsewhere in the model, as it did
+  before this op).
 * Attention dropout is not offered (every official configuration has ``attn_drop_rate=0``).
 
 Layout differences from the official module (``checkpoint_filter_fn`` maps official checkpoints onto ours):
@@ -94,28 +97,27 @@ def relative_position_cpb(query_size: tuple[int, int], key_size: tuple[int, int]
 
 @dataclass(frozen=True)
 class StageTables:
-    """One stage's run-time tables at one input size (``n_w``: distinct coordinate values along W)."""
+    """One stage's run-time tables at one input size."""
 
-    table: torch.Tensor  # [Uh * Uw, 2] log-spaced relative coordinates
+    table: torch.Tensor  # [Uh, Uw, 2] log-spaced relative coordinates of the distinct (H, W) value pairs
     ih: torch.Tensor  # [Hq, Hk] index into the H values
     iw: torch.Tensor  # [Wq, Wk] index into the W values
-    n_w: int
     scale: torch.Tensor  # [N] length scale of every query
 
     def bias(self, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
         """``[heads, N, M]``: the CPB MLP on the distinct coordinates, gathered for every (query, key) pair (two
         row gathers, W first while the rows are short, then one transposing copy)."""
-        mlp = fc2(F.relu(fc1(self.table.to(fc1.weight.dtype))))  # [Uh * Uw, heads]
-        heads = mlp.shape[-1]
+        mlp = fc2(F.relu(fc1(self.table.to(fc1.weight.dtype)))).permute(2, 0, 1)  # [heads, Uh, Uw]
+        heads = mlp.shape[0]
         (hq, hk), (wq, wk) = self.ih.shape, self.iw.shape
-        grid = mlp.t().reshape(heads, -1, self.n_w).index_select(2, self.iw.reshape(-1))  # [heads, Uh, Wq * Wk]
+        grid = mlp.index_select(2, self.iw.reshape(-1))  # [heads, Uh, Wq * Wk]
         grid = grid.index_select(1, self.ih.reshape(-1)).view(heads, hq, hk, wq, wk)
         return grid.transpose(2, 3).reshape(heads, hq * wq, hk * wk)
 
 
 @lru_cache(maxsize=64)
 def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
-                  device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+                  device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     table, ih, iw = relative_position_cpb(size, pool, pretrain)
     n_pool = pool[0] * pool[1]
     if window is None:  # full attention: log(N) for every query (a float64 scalar officially)
@@ -124,20 +126,35 @@ def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[
         counts = [axis_window(n, window, 1, 1, False, border='mask')[1] for n in size]
         local = (counts[0][:, None] * counts[1][None, :]).reshape(-1).to(torch.float32)
         scale = torch.log(local + n_pool)
-    n_w = table.shape[0] // (int(ih.max()) + 1)
-    return table.to(device), ih.to(device), iw.to(device), n_w, scale.to(device)
+    table = table.view(int(ih.max()) + 1, int(iw.max()) + 1, 2)
+    return table.to(device), ih.to(device), iw.to(device), scale.to(device)
 
 
-@torch.compiler.assume_constant_result  # torch.compile runs it at trace time: constants, no data-dependent graph
-def _stage_tables_constant(h: int, w: int, ph: int, pw: int, pth: int, ptw: int, window: int, device: str):
-    return _stage_tables((h, w), (ph, pw), (pth, ptw), window or None, device)
+@torch.library.custom_op('attnzoo::transnext_stage_tables', mutates_args=())
+def _stage_tables_op(h: int, w: int, ph: int, pw: int, pth: int, ptw: int, window: int, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cached tables as an op, so that torch.compile keeps symbolic sizes: ``torch.unique`` gives the number of
+    distinct coordinate values, which no shape formula does (copies: an op's outputs are its own)."""
+    tables = _stage_tables((h, w), (ph, pw), (pth, ptw), window or None, str(device))
+    return tuple(t.clone() for t in tables)
+
+
+@_stage_tables_op.register_fake
+def _(h, w, ph, pw, pth, ptw, window, device):
+    ctx = torch.library.get_ctx()
+    uh, uw = ctx.new_dynamic_size(), ctx.new_dynamic_size()
+    scale_dtype = torch.float64 if window == 0 else torch.float32
+    return (torch.empty(uh, uw, 2, device=device), torch.empty(h, ph, dtype=torch.long, device=device),
+            torch.empty(w, pw, dtype=torch.long, device=device), torch.empty(h * w, dtype=scale_dtype, device=device))
 
 
 def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
-                 device: str) -> StageTables:
+                 device: torch.device) -> StageTables:
     """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);
-    computed on CPU once per (sizes, device) and cached."""
-    return StageTables(*_stage_tables_constant(*size, *pool, *pretrain, window or 0, device))
+    computed on CPU once per (sizes, device) and cached; any size under torch.compile, static or dynamic."""
+    if torch.compiler.is_compiling():
+        return StageTables(*_stage_tables_op(*size, *pool, *pretrain, window or 0, torch.device(device)))
+    return StageTables(*_stage_tables(tuple(size), tuple(pool), tuple(pretrain), window or None, str(device)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -336,7 +353,7 @@ class TransNeXtStage(nn.Module):
 
     def tables(self, H: int, W: int, device: torch.device) -> StageTables:
         pool = self.blocks[0].attn.pool_size(H, W) if len(self.blocks) else (H, W)
-        return stage_tables((H, W), pool, (self.pretrain_size,) * 2, self.window_size, str(device))
+        return stage_tables((H, W), pool, (self.pretrain_size,) * 2, self.window_size, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)

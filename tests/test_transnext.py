@@ -247,18 +247,28 @@ def test_bad_input_is_named():
 
 
 @pytest.mark.xdist_group('compile')
-def test_compile_fullgraph_per_size():
-    """torch.compile(fullgraph=True, dynamic=False): the size tables become constants of each size's graph."""
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_compile_fullgraph(dynamic):
+    """torch.compile(fullgraph=True): the size tables come from one op (attnzoo::transnext_stage_tables, cached
+    eagerly), so a static graph per size or, with dynamic=True, one graph for every size; values and gradients as
+    in eager."""
     from backbones.transnext import TransNeXtStage
     torch.manual_seed(0)
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     stage = TransNeXtStage(16, 16, 1, 2, 4, 2, 3, 14, [0.], downsample=False)
-    compiled = torch.compile(stage, fullgraph=True, backend='aot_eager', dynamic=False)
-    for size in ((9, 7), (5, 11)):
+    compiled = torch.compile(stage, fullgraph=True, backend='aot_eager', dynamic=dynamic)
+    sizes = ((9, 7), (5, 11), (12, 6))
+    for size in sizes:
         x = torch.randn(1, 16, *size, requires_grad=True)
         out = compiled(x)
         out.sum().backward()
-        torch.testing.assert_close(out, stage(x))
+        grad, x.grad = x.grad, None
+        ref = stage(x)
+        ref.sum().backward()
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(grad, x.grad)
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == (1 if dynamic else len(sizes))
 
 
 def test_group_matcher_keeps_stage_norms_with_their_stage():
