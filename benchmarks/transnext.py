@@ -53,7 +53,8 @@ MODEL, MODEL_SIZE = 'transnext_micro', 224
 
 def _official_tables(t) -> tuple[torch.Tensor, torch.Tensor]:
     """The official ``(relative_pos_index [N * P], relative_coords_table)`` from our stage tables (same values)."""
-    return (t.ih[:, None, :, None] * t.n_w + t.iw[None, :, None, :]).reshape(-1), t.table
+    n_w = t.table.shape[1]
+    return (t.ih[:, None, :, None] * n_w + t.iw[None, :, None, :]).reshape(-1), t.table.reshape(-1, 2)
 
 
 def _step(fn, x: torch.Tensor, backward: bool) -> None:
