@@ -408,19 +408,19 @@ def _resolve_ema(variables: Mapping[str, Any], use_ema: bool | None) -> dict[str
     return {k: variables.get(k + _EMA, v) if ema else v for k, v in variables.items() if not k.endswith(_EMA)}
 
 
-def _from_tf(state_dict: Mapping[str, Any], use_ema: bool | None = None) -> dict[str, Any]:
+def _from_tf(state_dict: Mapping[str, Any], use_ema: bool | None, source: str) -> dict[str, torch.Tensor]:
     """TF variables -> our names and layouts (torch tensors), the EMA copies or the raw ones (:func:`_resolve_ema`);
-    BatchNorm step counters added, keys already in our layout (dotted, no ``/``) kept, everything else dropped."""
-    out: dict[str, Any] = {}
+    BatchNorm step counters added, everything else (optimizer slots, ``global_step``) dropped. Raises ``ValueError``
+    naming ``source`` when nothing of a MOAT is there."""
+    out: dict[str, torch.Tensor] = {}
     for key, value in _resolve_ema(state_dict, use_ema).items():
         name = tf_to_torch_name(key)
         if name is not None:
             out[name] = _to_torch_layout(name, value)
+    if not any(k.endswith('.depthwise_conv.weight') for k in out):
+        raise ValueError(f'{source}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
     for name in [k for k in out if k.endswith('.running_mean')]:
         out[name.replace('.running_mean', '.num_batches_tracked')] = torch.zeros((), dtype=torch.long)
-    for key, value in state_dict.items():
-        if '/' not in key and '.' in key:  # ours (TF names are scoped by '/'; 'global_step' has neither)
-            out.setdefault(key, value)
     return out
 
 
@@ -436,10 +436,7 @@ def read_weights(path: str, use_ema: bool | None = None) -> dict[str, torch.Tens
         return load_file(path)
     if path.endswith(('.pth', '.pt', '.bin')):
         return unwrap_state_dict(read_checkpoint(path), use_ema, prefer_ema=CHECKPOINT_EMA)
-    state_dict = _from_tf(read_tf_checkpoint(path), use_ema)
-    if not any(k.endswith('.depthwise_conv.weight') for k in state_dict):
-        raise ValueError(f'{path}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
-    return state_dict
+    return _from_tf(read_tf_checkpoint(path), use_ema, path)
 
 
 def _is_tf(state_dict: Mapping[str, Any]) -> bool:
@@ -461,9 +458,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
     name = model_name(model)
     expected = model.state_dict()
     if _is_tf(state_dict):
-        state_dict = _from_tf(state_dict, use_ema)
-        if not any(k.endswith('.depthwise_conv.weight') for k in state_dict):
-            raise ValueError(f'{name}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
+        state_dict = _from_tf(state_dict, use_ema, name)
     else:
         state_dict = dict(state_dict)
     if 'head.fc.weight' not in expected:
