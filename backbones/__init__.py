@@ -1,4 +1,4 @@
-"""attnzoo model families; importing this package registers every model with timm."""
+"""attnzoo model families; importing this package registers every model with timm (:mod:`backbones._family`)."""
 from . import (  # noqa: F401  (registration side effects)
     agent,
     biformer,
@@ -12,3 +12,4 @@ from . import (  # noqa: F401  (registration side effects)
     ravlt,
     transnext,
 )
+from ._family import FAMILIES, Family, Variant, family_of  # noqa: F401

@@ -240,6 +240,11 @@ class DeiT(PretrainedMixin, nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @classmethod
+    def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """timm's ``feature_cfg``: the last 3 blocks by default, through timm's getter (as its ViT)."""
+        return dict(out_indices=args.pop('out_indices', 3), feature_cls='getter')
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {'pos_embed', 'cls_token'}

@@ -1,83 +1,186 @@
-"""Building and registering the variants of a family made of shared skeletons (Agent, InLine), from data tables.
+"""The family contract: a model family is declared once, as a :class:`Family` record, and :func:`register` makes it.
 
-A family module keeps tables only: ``model_cfgs`` (variant -> skeleton name, official letter code ``attn_type``
-and the skeleton's arguments), its letter meanings per skeleton, and per variant the release (weights URL, README
-params / GFLOPs); :func:`register_variants` registers one timm entrypoint per variant in that module. A skeleton is
-added to :data:`SKELETONS` once: its model class, official-checkpoint filter and letter-code parser.
+A family module defines its model class (a :class:`~backbones._hierarchical.HierarchicalModel`, whose
+``checkpoint_layout`` says how official checkpoints are named) and ends with ``register(Family(...))``:
+
+* ``variants``: one :class:`Variant` row per published model: its docstring, its model arguments and its releases
+  (tag -> what that release's pretrained cfg changes; the first tag is the default);
+* ``cfg``: what every release of the family shares, over the zoo's defaults (:data:`ZOO_CFG`; ``pool_size`` is
+  the input size / 32 and ``custom_load`` is set where a release has a ``url``, unless a release says otherwise);
+* ``ema``: which weights a checkpoint holding raw and EMA ones gives by default (True / False, or the set of variants
+  whose default is EMA), checked at registration;
+* ``read_weights``: the family's own reader of weight files that are not torch checkpoints (MOAT's TF1 releases);
+* ``letters``: the official attention letter codes, per skeleton (Agent, InLine), read by :func:`parse_attn_code`.
+
+:func:`register` writes the module's ``default_cfgs`` and one timm entrypoint per variant into the module, so timm
+finds them as it finds its own (``timm.list_models(module=...)``, ``create_model``, ``get_pretrained_cfg``,
+``features_only``), refuses a name timm already has, and files the record in :data:`FAMILIES`, where the loaders
+find it (:func:`family_of`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
-from timm.models import build_model_with_cfg, register_model
+import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, model_entrypoint, register_model
 
-from . import _cswin, _deit, _pvt, _swin
+__all__ = ['FAMILIES', 'Family', 'Variant', 'ZOO_CFG', 'family_of', 'parse_attn_code', 'register', 'release_url']
 
-__all__ = ['Skeleton', 'SKELETONS', 'create', 'register_variants']
-
-
-def _stage_features(args: dict[str, Any]) -> dict[str, Any]:
-    """A hierarchical model's features: every stage by default."""
-    return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(len(args['depths'])))))
-
-
-def _token_features(args: dict[str, Any]) -> dict[str, Any]:
-    """A token model's features as timm's ViT gives them: the last 3 blocks by default, through its getter."""
-    return dict(out_indices=args.pop('out_indices', 3), feature_cls='getter')
+# What a release's pretrained cfg is unless its family or the release says otherwise.
+ZOO_CFG: dict[str, Any] = dict(
+    num_classes=1000, input_size=(3, 224, 224), crop_pct=0.875, interpolation='bicubic', fixed_input_size=False,
+    mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, classifier='head.fc')
 
 
 @dataclass(frozen=True)
-class Skeleton:
-    cls: type
-    filter_fn: Callable
-    # (code, depths, letters) -> the model's ``attn_kinds`` argument; None: the model takes the official code as
-    # its ``attn_type`` argument (DeiT, CSwin: letters A / I / B / S as the official ones)
-    parse: Callable[[str, tuple, Mapping[str, str]], Any] | None = None
-    # the model arguments -> timm's feature_cfg (pops ``out_indices``)
-    features: Callable[[dict[str, Any]], dict[str, Any]] = _stage_features
+class Variant:
+    """One published model: the entrypoint's docstring, the model arguments, and per release tag (the first is the
+    default) what its pretrained cfg changes from the family's."""
+
+    doc: str
+    args: Mapping[str, Any]
+    releases: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {'in1k': {}})
 
 
-def _parse_swin(code: str, depths: tuple, letters: Mapping[str, str]) -> list[list[str]]:
-    return _swin.parse_attn_code(code, depths, letters, tuple(letters.values()))
+@dataclass(frozen=True)
+class Family:
+    """A model family as the zoo knows it (see the module docstring).
+
+    ``model`` is the model class, or for families built on shared skeletons (Agent, InLine) a mapping skeleton name
+    -> class, each variant naming its ``skeleton``. ``module`` is the family module's ``__name__`` (timm reads its
+    ``default_cfgs`` and lists the models under its last name). ``cache_per_model``: the release URLs do not name
+    their files (TsinghuaCloud shares end in ``/``, every OneDrive share in ``content``), so each release is cached
+    under a name of its own (:func:`release_url`).
+    """
+
+    name: str
+    module: str
+    model: type | Mapping[str, type]
+    variants: Mapping[str, Variant]
+    cfg: Mapping[str, Any]
+    ema: bool | frozenset[str] = True
+    read_weights: Callable[[str, bool | None], dict[str, Any]] | None = None
+    letters: Mapping[str, Mapping[str, str]] | None = None
+    cache_per_model: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ema, bool):
+            if not isinstance(self.ema, frozenset):
+                raise TypeError(f'{self.name}: ema must be a bool or a frozenset of variant names, got {self.ema!r}')
+            unknown = sorted(self.ema - set(self.variants))
+            if unknown:
+                raise ValueError(f'{self.name}: ema names variants the family does not have: {unknown}')
+        skeletons = isinstance(self.model, Mapping)
+        for variant, row in self.variants.items():
+            if not row.releases:
+                raise ValueError(f'{self.name}: {variant} needs at least one release tag')
+            if skeletons and row.args.get('skeleton') not in self.model:
+                raise ValueError(f'{self.name}: {variant} must name its skeleton, one of {sorted(self.model)}')
+
+    def ema_first(self, variant: str) -> bool:
+        """Whether ``variant``'s default weights are the EMA ones when a checkpoint holds both."""
+        return self.ema if isinstance(self.ema, bool) else variant in self.ema
+
+    def pretrained_cfg(self, variant: str, tag: str) -> dict[str, Any]:
+        """The pretrained cfg of ``variant.tag``: :data:`ZOO_CFG` (the input size the variant's ``img_size``, if it
+        has one), the family's ``cfg``, the release's changes."""
+        row = self.variants[variant]
+        size = row.args.get('img_size', 224)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        cfg = {**ZOO_CFG, 'input_size': (3, *size), **self.cfg, **row.releases[tag]}
+        cfg.setdefault('pool_size', (cfg['input_size'][1] // 32, cfg['input_size'][2] // 32))
+        url = cfg.get('url', '')
+        cfg.setdefault('custom_load', bool(url))  # backbones.checkpoint reads the file (PretrainedMixin)
+        if self.cache_per_model:
+            cfg['url'] = release_url(url, variant)
+        return cfg
+
+    def model_class(self, args: dict[str, Any]) -> type:
+        """The class ``args`` build (popping a skeleton family's ``skeleton``)."""
+        return self.model[args.pop('skeleton')] if isinstance(self.model, Mapping) else self.model
+
+    def create(self, variant: str, pretrained: bool = False, **kwargs: Any):
+        """Build ``variant`` through timm (``kwargs`` override the table's arguments)."""
+        from .checkpoint import fit  # the loader reads the registry below: imported once a model is built
+
+        args = dict(self.variants[variant].args, **kwargs)
+        skeleton = args.get('skeleton')
+        cls = self.model_class(args)
+        if self.letters is not None and skeleton in self.letters:
+            args['attn_kinds'] = parse_attn_code(args.pop('attn_type'), args['depths'], self.letters[skeleton])
+        return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=fit,
+                                    feature_cfg=cls.feature_cfg(args), **args)
 
 
-SKELETONS: dict[str, Skeleton] = {
-    'swin': Skeleton(_swin.Swin, _swin.checkpoint_filter_fn, _parse_swin),
-    'pvt': Skeleton(_pvt.PVT, _pvt.checkpoint_filter_fn,
-                    lambda code, depths, letters: _pvt.parse_attn_code(code, len(depths), letters)),
-    'deit': Skeleton(_deit.DeiT, _deit.checkpoint_filter_fn, features=_token_features),
-    'cswin': Skeleton(_cswin.CSWin, _cswin.checkpoint_filter_fn),
-}
+FAMILIES: dict[str, Family] = {}
+_VARIANTS: dict[str, Family] = {}
 
 
-def create(variant: str, cfg: Mapping[str, Any], letters: Mapping[str, Mapping[str, str]], pretrained: bool = False,
-           **kwargs: Any):
-    """Build ``variant`` from its table entry ``cfg`` (kwargs override; ``attn_type`` too) through timm.
-
-    ``letters[skeleton]`` maps the official letters to attention kinds, the mixing letter ``M``'s two kinds first
-    and second (Swin); skeletons without a parser (DeiT, CSwin) take the code itself."""
-    args = dict(cfg, **kwargs)
-    skeleton = SKELETONS[args.pop('skeleton')]
-    if skeleton.parse is not None:
-        args['attn_kinds'] = skeleton.parse(args.pop('attn_type'), tuple(args['depths']), letters[cfg['skeleton']])
-    feature_cfg = skeleton.features(args)
-    return build_model_with_cfg(skeleton.cls, variant, pretrained, pretrained_filter_fn=skeleton.filter_fn,
-                                feature_cfg=feature_cfg, **args)
+def family_of(model: Any) -> Family | None:
+    """The family of a registered name, or of a model built by ``timm.create_model``; None for anything else."""
+    name = model if isinstance(model, str) else (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    return _VARIANTS.get(name)
 
 
-def register_variants(namespace: dict[str, Any], model_cfgs: Mapping[str, Mapping[str, Any]],
-                      letters: Mapping[str, Mapping[str, str]], docs: Mapping[str, str]) -> None:
-    """One ``@register_model`` entrypoint per variant, defined in the family module whose globals are
-    ``namespace`` (so timm finds its ``default_cfgs`` and the zoo its ``checkpoint_filter_fn``)."""
-    def make(variant: str, cfg: Mapping[str, Any]) -> Callable:
-        def entrypoint(pretrained: bool = False, **kwargs: Any):
-            return create(variant, cfg, letters, pretrained, **kwargs)
-        entrypoint.__name__ = entrypoint.__qualname__ = variant
-        entrypoint.__module__ = namespace['__name__']
-        entrypoint.__doc__ = docs[variant]
-        return entrypoint
+def _entrypoint(family: Family, variant: str) -> Callable:
+    def entrypoint(pretrained: bool = False, **kwargs: Any):
+        return family.create(variant, pretrained, **kwargs)
+    entrypoint.__name__ = entrypoint.__qualname__ = variant
+    entrypoint.__module__ = family.module
+    entrypoint.__doc__ = family.variants[variant].doc
+    return entrypoint
 
-    for variant, cfg in model_cfgs.items():
-        namespace[variant] = register_model(make(variant, cfg))
+
+def register(family: Family) -> Family:
+    """Register ``family``: its pretrained cfgs as the module's ``default_cfgs`` and one timm entrypoint per variant,
+    as the module's attribute of that name. Raises ``ValueError`` for a name timm (or another family) already has."""
+    module = sys.modules[family.module]
+    for variant in family.variants:
+        if timm.is_model(variant) and model_entrypoint(variant).__module__ != family.module:
+            raise ValueError(f'{family.name}: {variant!r} is already registered by '
+                             f'{model_entrypoint(variant).__module__}; zoo names never shadow another model')
+    cfgs = generate_default_cfgs({f'{variant}.{tag}': family.pretrained_cfg(variant, tag)
+                                  for variant, row in family.variants.items() for tag in row.releases})
+    module.__dict__.setdefault('default_cfgs', {}).update(cfgs)
+    for variant in family.variants:
+        setattr(module, variant, register_model(_entrypoint(family, variant)))
+        _VARIANTS[variant] = family
+    FAMILIES[family.name] = family
+    return family
+
+
+def release_url(url: str, variant: str, ext: str = '.pth') -> tuple[str, str] | str:
+    """``(url, cache file name)`` for timm's downloader: ``attnzoo-<variant>-<basename or 'checkpoint'>``, ``ext``
+    appended when the basename has no extension; unique per model where the URL's basename is empty (TsinghuaCloud
+    ``/f/<id>/?dl=1``) or shared (OneDrive ``.../root/content``). An empty ``url`` (no release) stays empty."""
+    if not url:
+        return url
+    base = os.path.basename(urlparse(url).path) or 'checkpoint'
+    return url, f'attnzoo-{variant}-{base}{"" if os.path.splitext(base)[1] else ext}'
+
+
+def parse_attn_code(code: str, depths: Sequence[int], letters: Mapping[str, str]) -> list[list[str]]:
+    """Per stage, the attention kind of each block, from an official letter code.
+
+    One letter per stage (``'AAAB'``), mapped through ``letters`` (letter -> kind); ``M`` mixes a stage: its first
+    ``n`` blocks are the first kind of ``letters``, the rest the second, ``n`` being the digits after the stage
+    letters (``'AAMB2'``), as the official ``BasicLayer``.
+    """
+    n = len(depths)
+    head, tail = code[:n], code[n:]
+    bad = [c for c in head if c != 'M' and c not in letters]
+    if len(head) < n or bad or (tail and ('M' not in head or not tail.isdigit())) or ('M' in head and not tail):
+        raise ValueError(f'attn_type must be {n} letters from {sorted(letters)} or M, followed by the number of '
+                         f'leading {next(iter(letters.values()))} blocks when an M is present (e.g. AAMB2 / IIMS2), '
+                         f'got {code!r}')
+    mixed = tuple(letters.values())[:2]
+    mix = int(tail) if tail else 0
+    return [[(mixed[0] if j < mix else mixed[1]) if c == 'M' else letters[c] for j in range(d)]
+            for c, d in zip(head, depths)]
+

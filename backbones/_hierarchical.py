@@ -30,6 +30,11 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     feature_info: list[dict[str, Any]]
     stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
 
+    @classmethod
+    def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """timm's ``feature_cfg`` for a model built from ``args`` (popping ``out_indices``): every stage by default."""
+        return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(len(args['depths'])))))
+
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """The image -> the first stage's input."""
         return self.patch_embed(x)

@@ -39,18 +39,11 @@ from ._agent_inline import AgentAttention, InLineAttention
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'parse_attn_code', 'checkpoint_filter_fn', 'PVT_KINDS']
+__all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'checkpoint_filter_fn', 'PVT_KINDS']
 
 PVT_KINDS = ('sra', 'agent', 'inline')
 _LN_EPS = 1e-6  # the blocks' norm_layer; the patch embeddings' and SRA's norms keep nn.LayerNorm's 1e-5
 _MIN_SIZE = 32  # a 4x4 then three 2x2 stride convs without padding
-
-
-def parse_attn_code(code: str, num_stages: int, letters: Mapping[str, str]) -> list[str]:
-    """Per-stage attention kinds from an official letter code (``'AAAA'``, ``'IIII'``): one letter per stage."""
-    if len(code) != num_stages or any(c not in letters for c in code):
-        raise ValueError(f'attn_type must be {num_stages} letters from {sorted(letters)}, got {code!r}')
-    return [letters[c] for c in code]
 
 
 class SpatialReductionAttention(nn.Module):
@@ -130,9 +123,10 @@ class PatchEmbed(nn.Module):
 
 class PVTStage(nn.Module):
     """Patch embedding (``downsample``; none for stage 1, whose embedding is the model's stem), the position
-    embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then the blocks; NCHW in and out."""
+    embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then one block per entry of ``kinds``; NCHW in and
+    out."""
 
-    def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, build_grid: tuple[int, int],
+    def __init__(self, dim: int, out_dim: int, kinds: Sequence[str], downsample: bool, build_grid: tuple[int, int],
                  drop_path: Sequence[float], device=None, dtype=None, **block_kwargs: Any):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
@@ -142,8 +136,8 @@ class PVTStage(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, build_grid[0] * build_grid[1], out_dim, **dd))
         if self.pos_embed.device.type != 'meta':
             trunc_normal_(self.pos_embed, std=.02)
-        self.blocks = nn.Sequential(*[PVTBlock(out_dim, build_size=build_grid[0], drop_path=drop_path[j],
-                                               **block_kwargs, **dd) for j in range(depth)])
+        self.blocks = nn.Sequential(*[PVTBlock(out_dim, kind=kind, build_size=build_grid[0], drop_path=drop_path[j],
+                                               **block_kwargs, **dd) for j, kind in enumerate(kinds)])
 
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
         """``[1, H, W, C]``: the build-grid embedding, bilinearly resized to ``size`` when it differs."""
@@ -185,7 +179,7 @@ class PVT(HierarchicalModel):
     """PVT-v1 with a per-stage attention choice (Agent-PVT, InLine-PVT).
 
     Args:
-        attn_kinds: per stage, one of ``PVT_KINDS``.
+        attn_kinds: per stage, the kind of each block (one of ``PVT_KINDS``; the official models keep one per stage).
         img_size: the build input size (position embeddings and agent biases are sized to its stage grids).
         in_chans, num_classes, global_pool: as timm.
         embed_dims, depths, num_heads, mlp_ratios: per stage.
@@ -202,7 +196,7 @@ class PVT(HierarchicalModel):
 
     def __init__(
             self,
-            attn_kinds: Sequence[str],
+            attn_kinds: Sequence[Sequence[str]],
             img_size: int | Sequence[int] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -231,6 +225,8 @@ class PVT(HierarchicalModel):
         if any(len(v) != n for v in per_stage):
             raise ValueError(f'embed_dims, num_heads, mlp_ratios, sr_ratios, agent_num, agent_shapes and attn_kinds '
                              f'need one entry per stage ({n}), got {per_stage}')
+        if [len(k) for k in attn_kinds] != list(depths):
+            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.num_features = self.head_hidden_size = embed_dims[-1]
@@ -242,8 +238,8 @@ class PVT(HierarchicalModel):
             if i:
                 grid = (grid[0] // 2, grid[1] // 2)
             stages.append(PVTStage(
-                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], downsample=i > 0, build_grid=grid,
-                drop_path=dpr[i], num_heads=num_heads[i], kind=attn_kinds[i], sr_ratio=sr_ratios[i],
+                embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0, build_grid=grid,
+                drop_path=dpr[i], num_heads=num_heads[i], sr_ratio=sr_ratios[i],
                 agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
                 mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))

@@ -39,29 +39,10 @@ from ._agent_inline import AgentAttention, InLineAttention
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['Swin', 'SwinBlock', 'parse_attn_code', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
+__all__ = ['Swin', 'SwinBlock', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
 
 ATTN_KINDS = ('window', 'agent', 'inline')
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
-
-
-def parse_attn_code(code: str, depths: Sequence[int], letters: Mapping[str, str],
-                    mixed: tuple[str, str]) -> list[list[str]]:
-    """Per-block attention kinds from an official letter code (``'AAAB'``, ``'IIMS2'``, ...).
-
-    One letter per stage, mapped through ``letters``; ``M`` mixes within a stage: its first ``n`` blocks are
-    ``mixed[0]``, the rest ``mixed[1]``, with ``n`` the digits after the stage letters (``AAMB2``: stage 3 starts with
-    two agent blocks), as the official ``BasicLayer``.
-    """
-    n = len(depths)
-    head, tail = code[:n], code[n:]
-    bad = [c for c in head if c != 'M' and c not in letters]
-    if len(head) < n or bad or (tail and ('M' not in head or not tail.isdigit())) or ('M' in head and not tail):
-        raise ValueError(f'attn_type must be {n} letters from {sorted(letters)} or M, followed by the number of '
-                         f'leading {mixed[0]} blocks when an M is present (e.g. AAMB2 / IIMS2), got {code!r}')
-    mix = int(tail) if tail else 0
-    return [[(mixed[0] if j < mix else mixed[1]) if c == 'M' else letters[c] for j in range(d)]
-            for c, d in zip(head, depths)]
 
 
 class SwinBlock(nn.Module):
@@ -162,7 +143,8 @@ class Swin(HierarchicalModel):
     """Swin with a per-block attention choice (Agent-Swin, InLine-Swin).
 
     Args:
-        attn_kinds: per stage, the kind of each block (``parse_attn_code`` makes them from an official code).
+        attn_kinds: per stage, the kind of each block (:func:`backbones._family.parse_attn_code` makes them from an
+            official code).
         img_size: the build input size: the agent biases are sized to its stage maps (the official ``img_size``).
         in_chans, num_classes, global_pool: as timm.
         embed_dim, depths, num_heads: stage-1 width (doubling per stage), blocks and heads per stage.

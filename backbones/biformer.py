@@ -42,28 +42,24 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import (
     in_chans_only,
     mismatch_error,
     mismatch_report,
     model_name,
-    release_url,
     stage_layout,
     unwrap_state_dict,
 )
 
-__all__ = ['CHECKPOINT_EMA', 'BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
+__all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
            'checkpoint_filter_fn']
-
-# The official loader reads `model` from the released files (its EMA, if saved, was not what the table measured).
-CHECKPOINT_EMA = False
 
 _LN_EPS = 1e-6
 _GLOBAL_HEADS = 8  # the official AttentionLePE default, which its Block never overrides
@@ -337,7 +333,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict
     if not isinstance(model, BiFormer):
         raise TypeError(f'checkpoint_filter_fn maps onto a BiFormer model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     if any(k.startswith('downsample_layers.') for k in state_dict):
         state_dict = {_remap_official(k, model.swin_layout): v for k, v in state_dict.items()}
     if not any(k.endswith('.attn.lepe.weight') for k in state_dict) or \
@@ -362,72 +358,34 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict
 # Variants
 
 _BIFORMER = dict(mlp_ratios=(3, 3, 3, 3), topks=(1, 4, 16, -2), head_dim=32, n_win=7, side_dwconv=5, cpe_ks=3)
-
-# The official entrypoints (models/biformer.py, models/biformer_stl.py); drop_path_rate: the official training
-# values are set by the recipes (configs/imagenet/), not here.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    biformer_tiny=dict(_BIFORMER, depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
-    biformer_small=dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
-    biformer_base=dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
-    biformer_stl=dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4),
-                      topks=(1, 4, 16, -2), head_dim=32, n_win=7, side_dwconv=5, cpe_ks=0, swin_layout=True),
-)
-
-
-def _create_biformer(variant: str, pretrained: bool = False, **kwargs: Any) -> BiFormer:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        BiFormer, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
 _URL = 'https://api.onedrive.com/v1.0/shares/s!{}/root/content'  # the official README's / model_urls' links
 
 
-def _cfg(variant: str, share: str, **kwargs: Any) -> dict[str, Any]:
-    return {
-        # a cache file per model (every OneDrive URL's basename is 'content'), read by load_pretrained
-        'url': release_url(_URL.format(share), variant), 'custom_load': True,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0', 'classifier': 'head.fc', 'license': 'mit',
-        'origin_url': 'https://github.com/rayleizhu/BiFormer', 'paper_ids': 'arXiv:2303.08810',
-        'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention', **kwargs,
-    }
+def _onedrive(share: str) -> dict[str, dict[str, Any]]:
+    return {'in1k': dict(url=_URL.format(share))}
 
 
-default_cfgs = generate_default_cfgs({
-    'biformer_tiny.in1k': _cfg('biformer_tiny', 'AkBbczdRlZvChHEOoGkgwgQzEDlM'),
-    'biformer_small.in1k': _cfg('biformer_small', 'AkBbczdRlZvChHDyM-x9KWRBZ832'),
-    'biformer_base.in1k': _cfg('biformer_base', 'AkBbczdRlZvChHI_XPhoadjaNxtO'),
-    'biformer_stl.in1k': _cfg('biformer_stl', 'AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
-})
-
-
-@register_model
-def biformer_tiny(pretrained: bool = False, **kwargs: Any) -> BiFormer:
-    """BiFormer-T: 13.1M params, 2.2 GFLOPs at 224."""
-    return _create_biformer('biformer_tiny', pretrained, **kwargs)
-
-
-@register_model
-def biformer_small(pretrained: bool = False, **kwargs: Any) -> BiFormer:
-    """BiFormer-S: 25.5M params, 4.5 GFLOPs at 224."""
-    return _create_biformer('biformer_small', pretrained, **kwargs)
-
-
-@register_model
-def biformer_base(pretrained: bool = False, **kwargs: Any) -> BiFormer:
-    """BiFormer-B: 56.8M params, 9.8 GFLOPs at 224."""
-    return _create_biformer('biformer_base', pretrained, **kwargs)
-
-
-@register_model
-def biformer_stl(pretrained: bool = False, **kwargs: Any) -> BiFormer:
-    """BiFormer-STL (Swin-T layout ablation: patch stem, no conv position embedding): 28.4M params, 4.6 GFLOPs."""
-    return _create_biformer('biformer_stl', pretrained, **kwargs)
+# The official entrypoints (models/biformer.py, models/biformer_stl.py); drop_path_rate: the official training
+# values are set by the recipes (configs/imagenet/), not here. The official loader reads `model` from the released
+# files (its EMA, if saved, was not what the table measured): raw weights by default.
+register(Family(
+    'biformer', __name__, BiFormer, ema=False, cache_per_model=True,
+    cfg=dict(first_conv='stem.0', license='mit', origin_url='https://github.com/rayleizhu/BiFormer',
+             paper_ids='arXiv:2303.08810', paper_name='BiFormer: Vision Transformer with Bi-Level Routing Attention'),
+    variants=dict(
+        biformer_tiny=Variant('BiFormer-T: 13.1M params, 2.2 GFLOPs at 224.',
+                              dict(_BIFORMER, depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
+                              _onedrive('AkBbczdRlZvChHEOoGkgwgQzEDlM')),
+        biformer_small=Variant('BiFormer-S: 25.5M params, 4.5 GFLOPs at 224.',
+                               dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
+                               _onedrive('AkBbczdRlZvChHDyM-x9KWRBZ832')),
+        biformer_base=Variant('BiFormer-B: 56.8M params, 9.8 GFLOPs at 224.',
+                              dict(_BIFORMER, depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
+                              _onedrive('AkBbczdRlZvChHI_XPhoadjaNxtO')),
+        biformer_stl=Variant('BiFormer-STL (Swin-T layout ablation: patch stem, no conv position embedding): 28.4M '
+                             'params, 4.6 GFLOPs.',
+                             dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4),
+                                  topks=(1, 4, 16, -2), head_dim=32, n_win=7, side_dwconv=5, cpe_ks=0,
+                                  swin_layout=True),
+                             _onedrive('AkBbczdRlZvChSf-m7ujkvx9lIQ1')),
+    )))

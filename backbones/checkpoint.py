@@ -36,16 +36,17 @@ import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import timm
 import torch
 from timm.models import adapt_input_conv, clean_state_dict, model_entrypoint
 
+from ._family import family_of
+
 __all__ = ['EMA_KEYS', 'RAW_KEYS', 'PretrainedMixin', 'checkpoint_filter', 'checkpoint_safe_globals', 'ema_first',
-           'filter_by_class', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained', 'mismatch_error',
-           'mismatch_report', 'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'release_url', 'stage_layout',
+           'filter_by_class', 'fit', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained',
+           'mismatch_error', 'mismatch_report', 'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'stage_layout',
            'unwrap_state_dict']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
@@ -100,18 +101,21 @@ def weights_reader(model: torch.nn.Module | str) -> Callable[[str, bool | None],
     """The family's ``read_weights(path, use_ema)``, for weight files that are not torch checkpoints (MOAT's TF1
     releases): a state dict in the family's layout, the EMA or raw weights as ``use_ema`` chooses (None: the family's
     default). None when the family reads torch checkpoints only."""
-    return getattr(_family_module(model), 'read_weights', None)
+    family = family_of(model)
+    return family.read_weights if family else None
 
 
 def ema_first(model: torch.nn.Module | str) -> bool:
-    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order if unset).
+    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order for a model
+    of no zoo family)."""
+    family = family_of(model)
+    return family.ema_first(model if isinstance(model, str) else model_name(model)) if family else True
 
-    ``CHECKPOINT_EMA`` is a bool for the whole family, or the set of variant names whose default is EMA.
-    """
-    flag = getattr(_family_module(model), 'CHECKPOINT_EMA', True)
-    if isinstance(flag, bool):
-        return flag
-    return (model if isinstance(model, str) else model.pretrained_cfg.get('architecture')) in flag
+
+def fit(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` of every zoo model: ``state_dict`` in ``model``'s layout."""
+    filter_fn = checkpoint_filter(model)
+    return dict(state_dict) if filter_fn is None else filter_fn(state_dict, model)
 
 
 def unwrap_state_dict(
@@ -324,16 +328,6 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise ValueError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict')
     return checkpoint
-
-
-def release_url(url: str, variant: str, ext: str = '.pth') -> tuple[str, str] | str:
-    """``(url, cache file name)`` for timm's downloader: ``attnzoo-<variant>-<basename or 'checkpoint'>``, ``ext``
-    appended when the basename has no extension; unique per model where the URL's basename is empty (TsinghuaCloud
-    ``/f/<id>/?dl=1``) or shared (OneDrive ``.../root/content``). An empty ``url`` (no release) stays empty."""
-    if not url:
-        return url
-    base = os.path.basename(urlparse(url).path) or 'checkpoint'
-    return url, f'attnzoo-{variant}-{base}{"" if os.path.splitext(base)[1] else ext}'
 
 
 def _pretrained_optional(model: torch.nn.Module) -> tuple[set[str], dict[str, int]]:

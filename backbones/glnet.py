@@ -34,30 +34,24 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import (
     in_chans_only,
     mismatch_error,
     mismatch_report,
     model_name,
-    release_url,
     stage_layout,
     unwrap_state_dict,
 )
 
-__all__ = ['CHECKPOINT_EMA', 'GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
-
-# Variants whose default weights are the EMA ones: the official loader reads `model_ema` for GLNet-16G only
-# ("the ema checkpoint has slightly better performance (85.0) than that of regular checkpoint (84.9)"), `model`
-# for every other release.
-CHECKPOINT_EMA = frozenset({'glnet_16g'})
+__all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-6  # timm's LayerNorm2d default and the official MHSA LayerNorm
 
@@ -451,7 +445,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[st
     if not isinstance(model, GLNet):
         raise TypeError(f'checkpoint_filter_fn maps onto a GLNet model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=name in CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=name == 'glnet_16g')
     if any(k.startswith('downsample_layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}
     if not any(k.endswith(('.relation_mha.in_proj_weight', '.mha_op.in_proj_weight')) for k in state_dict):
@@ -481,97 +475,47 @@ _STL = dict(depths=(2, 2, 6, 2), embed_dims=(96, 192, 384, 768), mlp_ratios=(4, 
             mixing_modes=('glmix', 'glmix', 'glmix', 'mha'), norm_first_transition=True)
 _G = dict(depths=(4, 4, 18, 4), mlp_ratios=(3, 3, 3, 3), mixing_modes=('glmix', 'glmix', 'glmix.mha_nchw', 'mha_nchw'),
           cpe_ks=3, overlapped_stem=True, norm_first_transition=False, mlp_dw=True)
+_URL = 'https://api.onedrive.com/v1.0/shares/u!{}/root/content'
+
+
+def _onedrive(share: str, **cfg: Any) -> dict[str, dict[str, Any]]:
+    return {'in1k': dict(cfg, url=_URL.format(share))}
+
 
 # The official entrypoints (models/glnet.py, models/glnet_tklb.py); drop_path_rate: the official training values
-# (scripts/train_*.sh) are set by the recipes, not here.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    glnet_stl=dict(_STL),
-    glnet_stl_paramslot=dict(_STL, slot_init='param'),
-    glnet_4g=dict(_G, embed_dims=(64, 128, 256, 512)),
-    glnet_9g=dict(_G, embed_dims=(96, 192, 384, 768)),
-    glnet_16g=dict(_G, embed_dims=(128, 256, 512, 1024), layerscale=1e-4),
-    glnet_4g_tklb=dict(_G, embed_dims=(64, 128, 256, 512), token_label_head=True),
-    glnet_9g_tklb=dict(_G, embed_dims=(96, 192, 384, 768), token_label_head=True),
-)
-
-
-def _create_glnet(variant: str, pretrained: bool = False, **kwargs: Any) -> GLNet:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        GLNet, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
-_URL = 'https://api.onedrive.com/v1.0/shares/u!{}/root/content'
-_SHARES = dict(
-    glnet_4g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzlEalNfQU1xbkpRaVgxP2U9dE9raEhQ',
-    glnet_9g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RUdGUTZrZldWLXdWWmVpP2U9d1d3Ujh6',
-    glnet_16g='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5amFCeEMzaC1COENIV01tP2U9R2ZSMGtn',
-    glnet_stl='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QkZhQUlMRU11X2R0YmJWP2U9OUdoaGkz',
-    glnet_stl_paramslot='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzBlYXQ1ekNFOXVwY1FSP2U9dm1ibW8x',
-    glnet_4g_tklb='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QVdjT2RsVFVhMkozdnNYP2U9d0U0Y2gx',
-    glnet_9g_tklb='aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5blBFY2ctZkM3WkRDTUV0P2U9Ynd1ZmVS',
-)
-
-
-def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
-    first_conv = 'stem.1' if model_cfgs[variant].get('overlapped_stem') else 'stem.0'
-    return {
-        # a cache file per model (every OneDrive URL's basename is 'content'), read by load_pretrained
-        'url': release_url(_URL.format(_SHARES[variant]), variant), 'custom_load': True,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': first_conv, 'classifier': 'head.fc', 'license': 'apache-2.0',
-        'origin_url': 'https://github.com/rayleizhu/GLMix', 'paper_ids': 'arXiv:2411.14429',
-        'paper_name': 'Revisiting the Integration of Convolution and Attention for Vision Backbone', **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({f'{v}.in1k': _cfg(v) for v in model_cfgs})
-
-
-@register_model
-def glnet_stl(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-STL (Swin-T layout, GLMix stages 1-3, MHSA stage 4): 30.3M params, 4.4 GFLOPs at 224."""
-    return _create_glnet('glnet_stl', pretrained, **kwargs)
-
-
-@register_model
-def glnet_stl_paramslot(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-STL with learnable initial slots: 30.5M params, 4.4 GFLOPs at 224."""
-    return _create_glnet('glnet_stl_paramslot', pretrained, **kwargs)
-
-
-@register_model
-def glnet_4g(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-4G: 27.0M params, 4.5 GFLOPs at 224."""
-    return _create_glnet('glnet_4g', pretrained, **kwargs)
-
-
-@register_model
-def glnet_9g(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-9G: 60.0M params, 9.7 GFLOPs at 224."""
-    return _create_glnet('glnet_9g', pretrained, **kwargs)
-
-
-@register_model
-def glnet_16g(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-16G (LayerScale 1e-4; EMA release weights): 106.1M params, 16.7 GFLOPs at 224."""
-    return _create_glnet('glnet_16g', pretrained, **kwargs)
-
-
-@register_model
-def glnet_4g_tklb(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-4G trained with token labelling (auxiliary token head): 27.5M params, 4.5 GFLOPs at 224."""
-    return _create_glnet('glnet_4g_tklb', pretrained, **kwargs)
-
-
-@register_model
-def glnet_9g_tklb(pretrained: bool = False, **kwargs: Any) -> GLNet:
-    """GLNet-9G trained with token labelling (auxiliary token head): 60.8M params, 9.7 GFLOPs at 224."""
-    return _create_glnet('glnet_9g_tklb', pretrained, **kwargs)
+# (scripts/train_*.sh) are set by the recipes, not here. Default weights: the official loader reads `model_ema` for
+# GLNet-16G only ("the ema checkpoint has slightly better performance (85.0) than that of regular checkpoint
+# (84.9)"), `model` for every other release.
+register(Family(
+    'glnet', __name__, GLNet, ema=frozenset({'glnet_16g'}), cache_per_model=True,
+    cfg=dict(first_conv='stem.1', license='apache-2.0', origin_url='https://github.com/rayleizhu/GLMix',
+             paper_ids='arXiv:2411.14429',
+             paper_name='Revisiting the Integration of Convolution and Attention for Vision Backbone'),
+    variants=dict(
+        glnet_stl=Variant(
+            'GLNet-STL (Swin-T layout, GLMix stages 1-3, MHSA stage 4): 30.3M params, 4.4 GFLOPs at 224.', _STL,
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QkZhQUlMRU11X2R0YmJWP2U9OUdoaGkz',
+                      first_conv='stem.0')),
+        glnet_stl_paramslot=Variant(
+            'GLNet-STL with learnable initial slots: 30.5M params, 4.4 GFLOPs at 224.', dict(_STL, slot_init='param'),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzBlYXQ1ekNFOXVwY1FSP2U9dm1ibW8x',
+                      first_conv='stem.0')),
+        glnet_4g=Variant(
+            'GLNet-4G: 27.0M params, 4.5 GFLOPs at 224.', dict(_G, embed_dims=(64, 128, 256, 512)),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RzlEalNfQU1xbkpRaVgxP2U9dE9raEhQ')),
+        glnet_9g=Variant(
+            'GLNet-9G: 60.0M params, 9.7 GFLOPs at 224.', dict(_G, embed_dims=(96, 192, 384, 768)),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5RUdGUTZrZldWLXdWWmVpP2U9d1d3Ujh6')),
+        glnet_16g=Variant(
+            'GLNet-16G (LayerScale 1e-4; EMA release weights): 106.1M params, 16.7 GFLOPs at 224.',
+            dict(_G, embed_dims=(128, 256, 512, 1024), layerscale=1e-4),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5amFCeEMzaC1COENIV01tP2U9R2ZSMGtn')),
+        glnet_4g_tklb=Variant(
+            'GLNet-4G trained with token labelling (auxiliary token head): 27.5M params, 4.5 GFLOPs at 224.',
+            dict(_G, embed_dims=(64, 128, 256, 512), token_label_head=True),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5QVdjT2RsVFVhMkozdnNYP2U9d0U0Y2gx')),
+        glnet_9g_tklb=Variant(
+            'GLNet-9G trained with token labelling (auxiliary token head): 60.8M params, 9.7 GFLOPs at 224.',
+            dict(_G, embed_dims=(96, 192, 384, 768), token_label_head=True),
+            _onedrive('aHR0cHM6Ly8xZHJ2Lm1zL3UvcyFBa0JiY3pkUmxadkN5blBFY2ctZkM3WkRDTUV0P2U9Ynd1ZmVS')),
+    )))

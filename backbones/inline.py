@@ -19,109 +19,78 @@ B "25M / 43M / 96M" are 20.6M / 33.0M / 73.4M in the code. InLine-Swin-B-384 and
 no released weights. InLine has no position parameters in its attention: its models run at any size with the same
 weights (PVT's and DeiT's position embeddings are resized); outputs equal the official models' at the build size.
 The CSwin runs were trained with EMA (``main_ema.py``: files with ``model`` and ``state_dict_ema``); their EMA
-weights load by default (``CHECKPOINT_EMA``).
+weights load by default.
 """
 from __future__ import annotations
 
-from typing import Any
+from ._family import Family, Variant, register
+from ._skeletons import DEIT_CFG, SKELETONS, checkpoint_filter_fn, tsinghua
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs
-
-from ._family import SKELETONS, register_variants
-from .checkpoint import filter_by_class, release_url
-
-__all__ = ['CHECKPOINT_EMA', 'LETTERS', 'checkpoint_filter_fn', 'model_cfgs']
-
-# Variants whose default weights are the EMA ones when a file holds both: the CSwin runs (main_ema.py); the Swin /
-# PVT / DeiT releases hold only `model`.
-CHECKPOINT_EMA = {'inline_cswin_tiny', 'inline_cswin_small', 'inline_cswin_base', 'inline_cswin_base_384'}
-
-checkpoint_filter_fn = filter_by_class({s.cls: s.filter_fn for s in SKELETONS.values()})
-
-# the official letters per skeleton (Swin: M mixes the first and the second kind)
-LETTERS = dict(swin={'I': 'inline', 'S': 'window'}, pvt={'I': 'inline', 'S': 'sra'})
+__all__ = ['checkpoint_filter_fn']
 
 # The official cfgs/*.yaml over config.py's defaults (PVT_LA_SR_RATIOS 1111, CSWIN_LA_SPLIT_SIZE = the stage maps,
 # DROP_PATH_RATE 0.1); drop_path_rate is the official training value. skeleton: which builder; the rest are that
-# skeleton's arguments. InLine-DeiT-S / B are narrower than DeiT-S / B and run at 288 / 448.
-_SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-_SWIN_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
-_SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2, 1),
-            attn_type='IIII')
+# skeleton's arguments. InLine-DeiT-S / B are narrower than DeiT-S / B and run at 288 / 448. Docstrings: the official
+# README's params / GFLOPs.
+_SWIN_S = dict(skeleton='swin', embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_SWIN_B = dict(skeleton='swin', embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type='IIMS2',
+               drop_path_rate=0.5)
+_PVT = dict(skeleton='pvt', embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4),
+            sr_ratios=(8, 4, 2, 1), attn_type='IIII')
 _DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='I', drop_path_rate=0.1)
 _CSWIN = dict(skeleton='cswin', attn_type='IISS')
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    inline_swin_tiny=dict(skeleton='swin', **_SWIN_T, window_size=56, attn_type='IIIS', drop_path_rate=0.2),
-    inline_swin_small=dict(skeleton='swin', **_SWIN_S, window_size=56, attn_type='IISS', drop_path_rate=0.3),
-    inline_swin_base=dict(skeleton='swin', **_SWIN_B, window_size=56, attn_type='IIMS2', drop_path_rate=0.5),
-    inline_swin_base_384=dict(skeleton='swin', **_SWIN_B, img_size=384, window_size=96, attn_type='IIMS2',
-                              drop_path_rate=0.5),
-    inline_pvt_tiny=dict(skeleton='pvt', **_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1),
-    inline_pvt_small=dict(skeleton='pvt', **_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
-    inline_pvt_medium=dict(skeleton='pvt', **_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
-    inline_pvt_large=dict(skeleton='pvt', **_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
-    inline_deit_tiny=dict(_DEIT, embed_dim=192, num_heads=6),
-    inline_deit_small=dict(_DEIT, img_size=288, embed_dim=320, num_heads=10),
-    inline_deit_base=dict(_DEIT, img_size=448, embed_dim=384, num_heads=12),
-    inline_cswin_tiny=dict(_CSWIN, embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), drop_path_rate=0.2),
-    inline_cswin_small=dict(_CSWIN, embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), drop_path_rate=0.4),
-    inline_cswin_base=dict(_CSWIN_B, drop_path_rate=0.5),
-    inline_cswin_base_384=dict(_CSWIN_B, img_size=384, split_size=(1, 2, 12, 12), drop_path_rate=0.7),
-)
 
-# variant: (TsinghuaCloud share id of the official weights or None, README params (M), GFLOPs) from README.md
-_RELEASES = dict(
-    inline_swin_tiny=('32810869fcc34410966b', 30, 4.5),
-    inline_swin_small=('e9657fd247c04c7cb1a1', 50, 8.7),
-    inline_swin_base=('bf23564bb64c420aafe1', 88, 15.4),
-    inline_swin_base_384=(None, 88, None),
-    inline_pvt_tiny=('90ac52b1555b401eb5e6', 12.0, 2.0),
-    inline_pvt_small=('1ab953b2479d433080a3', 21.6, 3.9),
-    inline_pvt_medium=('a72aec31e6084bc0a280', 37.6, 6.9),
-    inline_pvt_large=('efd91318ba964f01b288', 50.2, 10.2),
-    inline_deit_tiny=('1d6b8191ad6d4114b291', 6.5, 1.1),
-    inline_deit_small=('2f3898b07e9247f3beb3', 16.7, 5.0),
-    inline_deit_base=('10bdd726d4b0435eb34e', 23.8, 17.2),
-    inline_cswin_tiny=('49fa2ecc543647c4b970', 25, 4.3),
-    inline_cswin_small=('59f4e65f776f4052b93c', 43, 6.8),
-    inline_cswin_base=('91e17121df284ae38521', 96, 14.9),
-    inline_cswin_base_384=(None, None, None),
-)
-
-# evaluated without a center crop (the official TEST.CROP: False); the others (every DeiT / CSwin cfg too) crop 0.875
-# (config.py's default)
-_NO_CROP = {'inline_swin_base_384'}
-
-
-def _cfg(variant: str) -> dict[str, Any]:
-    size = model_cfgs[variant].get('img_size', 224)
-    share = _RELEASES[variant][0]
-    deit = model_cfgs[variant]['skeleton'] == 'deit'  # class-token classifier, token features
-    return {
-        # a cache file per model (the URL's basename is empty), read by load_pretrained (backbones.checkpoint)
-        'url': release_url(f'https://cloud.tsinghua.edu.cn/f/{share}/?dl=1' if share else '', variant),
-        'custom_load': bool(share), 'num_classes': 1000,
-        'input_size': (3, size, size), 'pool_size': None if deit else (size // 32, size // 32),
-        'crop_pct': 1.0 if variant in _NO_CROP else 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head' if deit else 'head.fc', 'license': 'unknown',
-        'origin_url': 'https://github.com/LeapLabTHU/InLine', 'paper_ids': 'arXiv:2412.06590',
-        'paper_name': 'Bridging the Divide: Reconsidering Softmax and Linear Attention',
-    }
-
-
-default_cfgs = generate_default_cfgs({f'{v}.in1k': _cfg(v) for v in model_cfgs})
-
-
-def _doc(variant: str) -> str:
-    _, params, gflops = _RELEASES[variant]
-    size = model_cfgs[variant].get('img_size', 224)
-    if params is None:
-        return f'{variant}: an official config at {size}, no README row or released weights.'
-    return f'{variant}: README {params}M params' + (f', {gflops} GFLOPs' if gflops else '') + f' at {size}.'
-
-
-register_variants(globals(), model_cfgs, LETTERS, {v: _doc(v) for v in model_cfgs})
+register(Family(
+    'inline', __name__, SKELETONS, cache_per_model=True,
+    # the CSwin runs were trained with EMA (main_ema.py); the Swin / PVT / DeiT releases hold only `model`
+    ema=frozenset({'inline_cswin_tiny', 'inline_cswin_small', 'inline_cswin_base', 'inline_cswin_base_384'}),
+    # the official letters per skeleton (Swin: M mixes the first and the second kind)
+    letters=dict(swin={'I': 'inline', 'S': 'window'}, pvt={'I': 'inline', 'S': 'sra'}),
+    cfg=dict(first_conv='patch_embed.proj', license='unknown', origin_url='https://github.com/LeapLabTHU/InLine',
+             paper_ids='arXiv:2412.06590',
+             paper_name='Bridging the Divide: Reconsidering Softmax and Linear Attention'),
+    variants=dict(
+        inline_swin_tiny=Variant('inline_swin_tiny: README 30M params, 4.5 GFLOPs at 224.',
+                                 dict(skeleton='swin', embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                                      window_size=56, attn_type='IIIS', drop_path_rate=0.2),
+                                 tsinghua('32810869fcc34410966b')),
+        inline_swin_small=Variant('inline_swin_small: README 50M params, 8.7 GFLOPs at 224.',
+                                  dict(_SWIN_S, window_size=56, attn_type='IISS', drop_path_rate=0.3),
+                                  tsinghua('e9657fd247c04c7cb1a1')),
+        inline_swin_base=Variant('inline_swin_base: README 88M params, 15.4 GFLOPs at 224.',
+                                 dict(_SWIN_B, window_size=56), tsinghua('bf23564bb64c420aafe1')),
+        # evaluated without a center crop (the official TEST.CROP: False; the others crop 0.875, config.py's default)
+        inline_swin_base_384=Variant('inline_swin_base_384: README 88M params at 384.',
+                                     dict(_SWIN_B, img_size=384, window_size=96), tsinghua(None, crop_pct=1.0)),
+        inline_pvt_tiny=Variant('inline_pvt_tiny: README 12.0M params, 2.0 GFLOPs at 224.',
+                                dict(_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1), tsinghua('90ac52b1555b401eb5e6')),
+        inline_pvt_small=Variant('inline_pvt_small: README 21.6M params, 3.9 GFLOPs at 224.',
+                                 dict(_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
+                                 tsinghua('1ab953b2479d433080a3')),
+        inline_pvt_medium=Variant('inline_pvt_medium: README 37.6M params, 6.9 GFLOPs at 224.',
+                                  dict(_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
+                                  tsinghua('a72aec31e6084bc0a280')),
+        inline_pvt_large=Variant('inline_pvt_large: README 50.2M params, 10.2 GFLOPs at 224.',
+                                 dict(_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
+                                 tsinghua('efd91318ba964f01b288')),
+        inline_deit_tiny=Variant('inline_deit_tiny: README 6.5M params, 1.1 GFLOPs at 224.',
+                                 dict(_DEIT, embed_dim=192, num_heads=6), tsinghua('1d6b8191ad6d4114b291', **DEIT_CFG)),
+        inline_deit_small=Variant('inline_deit_small: README 16.7M params, 5.0 GFLOPs at 288.',
+                                  dict(_DEIT, img_size=288, embed_dim=320, num_heads=10),
+                                  tsinghua('2f3898b07e9247f3beb3', **DEIT_CFG)),
+        inline_deit_base=Variant('inline_deit_base: README 23.8M params, 17.2 GFLOPs at 448.',
+                                 dict(_DEIT, img_size=448, embed_dim=384, num_heads=12),
+                                 tsinghua('10bdd726d4b0435eb34e', **DEIT_CFG)),
+        inline_cswin_tiny=Variant('inline_cswin_tiny: README 25M params, 4.3 GFLOPs at 224.',
+                                  dict(_CSWIN, embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16),
+                                       drop_path_rate=0.2), tsinghua('49fa2ecc543647c4b970')),
+        inline_cswin_small=Variant('inline_cswin_small: README 43M params, 6.8 GFLOPs at 224.',
+                                   dict(_CSWIN, embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16),
+                                        drop_path_rate=0.4), tsinghua('59f4e65f776f4052b93c')),
+        inline_cswin_base=Variant('inline_cswin_base: README 96M params, 14.9 GFLOPs at 224.',
+                                  dict(_CSWIN_B, drop_path_rate=0.5), tsinghua('91e17121df284ae38521')),
+        inline_cswin_base_384=Variant('inline_cswin_base_384: an official config at 384, no README row or released '
+                                      'weights.', dict(_CSWIN_B, img_size=384, split_size=(1, 2, 12, 12),
+                                                       drop_path_rate=0.7), tsinghua(None)),
+    )))

@@ -36,19 +36,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['CHECKPOINT_EMA', 'L2ViT', 'LinearAttention', 'checkpoint_filter_fn']
-
-# Default weights of a file holding both: the raw ones (`model`), which the official eval script evaluates.
-CHECKPOINT_EMA = False
+__all__ = ['L2ViT', 'LinearAttention', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-5  # nn.LayerNorm's default, used by every official norm
 _CLAMP_MIN = 100.0  # the official denominator clamp ("makes training stable")
@@ -318,7 +315,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: L2ViT) -> dict[st
     if not isinstance(model, L2ViT):
         raise TypeError(f'checkpoint_filter_fn maps onto an L2ViT model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     if any(k.startswith('downsample_layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}
     if not any(k.endswith('.attn.temperature') for k in state_dict):
@@ -340,75 +337,32 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: L2ViT) -> dict[st
 # ---------------------------------------------------------------------------------------------------------------
 # Variants
 
-# l2vit.py's L2ViT_Tiny/Small/Base/Base_384. drop_path_rate: the official model default (0); the recipes under
-# configs/imagenet/ set the training value.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    l2vit_tiny=dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    l2vit_small=dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    l2vit_base=dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
-    l2vit_base_384=dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                        window_size=12),
-)
-
-
-def _create_l2vit(variant: str, pretrained: bool = False, **kwargs: Any) -> L2ViT:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        L2ViT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
 _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
+_BASE = dict(embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
 
-
-def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
-    return {
-        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
-        'url': url, 'custom_load': bool(url), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',
-        'origin_url': 'https://github.com/ChuanyangZheng/L2ViT', 'paper_ids': 'arXiv:2501.16182',
-        'paper_name': 'The Linear Attention Resurrection in Vision Transformer', **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({
-    'l2vit_tiny.in1k': _cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth'),
-    'l2vit_small.in1k': _cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth'),
-    'l2vit_base.in1k': _cfg(_URL + 'L2ViT-Base-checkpoint-best-ema.pth'),
-    'l2vit_base.in22k_ft_in1k': _cfg(_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth'),
-    # the authors' own ImageNet-22K class order (their custom_map22kto1k.txt maps it to 1K)
-    'l2vit_base.in22k': _cfg(_URL + 'L2ViT-Base-22k-pretrain-checkpoint-best.pth', num_classes=21841),
-    # fine-tuned at 384 and evaluated without a center crop (the official transform warps at >= 384)
-    'l2vit_base_384.in22k_ft_in1k': _cfg(_URL + 'L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth',
-                                         input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
-})
-
-
-@register_model
-def l2vit_tiny(pretrained: bool = False, **kwargs: Any) -> L2ViT:
-    """L2ViT-T: 29M params, 4.7 GFLOPs at 224."""
-    return _create_l2vit('l2vit_tiny', pretrained, **kwargs)
-
-
-@register_model
-def l2vit_small(pretrained: bool = False, **kwargs: Any) -> L2ViT:
-    """L2ViT-S: 50M params, 9.0 GFLOPs at 224."""
-    return _create_l2vit('l2vit_small', pretrained, **kwargs)
-
-
-@register_model
-def l2vit_base(pretrained: bool = False, **kwargs: Any) -> L2ViT:
-    """L2ViT-B: 89M params, 15.9 GFLOPs at 224."""
-    return _create_l2vit('l2vit_base', pretrained, **kwargs)
-
-
-@register_model
-def l2vit_base_384(pretrained: bool = False, **kwargs: Any) -> L2ViT:
-    """L2ViT-B at 384 with 12x12 windows (ImageNet-22K pre-trained): 89M params, 47.5 GFLOPs."""
-    return _create_l2vit('l2vit_base_384', pretrained, **kwargs)
+# l2vit.py's L2ViT_Tiny/Small/Base/Base_384. drop_path_rate: the official model default (0); the recipes under
+# configs/imagenet/ set the training value. Default weights of a file holding both: the raw ones (`model`), which the
+# official eval script evaluates.
+register(Family(
+    'l2vit', __name__, L2ViT, ema=False,
+    cfg=dict(first_conv='patch_embed.proj.0', license='mit', origin_url='https://github.com/ChuanyangZheng/L2ViT',
+             paper_ids='arXiv:2501.16182', paper_name='The Linear Attention Resurrection in Vision Transformer'),
+    variants=dict(
+        l2vit_tiny=Variant('L2ViT-T: 29M params, 4.7 GFLOPs at 224.',
+                           dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+                           {'in1k': dict(url=_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth')}),
+        l2vit_small=Variant('L2ViT-S: 50M params, 9.0 GFLOPs at 224.',
+                            dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+                            {'in1k': dict(url=_URL + 'L2ViT-Small-checkpoint-best-ema.pth')}),
+        l2vit_base=Variant('L2ViT-B: 89M params, 15.9 GFLOPs at 224.', _BASE, {
+            'in1k': dict(url=_URL + 'L2ViT-Base-checkpoint-best-ema.pth'),
+            'in22k_ft_in1k': dict(url=_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth'),
+            # the authors' own ImageNet-22K class order (their custom_map22kto1k.txt maps it to 1K)
+            'in22k': dict(url=_URL + 'L2ViT-Base-22k-pretrain-checkpoint-best.pth', num_classes=21841)}),
+        # fine-tuned at 384 and evaluated without a center crop (the official transform warps at >= 384)
+        l2vit_base_384=Variant(
+            'L2ViT-B at 384 with 12x12 windows (ImageNet-22K pre-trained): 89M params, 47.5 GFLOPs.',
+            dict(_BASE, window_size=12), {'in22k_ft_in1k': dict(
+                url=_URL + 'L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth', input_size=(3, 384, 384),
+                crop_pct=1.0)}),
+    )))

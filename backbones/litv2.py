@@ -36,21 +36,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 from torchvision.ops import deform_conv2d
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['CHECKPOINT_EMA', 'LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
-
-# Default weights of a checkpoint holding both raw and EMA weights: the raw ones. The released files hold only
-# `model` (the official configs train without EMA: config.py's TRAIN has no EMA option).
-CHECKPOINT_EMA = False
+__all__ = ['LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
@@ -370,7 +366,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
     if not isinstance(model, LITv2):
         raise TypeError(f'checkpoint_filter_fn maps onto a LITv2 model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = {_remap_official(k): v for k, v in state_dict.items()}
     if not any(k.endswith('.downsample.dconv.conv_offset.weight') for k in state_dict):
@@ -396,70 +392,26 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[st
 # ---------------------------------------------------------------------------------------------------------------
 # Variants
 
-# The official configs (classification/configs/litv2-*.yaml over config.py's defaults); drop_path_rate is the
-# official training value.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    litv2_small=dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
-    litv2_medium=dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
-    litv2_base=dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
-    litv2_base_384=dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
-)
-
-
-def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv2:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        LITv2, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
 _URL = 'https://github.com/ziplab/LITv2/releases/download/v1.0/'
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
 
-
-def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
-    return {
-        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
-        'url': url, 'custom_load': bool(url), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc', 'license': 'apache-2.0',
-        'origin_url': 'https://github.com/ziplab/LITv2', 'paper_ids': 'arXiv:2205.13213',
-        'paper_name': 'Fast Vision Transformers with HiLo Attention', **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({
-    'litv2_small.in1k': _cfg(_URL + 'litv2_s.pth'),
-    'litv2_medium.in1k': _cfg(_URL + 'litv2_m.pth'),
-    'litv2_base.in1k': _cfg(_URL + 'litv2_b.pth'),
-    # fine-tuned at 384 and evaluated without a center crop (the official TEST.CROP: False)
-    'litv2_base_384.in1k': _cfg(_URL + 'litv2_b_384.pth', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
-})
-
-
-@register_model
-def litv2_small(pretrained: bool = False, **kwargs: Any) -> LITv2:
-    """LITv2-S: 28M params, 3.7 GFLOPs at 224."""
-    return _create_litv2('litv2_small', pretrained, **kwargs)
-
-
-@register_model
-def litv2_medium(pretrained: bool = False, **kwargs: Any) -> LITv2:
-    """LITv2-M: 49M params, 7.5 GFLOPs at 224."""
-    return _create_litv2('litv2_medium', pretrained, **kwargs)
-
-
-@register_model
-def litv2_base(pretrained: bool = False, **kwargs: Any) -> LITv2:
-    """LITv2-B: 87M params, 13.2 GFLOPs at 224."""
-    return _create_litv2('litv2_base', pretrained, **kwargs)
-
-
-@register_model
-def litv2_base_384(pretrained: bool = False, **kwargs: Any) -> LITv2:
-    """LITv2-B fine-tuned at 384: 87M params, 39.7 GFLOPs."""
-    return _create_litv2('litv2_base_384', pretrained, **kwargs)
+# The official configs (classification/configs/litv2-*.yaml over config.py's defaults); drop_path_rate is the
+# official training value. The released files hold only `model` (the official configs train without EMA: config.py's
+# TRAIN has no EMA option): raw weights by default.
+register(Family(
+    'litv2', __name__, LITv2, ema=False,
+    cfg=dict(first_conv='patch_embed.proj', license='apache-2.0', origin_url='https://github.com/ziplab/LITv2',
+             paper_ids='arXiv:2205.13213', paper_name='Fast Vision Transformers with HiLo Attention'),
+    variants=dict(
+        litv2_small=Variant('LITv2-S: 28M params, 3.7 GFLOPs at 224.',
+                            dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+                            {'in1k': dict(url=_URL + 'litv2_s.pth')}),
+        litv2_medium=Variant('LITv2-M: 49M params, 7.5 GFLOPs at 224.',
+                             dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
+                             {'in1k': dict(url=_URL + 'litv2_m.pth')}),
+        litv2_base=Variant('LITv2-B: 87M params, 13.2 GFLOPs at 224.', _BASE,
+                           {'in1k': dict(url=_URL + 'litv2_b.pth')}),
+        # fine-tuned at 384 and evaluated without a center crop (the official TEST.CROP: False)
+        litv2_base_384=Variant('LITv2-B fine-tuned at 384: 87M params, 39.7 GFLOPs.', _BASE, {
+            'in1k': dict(url=_URL + 'litv2_b_384.pth', input_size=(3, 384, 384), crop_pct=1.0)}),
+    )))

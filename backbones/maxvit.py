@@ -49,20 +49,16 @@ from timm.layers import (
     to_2tuple,
 )
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import checkpoint_seq, named_apply
 from timm.models._features import feature_take_indices
 from torch import nn
 
 import ops
 
+from ._family import Family, Variant, register
 from .checkpoint import mismatch_report, model_name, unwrap_state_dict
 
-__all__ = ['CHECKPOINT_EMA', 'MaxViTNA', 'checkpoint_filter_fn']
-
-# Default weights of a checkpoint that holds both raw and EMA weights: the EMA ones (timm's order; the TF MaxViT
-# recipes evaluate an EMA of the weights). The released weights (timm's port) are plain state dicts, so this only
-# decides for files such as train.py's with --model-ema; ``use_ema`` / ``--use-ema`` chooses explicitly.
-CHECKPOINT_EMA = True
+__all__ = ['MaxViTNA', 'checkpoint_filter_fn']
 
 _ARCHS = {
     # name: (embed_dim, depths, stem_width); head hidden size = embed_dim[-1], as the official models
@@ -371,6 +367,11 @@ class MaxViTNA(nn.Module):
             for block in stage.blocks:
                 block.init_weights()
 
+    @classmethod
+    def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """The stem and every stage by default."""
+        return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(len(args['depths']) + 1))))
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
@@ -476,7 +477,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     """
     if not isinstance(model, MaxViTNA):
         raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=True)
     target = model.state_dict()
     out = {}
     for k, v in state_dict.items():
@@ -499,142 +500,45 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[st
     return out
 
 
-def _create_maxvit_na(variant: str, pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    size = variant.split('_')[2]
-    embed_dim, depths, stem_width = _ARCHS[size]
-    model_args = dict(
-        embed_dim=embed_dim, depths=depths, stem_width=stem_width, img_size=int(variant.split('_')[-1]))
-    return build_model_with_cfg(
-        MaxViTNA, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True),
-        **dict(model_args, **kwargs),
-    )
+def _releases(size: str, res: int) -> dict[str, dict[str, Any]]:
+    """timm's converted TF weights of ``maxvit_<size>_tf_<res>`` (``timm/<name>.<tag>``), with timm's eval settings."""
+    timm_name = f'maxvit_{size}_tf_{res}'
+    view = dict(crop_pct=0.95) if res == 224 else dict(crop_pct=1.0, crop_mode='squash')
+    releases = {}
+    if size != 'xlarge':  # the 224 ImageNet-1k models were trained on ImageNet-normalised inputs
+        norm = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) if res == 224 else {}
+        releases['in1k'] = dict(view, **norm, hf_hub_id=f'timm/{timm_name}.in1k')
+    if size in ('base', 'large', 'xlarge'):
+        tag = 'in21k' if res == 224 else 'in21k_ft_in1k'
+        releases[tag] = dict(view, hf_hub_id=f'timm/{timm_name}.{tag}',
+                             **(dict(num_classes=21843) if res == 224 else {}))
+    return releases
 
 
-def _cfg(timm_name: str, res: int = 224, **kwargs: Any) -> dict[str, Any]:
-    """Pretrained cfg pointing at timm's converted TF weights (``timm/<timm_name>``), with timm's eval settings."""
-    if res == 224:
-        extra = dict(crop_pct=0.95)
-        if timm_name.endswith('.in1k'):  # the 224 ImageNet-1k models were trained on ImageNet-normalised inputs
-            extra.update(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
-    else:
-        extra = dict(crop_pct=1.0, crop_mode='squash')
-    cfg = {
-        'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),
-        'hf_hub_id': f'timm/{timm_name}', 'num_classes': 1000, 'input_size': (3, res, res),
-        'pool_size': (res // 32, res // 32), 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'first_conv': 'stem.conv1', 'classifier': 'head.fc', 'license': 'apache-2.0',
-        'paper_name': 'MaxViT: Multi-Axis Vision Transformer', 'paper_ids': 'arXiv:2204.01697',
-        'origin_url': 'https://github.com/google-research/maxvit', **extra,
-    }
-    cfg.update(kwargs)
-    return cfg
+_SIZES = dict(tiny='T', small='S', base='B', large='L', xlarge='XL')
 
 
-def _pretrained_cfgs() -> dict[str, dict[str, Any]]:
-    cfgs = {}
-    for size in ('tiny', 'small', 'base', 'large', 'xlarge'):
-        for res in (224, 384, 512):
-            name, timm_name = f'maxvit_na_{size}_tf_{res}', f'maxvit_{size}_tf_{res}'
-            if size != 'xlarge':
-                cfgs[f'{name}.in1k'] = _cfg(f'{timm_name}.in1k', res)
-            if size in ('base', 'large', 'xlarge'):
-                if res == 224:
-                    cfgs[f'{name}.in21k'] = _cfg(f'{timm_name}.in21k', res, num_classes=21843)
-                else:
-                    cfgs[f'{name}.in21k_ft_in1k'] = _cfg(f'{timm_name}.in21k_ft_in1k', res)
-    return cfgs
+def _doc(size: str, res: int) -> str:
+    timm_name = f'maxvit_{size}_tf_{res}'
+    if size == 'tiny':
+        what = ', on the neighborhood-attention op; loads timm\'s' if res == 224 else '; timm\'s'
+        return f'MaxViT-T, {res} (window/grid {res // 32}){what} {timm_name} weights.'
+    if size == 'xlarge':
+        tag = 'in21k weights (21843 classes)' if res == 224 else 'in21k_ft_in1k weights'
+        return f'MaxViT-XL, {res}; timm\'s {timm_name}.{tag}.'
+    extra = {'base': ' (in1k, or {})', 'large': ' (in1k, or {})'}.get(size, '')
+    extra = extra.format('in21k with the .in21k tag' if res == 224 else '.in21k_ft_in1k')
+    return f'MaxViT-{_SIZES[size]}, {res}; timm\'s {timm_name} weights{extra}.'
 
 
-default_cfgs = generate_default_cfgs(_pretrained_cfgs())
-
-
-@register_model
-def maxvit_na_tiny_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-T, 224 (window/grid 7), on the neighborhood-attention op; loads timm's maxvit_tiny_tf_224 weights."""
-    return _create_maxvit_na('maxvit_na_tiny_tf_224', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_tiny_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-T, 384 (window/grid 12); timm's maxvit_tiny_tf_384 weights."""
-    return _create_maxvit_na('maxvit_na_tiny_tf_384', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_tiny_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-T, 512 (window/grid 16); timm's maxvit_tiny_tf_512 weights."""
-    return _create_maxvit_na('maxvit_na_tiny_tf_512', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_small_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-S, 224; timm's maxvit_small_tf_224 weights."""
-    return _create_maxvit_na('maxvit_na_small_tf_224', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_small_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-S, 384; timm's maxvit_small_tf_384 weights."""
-    return _create_maxvit_na('maxvit_na_small_tf_384', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_small_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-S, 512; timm's maxvit_small_tf_512 weights."""
-    return _create_maxvit_na('maxvit_na_small_tf_512', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_base_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-B, 224; timm's maxvit_base_tf_224 weights (in1k, or in21k with the .in21k tag)."""
-    return _create_maxvit_na('maxvit_na_base_tf_224', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_base_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-B, 384; timm's maxvit_base_tf_384 weights (in1k, or .in21k_ft_in1k)."""
-    return _create_maxvit_na('maxvit_na_base_tf_384', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_base_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-B, 512; timm's maxvit_base_tf_512 weights (in1k, or .in21k_ft_in1k)."""
-    return _create_maxvit_na('maxvit_na_base_tf_512', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_large_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-L, 224; timm's maxvit_large_tf_224 weights (in1k, or in21k with the .in21k tag)."""
-    return _create_maxvit_na('maxvit_na_large_tf_224', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_large_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-L, 384; timm's maxvit_large_tf_384 weights (in1k, or .in21k_ft_in1k)."""
-    return _create_maxvit_na('maxvit_na_large_tf_384', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_large_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-L, 512; timm's maxvit_large_tf_512 weights (in1k, or .in21k_ft_in1k)."""
-    return _create_maxvit_na('maxvit_na_large_tf_512', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_xlarge_tf_224(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-XL, 224; timm's maxvit_xlarge_tf_224.in21k weights (21843 classes)."""
-    return _create_maxvit_na('maxvit_na_xlarge_tf_224', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_xlarge_tf_384(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-XL, 384; timm's maxvit_xlarge_tf_384.in21k_ft_in1k weights."""
-    return _create_maxvit_na('maxvit_na_xlarge_tf_384', pretrained=pretrained, **kwargs)
-
-
-@register_model
-def maxvit_na_xlarge_tf_512(pretrained: bool = False, **kwargs: Any) -> MaxViTNA:
-    """MaxViT-XL, 512; timm's maxvit_xlarge_tf_512.in21k_ft_in1k weights."""
-    return _create_maxvit_na('maxvit_na_xlarge_tf_512', pretrained=pretrained, **kwargs)
+# Default weights of a checkpoint that holds both raw and EMA weights: the EMA ones (timm's order; the TF MaxViT
+# recipes evaluate an EMA of the weights). The released weights (timm's port) are plain state dicts, so this only
+# decides for files such as train.py's with --model-ema.
+register(Family(
+    'maxvit_na', __name__, MaxViTNA, ema=True,
+    cfg=dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', license='apache-2.0',
+             paper_name='MaxViT: Multi-Axis Vision Transformer', paper_ids='arXiv:2204.01697',
+             origin_url='https://github.com/google-research/maxvit'),
+    variants={f'maxvit_na_{size}_tf_{res}': Variant(_doc(size, res), dict(
+        embed_dim=embed_dim, depths=depths, stem_width=stem_width, img_size=res), _releases(size, res))
+        for size, (embed_dim, depths, stem_width) in _ARCHS.items() for res in (224, 384, 512)}))

@@ -43,13 +43,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import (
     in_chans_only,
@@ -62,11 +63,8 @@ from .checkpoint import (
     unwrap_state_dict,
 )
 
-__all__ = ['CHECKPOINT_EMA', 'MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same',
+__all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same',
            'checkpoint_filter_fn', 'tf_to_torch_name']
-
-# The TF1 releases hold raw and EMA (``/ExponentialMovingAverage``) copies; the EMA ones are what a TF eval reads.
-CHECKPOINT_EMA = True
 
 _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilon 1e-3, momentum 0.99
 _LN_EPS = 1e-5
@@ -352,6 +350,7 @@ class MOAT(HierarchicalModel):
 # Official (TF1) checkpoints
 
 _EMA = '/ExponentialMovingAverage'
+_EMA_FIRST = True  # the TF1 releases hold raw and EMA copies; the EMA ones are what a TF eval reads
 _BN_NAMES = dict(gamma='weight', beta='bias', moving_mean='running_mean', moving_variance='running_var')
 _LAYERS = dict(conv_0='conv1', norm_0='norm1', conv_1='conv2', reduce_conv2d='fc1', expand_conv2d='fc2')
 
@@ -400,11 +399,11 @@ def _to_torch_layout(name: str, value: Any) -> torch.Tensor:
 
 
 def _resolve_ema(variables: Mapping[str, Any], use_ema: bool | None) -> dict[str, Any]:
-    """Each TF variable replaced by its EMA copy (``use_ema`` True, or None with ``CHECKPOINT_EMA``) or kept raw
+    """Each TF variable replaced by its EMA copy (``use_ema`` True, or None: the family's default, EMA) or kept raw
     (False); the copies dropped. ``use_ema=True`` on a checkpoint without EMA copies raises ``ValueError``."""
     if use_ema and not any(k.endswith(_EMA) for k in variables):
         raise ValueError(f'use_ema=True but the checkpoint holds no EMA copies (no ...{_EMA} variables)')
-    ema = CHECKPOINT_EMA if use_ema is None else use_ema
+    ema = _EMA_FIRST if use_ema is None else use_ema
     return {k: variables.get(k + _EMA, v) if ema else v for k, v in variables.items() if not k.endswith(_EMA)}
 
 
@@ -435,7 +434,7 @@ def read_weights(path: str, use_ema: bool | None = None) -> dict[str, torch.Tens
 
         return load_file(path)
     if path.endswith(('.pth', '.pt', '.bin')):
-        return unwrap_state_dict(read_checkpoint(path), use_ema, prefer_ema=CHECKPOINT_EMA)
+        return unwrap_state_dict(read_checkpoint(path), use_ema, prefer_ema=_EMA_FIRST)
     return _from_tf(read_tf_checkpoint(path), use_ema, path)
 
 
@@ -448,7 +447,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
     """Map a deeplab2 TF1 MOAT checkpoint (a dict of arrays by TF variable name, from ``read_tf_checkpoint``) or
     ours onto ``model``, checking that it fits.
 
-    TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (``CHECKPOINT_EMA``; ``use_ema=False``
+    TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (the family's default; ``use_ema=False``
     takes the raw ones), optimizer slots and other variables ignored; BatchNorm step counters added. Raises
     ``ValueError`` naming what differs (blocks, widths, the bias tables of a ``no_pe`` checkpoint, ...). The
     classifier is dropped for a headless model, otherwise left to timm's loader (``num_classes`` adaptation).
@@ -479,169 +478,57 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bo
 # ---------------------------------------------------------------------------------------------------------------
 # Variants
 
-_STRONG = dict(block_types=('mbconv', 'mbconv', 'moat', 'moat'))
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    moat_0=dict(_STRONG, stem_size=(64, 64), depths=(2, 3, 7, 2), dims=(96, 192, 384, 768)),
-    moat_1=dict(_STRONG, stem_size=(64, 64), depths=(2, 6, 14, 2), dims=(96, 192, 384, 768)),
-    moat_2=dict(_STRONG, stem_size=(128, 128), depths=(2, 6, 14, 2), dims=(128, 256, 512, 1024)),
-    moat_3=dict(_STRONG, stem_size=(160, 160), depths=(2, 12, 28, 2), dims=(160, 320, 640, 1280)),
-    moat_4=dict(_STRONG, stem_size=(256, 256), depths=(2, 12, 28, 2), dims=(256, 512, 1024, 2048)),
-    tiny_moat_0=dict(_STRONG, stem_size=(32, 32), depths=(2, 3, 7, 2), dims=(32, 64, 128, 256)),
-    tiny_moat_1=dict(_STRONG, stem_size=(40, 40), depths=(2, 3, 7, 2), dims=(40, 80, 160, 320)),
-    tiny_moat_2=dict(_STRONG, stem_size=(56, 56), depths=(2, 3, 7, 2), dims=(56, 112, 224, 448)),
-    tiny_moat_3=dict(_STRONG, stem_size=(80, 80), depths=(2, 3, 7, 2), dims=(80, 160, 320, 640)),
-)
-model_cfgs.update({f'{k}_no_pe': dict(v, rel_pos_bias=False) for k, v in list(model_cfgs.items())})
-
-def _create_moat(variant: str, pretrained: bool = False, **kwargs: Any) -> MOAT:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        MOAT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
 _CKPT = 'https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/{}.tar.gz'
+# input normalisation: the model card's "option 1" (ImageNet mean/std, x255 there) or "option 2" (127.5 / 127.5)
+_OPTION_2 = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
 
 
-def _cfg(variant: str, release: str, res: int, **kwargs: Any) -> dict[str, Any]:
-    """``release``: the TF1 tarball's name without the ``_w/_wo_position_embedding`` suffix."""
-    base = variant.removesuffix('_no_pe')
-    pe = 'wo' if variant.endswith('_no_pe') else 'w'
-    # input normalisation, the model card's "option 1" (ImageNet mean/std, x255 there) or "option 2" (127.5 / 127.5)
-    option2 = base in ('moat_2', 'moat_3', 'moat_4')
-    return {
-        # The official TF1 tarball; MOAT.load_pretrained reads it (needs tensorflow, not a dependency)
-        'url': _CKPT.format(f'{release}_{pe}_position_embedding'), 'custom_load': True,
-        'num_classes': 1000, 'input_size': (3, res, res), 'pool_size': (res // 32, res // 32),
-        # crop_pct / interpolation: not published with the checkpoints; timm's values for its TF MaxViT ports
-        'crop_pct': 0.95 if res <= 256 else 1.0, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_INCEPTION_MEAN if option2 else IMAGENET_DEFAULT_MEAN,
-        'std': IMAGENET_INCEPTION_STD if option2 else IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv1', 'classifier': 'head.fc', 'license': 'apache-2.0',
-        'origin_url': 'https://github.com/google-research/deeplab2', 'paper_ids': 'arXiv:2210.01820',
-        'paper_name': 'MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models', **kwargs,
-    }
+def _pair(name: str, doc: str, doc_no_pe: str, args: dict[str, Any], tag: str, release: str, res: int,
+          **cfg: Any) -> dict[str, Variant]:
+    """``name`` and ``name_no_pe``: the TF1 releases with and without the relative position bias
+    (``<release>_w/_wo_position_embedding.tar.gz``) at ``res``."""
+    # crop_pct / interpolation: not published with the checkpoints; timm's values for its TF MaxViT ports
+    cfg = dict(cfg, input_size=(3, res, res), crop_pct=0.95 if res <= 256 else 1.0)
+    return {name: Variant(doc, args, {tag: dict(cfg, url=_CKPT.format(f'{release}_w_position_embedding'))}),
+            f'{name}_no_pe': Variant(doc_no_pe, dict(args, rel_pos_bias=False),
+                                     {tag: dict(cfg, url=_CKPT.format(f'{release}_wo_position_embedding'))})}
 
 
-_RELEASES = dict(
-    moat_0=('tf_in1k', 'moat0_imagenet_1k_224', 224), moat_1=('tf_in1k', 'moat1_imagenet_1k_224', 224),
-    moat_2=('tf_in22k_ft_in1k_384', 'moat2_imagenet_22k_and_1k_384', 384),
-    moat_3=('tf_in22k_ft_in1k_512', 'moat3_imagenet_22k_and_1k_512', 512),
-    moat_4=('tf_in22k_ft_in1k_512', 'moat4_imagenet_22k_and_1k_512', 512),
-    **{f'tiny_moat_{i}': ('tf_in1k_256', f'tiny_moat{i}_imagenet_1k_256', 256) for i in range(4)},
-)
-default_cfgs = generate_default_cfgs({
-    f'{v}.{_RELEASES[v.removesuffix("_no_pe")][0]}': _cfg(v, *_RELEASES[v.removesuffix('_no_pe')][1:])
-    for v in model_cfgs})
+def _tiny(i: int, width: int, params: str, params_no_pe: str, gflops: str) -> dict[str, Variant]:
+    return _pair(f'tiny_moat_{i}', f'tiny-MOAT-{i}: {params}M params, {gflops} GFLOPs at 256.',
+                 f'tiny-MOAT-{i} without the relative position bias: {params_no_pe}M params, {gflops} GFLOPs at 256.',
+                 dict(stem_size=(width, width), depths=(2, 3, 7, 2), dims=(width, 2 * width, 4 * width, 8 * width)),
+                 'tf_in1k_256', f'tiny_moat{i}_imagenet_1k_256', 256)
 
 
-@register_model
-def moat_0(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-0 (with the relative position bias): 27.8M params, 5.7 GFLOPs at 224."""
-    return _create_moat('moat_0', pretrained, **kwargs)
-
-
-@register_model
-def moat_1(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-1: 41.6M params, 9.1 GFLOPs at 224."""
-    return _create_moat('moat_1', pretrained, **kwargs)
-
-
-@register_model
-def moat_2(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-2 (ImageNet-22k -> 1k at 384): 73.4M params, 54.3 GFLOPs at 384."""
-    return _create_moat('moat_2', pretrained, **kwargs)
-
-
-@register_model
-def moat_3(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-3 (ImageNet-22k -> 1k at 512): 190.0M params, 271.0 GFLOPs at 512."""
-    return _create_moat('moat_3', pretrained, **kwargs)
-
-
-@register_model
-def moat_4(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-4 (ImageNet-22k -> 1k at 512): 483.2M params, 648.5 GFLOPs at 512."""
-    return _create_moat('moat_4', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_0(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-0: 3.4M params, 1.1 GFLOPs at 256."""
-    return _create_moat('tiny_moat_0', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_1(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-1: 5.1M params, 1.6 GFLOPs at 256."""
-    return _create_moat('tiny_moat_1', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_2(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-2: 9.8M params, 3.0 GFLOPs at 256."""
-    return _create_moat('tiny_moat_2', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_3(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-3: 19.5M params, 6.0 GFLOPs at 256."""
-    return _create_moat('tiny_moat_3', pretrained, **kwargs)
-
-
-@register_model
-def moat_0_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-0 without the relative position bias ("without positional embedding"): 27.8M params, 5.7 GFLOPs."""
-    return _create_moat('moat_0_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def moat_1_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-1 without the relative position bias: 41.5M params, 9.1 GFLOPs at 224."""
-    return _create_moat('moat_1_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def moat_2_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-2 without the relative position bias: 73.2M params, 53.8 GFLOPs at 384."""
-    return _create_moat('moat_2_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def moat_3_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-3 without the relative position bias: 189.5M params, 266.1 GFLOPs at 512."""
-    return _create_moat('moat_3_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def moat_4_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """MOAT-4 without the relative position bias: 482.5M params, 640.6 GFLOPs at 512."""
-    return _create_moat('moat_4_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_0_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-0 without the relative position bias: 3.3M params, 1.1 GFLOPs at 256."""
-    return _create_moat('tiny_moat_0_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_1_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-1 without the relative position bias: 5.1M params, 1.6 GFLOPs at 256."""
-    return _create_moat('tiny_moat_1_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_2_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-2 without the relative position bias: 9.7M params, 3.0 GFLOPs at 256."""
-    return _create_moat('tiny_moat_2_no_pe', pretrained, **kwargs)
-
-
-@register_model
-def tiny_moat_3_no_pe(pretrained: bool = False, **kwargs: Any) -> MOAT:
-    """tiny-MOAT-3 without the relative position bias: 19.5M params, 6.0 GFLOPs at 256."""
-    return _create_moat('tiny_moat_3_no_pe', pretrained, **kwargs)
+register(Family(
+    'moat', __name__, MOAT, ema=_EMA_FIRST, read_weights=read_weights,
+    cfg=dict(first_conv='stem.conv1', license='apache-2.0', origin_url='https://github.com/google-research/deeplab2',
+             paper_ids='arXiv:2210.01820',
+             paper_name='MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models'),
+    variants={
+        **_pair('moat_0', 'MOAT-0 (with the relative position bias): 27.8M params, 5.7 GFLOPs at 224.',
+                'MOAT-0 without the relative position bias ("without positional embedding"): 27.8M params, 5.7 GFLOPs.',
+                dict(stem_size=(64, 64), depths=(2, 3, 7, 2), dims=(96, 192, 384, 768)),
+                'tf_in1k', 'moat0_imagenet_1k_224', 224),
+        **_pair('moat_1', 'MOAT-1: 41.6M params, 9.1 GFLOPs at 224.',
+                'MOAT-1 without the relative position bias: 41.5M params, 9.1 GFLOPs at 224.',
+                dict(stem_size=(64, 64), depths=(2, 6, 14, 2), dims=(96, 192, 384, 768)),
+                'tf_in1k', 'moat1_imagenet_1k_224', 224),
+        **_pair('moat_2', 'MOAT-2 (ImageNet-22k -> 1k at 384): 73.4M params, 54.3 GFLOPs at 384.',
+                'MOAT-2 without the relative position bias: 73.2M params, 53.8 GFLOPs at 384.',
+                dict(stem_size=(128, 128), depths=(2, 6, 14, 2), dims=(128, 256, 512, 1024)),
+                'tf_in22k_ft_in1k_384', 'moat2_imagenet_22k_and_1k_384', 384, **_OPTION_2),
+        **_pair('moat_3', 'MOAT-3 (ImageNet-22k -> 1k at 512): 190.0M params, 271.0 GFLOPs at 512.',
+                'MOAT-3 without the relative position bias: 189.5M params, 266.1 GFLOPs at 512.',
+                dict(stem_size=(160, 160), depths=(2, 12, 28, 2), dims=(160, 320, 640, 1280)),
+                'tf_in22k_ft_in1k_512', 'moat3_imagenet_22k_and_1k_512', 512, **_OPTION_2),
+        **_pair('moat_4', 'MOAT-4 (ImageNet-22k -> 1k at 512): 483.2M params, 648.5 GFLOPs at 512.',
+                'MOAT-4 without the relative position bias: 482.5M params, 640.6 GFLOPs at 512.',
+                dict(stem_size=(256, 256), depths=(2, 12, 28, 2), dims=(256, 512, 1024, 2048)),
+                'tf_in22k_ft_in1k_512', 'moat4_imagenet_22k_and_1k_512', 512, **_OPTION_2),
+        **_tiny(0, 32, '3.4', '3.3', '1.1'),
+        **_tiny(1, 40, '5.1', '5.1', '1.6'),
+        **_tiny(2, 56, '9.8', '9.7', '3.0'),
+        **_tiny(3, 80, '19.5', '19.5', '6.0'),
+    }))

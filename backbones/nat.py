@@ -30,21 +30,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq
 
 from ops import NeighborhoodAttention2D
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['CHECKPOINT_EMA', 'NAT', 'checkpoint_filter_fn']
-
-# Default weights of a checkpoint that holds both raw and EMA weights: the raw ones. The authors trained without EMA
-# (timm's train.py, model_ema off in every official config), released plain state dicts, and their tables are
-# measured on those; ``use_ema=True`` / ``--use-ema`` picks the EMA entry explicitly.
-CHECKPOINT_EMA = False
+__all__ = ['NAT', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
 
@@ -382,7 +377,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str,
     ``num_classes`` / ``in_chans``.
     """
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     family, official = _family_of(state_dict)
     model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
     if family is None:
@@ -423,192 +418,88 @@ def _alternating(depths: Sequence[int], dilations: Sequence[int]) -> tuple[tuple
     return tuple(tuple(d if j % 2 else 1 for j in range(depth)) for depth, d in zip(depths, dilations))
 
 
-_NAT_D = (3, 4, 18, 5)
-_SWIN_D = (2, 2, 18, 2)
-_NAT_MINI = dict(depths=(3, 4, 6, 5), embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
-_NAT_TINY = dict(depths=_NAT_D, embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
-_NAT_SMALL = dict(depths=_NAT_D, embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2., drop_path_rate=0.3)
-_NAT_BASE = dict(depths=_NAT_D, embed_dim=128, num_heads=(4, 8, 16, 32), mlp_ratio=2., drop_path_rate=0.5,
-                 layer_scale=1e-5)
-_NAT_LARGE = dict(depths=_NAT_D, embed_dim=192, num_heads=(6, 12, 24, 48), mlp_ratio=2., drop_path_rate=0.35)
-_DINAT_S = dict(stem_type='patch', downsample_type='merge', mlp_ratio=4.)
+# Architecture arguments (the official register functions' values; drop_path_rate is the official training default).
+# Dilations: 224 inputs give stage maps 56/28/14/7 (dilations 8/4/2/1), 384 inputs 96/48/24/12 (13/6/3/1).
+_NAT_D, _SWIN_D, _DIL, _DIL_384 = (3, 4, 18, 5), (2, 2, 18, 2), (8, 4, 2, 1), (13, 6, 3, 1)
+_MINI = dict(depths=(3, 4, 6, 5), embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_TINY = dict(depths=_NAT_D, embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_SMALL = dict(depths=_NAT_D, embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2., drop_path_rate=0.3)
+_BASE = dict(depths=_NAT_D, embed_dim=128, num_heads=(4, 8, 16, 32), mlp_ratio=2., drop_path_rate=0.5, layer_scale=1e-5)
+_LARGE = dict(depths=_NAT_D, embed_dim=192, num_heads=(6, 12, 24, 48), mlp_ratio=2., drop_path_rate=0.35)
+_S = dict(stem_type='patch', downsample_type='merge', mlp_ratio=4., depths=_SWIN_D)  # DiNAT_s: Swin's layout
+_S_LARGE = dict(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.35)
 
-# Architecture arguments of every variant (the official register functions' values; drop_path_rate is the
-# official training default). Dilations: 224 inputs give stage maps 56/28/14/7, 384 inputs 96/48/24/12.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    nat_mini=_NAT_MINI,
-    nat_tiny=_NAT_TINY,
-    nat_small=dict(_NAT_SMALL, layer_scale=1e-5),
-    nat_base=_NAT_BASE,
-    dinat_mini=dict(_NAT_MINI, dilations=_alternating(_NAT_MINI['depths'], (8, 4, 2, 1))),
-    dinat_tiny=dict(_NAT_TINY, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
-    dinat_small=dict(_NAT_SMALL, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),  # no layer scale, unlike NAT-S
-    dinat_base=dict(_NAT_BASE, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
-    dinat_large=dict(_NAT_LARGE, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
-    dinat_large_384=dict(_NAT_LARGE, dilations=_alternating(_NAT_D, (13, 6, 3, 1))),
-    dinat_large_384_11x11=dict(_NAT_LARGE, kernel_size=11, dilations=_alternating(_NAT_D, (8, 4, 2, 1))),
-    dinat_s_tiny=dict(_DINAT_S, depths=(2, 2, 6, 2), embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.2,
-                      dilations=_alternating((2, 2, 6, 2), (8, 4, 2, 1))),
-    dinat_s_small=dict(_DINAT_S, depths=_SWIN_D, embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.3,
-                       dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
-    dinat_s_base=dict(_DINAT_S, depths=_SWIN_D, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5,
-                      dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
-    dinat_s_large=dict(_DINAT_S, depths=_SWIN_D, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.35,
-                       dilations=_alternating(_SWIN_D, (8, 4, 2, 1))),
-    dinat_s_large_384=dict(_DINAT_S, depths=_SWIN_D, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.35,
-                           dilations=_alternating(_SWIN_D, (13, 6, 3, 1))),
-)
-
-
-def _create_nat(variant: str, pretrained: bool = False, **kwargs: Any) -> NAT:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        NAT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
-_NAT_PAPER = dict(paper_ids='arXiv:2204.07143', paper_name='Neighborhood Attention Transformer')
-_DINAT_PAPER = dict(paper_ids='arXiv:2209.15001', paper_name='Dilated Neighborhood Attention Transformer')
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
-_DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
-
-
-def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
-    return {
-        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
-        'url': url, 'custom_load': bool(url), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',
-        'origin_url': 'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer', **_DINAT_PAPER, **kwargs,
-    }
-
-
-_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
+_384 = dict(input_size=(3, 384, 384), crop_pct=1.0)
 _IN22K = dict(num_classes=21841, notes=('ImageNet-22k head; the class count is not stated by the authors '
                                         '(21841 as Swin\'s ImageNet-22k releases)',))
-_S = dict(first_conv='patch_embed.proj')
-
-default_cfgs = generate_default_cfgs({
-    'nat_mini.in1k': _cfg(_NAT_URL + 'nat_mini.pth', **_NAT_PAPER),
-    'nat_tiny.in1k': _cfg(_NAT_URL + 'nat_tiny.pth', **_NAT_PAPER),
-    'nat_small.in1k': _cfg(_NAT_URL + 'nat_small.pth', **_NAT_PAPER),
-    'nat_base.in1k': _cfg(_NAT_URL + 'nat_base.pth', **_NAT_PAPER),
-    'dinat_mini.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_mini_in1k_224.pth'),
-    'dinat_tiny.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_tiny_in1k_224.pth'),
-    'dinat_small.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_small_in1k_224.pth'),
-    'dinat_base.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_base_in1k_224.pth'),
-    'dinat_large.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth'),
-    'dinat_large.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224.pth', **_IN22K),
-    'dinat_large_384.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth', **_384),
-    'dinat_large_384_11x11.in22k_ft_in1k': _cfg(
-        _DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth', **_384),
-    # the ImageNet-22k 7x7 weights with RPB bicubic-resized to 11x11 by the authors: a 384 fine-tuning start
-    'dinat_large_384_11x11.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth', **_IN22K),
-    'dinat_s_tiny.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_tiny_in1k_224.pth', **_S),
-    'dinat_s_small.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_small_in1k_224.pth', **_S),
-    'dinat_s_base.in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_base_in1k_224.pth', **_S),
-    'dinat_s_large.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_in1k_224.pth', **_S),
-    'dinat_s_large.in22k': _cfg(_DINAT_URL + 'imagenet22k/dinat_s_large_in22k_224.pth', **_S, **_IN22K),
-    'dinat_s_large_384.in22k_ft_in1k': _cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_in1k_384.pth', **_S, **_384),
-})
+_CFG = dict(license='mit', origin_url='https://github.com/SHI-Labs/Neighborhood-Attention-Transformer')
+_DINAT_CFG = dict(_CFG, paper_ids='arXiv:2209.15001', paper_name='Dilated Neighborhood Attention Transformer')
 
 
-@register_model
-def nat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """NAT-Mini: 20M params, 2.7 GFLOPs at 224."""
-    return _create_nat('nat_mini', pretrained, **kwargs)
+def _in1k(path: str) -> dict[str, dict[str, Any]]:
+    return {'in1k': dict(url=_URL + path)}
 
 
-@register_model
-def nat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """NAT-Tiny: 28M params, 4.3 GFLOPs at 224."""
-    return _create_nat('nat_tiny', pretrained, **kwargs)
+# The default weights of a file holding raw and EMA weights are the raw ones: the authors trained without EMA (timm's
+# train.py, model_ema off in every official config), released plain state dicts, and measured their tables on those.
+register(Family('nat', __name__, NAT, ema=False, cfg=dict(_CFG, first_conv='patch_embed.proj.0',
+                                                          paper_ids='arXiv:2204.07143',
+                                                          paper_name='Neighborhood Attention Transformer'),
+    variants=dict(
+        nat_mini=Variant('NAT-Mini: 20M params, 2.7 GFLOPs at 224.', _MINI,
+                         {'in1k': dict(url=_NAT_URL + 'nat_mini.pth')}),
+        nat_tiny=Variant('NAT-Tiny: 28M params, 4.3 GFLOPs at 224.', _TINY,
+                         {'in1k': dict(url=_NAT_URL + 'nat_tiny.pth')}),
+        nat_small=Variant('NAT-Small: 51M params, 7.8 GFLOPs at 224 (layer scale).', dict(_SMALL, layer_scale=1e-5),
+                          {'in1k': dict(url=_NAT_URL + 'nat_small.pth')}),
+        nat_base=Variant('NAT-Base: 90M params, 13.7 GFLOPs at 224 (layer scale).', _BASE,
+                         {'in1k': dict(url=_NAT_URL + 'nat_base.pth')}),
+    )))
 
+register(Family('dinat', __name__, NAT, ema=False, cfg=dict(_DINAT_CFG, first_conv='patch_embed.proj.0'), variants=dict(
+    dinat_mini=Variant('DiNAT-Mini: NAT-Mini with NA / dilated NA alternating.',
+                       dict(_MINI, dilations=_alternating(_MINI['depths'], _DIL)),
+                       _in1k('imagenet1k/dinat_mini_in1k_224.pth')),
+    dinat_tiny=Variant('DiNAT-Tiny: NAT-Tiny with NA / dilated NA alternating.',
+                       dict(_TINY, dilations=_alternating(_NAT_D, _DIL)), _in1k('imagenet1k/dinat_tiny_in1k_224.pth')),
+    dinat_small=Variant('DiNAT-Small: NAT-Small with NA / dilated NA alternating, without layer scale.',
+                        dict(_SMALL, dilations=_alternating(_NAT_D, _DIL)),
+                        _in1k('imagenet1k/dinat_small_in1k_224.pth')),
+    dinat_base=Variant('DiNAT-Base: NAT-Base with NA / dilated NA alternating (layer scale).',
+                       dict(_BASE, dilations=_alternating(_NAT_D, _DIL)), _in1k('imagenet1k/dinat_base_in1k_224.pth')),
+    dinat_large=Variant('DiNAT-Large: 200M params, ImageNet-22k pre-trained.',
+                        dict(_LARGE, dilations=_alternating(_NAT_D, _DIL)), {
+                            'in22k_ft_in1k': dict(url=_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth'),
+                            'in22k': dict(_IN22K, url=_URL + 'imagenet22k/dinat_large_in22k_224.pth')}),
+    dinat_large_384=Variant('DiNAT-Large at 384: kernel 7, dilations 13 / 6 / 3 / 1 for the larger stage maps.',
+                            dict(_LARGE, dilations=_alternating(_NAT_D, _DIL_384)), {
+                                'in22k_ft_in1k': dict(_384, url=_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth')}),
+    dinat_large_384_11x11=Variant(
+        'DiNAT-Large at 384: kernel 11, dilations 8 / 4 / 2 / 1.',
+        dict(_LARGE, kernel_size=11, dilations=_alternating(_NAT_D, _DIL)), {
+            'in22k_ft_in1k': dict(_384, url=_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth'),
+            # the ImageNet-22k 7x7 weights with RPB bicubic-resized to 11x11 by the authors: a 384 fine-tuning start
+            'in22k': dict(_IN22K, url=_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth')}),
+)))
 
-@register_model
-def nat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """NAT-Small: 51M params, 7.8 GFLOPs at 224 (layer scale)."""
-    return _create_nat('nat_small', pretrained, **kwargs)
-
-
-@register_model
-def nat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """NAT-Base: 90M params, 13.7 GFLOPs at 224 (layer scale)."""
-    return _create_nat('nat_base', pretrained, **kwargs)
-
-
-@register_model
-def dinat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Mini: NAT-Mini with NA / dilated NA alternating."""
-    return _create_nat('dinat_mini', pretrained, **kwargs)
-
-
-@register_model
-def dinat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Tiny: NAT-Tiny with NA / dilated NA alternating."""
-    return _create_nat('dinat_tiny', pretrained, **kwargs)
-
-
-@register_model
-def dinat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Small: NAT-Small with NA / dilated NA alternating, without layer scale."""
-    return _create_nat('dinat_small', pretrained, **kwargs)
-
-
-@register_model
-def dinat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Base: NAT-Base with NA / dilated NA alternating (layer scale)."""
-    return _create_nat('dinat_base', pretrained, **kwargs)
-
-
-@register_model
-def dinat_large(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Large: 200M params, ImageNet-22k pre-trained."""
-    return _create_nat('dinat_large', pretrained, **kwargs)
-
-
-@register_model
-def dinat_large_384(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Large at 384: kernel 7, dilations 13 / 6 / 3 / 1 for the larger stage maps."""
-    return _create_nat('dinat_large_384', pretrained, **kwargs)
-
-
-@register_model
-def dinat_large_384_11x11(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT-Large at 384: kernel 11, dilations 8 / 4 / 2 / 1."""
-    return _create_nat('dinat_large_384_11x11', pretrained, **kwargs)
-
-
-@register_model
-def dinat_s_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT_s-Tiny: Swin-T layout with NA / dilated NA in place of W-MSA / SW-MSA."""
-    return _create_nat('dinat_s_tiny', pretrained, **kwargs)
-
-
-@register_model
-def dinat_s_small(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT_s-Small: Swin-S layout with NA / dilated NA."""
-    return _create_nat('dinat_s_small', pretrained, **kwargs)
-
-
-@register_model
-def dinat_s_base(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT_s-Base: Swin-B layout with NA / dilated NA."""
-    return _create_nat('dinat_s_base', pretrained, **kwargs)
-
-
-@register_model
-def dinat_s_large(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT_s-Large: Swin-L layout with NA / dilated NA, ImageNet-22k pre-trained."""
-    return _create_nat('dinat_s_large', pretrained, **kwargs)
-
-
-@register_model
-def dinat_s_large_384(pretrained: bool = False, **kwargs: Any) -> NAT:
-    """DiNAT_s-Large at 384: dilations 13 / 6 / 3 / 1."""
-    return _create_nat('dinat_s_large_384', pretrained, **kwargs)
+register(Family('dinat_s', __name__, NAT, ema=False, cfg=dict(_DINAT_CFG, first_conv='patch_embed.proj'), variants=dict(
+    dinat_s_tiny=Variant('DiNAT_s-Tiny: Swin-T layout with NA / dilated NA in place of W-MSA / SW-MSA.',
+                         dict(_S, depths=(2, 2, 6, 2), embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.2,
+                              dilations=_alternating((2, 2, 6, 2), _DIL)),
+                         _in1k('imagenet1k/dinat_s_tiny_in1k_224.pth')),
+    dinat_s_small=Variant('DiNAT_s-Small: Swin-S layout with NA / dilated NA.',
+                          dict(_S, embed_dim=96, num_heads=(3, 6, 12, 24), drop_path_rate=0.3,
+                               dilations=_alternating(_SWIN_D, _DIL)), _in1k('imagenet1k/dinat_s_small_in1k_224.pth')),
+    dinat_s_base=Variant('DiNAT_s-Base: Swin-B layout with NA / dilated NA.',
+                         dict(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5,
+                              dilations=_alternating(_SWIN_D, _DIL)), _in1k('imagenet1k/dinat_s_base_in1k_224.pth')),
+    dinat_s_large=Variant('DiNAT_s-Large: Swin-L layout with NA / dilated NA, ImageNet-22k pre-trained.',
+                          dict(_S_LARGE, dilations=_alternating(_SWIN_D, _DIL)), {
+                              'in22k_ft_in1k': dict(url=_URL + 'imagenet1k/dinat_s_large_in1k_224.pth'),
+                              'in22k': dict(_IN22K, url=_URL + 'imagenet22k/dinat_s_large_in22k_224.pth')}),
+    dinat_s_large_384=Variant('DiNAT_s-Large at 384: dilations 13 / 6 / 3 / 1.',
+                              dict(_S_LARGE, dilations=_alternating(_SWIN_D, _DIL_384)), {
+                                  'in22k_ft_in1k': dict(_384, url=_URL + 'imagenet1k/dinat_s_large_in1k_384.pth')}),
+)))

@@ -32,20 +32,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
-__all__ = ['CHECKPOINT_EMA', 'RAVLT', 'RALAttention', 'checkpoint_filter_fn']
-
-# The released files hold one state dict (the official main.py saves `model`; no EMA is trained).
-CHECKPOINT_EMA = False
+__all__ = ['RAVLT', 'RALAttention', 'checkpoint_filter_fn']
 
 _LN_EPS = 1e-6
 
@@ -315,7 +311,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[st
     if not isinstance(model, RAVLT):
         raise TypeError(f'checkpoint_filter_fn maps onto a RAVLT model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = dict(_remap_official(k, v) for k, v in state_dict.items())
     if not any(k.endswith('.attn.qkvo.weight') for k in state_dict):
@@ -336,72 +332,29 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[st
 # ---------------------------------------------------------------------------------------------------------------
 # Variants
 
-# RALA.py's RAVLT_T/S/B/L; drop_path_rate is the official training value.
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    ravlt_tiny=dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
-                    layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.1),
-    ravlt_small=dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
-                     layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.15),
-    ravlt_base=dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(1, 2, 6, 8),
-                    layer_scale_init_values=(1., 1., 1e-6, 1e-6), drop_path_rate=0.4),
-    ravlt_large=dict(embed_dims=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(1, 2, 7, 10),
-                     layer_scale_init_values=(1e-6,) * 4, drop_path_rate=0.55),
-)
-
-
-def _create_ravlt(variant: str, pretrained: bool = False, **kwargs: Any) -> RAVLT:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        RAVLT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
 _URL = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 
-
-def _cfg(url: str, **kwargs: Any) -> dict[str, Any]:
-    return {
-        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
-        'url': url, 'custom_load': bool(url), 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'unknown',
-        'origin_url': 'https://github.com/qhfan/RALA', 'paper_ids': 'arXiv:2411.07635',
-        'paper_name': 'Breaking the Low-Rank Dilemma of Linear Attention', **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({
-    'ravlt_tiny.in1k': _cfg(_URL + 'RAVLT_T.pth'),
-    'ravlt_small.in1k': _cfg(_URL + 'RAVLT_S.pth'),
-    'ravlt_base.in1k': _cfg(_URL + 'RAVLT_B.pth'),
-    'ravlt_large.in1k': _cfg(_URL + 'RAVLT_L.pth'),
-})
-
-
-@register_model
-def ravlt_tiny(pretrained: bool = False, **kwargs: Any) -> RAVLT:
-    """RAVLT-T: 15M params, 2.4 GFLOPs at 224."""
-    return _create_ravlt('ravlt_tiny', pretrained, **kwargs)
-
-
-@register_model
-def ravlt_small(pretrained: bool = False, **kwargs: Any) -> RAVLT:
-    """RAVLT-S: 26M params, 4.6 GFLOPs at 224."""
-    return _create_ravlt('ravlt_small', pretrained, **kwargs)
-
-
-@register_model
-def ravlt_base(pretrained: bool = False, **kwargs: Any) -> RAVLT:
-    """RAVLT-B: 48M params, 9.9 GFLOPs at 224."""
-    return _create_ravlt('ravlt_base', pretrained, **kwargs)
-
-
-@register_model
-def ravlt_large(pretrained: bool = False, **kwargs: Any) -> RAVLT:
-    """RAVLT-L: 95M params, 16.0 GFLOPs at 224."""
-    return _create_ravlt('ravlt_large', pretrained, **kwargs)
+# RALA.py's RAVLT_T/S/B/L; drop_path_rate is the official training value. The released files hold one state dict
+# (the official main.py saves `model`; no EMA is trained).
+register(Family(
+    'ravlt', __name__, RAVLT, ema=False,
+    cfg=dict(first_conv='patch_embed.proj.0', license='unknown', origin_url='https://github.com/qhfan/RALA',
+             paper_ids='arXiv:2411.07635', paper_name='Breaking the Low-Rank Dilemma of Linear Attention'),
+    variants=dict(
+        ravlt_tiny=Variant('RAVLT-T: 15M params, 2.4 GFLOPs at 224.',
+                           dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8),
+                                layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.1),
+                           {'in1k': dict(url=_URL + 'RAVLT_T.pth')}),
+        ravlt_small=Variant('RAVLT-S: 26M params, 4.6 GFLOPs at 224.',
+                            dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
+                                 layer_scale_init_values=(1., 1., 1., 1.), drop_path_rate=0.15),
+                            {'in1k': dict(url=_URL + 'RAVLT_S.pth')}),
+        ravlt_base=Variant('RAVLT-B: 48M params, 9.9 GFLOPs at 224.',
+                           dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(1, 2, 6, 8),
+                                layer_scale_init_values=(1., 1., 1e-6, 1e-6), drop_path_rate=0.4),
+                           {'in1k': dict(url=_URL + 'RAVLT_B.pth')}),
+        ravlt_large=Variant('RAVLT-L: 95M params, 16.0 GFLOPs at 224.',
+                            dict(embed_dims=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(1, 2, 7, 10),
+                                 layer_scale_init_values=(1e-6,) * 4, drop_path_rate=0.55),
+                            {'in1k': dict(url=_URL + 'RAVLT_L.pth')}),
+    )))

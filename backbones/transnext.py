@@ -48,20 +48,18 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch.utils.checkpoint import checkpoint
 
 import ops
 from ops.na.pattern import axis_window
 
+from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel
 from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
 
 __all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'checkpoint_filter_fn', 'relative_position_cpb']
 
-CHECKPOINT_EMA = False  # the official releases hold one set of weights
 _LN_EPS = 1e-6  # the official norm_layer (blocks and stage norms); patch embeddings and the pool norm use 1e-5
 
 
@@ -510,7 +508,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: TransNeXt) -> dic
     if not isinstance(model, TransNeXt):
         raise TypeError(f'checkpoint_filter_fn maps onto a TransNeXt model, got {type(model).__name__}')
     name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=CHECKPOINT_EMA)
+    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
     state_dict = {k: v for k, v in state_dict.items()
                   if not re.search(r'(^|\.)(relative_pos_index\d*|relative_coords_table\d*|seq_length_scale|'
                                    r'padding_mask)$', k)}
@@ -539,107 +537,42 @@ _MICRO = dict(depths=(2, 2, 15, 2), embed_dims=(48, 96, 192, 384), num_heads=(2,
 _TINY = dict(depths=(2, 2, 15, 2), embed_dims=(72, 144, 288, 576), num_heads=(3, 6, 12, 24))
 _SMALL = dict(depths=(5, 5, 22, 5), embed_dims=(72, 144, 288, 576), num_heads=(3, 6, 12, 24))
 _BASE = dict(depths=(5, 5, 23, 5), embed_dims=(96, 192, 384, 768), num_heads=(4, 8, 16, 32))
+# the official evaluation: resize to size / 0.875 + centre crop below 384, a squashing resize from 384
+_384 = dict(input_size=(3, 384, 384), crop_pct=1.0, crop_mode='squash')
+
+
+def _hf(name: str, **cfg: Any) -> dict[str, dict[str, Any]]:
+    """The release ``DaiShiResearch/<name>`` on the HF hub (``<name with _>.pth``)."""
+    return {'in1k': dict(cfg, url=f'https://huggingface.co/DaiShiResearch/{name}/resolve/main/'
+                                  f'{name.replace("-", "_")}.pth')}
+
 
 # The official entrypoints (classification/transnext.py); the 384 models are the 224 ones fine-tuned at 384 with
-# pretrain_size 224 (configs/finetune); the A-A-A-A micro model is trained at 256 (its pretrain_size).
-model_cfgs: dict[str, dict[str, Any]] = dict(
-    transnext_micro=dict(_MICRO),
-    transnext_tiny=dict(_TINY),
-    transnext_small=dict(_SMALL),
-    transnext_base=dict(_BASE),
-    transnext_small_384=dict(_SMALL),
-    transnext_base_384=dict(_BASE),
-    transnext_micro_aaaa_256=dict(_MICRO, window_size=(3, 3, 3, 3), sr_ratios=(16, 8, 4, 2), pretrain_size=256),
-)
-
-
-def _create_transnext(variant: str, pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    model_args = dict(model_cfgs[variant], **kwargs)
-    out_indices = model_args.pop('out_indices', tuple(range(len(model_args['depths']))))
-    return build_model_with_cfg(
-        TransNeXt, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **model_args,
-    )
-
-
-_HF = 'https://huggingface.co/DaiShiResearch/{0}/resolve/main/{1}.pth'
-_RELEASES = dict(
-    transnext_micro=('transnext-micro-224-1k', 'transnext_micro_224_1k'),
-    transnext_tiny=('transnext-tiny-224-1k', 'transnext_tiny_224_1k'),
-    transnext_small=('transnext-small-224-1k', 'transnext_small_224_1k'),
-    transnext_base=('transnext-base-224-1k', 'transnext_base_224_1k'),
-    transnext_small_384=('transnext-small-384-1k-ft-1k', 'transnext_small_384_1k_ft_1k'),
-    transnext_base_384=('transnext-base-384-1k-ft-1k', 'transnext_base_384_1k_ft_1k'),
-    transnext_micro_aaaa_256=('transnext-micro-AAAA-256-1k', 'transnext_micro_AAAA_256_1k'),
-)
-
-
-def _cfg(variant: str, size: int = 224, **kwargs: Any) -> dict[str, Any]:
-    return {
-        # custom_load: load_pretrained (backbones.checkpoint) reads full training checkpoints (an args Namespace)
-        'url': _HF.format(*_RELEASES[variant]), 'custom_load': True, 'num_classes': 1000, 'input_size': (3, size, size),
-        'pool_size': (size // 32, size // 32), 'interpolation': 'bicubic',
-        # the official evaluation: resize to size / 0.875 + centre crop below 384, a squashing resize from 384
-        'crop_pct': 0.875 if size < 384 else 1.0, 'crop_mode': 'center' if size < 384 else 'squash',
-        'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head.fc',
-        'license': 'apache-2.0', 'origin_url': 'https://github.com/DaiShiResearch/TransNeXt',
-        'paper_ids': 'arXiv:2311.17132',
-        'paper_name': 'TransNeXt: Robust Foveal Visual Perception for Vision Transformers', **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({
-    'transnext_micro.in1k': _cfg('transnext_micro'),
-    'transnext_tiny.in1k': _cfg('transnext_tiny'),
-    'transnext_small.in1k': _cfg('transnext_small'),
-    'transnext_base.in1k': _cfg('transnext_base'),
-    'transnext_small_384.in1k': _cfg('transnext_small_384', 384),
-    'transnext_base_384.in1k': _cfg('transnext_base_384', 384),
-    'transnext_micro_aaaa_256.in1k': _cfg('transnext_micro_aaaa_256', 256),
-})
-
-
-@register_model
-def transnext_micro(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Micro: 12.8M params, 2.7 GFLOPs at 224."""
-    return _create_transnext('transnext_micro', pretrained, **kwargs)
-
-
-@register_model
-def transnext_tiny(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Tiny: 28.3M params, 5.7 GFLOPs at 224."""
-    return _create_transnext('transnext_tiny', pretrained, **kwargs)
-
-
-@register_model
-def transnext_small(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Small: 49.7M params, 10.3 GFLOPs at 224."""
-    return _create_transnext('transnext_small', pretrained, **kwargs)
-
-
-@register_model
-def transnext_base(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Base: 89.7M params, 18.4 GFLOPs at 224."""
-    return _create_transnext('transnext_base', pretrained, **kwargs)
-
-
-@register_model
-def transnext_small_384(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Small fine-tuned at 384 (pretrain_size 224): 49.7M params, 32.1 GFLOPs at 384."""
-    return _create_transnext('transnext_small_384', pretrained, **kwargs)
-
-
-@register_model
-def transnext_base_384(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Base fine-tuned at 384 (pretrain_size 224): 89.7M params, 56.3 GFLOPs at 384."""
-    return _create_transnext('transnext_base_384', pretrained, **kwargs)
-
-
-@register_model
-def transnext_micro_aaaa_256(pretrained: bool = False, **kwargs: Any) -> TransNeXt:
-    """TransNeXt-Micro with aggregated attention in all four stages (sr 16/8/4/2), trained at 256: 13.1M params,
-    3.3 GFLOPs at 256."""
-    return _create_transnext('transnext_micro_aaaa_256', pretrained, **kwargs)
+# pretrain_size 224 (configs/finetune); the A-A-A-A micro model is trained at 256 (its pretrain_size). The official
+# releases hold one set of weights.
+register(Family(
+    'transnext', __name__, TransNeXt, ema=False,
+    cfg=dict(first_conv='patch_embed.proj', crop_mode='center', license='apache-2.0',
+             origin_url='https://github.com/DaiShiResearch/TransNeXt', paper_ids='arXiv:2311.17132',
+             paper_name='TransNeXt: Robust Foveal Visual Perception for Vision Transformers'),
+    variants=dict(
+        transnext_micro=Variant('TransNeXt-Micro: 12.8M params, 2.7 GFLOPs at 224.', _MICRO,
+                                _hf('transnext-micro-224-1k')),
+        transnext_tiny=Variant('TransNeXt-Tiny: 28.3M params, 5.7 GFLOPs at 224.', _TINY,
+                               _hf('transnext-tiny-224-1k')),
+        transnext_small=Variant('TransNeXt-Small: 49.7M params, 10.3 GFLOPs at 224.', _SMALL,
+                                _hf('transnext-small-224-1k')),
+        transnext_base=Variant('TransNeXt-Base: 89.7M params, 18.4 GFLOPs at 224.', _BASE,
+                               _hf('transnext-base-224-1k')),
+        transnext_small_384=Variant(
+            'TransNeXt-Small fine-tuned at 384 (pretrain_size 224): 49.7M params, 32.1 GFLOPs at 384.', _SMALL,
+            _hf('transnext-small-384-1k-ft-1k', **_384)),
+        transnext_base_384=Variant(
+            'TransNeXt-Base fine-tuned at 384 (pretrain_size 224): 89.7M params, 56.3 GFLOPs at 384.', _BASE,
+            _hf('transnext-base-384-1k-ft-1k', **_384)),
+        transnext_micro_aaaa_256=Variant(
+            'TransNeXt-Micro with aggregated attention in all four stages (sr 16/8/4/2), trained at 256: 13.1M '
+            'params,\n    3.3 GFLOPs at 256.',
+            dict(_MICRO, window_size=(3, 3, 3, 3), sr_ratios=(16, 8, 4, 2), pretrain_size=256),
+            _hf('transnext-micro-AAAA-256-1k', input_size=(3, 256, 256))),
+    )))

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from _parity import fixture_input
 
-from backbones._family import SKELETONS
+from backbones._family import parse_attn_code
+from backbones._skeletons import SKELETONS, checkpoint_filter_fn
 
 DATA = Path(__file__).parent / 'data'
 
@@ -47,13 +48,12 @@ def check_fixture(name: str, letters: dict) -> None:
     weights, fp32) from our skeleton loaded through the filter, within 1e-4."""
     fixture = torch.load(DATA / f'{name}_official.pt', weights_only=True)
     args = dict(fixture['args'])
-    skeleton = SKELETONS[fixture['skeleton']]
     code = args.pop('attn_type')
-    model = skeleton.cls(attn_kinds=skeleton.parse(code, tuple(args['depths']), letters[fixture['skeleton']]),
-                         **args).eval()
+    model = SKELETONS[fixture['skeleton']](
+        attn_kinds=parse_attn_code(code, args['depths'], letters[fixture['skeleton']]), **args).eval()
     state = {k: v.float() for k, v in fixture['state_dict'].items()}
     assert any(k.startswith(('layers.', 'block1.')) for k in state)  # the official layout
-    model.load_state_dict(skeleton.filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():
             torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)

@@ -8,7 +8,7 @@ from _skeletons import block_kinds, check_fixture, pvt_to_official, swin_to_offi
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import agent
+from backbones import FAMILIES, agent
 from backbones._agent_inline import AgentAttention
 
 # the official code's counts (specs/official-params.csv)
@@ -28,7 +28,7 @@ def _meta(name: str, **kwargs):
 
 @pytest.mark.parametrize('fixture', ['agent_swin', 'agent_pvt'])
 def test_official_parity_fixture(fixture):
-    check_fixture(fixture, agent.LETTERS)
+    check_fixture(fixture, FAMILIES['agent'].letters)
 
 
 @pytest.mark.parametrize('name', list(PARAMS))
@@ -36,7 +36,7 @@ def test_variant_params_and_cfg(name):
     model = _meta(name)
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     cfg = model.pretrained_cfg
-    size = agent.model_cfgs[name].get('img_size', 224)
+    size = FAMILIES['agent'].variants[name].args.get('img_size', 224)
     assert cfg['url'][0].startswith('https://cloud.tsinghua.edu.cn/f/') and cfg['input_size'] == (3, size, size)
     assert cfg['crop_pct'] == (1.0 if name in ('agent_swin_small_288', 'agent_swin_base_384') else 0.875)
     assert isinstance(model.get_submodule(cfg['first_conv']), torch.nn.Conv2d)

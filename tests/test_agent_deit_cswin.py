@@ -12,7 +12,7 @@ from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import _cswin, _deit, agent, inline
+from backbones import _cswin, _deit, agent, family_of, inline
 from backbones._cswin import CSWin, LePEStripeAttention, expand_attn_code
 from backbones._deit import AgentDeiTAttention, DeiT
 from backbones.checkpoint import fit_state_dict
@@ -62,8 +62,7 @@ def test_variant_params_and_cfg(name):
     released = bool(cfg['url']) and cfg['url'][0].startswith('https://cloud.tsinghua.edu.cn/f/')
     assert released or name == 'inline_cswin_base_384'
     assert model.get_submodule(cfg['classifier']) is model.get_classifier()
-    family = agent if name.startswith('agent') else inline
-    assert (name in family.CHECKPOINT_EMA) == ('cswin' in name)
+    assert family_of(name).ema_first(name) == ('cswin' in name)
 
 
 def test_registry_and_letter_codes():

@@ -5,8 +5,8 @@ import timm
 import torch
 
 import zoo_common
+from backbones import FAMILIES, nat
 from backbones import checkpoint as ckpt
-from backbones import maxvit, nat
 from downstream.checkpoint import read_state_dict
 
 SHORT = dict(depths=(1, 1, 1, 1), dilations=((1,), (1,), (1,), (1,)))
@@ -27,7 +27,7 @@ def _same(model: torch.nn.Module, expected: dict) -> bool:
 
 
 def test_families_declare_their_default_weights():
-    assert nat.CHECKPOINT_EMA is False and maxvit.CHECKPOINT_EMA is True
+    assert FAMILIES['dinat_s'].ema is False and FAMILIES['maxvit_na'].ema is True
     assert ckpt.ema_first('dinat_s_tiny') is False and ckpt.ema_first('maxvit_na_tiny_tf_224') is True
     assert ckpt.ema_first('test_resnet') is True  # nothing declared: timm's order
     assert ckpt.checkpoint_filter('dinat_mini') is nat.checkpoint_filter_fn

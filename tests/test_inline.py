@@ -8,7 +8,7 @@ from _skeletons import block_kinds, check_fixture, pvt_to_official, swin_to_offi
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import inline
+from backbones import FAMILIES, inline
 from backbones._agent_inline import InLineAttention
 
 # the official code's counts (specs/official-params.csv); the README rounds Swin-T to 30M and says PVT-L 50.2M
@@ -27,7 +27,7 @@ def _meta(name: str, **kwargs):
 
 @pytest.mark.parametrize('fixture', ['inline_swin', 'inline_pvt'])
 def test_official_parity_fixture(fixture):
-    check_fixture(fixture, inline.LETTERS)
+    check_fixture(fixture, FAMILIES['inline'].letters)
 
 
 @pytest.mark.parametrize('name', list(PARAMS))
@@ -35,7 +35,7 @@ def test_variant_params_and_cfg(name):
     model = _meta(name)
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     cfg = model.pretrained_cfg
-    size = inline.model_cfgs[name].get('img_size', 224)
+    size = FAMILIES['inline'].variants[name].args.get('img_size', 224)
     assert cfg['input_size'] == (3, size, size) and cfg['paper_ids'] == 'arXiv:2412.06590'
     # InLine-Swin-B-384 has a config but no released weights
     released = bool(cfg['url']) and cfg['url'][0].startswith('https://cloud.tsinghua.edu.cn/f/')

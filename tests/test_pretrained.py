@@ -16,7 +16,7 @@ import timm.models._hub
 import torch
 
 import backbones  # noqa: F401
-from backbones.checkpoint import release_url
+from backbones._family import release_url
 
 sys.path.insert(0, str(Path(__file__).parents[1] / 'tools'))
 from _parity import fixture_input  # noqa: E402
