@@ -268,6 +268,8 @@ def test_bad_checkpoints_never_overwrite_good_ones(trained, tmp_path, capsys):
         (['--resume', run / 'last.pth.tar', '--model', 'test_convnext'], "does not match model 'test_convnext'"),
         (['--initial-checkpoint', run / 'last.pth.tar', '--model', 'test_convnext'], 'does not match model'),
         (['--output', tmp_path, '--experiment', 'run'], 'already holds a run'),
+        (['--resume', run / 'last.pth.tar', '--param-rules', "{'*.bias': {lr_mult: 2}}"],
+         'its optimizer does not fit this run'),
     ]
     for argv, message in cases:
         assert _run(train.main, *FAST, '--epochs', '5', '--train-num-samples', '64', *argv) == 2
@@ -342,15 +344,19 @@ def test_defaults_are_the_zoos():
 
 
 def test_train_zoo_model_bf16_channels_last_grad_checkpointing(tmp_path, capsys):
-    """A zoo model through train.py with CPU bf16 autocast, channels-last, gradient checkpointing, BCE loss and
-    repeated augmentation; without a terminal the progress is logged as lines every --log-interval updates."""
+    """A zoo model through train.py with CPU bf16 autocast, channels-last, gradient checkpointing, BCE loss,
+    repeated augmentation, per-parameter rules with layer decay; without a terminal the progress is logged as lines
+    every --log-interval updates."""
     argv = [*TINY_NAT, '--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '32', '--amp',
             '--amp-dtype', 'bfloat16', '--channels-last', '--grad-checkpointing', '--bce-loss', '--aug-repeats', '2',
+            '--param-rules', "{'*.rpb': {decay_mult: 1.0}}", '--layer-decay', '0.8',
             '--log-interval', '2', '--output', tmp_path, '--experiment', 'run']
     assert _run(train.main, *argv) == 0
     history = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert len(history) == 1 and all(map(math.isfinite, (history[0]['train_loss'], history[0]['eval_loss'])))
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('epoch 1 [')]
+    out = capsys.readouterr().out
+    assert 'parameter groups, layer decay 0.8' in out and "weight_decay 2e-05  rule '*.rpb'" in out, out[:3000]
+    lines = [ln for ln in out.splitlines() if ln.startswith('epoch 1 [')]
     assert lines and all('loss' in ln and 'img/s' in ln and 'data' in ln and 'ETA' in ln for ln in lines), lines
     args = yaml.safe_load((tmp_path / 'run' / 'args.yaml').read_text())
     assert args['model'] == 'nat_mini' and args['amp_dtype'] == 'bfloat16'
