@@ -710,6 +710,9 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     loss_scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == 'float16' else None
 
     loader_train, loader_eval = _create_loaders(args, data_config, dataset_train, dataset_eval, device)
+    if primary and isinstance(loader_train.sampler, RepeatAugSampler):
+        _logger.info(f'Repeated augmentation: each image {args.aug_repeats:g} times, the copies spread over the '
+                     f'{args.world_size} process(es); {len(loader_train.sampler)} images per process per epoch')
     mixup_fn, train_loss_fn = _create_mixup_and_loss(args)
     train_loss_fn = train_loss_fn.to(device)
 
