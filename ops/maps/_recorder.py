@@ -257,8 +257,9 @@ class Recording:
         segments = {'map': out}
         inside = all(o >= 0 and o + n_f <= n_m for n_f, n_m, o in zip(frame, grid.shape, grid.origin))
         if not inside:
-            dims = tuple(range(3, rows.dim()))
-            segments['padding'] = (rows.sum(dims) - rows[tuple(src)].sum(dims))[..., None]
+            off_map = torch.ones(frame, dtype=torch.bool, device=rows.device)
+            off_map[tuple(src[3:])] = False  # summed directly, not as a difference (no -1e-17 weights)
+            segments['padding'] = torch.where(off_map, rows, 0).sum(tuple(range(3, rows.dim())))[..., None]
         return segments
 
     def frame_queries(self, grid: TokenGrid, frame: Sequence[int]) -> tuple[Tensor, Tensor]:
