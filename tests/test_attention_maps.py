@@ -203,3 +203,70 @@ def test_maps_equal_reference_rows(case, monkeypatch, one_thread):
                 'moat': 'dense:dense', 'moat_windows': 'na:window', 'agent_swin': 'na:window',
                 'inline_cswin': 'linear'}[case]
     assert oracle.checked[expected], (expected, oracle.checked)
+
+
+def _natten_window(i: int, n: int, k: int, d: int) -> set[int]:
+    """NATTEN's window along one axis (clamped at the borders, within the query's dilation group)."""
+    g, idx = i % d, i // d
+    n_g = (n - g + d - 1) // d
+    start = min(max(idx - k // 2, 0), n_g - k)
+    return {g + d * (start + j) for j in range(k)}
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+def test_na_support_is_the_natten_window(dilation):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 11, 9, 2, 4, dtype=F64) for _ in range(3))
+    cells = [(0, 0), (5, 4), (10, 8), (3, 7)]  # (row, col); image_size = the grid: points are cells
+    with ops.record_attention([(c, r) for r, c in cells], (11, 9)) as rec:
+        ops.na2d(q, k, v, 3, dilation=dilation)
+    (amap,) = rec.maps.values()
+    for p, (r, c) in enumerate(cells):
+        support = {tuple(t.tolist()) for t in (amap.maps[0, p] != 0).any(0).nonzero()}
+        rows, cols = _natten_window(r, 11, 3, dilation), _natten_window(c, 9, 3, dilation)
+        assert support == {(a, b) for a in rows for b in cols}
+
+
+def test_routed_support_is_the_routed_regions():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 8, 6, 2, 4, dtype=F64) for _ in range(3))
+    indices = torch.randint(0, 4, (1, 4, 2))  # 2x2 regions of 4x3 tokens, topk 2
+    with ops.record_attention([(1, 1), (5, 6)], (8, 6)) as rec:
+        ops.routed_attention(q, k, v, indices, 2)
+    (amap,) = rec.maps.values()
+    for p, (r, c) in enumerate([(1, 1), (6, 5)]):
+        routed = indices[0, (r // 4) * 2 + c // 3].tolist()
+        support = {tuple(t.tolist()) for t in (amap.maps[0, p] != 0).any(0).nonzero()}
+        assert support == {(a, b) for a in range(8) for b in range(6) if (a // 4) * 2 + b // 3 in routed}
+
+
+@pytest.mark.parametrize('mask', [True, False])
+def test_padded_keys(mask):
+    """Window attention on an odd map: masked padding gets exactly 0, unmasked zero padding its (positive) share."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 5, 5, 1, 4, dtype=F64) for _ in range(3))
+    with ops.record_attention([(4, 4)], (5, 5)) as rec:
+        ops.window_attention(q, k, v, 3, mask_padding=mask)
+    (amap,) = rec.maps.values()
+    assert amap.key_grid == (5, 5) and (amap.extra['padding'] == 0).all() == mask
+    torch.testing.assert_close(amap.total(), torch.ones_like(amap.total()))
+    assert (amap.maps[0, 0, 0] != 0).nonzero().tolist() == [[3, 3], [3, 4], [4, 3], [4, 4]]
+
+
+def test_bad_requests():
+    model = timm.create_model('tiny_moat_0_no_pe').eval()
+    x = torch.randn(1, 3, 33, 31)
+    with pytest.raises(ValueError, match=r'lie outside the image'):
+        ops.attention_maps(model, x, [(31, 5)])
+    with pytest.raises(IndexError, match='layer index 99 does not exist'):
+        ops.attention_maps(model, x, [(3, 5)], layers=[99])
+    with pytest.raises(ValueError, match='no attention layer matches'):
+        ops.attention_maps(model, x, [(3, 5)], layers=['nothing.*'])
+    with pytest.raises(ValueError, match='has no attention layer to map'):
+        ops.attention_maps(torch.nn.Conv2d(3, 4, 3), x, [(3, 5)])
+    with pytest.raises(ValueError, match='needs token_grid'):
+        with ops.record_attention([(0, 0)], (4, 4)):
+            ops.dense_attention(*(torch.randn(1, 16, 1, 4) for _ in range(3)))
+    with pytest.raises(RuntimeError, match='does not nest'):
+        with ops.record_attention([(0, 0)], (4, 4)), ops.record_attention([(0, 0)], (4, 4)):
+            pass
