@@ -37,6 +37,7 @@ from scipy import ndimage
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_pil_interp
 from timm.data.transforms_factory import rand_augment_transform
+from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.ops import roi_align
 from torchvision.transforms import functional as TF
@@ -127,11 +128,12 @@ class TokenLabelTransform:
     """The training transform of image and label map (see the module docstring); returns (image tensor, the
     ``[3, k, H, W]`` label-with-box target, its class still to be written)."""
 
-    def __init__(self, img_size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5,
-                 auto_augment: str | None = None, interpolation: str = 'random', mean=(0.485, 0.456, 0.406),
-                 std=(0.229, 0.224, 0.225), re_prob: float = 0., re_mode: str = 'const', re_count: int = 1):
-        self.hflip = hflip
-        self.augment = None
+    def __init__(self, img_size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5, vflip: float = 0.,
+                 color_jitter: float | None = 0.4, auto_augment: str | None = None, interpolation: str = 'random',
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), re_prob: float = 0., re_mode: str = 'const',
+                 re_count: int = 1):
+        self.hflip, self.vflip = hflip, vflip
+        self.augment = self.jitter = None
         if auto_augment:
             if not auto_augment.startswith('rand'):
                 raise ValueError(f'token labelling augments with RandAugment (rand-...), got {auto_augment!r}')
@@ -140,6 +142,8 @@ class TokenLabelTransform:
             if interpolation != 'random':
                 hparams['interpolation'] = str_to_pil_interp(interpolation)
             self.augment = LabelRandAugment(auto_augment, hparams)
+        elif color_jitter:  # image only, as TokenLabeling when RandAugment is off
+            self.jitter = transforms.ColorJitter(*(float(color_jitter),) * 3)
         self.crop = RandomResizedCropAndInterpolation(img_size, scale=scale, ratio=ratio, interpolation=interpolation)
         self.mean, self.std = mean, std
         self.erase = RandomErasing(re_prob, mode=re_mode, max_count=re_count, device='cpu') if re_prob > 0 else None
@@ -147,8 +151,12 @@ class TokenLabelTransform:
     def __call__(self, img: Image.Image, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.hflip and random.random() < self.hflip:
             img, label = TF.hflip(img), label.flip(3)
+        if self.vflip and random.random() < self.vflip:
+            img, label = TF.vflip(img), label.flip(2)
         if self.augment is not None:
             img, label = self.augment(img, label)
+        elif self.jitter is not None:
+            img = self.jitter(img)
         i, j, h, w = self.crop.get_params(img, self.crop.scale, self.crop.ratio)
         box = torch.zeros_like(label[:1])
         box[0, 0, 0, :4] = torch.tensor([i / img.size[1], j / img.size[0], h / img.size[1], w / img.size[0]])
@@ -163,14 +171,14 @@ class TokenLabelTransform:
 
 class TokenLabelDataset(ImageFolder):
     """An ImageNet-style training folder with TokenLabeling label files under ``label_root`` (same class folders,
-    the image's stem + ``.pt``). ``transform`` takes (image, label map) -> (tensor, ``[3, k, H, W]`` target)."""
+    the image's stem + ``.pt``). ``transform`` (settable later, as train.py's loaders do) takes (image, label map)
+    -> (tensor, ``[3, k, H, W]`` target)."""
 
     def __init__(self, root: str, label_root: str, transform: Callable | None = None):
-        super().__init__(root)
+        super().__init__(root, transform=transform)
         if not os.path.isdir(label_root):
             raise FileNotFoundError(f'token label folder not found: {label_root}')
         self.label_root = label_root
-        self.label_transform = transform
         read_label_map(self.label_path(0))  # fail at start, not in a worker, when the layout is not the official one
 
     def label_path(self, index: int) -> str:
@@ -182,9 +190,9 @@ class TokenLabelDataset(ImageFolder):
         path, target = self.samples[index]
         img = self.loader(path)
         label = read_label_map(self.label_path(index))
-        if self.label_transform is None:
+        if self.transform is None:
             raise RuntimeError('TokenLabelDataset needs a transform (TokenLabelTransform) to build its targets')
-        x, label = self.label_transform(img, label)
+        x, label = self.transform(img, label)
         label[2, 0, 0, 5] = target
         return x, label
 

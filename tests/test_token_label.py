@@ -1,4 +1,7 @@
 """Token-labelling training (token_label.py) on a small synthetic label set in TokenLabeling's format."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -137,3 +140,34 @@ def test_in_model_cutmix_and_loss(monkeypatch):
         tl.TokenLabelLoss(num_classes=6, label_size=7)(wrapper(x), labels)
     with pytest.raises(ValueError, match='glnet_\\*_tklb'):
         tl.TokenLabelModel(timm.create_model('glnet_4g', **TINY))
+
+
+def test_train_py_trains_with_token_labels(tmp_path, capsys):
+    """train.py end to end: a GLNet *_tklb model on 64x64 crops (2x2 final grid) of the synthetic set, one epoch."""
+    import train
+    import zoo_common
+
+    _write_set(tmp_path, num_classes=3, per_class=4, size=72)
+    (tmp_path / 'validation').symlink_to(tmp_path / 'train')
+    common = ['--data-dir', tmp_path, '--model', 'glnet_4g_tklb', '--model-kwargs', 'depths=(1,1,1,1)',
+              'embed_dims=(8,16,24,32)', 'head_dim=8', 'num_slots=4', '--num-classes', '6', '--img-size', '64',
+              '-b', '4', '-j', '0', '--epochs', '1', '--warmup-epochs', '0', '--no-plot', '--output', tmp_path / 'out',
+              '--token-label-dir', tmp_path / 'labels', '--token-label-size', '2', '--aa', 'rand-m9-mstd0.5-inc1',
+              '--reprob', '0.25']
+    row = train.main([str(a) for a in common + ['--experiment', 'ok']])
+    assert math.isfinite(row['train_loss']) and math.isfinite(row['eval_loss'])
+    saved = torch.load(tmp_path / 'out' / 'ok' / 'last.pth.tar', weights_only=False)['state_dict']
+    assert 'head.aux_head.weight' in saved and not any(k.startswith('model.') for k in saved)  # wrapper not saved
+    assert zoo_common.run_cli(train.main, [str(a) for a in common + ['--mixup', '0.8']]) == 2
+    assert '--mixup 0 --cutmix 0' in capsys.readouterr().err
+    assert zoo_common.run_cli(train.main, [str(a) for a in common + ['--token-label-size', '7']]) == 2
+    assert '--token-label-size' in capsys.readouterr().err
+
+
+def test_tklb_recipes_need_the_label_folder(capsys):
+    import train
+    import zoo_common
+
+    recipe = str(Path(__file__).parents[1] / 'configs' / 'imagenet' / 'glnet_4g_tklb.yaml')
+    assert zoo_common.run_cli(train.main, ['--config', recipe, '--epochs', '1']) == 2
+    assert '--token-label-dir' in capsys.readouterr().err
