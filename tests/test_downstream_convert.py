@@ -57,6 +57,25 @@ def mmdet2_mask_rcnn(channels: list[int], num_classes: int = 80) -> dict:
     return s
 
 
+def mmdet2_cascade_mask_rcnn(channels: list[int], num_classes: int = 80) -> dict:
+    """Cascade Mask R-CNN + FPN of the official Swin-style 3x configs (mmdet 2.x): three ConvFCBBoxHeads with four
+    SyncBN shared convs and one fc, class-specific regression, and three FCN mask heads."""
+    s = {k: v for k, v in mmdet2_mask_rcnn(channels, num_classes).items() if not k.startswith('roi_head.')}
+    for i in range(3):
+        bbox = f'roi_head.bbox_head.{i}'
+        for j in range(4):
+            s.update(_conv(f'{bbox}.shared_convs.{j}', 256, 256, 3, bn=True))
+        s.update({f'{bbox}.shared_fcs.0.weight': (1024, 256 * 7 * 7), f'{bbox}.shared_fcs.0.bias': (1024,),
+                  f'{bbox}.fc_cls.weight': (num_classes + 1, 1024), f'{bbox}.fc_cls.bias': (num_classes + 1,),
+                  f'{bbox}.fc_reg.weight': (4 * num_classes, 1024), f'{bbox}.fc_reg.bias': (4 * num_classes,)})
+        mask = f'roi_head.mask_head.{i}'
+        for j in range(4):
+            s.update(_conv(f'{mask}.convs.{j}', 256, 256, 3))
+        s.update({f'{mask}.upsample.weight': (256, 256, 2, 2), f'{mask}.upsample.bias': (256,),
+                  f'{mask}.conv_logits.weight': (num_classes, 256, 1, 1), f'{mask}.conv_logits.bias': (num_classes,)})
+    return s
+
+
 def mmseg0_upernet(channels: list[int], width: int = 512, num_classes: int = 150) -> dict:
     """UPerNet + auxiliary FCN head key shapes of mmseg 0.x (decode_heads/uper_head.py, fcn_head.py)."""
     s = {}
@@ -110,9 +129,11 @@ def _check(config: str, model_kwargs: dict, backbone: dict, heads, renamed: int 
     return model, state, report
 
 
-def test_nat_mask_rcnn_official_layout():
+@pytest.mark.parametrize('config,heads', [('mask_rcnn_nat_mini_3x_coco.py', mmdet2_mask_rcnn),
+                                          ('cascade_mask_rcnn_nat_mini_3x_coco.py', mmdet2_cascade_mask_rcnn)])
+def test_nat_official_layouts(config, heads):
     spec = json.loads((DATA / 'downstream_official_backbone_keys.json').read_text())['nat_mini']['keys']
-    _check('mmdet/nat/mask_rcnn_nat_mini_3x_coco.py', {}, _tensors(spec), mmdet2_mask_rcnn)
+    _check(f'mmdet/nat/{config}', {}, _tensors(spec), heads)
 
 
 @pytest.mark.parametrize('family,key,norm,config', [
