@@ -37,6 +37,7 @@ from scipy import ndimage
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_pil_interp
 from timm.data.transforms_factory import rand_augment_transform
+from timm.utils.misc import natural_key
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.ops import roi_align
@@ -180,6 +181,14 @@ class TokenLabelDataset(ImageFolder):
             raise FileNotFoundError(f'token label folder not found: {label_root}')
         self.label_root = label_root
         read_label_map(self.label_path(0))  # fail at start, not in a worker, when the layout is not the official one
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """Class folders in natural order, as timm's folder reader (the validation set) and TokenLabeling number
+        them (torchvision's plain sort would differ for names like class2 / class10)."""
+        classes = sorted((e.name for e in os.scandir(directory) if e.is_dir()), key=natural_key)
+        if not classes:
+            raise FileNotFoundError(f'no class folders in {directory}')
+        return classes, {c: i for i, c in enumerate(classes)}
 
     def label_path(self, index: int) -> str:
         path = self.samples[index][0]

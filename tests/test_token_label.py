@@ -69,6 +69,9 @@ def test_dataset_and_transform_build_the_official_target(tmp_path):
     top, left, h, w = label[2, 0, 0, :4].tolist()
     assert 0 <= top and 0 <= left and top + h <= 1 + 1e-6 and left + w <= 1 + 1e-6 and h > 0 and w > 0
     assert label[2, 0, 0, 5].item() == 1  # the class of image 3 (class folders in sorted order)
+    for name in ('class10', 'class2'):
+        (tmp_path / 'natural' / name).mkdir(parents=True)
+    assert tl.TokenLabelDataset.find_classes(None, str(tmp_path / 'natural'))[0] == ['class2', 'class10']
     (tmp_path / 'labels' / 'n00000002' / 'img_1.pt').unlink()
     with pytest.raises(FileNotFoundError, match='token label file not found: .*n00000002.img_1.pt'):
         ds[5]
