@@ -97,14 +97,16 @@ def _tensors(shapes: dict, prefix: str = '') -> dict:
     return {prefix + k: torch.zeros((), dtype=torch.long) if s == () else torch.randn(s) for k, s in shapes.items()}
 
 
-def _fixture_backbone(name: str, key: str | None, level_norm: str | None, levels=range(4)) -> tuple[dict, dict]:
-    """(model kwargs, official downstream backbone state) from an official classification fixture: its classifier
-    and final norm deleted (as the official downstream backbones do), ``level_norm.format(i)`` norms added."""
+def _fixture_backbone(name: str, key: str | None, level_norm: str | None, levels=range(4),
+                      dropped=('head.', 'norm.')) -> tuple[dict, dict]:
+    """(model kwargs, official downstream backbone state) from an official classification fixture: the ``dropped``
+    classification-only modules deleted (as the official downstream backbones do), ``level_norm.format(i)`` norms
+    added."""
     fixture = torch.load(DATA / f'{name}_official.pt', weights_only=True)
     fixture = fixture[key] if key else fixture
     cfg = {k: v for k, v in fixture['cfg'].items() if k != 'num_classes'}
     state = {k: v.float() if v.is_floating_point() else v for k, v in fixture['state_dict'].items()
-             if not k.startswith(('head.', 'norm.'))}
+             if not k.startswith(dropped)}
     dims = cfg.get('embed_dims') or [cfg['embed_dim'] * 2 ** i for i in range(4)]
     for i in levels if level_norm else ():
         state.update({f'{level_norm.format(i)}.{n}': torch.randn(dims[i]) for n in ('weight', 'bias')})
@@ -142,7 +144,9 @@ def test_nat_official_layouts(config, heads):
     ('transnext', 'micro', None, 'mmdet/transnext/mask_rcnn_transnext_tiny_fpn_1x_coco.py'),
 ])
 def test_mask_rcnn_official_layouts(family, key, norm, config):
-    cfg, backbone = _fixture_backbone(family, key, norm)
+    # The official downstream backbones have no classifier or final norm; RALA's (backbones/RALA.py) no pre-logits
+    # projection either (only RAVLT has a top-level proj).
+    cfg, backbone = _fixture_backbone(family, key, norm, dropped=('head.', 'norm.', 'proj.'))
     name = {'biformer': 'biformer_tiny', 'ravlt': 'ravlt_tiny', 'transnext': 'transnext_micro'}[family]
     dims = list(cfg['embed_dims'])
     _check(config, cfg, backbone, mmdet2_mask_rcnn, renamed=8 if norm else 0,
