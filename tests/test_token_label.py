@@ -52,11 +52,16 @@ def test_label_ops_move_the_map_as_the_image(name, arg):
     assert (moved == expected).mean() > (moved == scores).mean()  # moved the right way, not left in place
 
 
-def test_rotate_label_identity_and_quarter_turn():
-    label = torch.stack([torch.arange(225.).reshape(1, 15, 15), torch.zeros(1, 15, 15)])
+def test_rotate_label_turns_with_the_image():
+    """Rotate turns the map the image's way about TokenLabeling's centre (size / 2 in index units, half a cell from
+    PIL's pixel-centre convention): a quarter turn equals PIL's up to that one-cell shift."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(1, 255, (15, 15)).astype(np.uint8)
+    label = torch.stack([torch.from_numpy(scores).float(), torch.zeros(15, 15)])[:, None]
     torch.testing.assert_close(tl.LABEL_OPS['Rotate'](label, 0.), label)
-    turned = tl.LABEL_OPS['Rotate'](label, 90.)[0, 0]
-    assert turned.shape == (15, 15) and not torch.equal(turned, label[0, 0])
+    turned = tl.LABEL_OPS['Rotate'](label, 90.)[0, 0].numpy()
+    expected = np.asarray(auto_augment.rotate(Image.fromarray(scores), 90., resample=Image.NEAREST, fillcolor=0))
+    assert (np.roll(turned, -1, 0) == expected).mean() > 0.9
 
 
 def test_dataset_and_transform_build_the_official_target(tmp_path):
