@@ -9,10 +9,12 @@ their logits with a batched ``MatMul``, adds the relative position bias gathered
 masks invalid slots, appends the extra tokens' logits to the same softmax and weighs the gathered values. Absent
 optional inputs are ``None``; dropout is a training feature and is not exported.
 """
+# ruff: noqa: UP045  (onnxscript parses these signatures and does not accept `X | None`)
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional
 
 import onnx_ir as ir
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
@@ -103,10 +105,10 @@ def _spatial(x, ndim: int) -> list:
 
 @lowering('attnzoo::na_forward')
 def na_forward(query: TFloat, key: TFloat, value: TFloat, kernel_size: Sequence[int], stride: Sequence[int],
-               dilation: Sequence[INT64], is_causal: Sequence[int], valid_shape: Sequence[INT64] | None,
-               scale: float, rpb: TFloat | None, additional_keys: TFloat | None,
-               additional_values: TFloat | None, backend: str, dropout_p: float = 0.0,
-               dropout_seed: INT64 | None = None, border: str = 'clamp') -> tuple[TFloat, TFloat]:
+               dilation: Sequence[INT64], is_causal: Sequence[int], valid_shape: Optional[Sequence[INT64]],
+               scale: float, rpb: Optional[TFloat], additional_keys: Optional[TFloat],
+               additional_values: Optional[TFloat], backend: str, dropout_p: float = 0.0,
+               dropout_seed: Optional[INT64] = None, border: str = 'clamp') -> tuple[TFloat, TFloat]:
     """``(out [B, *S, H, D], lse [B, *S, H])`` as the eager op (dropout is not exported)."""
     if dropout_p:
         raise ValueError('attention dropout (dropout_p > 0) is a training feature and cannot be exported to ONNX; '

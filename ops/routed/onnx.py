@@ -5,9 +5,11 @@ keys and values of every query region's ``topk`` routed regions are gathered (``
 ``batch x region`` axis: the official BiFormer gather, ``topk`` regions per query region, never the whole map), then
 one batched ``MatMul`` per region for the logits, the masked softmax and the weighted sum.
 """
+# ruff: noqa: UP045  (onnxscript parses these signatures and does not accept `X | None`)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import onnx_ir as ir
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
@@ -43,7 +45,7 @@ def _gather_regions(x, flat_index, b, topk):
 
 @lowering('attnzoo::routed_forward')
 def routed_forward(query: TFloat, key: TFloat, value: TFloat, indices: INT64, n_win: Sequence[INT64], scale: float,
-                   valid_shape: Sequence[INT64] | None, backend: str) -> tuple[TFloat, TFloat]:
+                   valid_shape: Optional[Sequence[INT64]], backend: str) -> tuple[TFloat, TFloat]:
     """``(out [B, H, W, heads, Dv], lse [B, H, W, heads])`` as the eager op."""
     dtype = compute_dtype(query)
     n_h, n_w = ints(n_win, 2)
