@@ -2,7 +2,8 @@
 
 The official code (https://github.com/rayleizhu/BiFormer) is run outside the package, from a checkout given by
 ``--official``; its ``models/biformer.py``, ``models/biformer_stl.py`` and ``ops/bra_legacy.py`` are imported as
-they are. It needs ``einops`` (``pip install einops``: the official attention is written with it). Shims, here only:
+they are. It needs ``einops`` (``pip install -e '.[parity]'``: the official attention is written with it). Shims,
+here only:
 
 * ``fairscale.nn.checkpoint``: a module whose ``checkpoint_wrapper`` returns the module unchanged (the official code
   imports it for gradient checkpointing only);
