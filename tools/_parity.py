@@ -122,11 +122,15 @@ def variant_args(variant: str) -> dict[str, Any]:
     return dict(family.variants[variant].args)
 
 
-def load_official_(model: torch.nn.Module, state_dict: Mapping[str, Any]) -> torch.nn.Module:
+def load_official_(model: torch.nn.Module, state_dict: Mapping[str, Any], like: str | None = None
+                   ) -> torch.nn.Module:
     """Load an official state dict into ``model`` (a zoo model) through the zoo's checkpoint fit (what
-    ``pretrained=True`` uses: renamed, then validated strictly)."""
+    ``pretrained=True`` uses: renamed, then validated strictly). ``like``: for a model built from its class (a
+    fixture's reduced model), a variant of the same family and class, whose loading rules apply."""
     from backbones.checkpoint import fit
 
+    if like is not None:
+        model.pretrained_cfg = dict(architecture=like)
     model.load_state_dict(fit({'model': dict(state_dict)}, model), strict=True)
     return model
 

@@ -148,11 +148,6 @@ def our_class(kind: str) -> type:
     return {'deit': DeiT, 'cswin': CSWin}[kind]
 
 
-def our_filter(kind: str):
-    from backbones import _cswin, _deit
-    return {'deit': _deit.checkpoint_filter_fn, 'cswin': _cswin.checkpoint_filter_fn}[kind]
-
-
 def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
     for name, (module, ctor, official_kwargs, kind, ours_kwargs, size) in FIXTURES.items():
         torch.manual_seed(SEED)
@@ -162,8 +157,7 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         with torch.no_grad():
             logits = {size: official(fixture_input(*size))}
         # ours must agree before the fixture is written
-        ours = our_class(kind)(**ours_kwargs).eval()
-        ours.load_state_dict(our_filter(kind)({'model': state}, ours), strict=True)
+        ours = _parity.load_official_(our_class(kind)(**ours_kwargs).eval(), state, like=f'{name}_tiny')
         with torch.no_grad():
             diff = (ours(fixture_input(*size)) - logits[size]).abs().max().item()
         out = out_dir / f'{name}_official.pt'

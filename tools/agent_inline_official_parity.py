@@ -34,7 +34,7 @@ from _parity import SEED, fixture_input
 
 import backbones  # noqa: F401  (registers the models)
 from backbones._family import FAMILIES, parse_attn_code
-from backbones._skeletons import SKELETONS, checkpoint_filter_fn
+from backbones._skeletons import SKELETONS
 
 # name: (repository, official file, our skeleton, our constructor arguments; the official ones are derived)
 FIXTURES = {
@@ -112,8 +112,7 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         size = args['img_size']
         with torch.no_grad():
             logits = official(fixture_input(size, size))
-        model = ours(skeleton, family, args)
-        model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+        model = _parity.load_official_(ours(skeleton, family, args), state, like=f'{family}_{skeleton}_tiny')
         with torch.no_grad():
             diff = (model(fixture_input(size, size)) - logits).abs().max().item()
         out = out_dir / f'{name}_official.pt'
