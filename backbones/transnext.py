@@ -146,6 +146,9 @@ def _(h, w, ph, pw, pth, ptw, window, device):
             torch.empty(w, pw, dtype=torch.long, device=device), torch.empty(h * w, dtype=scale_dtype, device=device))
 
 
+ops.add_onnx_lowering_module('backbones._transnext_onnx')  # the op's ONNX lowering (loaded when exporting)
+
+
 def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
                  device: torch.device) -> StageTables:
     """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);

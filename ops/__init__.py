@@ -15,7 +15,8 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
-from . import na, routed
+from . import _export, na, routed
+from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
 from .dense import agent_attention, dense_attention
@@ -41,6 +42,8 @@ from .na import (
 )
 from .routed import region_routing, routed_attention
 
+_export.install()  # the ONNX lowerings reach torch.onnx.export without loading onnxscript now (ops._export)
+
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
@@ -48,5 +51,6 @@ __all__ = [
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
     'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
+    'onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module',
     'AttentionMap', 'TokenGrid', 'attention_maps', 'record_attention',
 ]

@@ -61,7 +61,8 @@ def _validate(query, key, value, rope, scale) -> None:
         if scale.numel() != h:
             raise ValueError(f'scale must be a float or a tensor of heads={h} elements, got {tuple(scale.shape)}')
         tensors['scale'] = scale
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    elif isinstance(scale, bool) or not isinstance(scale, (numbers.Real, torch.SymFloat)):  # SymFloat: 1 / N of a
+        # symbolic token count (torch.export with dynamic sizes)
         raise TypeError(f'scale must be a float or a per-head tensor, got {scale!r}')
     check_compatible(tensors)
 

@@ -85,9 +85,12 @@ class _NeighborhoodAttention(nn.Module):
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
-        shape = tuple(int(n) for n in x.shape[1:-1])  # plain ints also under jit tracing (fvcore)
-        pad = [max(0, w - n) for w, n in zip(self.window_size, shape)]
-        if any(pad):
+        shape = tuple(x.shape[1:-1])
+        if torch.jit.is_tracing():  # plain ints under jit tracing (fvcore); symbolic sizes stay so under torch.export
+            shape = tuple(int(n) for n in shape)
+        pad = [torch.sym_max(0, w - n) for w, n in zip(self.window_size, shape)]
+        padded = torch.compiler.is_compiling() or any(pad)  # compiled: both cases in one graph, no guard on the size
+        if padded:
             x = F.pad(x, [0, 0] + [p for n in reversed(pad) for p in (0, n)])
         b, c = x.shape[0], x.shape[-1]
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
@@ -95,8 +98,8 @@ class _NeighborhoodAttention(nn.Module):
             self.ndim, q, k, v, self.kernel_size, self.stride, self.dilation, self.is_causal, self.scale, self.rpb,
             backend=self.backend, dropout_p=self.attn_drop if self.training else 0., token_grid=shape)
         x = x.reshape(b, *x.shape[1:-2], c)
-        if any(pad):
-            x = x[(slice(None), *(slice(0, n) for n in shape))]
+        if padded:
+            x = crop(x, shape, range(1, self.ndim + 1))
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:

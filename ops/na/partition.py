@@ -1,6 +1,6 @@
 """Conveniences the backbones share: padding to a multiple, block (window) and grid attention on the same op.
 
-Maps that are not a multiple of the window (DESIGN §1), and which official code each choice reproduces:
+Maps that are not a multiple of the window (docs/design.md), and which official code each choice reproduces:
 
 * ``padding='zeros'`` (default): zero-pad q/k/v at the end to a multiple of the window, attend in blocks, crop.
   Padded keys (logit = rpb only, value 0) take part in the softmax. This is NOT Swin's padding: Swin (and Video
