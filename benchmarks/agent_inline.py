@@ -42,7 +42,7 @@ from agent_inline_official_parity import official_model, official_module, pertur
 import ops  # noqa: E402
 from backbones import agent, inline  # noqa: E402
 from backbones._agent_inline import AgentAttention, InLineAttention  # noqa: E402
-from backbones.checkpoint import checkpoint_filter  # noqa: E402
+from backbones.checkpoint import fit  # noqa: E402
 from benchmarks import models as bench  # noqa: E402
 
 STAGES = {1: dict(dim=96, heads=3, agents=9, stride=4), 2: dict(dim=192, heads=6, agents=16, stride=8)}
@@ -114,7 +114,7 @@ def bench_models(args: argparse.Namespace, repos: dict[str, Path]) -> list[dict[
             off = official_model(official_module(repos[family] / _FILES[family]), family, cfg.pop('skeleton'), cfg)
             perturb_(off, torch.Generator().manual_seed(0))
             ours = candidates['ours']
-            ours.load_state_dict(checkpoint_filter(ours)({'model': off.state_dict()}, ours), strict=True)
+            ours.load_state_dict(fit({'model': off.state_dict()}, ours), strict=True)
             candidates['official'] = off
         for impl in list(candidates):
             model = candidates.pop(impl).to(args.device)

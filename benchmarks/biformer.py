@@ -4,8 +4,8 @@
   (default 512 on CPU, 1024 on CUDA) with the detection setting (``n_win=16``; the official model with
   ``auto_pad=True``, as its detection backbone); inference (eval forward) and training (forward, cross-entropy,
   backward, AdamW step), ours vs the official model holding the SAME weights (the official random init, moved off
-  its init by tools/biformer_official_parity.py's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the fp32
-  logit difference is recorded as a check). Drop path 0 in both.
+  its init by tools/biformer_official_parity.py's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the
+  fp32 logit difference is recorded as a check). Drop path 0 in both.
 * Ours runs BRA through :func:`ops.region_routing` + :func:`ops.routed_attention` (the backend dispatch picks: the
   bounded-memory ``torch`` backend on CPU); the official ``BiLevelRoutingAttention`` gathers the ``topk`` routed
   regions' keys and values into a ``topk``-fold copy (``KVGather``) before a dense attention per region.
@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT / 'tools'))
 
 import timm  # noqa: E402
 
-from backbones.biformer import BiFormer, checkpoint_filter_fn, model_cfgs  # noqa: E402
+from backbones.biformer import BiFormer, model_cfgs  # noqa: E402
+from backbones.checkpoint import fit  # noqa: E402
 from benchmarks import models as bench  # noqa: E402
 
 MODEL = 'biformer_small'
@@ -68,7 +69,7 @@ def build_pair(size: int, official_repo: Path | None) -> tuple[dict[str, torch.n
             if hasattr(m, 'n_win'):
                 m.n_win = n_win
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = (official(x) - ours(x)).abs().max().item()

@@ -7,7 +7,7 @@
   ``ops/na/backends/_triton_small.py``).
 * LITv2-S at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy, backward, AdamW step)
   with peak memory, ours vs the official model holding the SAME weights (the official random init, moved off its
-  init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the fp32
+  init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the fp32
   logit difference is recorded as a check). Drop path 0 in both.
 
 Timing and memory are benchmarks/models.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import timm  # noqa: E402
 
-from backbones.litv2 import HiLo, checkpoint_filter_fn, model_cfgs  # noqa: E402
+from backbones.checkpoint import fit  # noqa: E402
+from backbones.litv2 import HiLo, model_cfgs  # noqa: E402
 from benchmarks import models as bench  # noqa: E402
 from ops.na.backends import _triton_small  # noqa: E402
 
@@ -127,7 +128,7 @@ def bench_model(args: argparse.Namespace, official_cls: Any) -> tuple[list[dict[
         from litv2_official_parity import _official_kwargs, perturb_
         official = official_cls.LITv2(img_size=MODEL_SIZE, **_official_kwargs(model_cfgs[MODEL])).eval()
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
         x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = (official(x) - ours(x)).abs().max().item()

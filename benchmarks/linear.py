@@ -13,7 +13,7 @@
 
 * ravlt_tiny and l2vit_tiny at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy,
   backward, AdamW step) with peak memory, ours vs the official model with the SAME weights (the official random
-  init moved off its init by the parity script's ``perturb_``, mapped through our ``checkpoint_filter_fn``; the
+  init moved off its init by the parity script's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the
   fp32 logit difference is recorded as a check). Drop path 0 in both.
 
 Timing and memory are benchmarks/models.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
@@ -46,6 +46,7 @@ import timm  # noqa: E402
 
 import ops  # noqa: E402
 from backbones import l2vit, ravlt  # noqa: E402
+from backbones.checkpoint import fit  # noqa: E402
 from benchmarks import models as bench  # noqa: E402
 
 MODEL_SIZE = 224
@@ -124,7 +125,7 @@ def bench_attention(args: argparse.Namespace, official: dict[str, Any]) -> list[
 
 
 def _official_models(official: dict[str, Any]) -> dict[str, tuple[torch.nn.Module, Callable]]:
-    """model name -> (the official model with perturbed random weights, our checkpoint_filter_fn)."""
+    """model name -> (the official model with perturbed random weights, our fit)."""
     import l2vit_official_parity as l2p
     import ravlt_official_parity as rap
     rav = rap.official_model(official['rala'], ravlt.model_cfgs['ravlt_tiny'])
@@ -132,7 +133,7 @@ def _official_models(official: dict[str, Any]) -> dict[str, tuple[torch.nn.Modul
     l2 = l2p.official_model(official['l2vit'], l2vit.model_cfgs['l2vit_tiny'])
     l2p.perturb_(l2, torch.Generator().manual_seed(0))
     l2.num_classes = l2.head.out_features  # what the training step draws targets from (timm models have it)
-    return {'ravlt_tiny': (rav, ravlt.checkpoint_filter_fn), 'l2vit_tiny': (l2, l2vit.checkpoint_filter_fn)}
+    return {'ravlt_tiny': (rav, fit), 'l2vit_tiny': (l2, fit)}
 
 
 def bench_models(args: argparse.Namespace, official: dict[str, Any]) -> list[dict[str, Any]]:

@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 import timm  # noqa: E402
 
+from backbones.checkpoint import fit  # noqa: E402
 from backbones.transnext import (  # noqa: E402
     AggregatedAttention,
     TransNeXt,
-    checkpoint_filter_fn,
     model_cfgs,
     stage_tables,
 )
@@ -111,7 +111,7 @@ def bench_model(args: argparse.Namespace, official_mod: Any) -> tuple[list[dict[
         from transnext_official_parity import perturb_
         official = official_mod.transnext_micro(img_size=MODEL_SIZE).eval()
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(checkpoint_filter_fn(official.state_dict(), ours), strict=True)
+        ours.load_state_dict(fit(official.state_dict(), ours), strict=True)
         x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = (official(x) - ours(x)).abs().max().item()

@@ -19,7 +19,7 @@ Usage (from the attnzoo root)::
 ``--write`` builds reduced official models (``FIXTURES``: every attention letter, Agent-CSWin also with stripe
 windows, odd patch grids) with perturbed random weights, runs each at its build size (the official models reject
 any other), and saves ``<name>_official.pt``: our constructor arguments, the official-layout state dict (fp16
-values, run in fp32) and the logits. ``tests/test_agent_deit_cswin.py`` loads them through ``checkpoint_filter_fn``
+values, run in fp32) and the logits. ``tests/test_agent_deit_cswin.py`` loads them through ``backbones.checkpoint.fit``
 and compares. ``--check`` does the same for full-size variants at their build size in fp32 and fp64.
 """
 from __future__ import annotations
@@ -157,11 +157,6 @@ def our_class(kind: str) -> type:
     return {'deit': DeiT, 'cswin': CSWin}[kind]
 
 
-def our_filter(kind: str):
-    from backbones import _cswin, _deit
-    return {'deit': _deit.checkpoint_filter_fn, 'cswin': _cswin.checkpoint_filter_fn}[kind]
-
-
 def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
     for name, (module, ctor, official_kwargs, kind, ours_kwargs, size) in FIXTURES.items():
         torch.manual_seed(SEED)
@@ -172,8 +167,10 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         with torch.no_grad():
             logits = {size: official(fixture_input(*size))}
         # ours must agree before the fixture is written
+        from backbones.checkpoint import fit
+
         ours = our_class(kind)(**ours_kwargs).eval()
-        ours.load_state_dict(our_filter(kind)({'model': state}, ours), strict=True)
+        ours.load_state_dict(fit({'model': state}, ours), strict=True)
         with torch.no_grad():
             diff = (ours(fixture_input(*size)) - logits[size]).abs().max().item()
         out = out_dir / f'{name}_official.pt'
@@ -185,7 +182,7 @@ def check_variants(roots: dict[str, Path], variants: list[str]) -> None:
     import timm
 
     import backbones  # noqa: F401
-    from backbones.checkpoint import checkpoint_filter
+    from backbones.checkpoint import fit
 
     for variant in variants:
         module, fn, kwargs = VARIANTS[variant]
@@ -194,7 +191,7 @@ def check_variants(roots: dict[str, Path], variants: list[str]) -> None:
         perturb_(official, torch.Generator().manual_seed(SEED))
         ours = timm.create_model(variant).eval()
         n_official, n_ours = (sum(p.numel() for p in m.parameters()) for m in (official, ours))
-        ours.load_state_dict(checkpoint_filter(ours)({'model': official.state_dict()}, ours), strict=True)
+        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
         size = ours.pretrained_cfg['input_size'][1:]
         for dtype in (torch.float32, torch.float64):
             ours.to(dtype)

@@ -17,7 +17,7 @@ Usage (from the attnzoo root)::
 window stage and one whose map equals the window; PVT with a spatial-reduction stage) with perturbed random
 weights, runs them at their build size (the only size the official classification models accept), and saves each
 official-layout state dict (fp16 values, run in fp32) with the logits as ``tests/data/<name>_official.pt``;
-``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``checkpoint_filter_fn`` and compare.
+``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``backbones.checkpoint.fit`` and compare.
 ``--check`` builds a full variant both ways and prints the largest logit difference at its build size (fp32, fp64);
 ``--downstream`` compares an Agent variant's stage outputs with the official detection backbone (its mmdet / mmcv
 imports stubbed here) at a non-build, non-multiple-of-32 size with the official downstream agent grids.
@@ -38,7 +38,7 @@ from _parity import fixture_input
 import backbones  # noqa: F401  (registers the models)
 from backbones import agent, inline
 from backbones._family import SKELETONS
-from backbones.checkpoint import checkpoint_filter
+from backbones.checkpoint import fit
 
 SEED = 0
 # name: (repository, official file, our skeleton, our constructor arguments; the official ones are derived)
@@ -138,7 +138,7 @@ def check_variant(roots: dict[str, Path], variant: str) -> None:
     official = official_model(official_module(roots[family] / rel), family, skeleton, cfg)
     perturb_(official, torch.Generator().manual_seed(SEED))
     model = timm.create_model(variant, drop_path_rate=0.).eval()
-    model.load_state_dict(checkpoint_filter(model)({'model': official.state_dict()}, model), strict=True)
+    model.load_state_dict(fit({'model': official.state_dict()}, model), strict=True)
     size = cfg.get('img_size', 224)
     for dtype in (torch.float32, torch.float64):
         official.to(dtype)
@@ -195,7 +195,7 @@ def check_downstream(root: Path, variant: str, size: tuple[int, int] = (250, 330
     model = timm.create_model(variant, num_classes=0, drop_path_rate=0., agent_shapes=shapes).eval()
     state = dict(official.state_dict())
     state.update({k: v for k, v in model.state_dict().items() if k.startswith('norm.')})  # unused by the stages
-    model.load_state_dict(checkpoint_filter(model)({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     official.double()
     model.double()
     x = fixture_input(*size).double()

@@ -23,7 +23,7 @@ global attention + LePE stage 4) with ``auto_pad=True``, ``stl`` the BiFormer-ST
 merging, no CPE), whose BRA modules get ``auto_pad`` switched on for the size that does not divide. It runs both in
 eval mode at 224x224 (nothing padded) and 200x232 (stage maps 50x58, 25x29, 13x15: padded to multiples of 7 in
 stages 1-3) and saves their official-layout state dicts (fp16 values, run in fp32) with the logits;
-``tests/test_biformer.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check`` compares a real
+``tests/test_biformer.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check`` compares a real
 variant (random perturbed weights) at 224 and, with auto_pad, at 200x232, in fp32 and fp64, and prints the largest
 differences.
 """
@@ -134,7 +134,8 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=((224, 224), (200, 232))) -> None:
-    from backbones.biformer import BiFormer, checkpoint_filter_fn, model_cfgs
+    from backbones.biformer import BiFormer, model_cfgs
+    from backbones.checkpoint import fit
 
     biformer, biformer_stl = official_modules(root)
     official = getattr(biformer_stl if variant == 'biformer_stl' else biformer, variant)().eval()
@@ -142,7 +143,7 @@ def check_variant(root: Path, variant: str, sizes=((224, 224), (200, 232))) -> N
     perturb_(official, torch.Generator().manual_seed(SEED))
     ours = BiFormer(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names
     ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
     for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
         official.to(dtype)
         ours.to(dtype)

@@ -16,7 +16,7 @@ statistic moved off its init; LayerScale and slot scales made large enough to ma
 design (overlapped stem, CPE, residual-dw MLP, alternating GLMix / MHSA stage 3, LayerScale, token-labelling head),
 ``stl`` the STL design (patch stem, BN-first transitions, learnable slots, NLC MHSA stage 4). It runs both in eval
 mode at 64x64 and 72x96 and saves their official-layout state dicts (fp16 values, run in fp32) with the logits;
-``tests/test_glnet.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check`` compares a real
+``tests/test_glnet.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check`` compares a real
 variant at 224 and 256 and prints the largest differences.
 """
 from __future__ import annotations
@@ -104,7 +104,8 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
-    from backbones.glnet import GLNet, checkpoint_filter_fn, model_cfgs
+    from backbones.checkpoint import fit
+    from backbones.glnet import GLNet, model_cfgs
 
     glnet, glnet_tklb = official_modules(root)
     module = glnet_tklb if variant.endswith('_tklb') else glnet
@@ -112,7 +113,7 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
     perturb_(official, torch.Generator().manual_seed(SEED))
     ours = GLNet(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names too
     ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
     for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
         official.to(dtype)
         ours.to(dtype)

@@ -17,7 +17,7 @@ Usage (from the attnzoo root, mmcv and mmdet installed, e.g. ``make install-det`
 ``--write`` builds a reduced official model (``FIXTURE_CFG``) with perturbed random weights (every parameter and
 BatchNorm statistic moved off its init, offsets of about a pixel), runs the classification model at 64 and 96 and
 the detection backbone at 80x88 (stage-3 map 5x5: Hi-Fi padding), and saves its official-layout state dict (fp16
-values, run in fp32) with the outputs. ``tests/test_litv2.py`` loads it through ``checkpoint_filter_fn`` and
+values, run in fp32) with the outputs. ``tests/test_litv2.py`` loads it through ``backbones.checkpoint.fit`` and
 compares. ``--check`` does the same for a real variant at 224 and 256 (the official model rebuilt per size) and
 prints the largest differences.
 """
@@ -115,14 +115,15 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
     import timm
 
     import backbones  # noqa: F401
-    from backbones.litv2 import checkpoint_filter_fn, model_cfgs
+    from backbones.checkpoint import fit
+    from backbones.litv2 import model_cfgs
 
     cls_module, det_module = official_modules(root)
     kwargs = _official_kwargs(model_cfgs[variant])
     official = cls_module.LITv2(img_size=sizes[0], **kwargs).eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
     ours = timm.create_model(variant, drop_path_rate=0.).eval()
-    ours.load_state_dict(checkpoint_filter_fn({'model': official.state_dict()}, ours), strict=True)
+    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
     det = det_module.LITv2(**kwargs)
     det.load_state_dict(official.state_dict(), strict=False)  # + the per-level output norms, identity at init
     det.eval()

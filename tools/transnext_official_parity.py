@@ -18,7 +18,7 @@ the small-init local biases, learnable tokens and query embeddings made large en
 TransNeXt design (aggregated attention in stages 1-3, full attention in stage 4), ``aaaa`` the all-aggregated one
 (sr 16/8/4/2). Each runs in eval mode at 64x64 (built for 64, ``pretrain_size`` 64) and at 96x96 (rebuilt for 96,
 ``pretrain_size`` 64: extrapolated coordinates); the official-layout state dicts (fp16 values, run in fp32) and the
-logits are saved; ``tests/test_transnext.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check``
+logits are saved; ``tests/test_transnext.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check``
 compares a real variant at its size and at ``--sizes`` (default 256; official rebuilt, ``pretrain_size`` as ours).
 """
 from __future__ import annotations
@@ -119,7 +119,8 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, extra_sizes=(256, 448)) -> None:
-    from backbones.transnext import TransNeXt, checkpoint_filter_fn, model_cfgs
+    from backbones.checkpoint import fit
+    from backbones.transnext import TransNeXt, model_cfgs
 
     mod = official_module(root)
     entry, size, pretrain = OFFICIAL_VARIANTS[variant]
@@ -129,7 +130,7 @@ def check_variant(root: Path, variant: str, extra_sizes=(256, 448)) -> None:
     state = official.state_dict()
     ours = TransNeXt(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names
     ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(checkpoint_filter_fn(state, ours), strict=True)
+    ours.load_state_dict(fit(state, ours), strict=True)
     for s in (size, *extra_sizes):
         if s != size:
             official = getattr(mod, entry)(img_size=s, pretrain_size=pretrain).eval()
