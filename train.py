@@ -11,6 +11,7 @@ Arguments follow timm's train.py; ``--config`` YAML files set their defaults. Ea
 """
 import argparse
 import csv
+import functools
 import io
 import json
 import logging
@@ -51,6 +52,7 @@ from timm.utils.model import get_state_dict, unwrap_model
 from tqdm import tqdm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
+import param_rules
 import zoo_common
 from zoo_common import CliError
 
@@ -119,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--weight-decay', type=float, default=2e-5)
     group.add_argument('--clip-grad', type=float, default=None, metavar='NORM')
     group.add_argument('--clip-mode', default='norm', choices=('norm', 'value', 'agc'))
-    group.add_argument('--layer-decay', type=float, default=None)
+    group.add_argument('--layer-decay', type=float, default=None,
+                       help="layer-wise lr decay (timm's, BEiT rule); composes with --param-rules")
+    group.add_argument('--param-rules', type=_yaml_mapping, default=None, metavar='YAML',
+                       help="per-parameter rules by name pattern, e.g. \"{'*.conv_offset.weight': {lr_mult: 0.01}}\" "
+                            '(lr_mult, decay_mult; see param_rules.py); a recipe sets them as a mapping')
     group.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs)
 
     group = parser.add_argument_group('Learning rate schedule')
@@ -198,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _yaml_mapping(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f'not YAML: {zoo_common.first_line(e)}') from None
+
+
 class TrainState:
     """Checkpoint entries beyond timm's: scheduler and per-epoch history (timm's CheckpointSaver task hook)."""
 
@@ -255,6 +268,21 @@ def _setup_distributed(args: argparse.Namespace) -> torch.device:
     if args.distributed and not dist.is_initialized():
         dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
     return device
+
+
+def _create_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """timm's optimizer factory; with --param-rules its groups come from :func:`param_rules.param_groups` (timm's
+    weight-decay / layer-decay groups, then the rules)."""
+    kwargs = optimizer_kwargs(cfg=args)
+    rules = param_rules.parse_rules(args.param_rules, '--param-rules')  # checked in main
+    if rules:
+        kwargs['param_group_fn'] = functools.partial(
+            param_rules.param_groups, lr=args.lr, weight_decay=args.weight_decay, rules=rules,
+            layer_decay=args.layer_decay)
+    try:
+        return create_optimizer_v2(model, **kwargs, **args.opt_kwargs)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _prepare_output_dir(args: argparse.Namespace) -> str:
@@ -556,7 +584,11 @@ def _load_resume(
     """Restore everything a run needs to continue bit-exactly; returns the epoch to start from."""
     model.load_state_dict(ckpt['state_dict'])
     if not args.no_resume_opt:
-        optimizer.load_state_dict(ckpt['optimizer'])
+        try:
+            optimizer.load_state_dict(ckpt['optimizer'])
+        except ValueError as e:  # other parameter groups: --param-rules / --layer-decay / --weight-decay changed
+            raise CliError(f'--resume {args.resume}: its optimizer does not fit this run ({e}); keep the run\'s '
+                           '--param-rules, --layer-decay and --weight-decay, or add --no-resume-opt') from None
     if loss_scaler is not None and loss_scaler.state_dict_key in ckpt:
         loss_scaler.load_state_dict(ckpt[loss_scaler.state_dict_key])
     if model_ema is not None:
@@ -615,6 +647,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.data_dir = args.data
     if args.grad_accum_steps < 1:
         raise CliError('--grad-accum-steps must be >= 1')
+    try:
+        param_rules.parse_rules(args.param_rules, '--param-rules')  # fail before anything is loaded or written
+    except ValueError as e:
+        raise CliError(str(e)) from None
     device = _setup_distributed(args)
     try:
         return _train(args, device)
@@ -663,12 +699,20 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         scale = args.lr_base_scale or ('sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear')
         ratio = global_batch / args.lr_base_size
         args.lr = args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args))
+    optimizer = _create_optimizer(model, args)
+    if primary:
+        names = {id(p): n for n, p in model.named_parameters()}
+        _logger.info(f'Optimizer {args.opt}: {len(optimizer.param_groups)} parameter groups'
+                     + (f', layer decay {args.layer_decay}' if args.layer_decay is not None else '') + '\n'
+                     + '\n'.join(param_rules.describe_groups(optimizer.param_groups, names)))
 
     amp_ctx = zoo_common.amp_context(args.amp, args.amp_dtype, device.type)
     loss_scaler = NativeScaler(device=device.type) if args.amp and args.amp_dtype == 'float16' else None
 
     loader_train, loader_eval = _create_loaders(args, data_config, dataset_train, dataset_eval, device)
+    if primary and isinstance(loader_train.sampler, RepeatAugSampler):
+        _logger.info(f'Repeated augmentation: each image {args.aug_repeats:g} times, the copies spread over the '
+                     f'{args.world_size} process(es); {len(loader_train.sampler)} images per process per epoch')
     mixup_fn, train_loss_fn = _create_mixup_and_loss(args)
     train_loss_fn = train_loss_fn.to(device)
 

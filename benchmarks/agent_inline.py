@@ -10,7 +10,7 @@
   ``swin_tiny_patch4_window7_224``; inference and training img/s (forward, cross-entropy, backward, AdamW step) with
   peak memory.
 
-Timing and memory are benchmarks/models.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
+Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
 (bf16 autocast for the model rows); on CPU, the median process CPU time with one torch thread and the resident-set
 growth during one call. The official code runs from checkouts given by ``--agent-repo`` / ``--inline-repo``; without
 them only our rows and timm's are measured.
@@ -23,9 +23,6 @@ Writes ``benchmarks/results/<device>/agent_inline.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,7 @@ import ops  # noqa: E402
 from backbones import agent, inline  # noqa: E402
 from backbones._agent_inline import AgentAttention, InLineAttention  # noqa: E402
 from backbones.checkpoint import fit  # noqa: E402
-from benchmarks import models as bench  # noqa: E402
+from benchmarks import _common as bench  # noqa: E402
 
 STAGES = {1: dict(dim=96, heads=3, agents=9, stride=4), 2: dict(dim=192, heads=6, agents=16, stride=8)}
 MODELS = ('agent_swin_tiny', 'inline_swin_tiny', 'swin_tiny_patch4_window7_224')
@@ -116,33 +113,15 @@ def bench_models(args: argparse.Namespace, repos: dict[str, Path]) -> list[dict[
             ours = candidates['ours']
             ours.load_state_dict(fit({'model': off.state_dict()}, ours), strict=True)
             candidates['official'] = off
-        for impl in list(candidates):
-            model = candidates.pop(impl).to(args.device)
-            row = dict(impl=impl, model=name, img_size=224,
-                       params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
-            for mode in ('infer', 'train'):
-                res = bench.run_mode(model, mode, args.model_batch, 224, args)
-                row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
-            rows.append(row)
-            print(row, flush=True)
-            del model
+        rows += [bench.model_row(candidates.pop(impl), args, args.model_batch, 224, channels_last=False, impl=impl,
+                                 model=name, img_size=224) for impl in list(candidates)]
     return rows
 
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
-    on_gpu = meta['device_type'] == 'cuda'
-    timing = 'median of CUDA-event times' if on_gpu else 'median process CPU time per iteration (one torch thread)'
-    memory = 'peak `torch.cuda.max_memory_allocated`' if on_gpu else 'resident-set growth during one call'
-    lines = [f"# Agent / InLine attention vs the official code and Swin's window attention on {meta['device']}", '',
-             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
-             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. Model rows: "
-             f"AMP {meta['amp_dtype']}. Random inputs."]
-    if not on_gpu:
-        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
-                  'on a shared machine. Ratios within the run say more than absolute numbers.']
-    if meta['skipped']:
-        lines += ['', 'Skipped: ' + '; '.join(meta['skipped']) + '.']
+    lines = bench.intro("Agent / InLine attention vs the official code and Swin's window attention", meta,
+                        f"Model rows: AMP {meta['amp_dtype']}. Random inputs.", 'resident-set growth during one call')
     lines += ['', "## Attention at Swin-T's stage-1 / stage-2 shapes (96 / 192 channels, 3 / 6 heads, 9 / 16 agents)",
               '', '| impl | input | stage | map | batch | fwd ms | fwd+bwd ms | fwd+bwd MB | max abs diff vs ours |',
               '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -150,13 +129,8 @@ def markdown(result: dict[str, Any]) -> str:
         diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
         lines.append(f"| {r['impl']} | {r['input']} | {r['stage']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
                      f"{r['fwd_bwd_ms']} | {r['fwd_bwd_mb']} | {diff} |")
-    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
-    lines += ['', '## Whole models at 224: inference and training (forward + backward + AdamW step)', '',
-              '| model | impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | '
-              'train MB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    for r in result['models']:
-        lines.append(f"| {r['model']} | {r['impl']} | {r['params_m']} | " + ' | '.join(
-            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
+    lines += bench.model_table('Whole models at 224: inference and training (forward + backward + AdamW step)',
+                               result['models'], {'model': 'model', 'impl': 'impl', 'params (M)': 'params_m'})
     return '\n'.join(lines) + '\n'
 
 
@@ -167,38 +141,19 @@ def main() -> None:
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 1024], help='input sizes of the attention rows')
     parser.add_argument('--batch', type=int, default=4, help='attention batch at 224 (scaled by (224 / size)^2)')
     parser.add_argument('--model-batch', type=int, help='model batch (default: 128 on CUDA, 4 on CPU)')
-    parser.add_argument('--iters', type=int, default=3, help='timed iterations (the median is kept)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16', 'float32'),
-                        help='autocast dtype of the model rows (default: bfloat16 on CUDA, float32 on CPU)')
+    bench.add_run_args(parser)
     args = parser.parse_args()
-    args.device = torch.device(args.device)
-    on_gpu = args.device.type == 'cuda'
-    args.model_batch = args.model_batch or (128 if on_gpu else 4)
-    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
-    args.channels_last, args.compile = on_gpu, False
-    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
+    on_gpu = bench.prepare_run(args)
     repos = {k: v for k, v in (('agent', args.agent_repo), ('inline', args.inline_repo)) if v is not None}
     skipped = [f'official {k} rows (no --{k}-repo)' for k in ('agent', 'inline') if k not in repos]
     if not on_gpu and not args.cpu_memory:
         skipped.append('CPU peak memory (no /proc/self/clear_refs)')
-    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
-    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
-                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
-                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
-                amp_dtype=args.amp_dtype, skipped=skipped, loadavg_before=loadavg())
+    meta = bench.run_meta(args, skipped=skipped)
     attention = bench_attention(args, repos)
     models = bench_models(args, repos)
-    meta['loadavg_after'] = loadavg()
+    meta['loadavg_after'] = bench.loadavg()
     result = dict(meta=meta, attention=attention, models=models)
-    md = markdown(result)
-    print('\n' + md)
-    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'agent_inline.json').write_text(json.dumps(result, indent=1) + '\n')
-    (out / 'agent_inline.md').write_text(md)
-    print(f'wrote {out / "agent_inline.json"} and agent_inline.md')
+    bench.write_results('agent_inline', result, markdown(result), args.device)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@
   regions' keys and values into a ``topk``-fold copy (``KVGather``) before a dense attention per region.
   The op-level comparison at the stage shapes is benchmarks/routed.py.
 
-Timing and memory are benchmarks/models.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
+Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
 ``max_memory_allocated``, bf16 autocast and channels-last (``--amp-dtype``); on CPU, the median process CPU time
 with one torch thread (else wall time) and the resident-set growth during one call.
 
@@ -21,14 +21,11 @@ parts are listed.
 
     OMP_NUM_THREADS=1 python benchmarks/biformer.py --official-repo /path/to/BiFormer [--sizes 224 512] [--device cuda]
 
-Writes ``benchmarks/results/<device>/biformer.{json,md}`` (``<device>`` named as by benchmarks/models.py).
+Writes ``benchmarks/results/<device>/biformer.{json,md}`` (``<device>`` as benchmarks/_common.py names it).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,11 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tools'))
 
-import timm  # noqa: E402
 
 from backbones.biformer import BiFormer, model_cfgs  # noqa: E402
 from backbones.checkpoint import fit  # noqa: E402
-from benchmarks import models as bench  # noqa: E402
+from benchmarks import _common as bench  # noqa: E402
 
 MODEL = 'biformer_small'
 CLS_SIZE, CLS_WIN, DET_WIN = 224, 7, 16
@@ -70,10 +66,7 @@ def build_pair(size: int, official_repo: Path | None) -> tuple[dict[str, torch.n
                 m.n_win = n_win
         perturb_(official, torch.Generator().manual_seed(0))
         ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            diff = (official(x) - ours(x)).abs().max().item()
-        print(f'{MODEL} n_win={n_win} @ {size}, fp32: max |official - ours| logits = {diff:.2e}', flush=True)
+        diff = bench.logit_difference(official, ours, size, f'{MODEL} n_win={n_win} @ {size}', batch=1)
         models['official (gather)'] = official
     return models, diff
 
@@ -81,19 +74,9 @@ def build_pair(size: int, official_repo: Path | None) -> tuple[dict[str, torch.n
 def bench_size(size: int, args: argparse.Namespace) -> tuple[list[dict[str, Any]], float | None]:
     models, diff = build_pair(size, args.official_repo)
     batch = max(1, round(args.model_batch * (CLS_SIZE / size) ** 2))
-    rows = []
-    for name in list(models):
-        model = models.pop(name).to(args.device)  # dropped after its rows: the next model's peak excludes it
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        row = dict(impl=name, model=MODEL, img_size=size, n_win=n_win_for(size),
-                   params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
-        for mode in ('infer', 'train'):
-            res = bench.run_mode(model, mode, batch, size, args)
-            row[mode] = {k: float(f'{v:.4g}') if isinstance(v, float) else v for k, v in res.items()}
-        rows.append(row)
-        print(row, flush=True)
-        del model
+    # each model dropped after its rows: the next model's peak excludes it
+    rows = [bench.model_row(models.pop(name), args, batch, size, rounding=lambda v: float(f'{v:.4g}'), impl=name,
+                            model=MODEL, img_size=size, n_win=n_win_for(size)) for name in list(models)]
     return rows, diff
 
 
@@ -110,33 +93,16 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
-    on_gpu = meta['device_type'] == 'cuda'
-    timing = bench.timing_phrase(meta)
-    memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
-              'resident-set growth during one iteration, above weights, inputs and optimizer state')
-    lines = [f"# BiFormer-S vs the official code on {meta['device']}", '',
-             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
-             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. "
-             f"AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs. Ours: BRA through "
-             f"ops.region_routing + ops.routed_attention ({meta['routed_backend']} backend); official: "
-             'its KVGather (a topk-fold copy of the routed keys/values) + dense attention per region.']
-    if not on_gpu:
-        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
-                  'on a shared machine. Absolute numbers say little; ratios within the run say more.']
-    if meta['skipped']:
-        lines += ['', 'Skipped: ' + '; '.join(meta['skipped']) + '.']
-    spec = {'img_s': '.3g', 'peak_mb': '.1f'}  # img/s to 3 digits: the official 512 training runs at 0.04
-    fmt = lambda res, k: (format(res[k], spec[k]) if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
-    lines += ['', f'## {MODEL}: inference and training (forward + backward + AdamW step)', '',
-              '| impl | input | n_win | infer batch | infer img/s | infer MB | train batch | train img/s | train MB |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for r in result['models']:
-        lines.append(f"| {r['impl']} | {r['img_size']} | {r['n_win']} | " + ' | '.join(
-            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
-    errors = [f"{r['impl']} @ {r['img_size']} {m}: {r[m]['error']}" for r in result['models']
-              for m in ('infer', 'train') if 'error' in r[m]]
-    if errors:
-        lines += ['', 'Errors: ' + '; '.join(errors) + '.']
+    lines = bench.intro('BiFormer-S vs the official code', meta,
+                        f"AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs. Ours: BRA "
+                        f"through ops.region_routing + ops.routed_attention ({meta['routed_backend']} backend); "
+                        'official: its KVGather (a topk-fold copy of the routed keys/values) + dense attention per '
+                        'region.',
+                        'resident-set growth during one iteration, above weights, inputs and optimizer state')
+    # img/s to 3 digits: the official 512 training runs at 0.04
+    lines += bench.model_table(f'{MODEL}: inference and training (forward + backward + AdamW step)',
+                               result['models'], {'impl': 'impl', 'input': 'img_size', 'n_win': 'n_win'},
+                               img_s_format='.3g')
     for size, rat in result['ratios'].items():
         if rat:
             lines += ['', f'Ours / official at {size} (img/s > 1: ours faster; memory < 1: ours smaller): ' + ', '.join(
@@ -155,21 +121,10 @@ def main() -> None:
                         f'n_win {DET_WIN}); default 224 and 512 on CPU, 224 and 1024 on CUDA')
     parser.add_argument('--model-batch', type=int, help=f'batch at {CLS_SIZE} (scaled by (224 / size)^2, >= 1; '
                         'default: 64 on CUDA, 4 on CPU; halved on CUDA out-of-memory)')
-    parser.add_argument('--iters', type=int, default=3, help='timed iterations (the median is kept)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16', 'float32'),
-                        help='autocast dtype (default: bfloat16 on CUDA, float32 on CPU)')
+    bench.add_run_args(parser, amp_help='')
     args = parser.parse_args()
-    args.device = torch.device(args.device)
-    on_gpu = args.device.type == 'cuda'
+    on_gpu = bench.prepare_run(args, model_batch_gpu=64)
     args.sizes = args.sizes or [CLS_SIZE, 1024 if on_gpu else 512]
-    args.model_batch = args.model_batch or (64 if on_gpu else 4)
-    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
-    args.channels_last, args.compile = on_gpu, False
-    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
-    if args.cpu_memory:
-        bench.release_freed_memory()
     skipped = []
     if args.official_repo is None:
         skipped = ['official BiFormer-S rows and ratios (no --official-repo)']
@@ -178,25 +133,14 @@ def main() -> None:
         skipped = ['CPU peak memory (no /proc/self/clear_refs)']
     import ops
     backend = ops.available_backends(args.device, 'routed')[0]  # the automatic dispatch's first choice
-    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
-    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
-                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
-                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
-                amp_dtype=args.amp_dtype, channels_last=args.channels_last, skipped=skipped, routed_backend=backend,
-                loadavg_before=loadavg())
+    meta = bench.run_meta(args, channels_last=args.channels_last, skipped=skipped, routed_backend=backend)
     rows, diffs = [], {}
     for size in args.sizes:
         size_rows, diffs[str(size)] = bench_size(size, args)
         rows += size_rows
-    meta['loadavg_after'] = loadavg()
+    meta['loadavg_after'] = bench.loadavg()
     result = dict(meta=meta, models=rows, ratios=ratios(rows), max_abs_diff=diffs)
-    md = markdown(result)
-    print('\n' + md)
-    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'biformer.json').write_text(json.dumps(result, indent=1) + '\n')
-    (out / 'biformer.md').write_text(md)
-    print(f'wrote {out / "biformer.json"} and biformer.md')
+    bench.write_results('biformer', result, markdown(result), args.device)
 
 
 if __name__ == '__main__':

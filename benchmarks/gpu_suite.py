@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +77,12 @@ def missing_requirements() -> list[tuple[str, str, bool]]:
 
 
 class Suite:
-    """Runs the parts, tees every line to ``suite.log`` and collects what each part reports."""
+    """Runs the parts, tees every line to ``suite.log`` and collects what each part reports. ``clock`` (seconds,
+    monotonic) is what every deadline and part budget is read from (a test gives a fake one)."""
 
-    def __init__(self, args: argparse.Namespace, out: Path):
-        self.args, self.out = args, out
-        self.t0 = time.monotonic()
+    def __init__(self, args: argparse.Namespace, out: Path, clock: Callable[[], float] = time.monotonic):
+        self.args, self.out, self.clock = args, out, clock
+        self.t0 = clock()
         self.end = self.t0 + args.budget
         self.log = (out / 'suite.log').open('w')
         self.parts: list[dict] = []
@@ -96,7 +98,7 @@ class Suite:
         self.log.flush()
 
     def remaining(self) -> float:
-        return self.end - time.monotonic()
+        return self.end - self.clock()
 
     def run(self, cmd: list[str], deadline: float) -> tuple[int | None, bool]:
         """Run ``cmd`` from the repo root, streaming its output; at ``deadline`` SIGINT, 15 s later SIGKILL (its
@@ -112,7 +114,7 @@ class Suite:
         reader.start()
         stopped = False
         try:
-            proc.wait(timeout=max(1., deadline - time.monotonic()))
+            proc.wait(timeout=max(1., deadline - self.clock()))
         except subprocess.TimeoutExpired:
             stopped = True
             self.say(f'--- deadline: stopping {cmd[1] if len(cmd) > 1 else cmd[0]} (SIGINT)')
@@ -128,7 +130,7 @@ class Suite:
     # --- parts ---------------------------------------------------------------------------------------------------
 
     def part_env(self, deadline: float) -> dict:
-        deadline = min(self.end, max(deadline, time.monotonic() + 120))  # an install may take the later parts' time
+        deadline = min(self.end, max(deadline, self.clock() + 120))  # an install may take the later parts' time
         missing = missing_requirements()
         installed, failed = [], []
         wheels = ROOT / '.whl'
@@ -142,7 +144,7 @@ class Suite:
             spec = next(f'{d}>={least}' if least else d for d, least, _ in REQUIREMENTS if d == dist)
             cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--no-input']
             cmd += ['--no-index', '--no-deps', '--find-links', str(wheels), spec] if local else [spec]
-            rc, _ = self.run(cmd, min(deadline, time.monotonic() + 180))
+            rc, _ = self.run(cmd, min(deadline, self.clock() + 180))
             (installed if rc == 0 else failed if required else []).append(dist)
         still = [d for d, _, req in missing_requirements() if req]
         versions = {d: _dist_version(d) for d, _, _ in REQUIREMENTS}
@@ -179,7 +181,7 @@ class Suite:
 
     def _bench(self, script: str, deadline: float, reserve: float, extra: list[str], rehearsal: str,
                out: Path | None = None) -> dict:
-        inner = max(1., deadline - time.monotonic() - reserve)
+        inner = max(1., deadline - self.clock() - reserve)
         out = out or self.out
         cmd = [sys.executable, f'benchmarks/{script}.py', '--time-budget', f'{inner:.0f}', '--no-plot',
                '--out-dir', str(out), *extra]
@@ -246,7 +248,7 @@ class Suite:
         for name in selected:
             cum += shares[name] * scale
             deadline = min(self.t0 + cum, self.end)
-            left = deadline - time.monotonic()
+            left = deadline - self.clock()
             if name != 'env' and info is None:
                 info = self.probe() if env_ok else dict(cuda=False, device=None)
                 self.cuda = bool(info.get('cuda'))
@@ -257,9 +259,9 @@ class Suite:
                 part = dict(status='skipped', reason=f'{TIME_BUDGET}: {max(left, 0):.0f} s left for it')
             else:
                 self.say(f'=== {name} (until +{deadline - self.t0:.0f} s of {self.args.budget:.0f} s)')
-                start = time.monotonic()
+                start = self.clock()
                 part = getattr(self, f'part_{name}')(deadline)
-                part['elapsed_s'] = round(time.monotonic() - start, 1)
+                part['elapsed_s'] = round(self.clock() - start, 1)
             part = dict(name=name, budget_s=round(max(left, 0), 1), **part)
             self.parts.append(part)
             self.say(f"=== {name}: {part['status']}" + (f" ({part['reason']})" if part.get('reason') else ''))
@@ -271,7 +273,7 @@ class Suite:
                     torch=info.get('torch'), cuda_runtime=info.get('cuda_runtime'), python=sys.version.split()[0],
                     commit=_git_commit(), budget_s=self.args.budget, out_dir=str(self.out), exit_code=code,
                     started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-                    elapsed_s=round(time.monotonic() - self.t0, 1))
+                    elapsed_s=round(self.clock() - self.t0, 1))
         report = dict(meta=meta, parts=self.parts, skipped=skipped_lines(self.parts))
         (self.out / 'suite.json').write_text(json.dumps(report, indent=1))
         md = markdown(report, self.out)

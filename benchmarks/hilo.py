@@ -10,7 +10,7 @@
   init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the fp32
   logit difference is recorded as a check). Drop path 0 in both.
 
-Timing and memory are benchmarks/models.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
+Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
 ``max_memory_allocated``, bf16 autocast and channels-last (``--amp-dtype``); on CPU, the median process CPU time
 with one torch thread (else wall time) and the resident-set growth during one call.
 
@@ -22,15 +22,12 @@ and the skipped parts are listed.
 
     python benchmarks/hilo.py --official-repo /path/to/LITv2 [--sizes 224 1024] [--device cuda]
 
-Writes ``benchmarks/results/<device>/hilo.{json,md}`` (``<device>`` named as by benchmarks/models.py).
+Writes ``benchmarks/results/<device>/hilo.{json,md}`` (``<device>`` as benchmarks/_common.py names it).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 import timm  # noqa: E402
 
+import ops  # noqa: E402
 from backbones.checkpoint import fit  # noqa: E402
 from backbones.litv2 import HiLo, model_cfgs  # noqa: E402
-from benchmarks import models as bench  # noqa: E402
-from ops.na.backends import _triton_small  # noqa: E402
+from benchmarks import _common as bench  # noqa: E402
 
 DIM, HEADS, WS, ALPHA = 384, 12, 2, 0.9
 MODEL, MODEL_SIZE = 'litv2_small', 224
@@ -82,7 +79,7 @@ def bench_hilo(args: argparse.Namespace, official_cls: Any) -> list[dict[str, An
     contexts = {}
     if device == 'cuda':
         name = 'ours, window attention only, tiled triton kernels'
-        impls[name], contexts[name] = window_only, _triton_small.disabled
+        impls[name], contexts[name] = window_only, ops.get_backend('na', 'triton').tiled_only
     if official_cls is not None:
         official = official_cls.HiLo(DIM, HEADS, qkv_bias=True, window_size=WS, alpha=ALPHA)
         official.load_state_dict(ours.state_dict())
@@ -129,26 +126,13 @@ def bench_model(args: argparse.Namespace, official_cls: Any) -> tuple[list[dict[
         official = official_cls.LITv2(img_size=MODEL_SIZE, **_official_kwargs(model_cfgs[MODEL])).eval()
         perturb_(official, torch.Generator().manual_seed(0))
         ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-        x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            diff = (official(x) - ours(x)).abs().max().item()
-        print(f'{MODEL} @ {MODEL_SIZE}, fp32: max |official - ours| logits = {diff:.2e}', flush=True)
+        diff = bench.logit_difference(official, ours, MODEL_SIZE, f'{MODEL} @ {MODEL_SIZE}')
         models['official'] = official
         del official
     del ours
-    rows = []
-    for name in list(models):
-        model = models.pop(name).to(args.device)  # dropped after its rows: the next model's peak excludes it
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        row = dict(impl=name, model=MODEL, img_size=MODEL_SIZE,
-                   params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
-        for mode in ('infer', 'train'):
-            res = bench.run_mode(model, mode, args.model_batch, MODEL_SIZE, args)
-            row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
-        rows.append(row)
-        print(row, flush=True)
-        del model
+    # each model dropped after its rows: the next model's peak excludes it
+    rows = [bench.model_row(models.pop(name), args, args.model_batch, MODEL_SIZE, impl=name, model=MODEL,
+                            img_size=MODEL_SIZE) for name in list(models)]
     return rows, diff
 
 
@@ -160,19 +144,9 @@ def model_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
-    on_gpu = meta['device_type'] == 'cuda'
-    timing = bench.timing_phrase(meta)
-    memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
-              'resident-set growth during one iteration, above weights, inputs and optimizer state')
-    lines = [f"# LITv2 vs the official code on {meta['device']}", '',
-             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
-             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. "
-             f"AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs."]
-    if not on_gpu:
-        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
-                  'on a shared machine. Absolute numbers say little; ratios within the run say more.']
-    if meta['skipped']:
-        lines += ['', 'Skipped: ' + '; '.join(meta['skipped']) + '.']
+    lines = bench.intro('LITv2 vs the official code', meta,
+                        f"AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs.",
+                        'resident-set growth during one iteration, above weights, inputs and optimizer state')
     lines += ['', f"## HiLo at LITv2-S stage-3 shapes (dim {DIM}, {HEADS} heads, window {WS}, alpha {ALPHA})", '',
               '| impl | input | map | batch | fwd ms | fwd+bwd ms | max abs diff vs ours |',
               '|---|---:|---:|---:|---:|---:|---:|']
@@ -180,17 +154,8 @@ def markdown(result: dict[str, Any]) -> str:
         diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
         lines.append(f"| {r['impl']} | {r['input']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
                      f"{r['fwd_bwd_ms']} | {diff} |")
-    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
-    lines += ['', f'## {MODEL} at {MODEL_SIZE}: inference and training (forward + backward + AdamW step)', '',
-              '| impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | train MB |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|']
-    for r in result['models']:
-        lines.append(f"| {r['impl']} | {r['params_m']} | " + ' | '.join(
-            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
-    errors = [f"{r['impl']} {m}: {r[m]['error']}" for r in result['models'] for m in ('infer', 'train')
-              if 'error' in r[m]]
-    if errors:
-        lines += ['', 'Errors: ' + '; '.join(errors) + '.']
+    lines += bench.model_table(f'{MODEL} at {MODEL_SIZE}: inference and training (forward + backward + AdamW step)',
+                               result['models'], {'impl': 'impl', 'params (M)': 'params_m'})
     rat = result['model_ratios']
     if rat:
         lines += ['', 'Ours / official (img/s > 1: ours faster; memory < 1: ours smaller): ' + ', '.join(
@@ -206,45 +171,24 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=8, help='HiLo batch at 224 (scaled by (224 / size)^2, >= 1)')
     parser.add_argument('--model-batch', type=int, help=f'{MODEL} batch (default: 128 on CUDA, 4 on CPU; '
                         'halved on CUDA out-of-memory)')
-    parser.add_argument('--iters', type=int, default=5, help='timed iterations (the median is kept)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16', 'float32'),
-                        help='autocast dtype of the model rows (default: bfloat16 on CUDA, float32 on CPU)')
+    bench.add_run_args(parser, iters=5)
     args = parser.parse_args()
-    args.device = torch.device(args.device)
-    on_gpu = args.device.type == 'cuda'
-    args.model_batch = args.model_batch or (128 if on_gpu else 4)
-    args.amp_dtype = args.amp_dtype or ('bfloat16' if on_gpu else 'float32')
-    args.channels_last, args.compile = on_gpu, False
-    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
-    if args.cpu_memory:
-        bench.release_freed_memory()
+    on_gpu = bench.prepare_run(args)
     skipped = []
     if args.official_repo is None:
         skipped = ['official HiLo and official LITv2-S rows and ratios (no --official-repo)']
         print('skipping ' + skipped[0], flush=True)
     elif not on_gpu and not args.cpu_memory:
         skipped = ['CPU peak memory (no /proc/self/clear_refs)']
-    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
-    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
-                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
-                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
-                amp_dtype=args.amp_dtype, channels_last=args.channels_last, skipped=skipped, loadavg_before=loadavg(),
-                dcn_official='mmcv deform_conv2d (shim; backward through a recomputed forward)',
-                dcn_ours='torchvision deform_conv2d')
+    meta = bench.run_meta(args, channels_last=args.channels_last, skipped=skipped,
+                          dcn_official='mmcv deform_conv2d (shim; backward through a recomputed forward)',
+                          dcn_ours='torchvision deform_conv2d')
     official_cls = load_official(args.official_repo) if args.official_repo else None
     hilo = bench_hilo(args, official_cls)
     models, diff = bench_model(args, official_cls)
-    meta['loadavg_after'] = loadavg()
+    meta['loadavg_after'] = bench.loadavg()
     result = dict(meta=meta, hilo=hilo, models=models, model_ratios=model_ratios(models), model_max_abs_diff=diff)
-    md = markdown(result)
-    print('\n' + md)
-    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'hilo.json').write_text(json.dumps(result, indent=1) + '\n')
-    (out / 'hilo.md').write_text(md)
-    print(f'wrote {out / "hilo.json"} and hilo.md')
+    bench.write_results('hilo', result, markdown(result), args.device)
 
 
 if __name__ == '__main__':

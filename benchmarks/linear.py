@@ -16,21 +16,18 @@
   init moved off its init by the parity script's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the
   fp32 logit difference is recorded as a check). Drop path 0 in both.
 
-Timing and memory are benchmarks/models.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
+Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
 (model rows in bf16 autocast and channels-last); on CPU, the median process CPU time with one torch thread and the
 resident-set growth during one call (fp32). The official modules come from checkouts given by ``--rala`` and
 ``--l2vit`` (imported as by tools/ravlt_official_parity.py and tools/l2vit_official_parity.py).
 
     python benchmarks/linear.py --rala /path/to/RALA --l2vit /path/to/L2ViT [--sizes 224 1024] [--device cuda]
 
-Writes ``benchmarks/results/<device>/linear.{json,md}`` (``<device>`` named as by benchmarks/models.py).
+Writes ``benchmarks/results/<device>/linear.{json,md}`` (``<device>`` as benchmarks/_common.py names it).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +44,7 @@ import timm  # noqa: E402
 import ops  # noqa: E402
 from backbones import l2vit, ravlt  # noqa: E402
 from backbones.checkpoint import fit  # noqa: E402
-from benchmarks import models as bench  # noqa: E402
+from benchmarks import _common as bench  # noqa: E402
 
 MODEL_SIZE = 224
 
@@ -138,29 +135,17 @@ def _official_models(official: dict[str, Any]) -> dict[str, tuple[torch.nn.Modul
 
 def bench_models(args: argparse.Namespace, official: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE, generator=torch.Generator().manual_seed(0))
     for name, (theirs, filter_fn) in _official_models(official).items():
         ours = timm.create_model(name, drop_path_rate=0.).eval()
         ours.load_state_dict(filter_fn({'model': theirs.state_dict()}, ours), strict=True)
-        with torch.no_grad():
-            diff = (theirs.eval()(x) - ours(x)).abs().max().item()
-        print(f'{name} @ {MODEL_SIZE}, fp32: max |official - ours| logits = {diff:.2e}', flush=True)
+        diff = bench.logit_difference(theirs.eval(), ours, MODEL_SIZE, f'{name} @ {MODEL_SIZE}')
         models = {'ours': ours, 'official': theirs}
         del ours, theirs
-        for impl in list(models):
-            model = models.pop(impl).to(args.device)  # dropped after its rows: the next model's peak excludes it
-            if args.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            row = dict(model=name, impl=impl, img_size=MODEL_SIZE,
-                       params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
-            for mode in ('infer', 'train'):
-                res = bench.run_mode(model, mode, args.model_batch, MODEL_SIZE, args)
-                row[mode] = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
+        for impl in list(models):  # each model dropped after its rows: the next model's peak excludes it
+            rows.append(bench.model_row(models.pop(impl), args, args.model_batch, MODEL_SIZE, model=name, impl=impl,
+                                        img_size=MODEL_SIZE))
             if impl == 'official':
-                row['max_abs_diff_vs_ours'] = diff
-            rows.append(row)
-            print(row, flush=True)
-            del model
+                rows[-1]['max_abs_diff_vs_ours'] = diff
     return rows
 
 
@@ -177,19 +162,11 @@ def model_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result['meta']
-    on_gpu = meta['device_type'] == 'cuda'
-    timing = bench.timing_phrase(meta)
-    memory = ('peak `torch.cuda.max_memory_allocated`' if on_gpu else
-              'resident-set growth during one call, above weights and inputs (n/a: not measurable here)')
-    lines = [f"# Linear-attention families (RAVLT, L2ViT) vs the official code on {meta['device']}", '',
-             f"torch {meta['torch']}, timm {meta['timm']}; {meta['date']}; {meta['threads']} torch thread(s). "
-             f"{meta['warmup']} warm-up + {meta['iters']} timed iterations, {timing}; memory: {memory}. "
-             f"Model rows: AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs."]
-    if not on_gpu:
-        lines += ['', f"CPU: load average {meta['loadavg_before']} before and {meta['loadavg_after']} after the run, "
-                  'on a shared machine. Absolute numbers say little; ratios within the run say more. The memory '
-                  'of small calls (tens of MB) is noisy: pages freed by the previous call and reused read as no '
-                  'growth.']
+    lines = bench.intro('Linear-attention families (RAVLT, L2ViT) vs the official code', meta,
+                        f"Model rows: AMP {meta['amp_dtype']}, channels-last {meta['channels_last']}. Random inputs.",
+                        'resident-set growth during one call, above weights and inputs (n/a: not measurable here)',
+                        cpu_note='The memory of small calls (tens of MB) is noisy: pages freed by the previous call '
+                        'and reused read as no growth.')
     mb = lambda v: f'{v:.1f}' if v >= 0 else 'n/a'  # noqa: E731
     lines += ['', '## Attention modules at the tiny models\' shapes', '',
               'bf16 err: relative L2 error under bf16 autocast against the module in float64.', '',
@@ -199,17 +176,8 @@ def markdown(result: dict[str, Any]) -> str:
         diff = f"{r['max_abs_diff_vs_ours']:.1e}" if 'max_abs_diff_vs_ours' in r else ''
         lines.append(f"| {r['attention']} | {r['impl']} | {r['input']} | {r['map']} | {r['batch']} | {r['fwd_ms']} | "
                      f"{r['fwd_bwd_ms']} | {mb(r['fwd_bwd_peak_mb'])} | {r['bf16_rel_err']:.1e} | {diff} |")
-    fmt = lambda res, k: (f'{res[k]:.1f}' if res.get(k, -1) >= 0 else 'n/a') if k in res else 'error'  # noqa: E731
-    lines += ['', f'## Whole models at {MODEL_SIZE}: inference and training (forward + backward + AdamW step)', '',
-              '| model | impl | params (M) | infer batch | infer img/s | infer MB | train batch | train img/s | '
-              'train MB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    for r in result['models']:
-        lines.append(f"| {r['model']} | {r['impl']} | {r['params_m']} | " + ' | '.join(
-            f"{r[m]['batch']} | {fmt(r[m], 'img_s')} | {fmt(r[m], 'peak_mb')}" for m in ('infer', 'train')) + ' |')
-    errors = [f"{r['model']} {r['impl']} {m}: {r[m]['error']}" for r in result['models'] for m in ('infer', 'train')
-              if 'error' in r[m]]
-    if errors:
-        lines += ['', 'Errors: ' + '; '.join(errors) + '.']
+    lines += bench.model_table(f'Whole models at {MODEL_SIZE}: inference and training (forward + backward + AdamW '
+                               'step)', result['models'], {'model': 'model', 'impl': 'impl', 'params (M)': 'params_m'})
     for name, rat in result['model_ratios'].items():
         diff = next(r['max_abs_diff_vs_ours'] for r in result['models']
                     if r['model'] == name and r['impl'] == 'official')
@@ -226,38 +194,19 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=8, help='attention batch at 224 (scaled by (224 / size)^2)')
     parser.add_argument('--model-batch', type=int, help='model batch (default: 128 on CUDA, 4 on CPU; halved on '
                         'CUDA out-of-memory)')
-    parser.add_argument('--iters', type=int, default=3, help='timed iterations (the median is kept)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
+    bench.add_run_args(parser, amp_help=None)
     args = parser.parse_args()
-    args.device = torch.device(args.device)
-    on_gpu = args.device.type == 'cuda'
-    args.model_batch = args.model_batch or (128 if on_gpu else 4)
-    args.amp_dtype = 'bfloat16' if on_gpu else 'float32'
-    args.channels_last, args.compile = on_gpu, False
-    args.cpu_memory = not on_gpu and bench.cpu_memory_tracking()
-    if args.cpu_memory:
-        bench.release_freed_memory()
+    bench.prepare_run(args)
     import l2vit_official_parity
     import ravlt_official_parity
     official = dict(rala=ravlt_official_parity.official_module(args.rala),
                     l2vit=l2vit_official_parity.official_module(args.l2vit))
-    loadavg = lambda: ' '.join(f'{v:.2f}' for v in os.getloadavg())  # noqa: E731
-    meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else bench._cpu_name(),
-                device_type=args.device.type, threads=torch.get_num_threads(), torch=torch.__version__,
-                timm=timm.__version__, date=datetime.date.today().isoformat(), iters=args.iters, warmup=args.warmup,
-                amp_dtype=args.amp_dtype, channels_last=args.channels_last, loadavg_before=loadavg())
+    meta = bench.run_meta(args, channels_last=args.channels_last)
     attention = bench_attention(args, official)
     models = bench_models(args, official)
-    meta['loadavg_after'] = loadavg()
+    meta['loadavg_after'] = bench.loadavg()
     result = dict(meta=meta, attention=attention, models=models, model_ratios=model_ratios(models))
-    md = markdown(result)
-    print('\n' + md)
-    out = ROOT / 'benchmarks' / 'results' / bench.device_name(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'linear.json').write_text(json.dumps(result, indent=1) + '\n')
-    (out / 'linear.md').write_text(md)
-    print(f'wrote {out / "linear.json"} and linear.md')
+    bench.write_results('linear', result, markdown(result), args.device)
 
 
 if __name__ == '__main__':

@@ -28,16 +28,13 @@ outside keeps what it measured).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import functools
-import gc
 import inspect
 import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +43,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's `ops`, not benchmarks/ops.py
 
@@ -54,18 +50,25 @@ import timm  # noqa: E402
 
 import backbones  # noqa: E402,F401  (registers the zoo with timm)
 from backbones.checkpoint import fit  # noqa: E402
-from benchmarks._device import cpu_name as _cpu_name  # noqa: E402
-from benchmarks._device import device_name  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    AMP_DTYPES,
+    RESULTS,
+    TIME_BUDGET,
+    cpu_memory_tracking,
+    cpu_name,
+    device_name,
+    free_memory,
+    release_freed_memory,
+    run_mode,
+)
 from zoo_common import CliError, first_line, run_cli  # noqa: E402
 
 PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny', 'maxvit_tiny_tf_224')
 # --short: the issue's two targets (MaxViT-T vs timm's with the same weights, DiNAT-T vs Swin-T), most important first
 SHORT_MODELS = 'maxvit_na_tiny_tf_224,maxvit_tiny_tf_224,dinat_tiny,swin_tiny_patch4_window7_224'
-TIME_BUDGET = 'time budget spent'
 RATIO_PEERS = ('swin_tiny_patch4_window7_224', 'convnext_tiny')  # every zoo model is compared with these
 MODES = ('infer', 'train', 'backbone')
 SEED = 0
-_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': None}
 
 
 # --- model selection ---------------------------------------------------------------------------------------------
@@ -170,141 +173,6 @@ def twin_difference(model: nn.Module, twin: nn.Module, img_size: int, device: to
     return {'max_abs': (out - ref).abs().max().item(), 'rel_l2': ((out - ref).norm() / ref.norm()).item()}
 
 
-# --- measurement -------------------------------------------------------------------------------------------------
-
-def _proc_status_kb(field: str) -> int:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def release_freed_memory() -> None:
-    """Make freed tensors go back to the OS (glibc: every allocation >= 64 KiB is its own mapping), so that the
-    resident-set peak of one call measures that call rather than memory the allocator kept from earlier calls.
-    Done by the command-line entry point only: it changes the whole process's allocator."""
-    try:
-        ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except OSError:
-        pass
-
-
-def cpu_memory_tracking() -> bool:
-    """Whether the resident-set peak can be reset (Linux /proc/self/clear_refs)."""
-    try:
-        Path('/proc/self/clear_refs').write_text('5')
-        return True
-    except OSError:
-        return False
-
-
-def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Resident-set growth during ``fn()``: VmHWM is reset to the current RSS through /proc/self/clear_refs."""
-    before = _proc_status_kb('VmRSS')
-    Path('/proc/self/clear_refs').write_text('5')
-    fn()
-    return max(0, _proc_status_kb('VmHWM') - before) * 1024
-
-
-def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int, cpu_memory: bool
-            ) -> dict[str, float]:
-    """Median time per call (ms) and peak memory (MB) of ``fn`` after ``warmup`` calls (at least one)."""
-    for _ in range(max(1, warmup)):
-        fn()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-        for start, end in events:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize(device)
-        return {'ms': statistics.median(s.elapsed_time(e) for s, e in events), 'peak_mb': peak / 2 ** 20}
-    peak = _cpu_peak_bytes(fn) if cpu_memory else -1
-    wall, cpu = [], []
-    for _ in range(iters):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-    wall_ms, cpu_ms = statistics.median(wall), statistics.median(cpu)
-    # one torch thread: the process's CPU time, which other processes on the cores do not inflate; else wall time
-    return {'ms': cpu_ms if torch.get_num_threads() == 1 else wall_ms, 'wall_ms': wall_ms, 'cpu_ms': cpu_ms,
-            'peak_mb': peak / 2 ** 20}
-
-
-def _step_fn(model: nn.Module, mode: str, batch: int, img_size: int, args: argparse.Namespace) -> Callable[[], Any]:
-    """The call to time for ``mode`` on random inputs (never zeros)."""
-    device, dtype = args.device, _DTYPES[args.amp_dtype]
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=fmt)
-    amp = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)  # noqa: E731
-    if mode != 'train':
-        model.eval()
-        fwd = model.forward_features if mode == 'backbone' else model
-        fwd = torch.compile(fwd) if args.compile else fwd
-
-        def infer():
-            with torch.inference_mode(), amp():
-                return fwd(x)
-        return infer
-
-    model.train()
-    fwd = torch.compile(model) if args.compile else model
-    target = torch.randint(0, model.num_classes, (batch,), device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.05)
-    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
-
-    def train():  # gradients are freed at the end, so the memory baseline between steps holds none
-        with amp():
-            loss = F.cross_entropy(fwd(x), target)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-    return train
-
-
-def _free(device: torch.device, collect: bool = False) -> None:
-    """Give cached device memory back; ``collect`` also runs the garbage collector (slow: about 0.5 s with timm's
-    registry loaded), needed only after an exception whose traceback held tensors."""
-    if collect:
-        gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
-
-
-def run_mode(model: nn.Module, mode: str, batch: int, img_size: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one mode; on a CUDA out-of-memory the batch is halved until it fits. Errors are recorded, not raised,
-    so one model that cannot run (e.g. an input size it rejects) does not stop the run."""
-    while True:
-        try:
-            res = measure(_step_fn(model, mode, batch, img_size, args), args.device, args.iters, args.warmup,
-                          args.cpu_memory)
-            return {'batch': batch, 'img_size': img_size, 'img_s': batch / res['ms'] * 1e3, **res}
-        except torch.OutOfMemoryError:
-            pass
-        except Exception as e:  # noqa: BLE001  (reported in the results)
-            return {'batch': batch, 'img_size': img_size, 'error': f'{type(e).__name__}: {first_line(e)[:200]}'}
-        finally:
-            _free(args.device)
-        # out of memory: the failed attempt's inputs, activations and optimizer state are unreferenced by now
-        model.zero_grad(set_to_none=True)
-        _free(args.device, collect=True)
-        if batch == 1:
-            return {'batch': 0, 'img_size': img_size, 'error': 'out of memory at batch 1'}
-        batch //= 2
-
-
 def _prepare(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     model = model.to(args.device)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
@@ -328,12 +196,12 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         size = args.backbone_size
         if _accepts_img_size(name) and kwargs.get('img_size') != size:
             del model
-            _free(args.device)
+            free_memory(args.device)
             model, row['kwargs_backbone'], _ = build(name, size)
             model = _prepare(model, args)
         row['backbone'] = run_mode(model, 'backbone', args.batch_size_1024, size, args)
     del model
-    _free(args.device, collect=args.device.type == 'cuda')  # the next model's peak must not include this one
+    free_memory(args.device, collect=args.device.type == 'cuda')  # the next model's peak must not include this one
     return row
 
 
@@ -342,28 +210,6 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def _get(row: dict[str, Any], mode: str, key: str) -> float | None:
     value = row.get(mode, {}).get(key)
     return value if isinstance(value, (int, float)) and value >= 0 else None
-
-
-def pair_ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float]:
-    """``ours / peer`` of two :func:`run_mode` rows (``{'infer': ..., 'train': ...}``): img/s (> 1: ours faster)
-    and peak MB (< 1: ours smaller), rounded to 3 places, where both were measured. The family benchmarks'
-    ours-vs-official ratios."""
-    out = {}
-    for mode in ('infer', 'train'):
-        a, b = ours[mode], peer[mode]
-        for key in ('img_s', 'peak_mb'):
-            if a.get(key, -1) > 0 and b.get(key, -1) > 0:
-                out[f'{mode}_{key}'] = round(a[key] / b[key], 3)
-    return out
-
-
-def timing_phrase(meta: dict[str, Any]) -> str:
-    """How a family benchmark's times were taken (its ``meta``: ``device_type``, ``threads``), for the markdown."""
-    if meta['device_type'] == 'cuda':
-        return 'median of per-iteration CUDA-event times'
-    if meta['threads'] == 1:
-        return 'median process CPU time per iteration (one torch thread: other processes do not inflate it)'
-    return 'median wall-clock time per iteration'
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -515,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                         '1 on CPU)')
     parser.add_argument('--backbone-size', type=int, default=1024, help='input size of the backbone-only run')
     parser.add_argument('--img-size', type=int, default=None, help="default: each model's native resolution")
-    parser.add_argument('--amp-dtype', default=None, choices=tuple(_DTYPES), help='autocast dtype; float32 = no '
+    parser.add_argument('--amp-dtype', default=None, choices=tuple(AMP_DTYPES), help='autocast dtype; float32 = no '
                         'autocast (default: bfloat16 on GPU, float32 on CPU)')
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                         help='default: on for GPU, off for CPU')
@@ -543,7 +389,8 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
             raise CliError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.monotonic) -> list[dict[str, Any]]:
+    """Run the benchmark (``argv``: the command line); ``clock`` (seconds) is what ``--time-budget`` is read from."""
     args = build_parser().parse_args(argv)
     _check_positive(args, 'batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'iters', 'warmup', 'threads')
     try:
@@ -571,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args.skip_1024 = args.skip_1024 or (not on_gpu and not args.full)
     max_params = args.max_params if args.max_params is not None else (math.inf if on_gpu else 35.)
     names = resolve_models(args.models, max_params, peers=not args.no_peers)
-    out = Path(args.out_dir or Path(__file__).parent / 'results' / device_name(args.device))
+    out = Path(args.out_dir or RESULTS / device_name(args.device))
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / '.write_test'
@@ -588,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         triton_version = 'n/a'
     settings = {k: getattr(args, k) for k in ('batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'amp_dtype',
                                               'channels_last', 'compile', 'iters', 'warmup', 'skip_train', 'skip_1024')}
-    meta = {'device': torch.cuda.get_device_name(args.device) if on_gpu else _cpu_name(),
+    meta = {'device': torch.cuda.get_device_name(args.device) if on_gpu else cpu_name(),
             'device_type': args.device.type, 'torch': torch.__version__, 'timm': timm.__version__,
             'triton': triton_version, 'python': platform.python_version(), 'threads': torch.get_num_threads(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
@@ -596,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator'),
             'time_budget_s': args.time_budget, 'skipped': []}
     print(f"{meta['device']}: {len(names)} models: {', '.join(names)}", flush=True)
-    deadline = time.monotonic() + args.time_budget if args.time_budget else math.inf
+    deadline = clock() + args.time_budget if args.time_budget else math.inf
 
     def save(complete: bool) -> None:
         meta['complete'] = complete
@@ -604,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     rows = []
     for name in names:
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             meta['skipped'].append({'model': name, 'reason': TIME_BUDGET})
             print(f'skip {name}: {TIME_BUDGET}', flush=True)
             continue

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -47,7 +45,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ops  # noqa: E402
-from ops.na.backends import _triton_small  # noqa: E402
+from benchmarks._common import TIME_BUDGET, device_name, measure_op  # noqa: E402
 from ops.na.flops import na_pairs  # noqa: E402
 from ops.na.pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
 
@@ -262,59 +260,6 @@ def _flex(compiled: bool):
 
 # --- measurement -------------------------------------------------------------------------------------------------
 
-TIME_BUDGET = 'time budget spent'
-
-
-def _proc_status_kb(field: str) -> int:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def _cpu_peak_bytes(fn) -> int:
-    """Peak resident memory of ``fn()`` above the start (Linux: VmHWM reset through /proc/self/clear_refs).
-
-    Needs allocations to go back to the OS when freed: :func:`main` re-executes with a fixed glibc mmap
-    threshold so that every tensor of 64 KiB or more is its own mapping.
-    """
-    gc.collect()
-    before = _proc_status_kb('VmRSS')
-    Path('/proc/self/clear_refs').write_text('5')
-    fn()
-    return max(0, _proc_status_kb('VmHWM') - before) * 1024
-
-
-def measure(fn, device, reps: int, short: bool = False, cpu_peak: bool = True) -> tuple[float, float, float]:
-    """(ms, peak bytes, spread) of ``fn``. GPU: do_bench's median, over at least ~7 calls (``short``: a 50 ms
-    window, else ``max(100, 20 * reps)`` ms), spread = (p80 - p20) / median. CPU: the minimum of ``reps`` runs,
-    spread = (max - min) / min; peak NaN unless ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
-    fn()
-    if device.type == 'cuda':
-        import triton.testing
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-        rep = max(50 if short else max(100, reps * 20), 7 * start.elapsed_time(end))
-        p20, p50, p80 = triton.testing.do_bench(fn, warmup=10 if short else 25, rep=rep, quantiles=[0.2, 0.5, 0.8])
-        return p50, peak, (p80 - p20) / p50
-    # one torch thread: the thread's CPU time (immune to other processes on the cores); else wall-clock time
-    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-    times = []
-    for _ in range(reps):
-        t0 = clock()
-        fn()
-        times.append((clock() - t0) * 1e3)
-    peak = _cpu_peak_bytes(fn) if cpu_peak else math.nan
-    return min(times), peak, (max(times) - min(times)) / max(min(times), 1e-9)
-
-
 def _fits(p: Problem, peer: str, on_gpu: bool, dtype) -> str | None:
     """Reason to skip ``peer`` on ``p`` (memory, device or scope), or None."""
     n = p.tokens
@@ -369,7 +314,7 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
     peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
     left_out = []
     if on_gpu:
-        peers = {'triton': _ours('triton'), 'triton_tiled': _ours('triton', _triton_small.disabled),
+        peers = {'triton': _ours('triton'), 'triton_tiled': _ours('triton', ops.get_backend('na', 'triton').tiled_only),
                  'flex': _flex(compiled=True), **peers, 'sdpa_cudnn': _sdpa('cudnn')}
         if not args.gpu_torch:
             peers.pop('torch')
@@ -433,8 +378,8 @@ def run_all(args, save=None) -> tuple[list[dict], list[dict]]:
                         else:
                             row['max_abs_diff'] = (out - ours_out).abs().max().item()
                         del out
-                    ms, peak, spread = measure(_make_call(fn, p, *inputs, m), device, args.reps, mode != 'full',
-                                               cpu_peak=mode != 'tiny')
+                    ms, peak, spread = measure_op(_make_call(fn, p, *inputs, m), device, args.reps, mode != 'full',
+                                                  cpu_peak=mode != 'tiny')
                     row[f'{m}_ms'], row[f'{m}_peak_mb'], row[f'{m}_spread'] = ms, peak / 2 ** 20, spread
                 except Exception as e:  # noqa: BLE001  (recorded: one failing peer does not stop the run)
                     row[f'{m}_error'] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
@@ -570,7 +515,7 @@ def main() -> None:
     parser.add_argument('--out-dir', default=None, help='default: benchmarks/results/<device name>')
     args = parser.parse_args()
     if not args.device.startswith('cuda') and os.environ.get('MALLOC_MMAP_THRESHOLD_') != '65536':
-        os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # see _cpu_peak_bytes
+        os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # freed tensors return to the OS: see benchmarks/_common.py
         os.execv(sys.executable, [sys.executable, *sys.argv])
     args.dtype = args.dtype or ('bf16' if args.device.startswith('cuda') else 'fp32')
     if args.quick or args.tiny:
@@ -578,13 +523,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu-{platform.machine()}-' \
-        f'{torch.get_num_threads()}threads'
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else device_name(device)
     mode = 'tiny' if args.tiny else 'short' if args.short else 'full'
     _, left_out = select_peers(args, device.type == 'cuda')
     meta = dict(device=name, device_type=device.type, dtype=args.dtype, torch=torch.__version__,
                 threads=torch.get_num_threads(), mode=mode, time_budget_s=args.time_budget, peers_left_out=left_out)
-    out = Path(args.out_dir or Path(__file__).parent / 'results' / name.replace(' ', '_'))
+    out = Path(args.out_dir or Path(__file__).parent / 'results' / device_name(device))
     out.mkdir(parents=True, exist_ok=True)
     for line in left_out:
         print(f'peer left out: {line}')

@@ -12,13 +12,13 @@ get the same queries, keys, values and routing indices (from :func:`ops.region_r
 
 Forward (no grad) and forward + backward (gradients of q, k, v) time and peak memory: on CUDA do_bench medians and
 ``max_memory_allocated`` above the inputs; on CPU the best of ``--reps`` runs in thread CPU time (one torch thread)
-and the resident-set growth of one call (benchmarks/ops.py's ``measure``; the script re-executes itself with a
+and the resident-set growth of one call (benchmarks/_common.py's ``measure_op``; the script re-executes itself with a
 64 KiB glibc mmap threshold so freed tensors return to the OS). On CPU a gather backward whose ``[n, R, R, S, C]``
 gradient exceeds ``--max-gather-gb`` is skipped with the reason.
 
     python benchmarks/routed.py [--sizes 224 1024] [--device cuda] [--short]
 
-Writes ``benchmarks/results/<device>/routed.{json,md}`` (``<device>`` named as by benchmarks/models.py) or under
+Writes ``benchmarks/results/<device>/routed.{json,md}`` (``<device>`` as benchmarks/_common.py names it) or under
 ``--out-dir``.
 """
 from __future__ import annotations
@@ -39,9 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ops  # noqa: E402
-from benchmarks._device import cpu_name, device_name  # noqa: E402
-from benchmarks.ops import TIME_BUDGET, measure  # noqa: E402
-from ops._registry import resolve_backend  # noqa: E402
+from benchmarks._common import TIME_BUDGET, cpu_name, device_name, measure_op  # noqa: E402
 
 # BiFormer-S routed stages: (stage, dim, topk, stride); head_dim 32; stage 4 (topk -2) is plain attention
 STAGES = [(1, 64, 1, 4), (2, 128, 4, 8), (3, 256, 16, 16)]
@@ -142,7 +140,7 @@ def run_problem(p: dict[str, Any], args: argparse.Namespace, deadline: float) ->
                 else:
                     torch.autograd.grad(call(impl).float().sum(), leaves[impl])
 
-            ms, peak, spread = measure(fn, device, args.reps, args.short)
+            ms, peak, spread = measure_op(fn, device, args.reps, args.short)
             rows.append(dict(problem=p['name'], impl=impl, mode=mode, ms=round(ms, 3),
                              peak_mb=round(peak / 2 ** 20, 1), spread=round(spread, 3)))
             print(rows[-1], flush=True)
@@ -232,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     args.device = torch.device(args.device)
     on_gpu = args.device.type == 'cuda'
     if not on_gpu and os.environ.get('MALLOC_MMAP_THRESHOLD_') != '65536':
-        os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # freed tensors return to the OS: see ops.py's measure
+        os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # freed tensors return to the OS: see benchmarks/_common.py
         os.execv(sys.executable, [sys.executable, *sys.argv])
     if not on_gpu:
         torch.set_num_threads(args.threads)
@@ -240,8 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     args.batch = args.batch or (64 if on_gpu else 4)
     deadline = time.monotonic() + args.time_budget if args.time_budget else math.inf
     probe = torch.empty(1, 7, 7, 1, HEAD_DIM, device=args.device, dtype=args.dtype)
-    backend = resolve_backend('routed', None, args.device, args.dtype,
-                                             check_args=(probe, probe, probe, None, None))
+    backend = ops.resolve_backend('routed', None, args.device, args.dtype, check_args=(probe, probe, probe, None, None))
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
     meta = dict(device=torch.cuda.get_device_name(args.device) if on_gpu else cpu_name(), cuda=on_gpu,
                 torch=torch.__version__, threads=torch.get_num_threads(), dtype=str(args.dtype).removeprefix('torch.'),

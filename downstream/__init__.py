@@ -1,13 +1,16 @@
 """COCO detection and ADE20K segmentation with zoo backbones through OpenMMLab (mmdet 3.x, mmseg 1.x).
 
 ``custom_imports = dict(imports=['downstream'])`` in a config registers :class:`AttnZooBackbone` and
-:class:`AttnZooOptimWrapperConstructor` in the registries of whichever of mmdet and mmseg is installed.
+:class:`AttnZooOptimWrapperConstructor` in the registries of whichever of mmdet and mmseg is installed, and lets
+torch's ``weights_only`` loading read mmengine's own checkpoints (:mod:`downstream.safe_globals`), so mmdet's and
+mmseg's own ``tools/train.py`` / ``tools/test.py`` (``mim train/test``, ``--resume``, ``load_from``) run zoo configs.
 """
 import importlib
 
 from .backbone import AttnZooBackbone
 from .checkpoint import mmengine_safe_globals
 from .optim import AttnZooOptimWrapperConstructor
+from .safe_globals import allow_mmengine_checkpoints
 
 __all__ = ['AttnZooBackbone', 'AttnZooOptimWrapperConstructor', 'mmengine_safe_globals', 'registered_scopes']
 
@@ -32,3 +35,4 @@ def _register() -> list[str]:
 
 
 registered_scopes = _register()
+allow_mmengine_checkpoints()

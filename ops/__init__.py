@@ -13,7 +13,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
 from . import na, routed
-from ._registry import available_backends, backend_names
+from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
 from .dense import agent_attention, dense_attention
 from .linear import apply_rope, linear_attention, rope_2d
@@ -41,7 +41,7 @@ __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
-    'NASpec', 'make_spec', 'available_backends', 'backend_names',
+    'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
     'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
 ]

@@ -224,6 +224,25 @@ def test_optimizer_groups_no_decay_and_layer_decay():
         _groups(dict(layer_decay_rate=1.5))
 
 
+def test_optimizer_param_rules_like_train_py():
+    """train.py's param_rules in paramwise_cfg: over custom_keys and the backbone's no-decay set, under layer decay."""
+    rules = {'backbone.*.qkv.weight': dict(lr_mult=0.5, decay_mult=0.), 'backbone.*pos_embed': dict(decay_mult=1.),
+             'neck.*': dict(lr_mult=10.)}
+    plain = _groups(dict(custom_keys={'norm': dict(decay_mult=0.)}, layer_decay_rate=0.5))
+    groups = _groups(dict(custom_keys={'norm': dict(decay_mult=0.)}, layer_decay_rate=0.5, param_rules=rules))
+    qkv = 'backbone.model.model.blocks.0.attn.qkv.weight'
+    assert groups[qkv]['weight_decay'] == 0. and groups[qkv]['lr'] == pytest.approx(0.5 * plain[qkv]['lr'])
+    assert plain[qkv]['lr'] < 1e-3  # layer decay still applies on top of the rule
+    pos = 'backbone.model.model.pos_embed'  # no_weight_decay() in the model, decayed by the rule
+    assert plain[pos]['weight_decay'] == 0. and groups[pos]['weight_decay'] == 0.05
+    assert groups['neck.weight']['lr'] == pytest.approx(1e-2) and groups['neck.weight']['weight_decay'] == 0.05
+    others = [n for n in groups if not n.endswith(('qkv.weight', 'pos_embed')) and not n.startswith('neck.')]
+    assert others and all(groups[n]['lr'] == plain[n]['lr'] and groups[n]['weight_decay'] == plain[n]['weight_decay']
+                          for n in others)
+    with pytest.raises(ValueError, match="'backbone.*.conv_offset.weight' match no trainable parameter"):
+        _groups(dict(param_rules={'backbone.*.conv_offset.weight': dict(lr_mult=0.01)}))
+
+
 @pytest.mark.parametrize('name', OFFICIAL_LAYOUT_MODELS)
 def test_official_detection_backbone_loads_strictly(name):
     """Key names and shapes of the official detection backbones (recorded from the official code) load strictly."""

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -182,10 +183,12 @@ def test_resume_after_kill_is_exact(tmp_path):
 
 
 def test_ddp_two_processes_gloo(tmp_path):
-    """torchrun with 2 CPU processes: rank 0 alone writes, and the reduced eval matches a 1-process validate."""
+    """torchrun with 2 CPU processes (repeated augmentation): rank 0 alone writes, and the reduced eval matches a
+    1-process validate."""
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
            str(ROOT / 'train.py'), *FAST, '-b', '16', '--epochs', '1', '--train-num-samples', '128',
-           '--val-num-samples', '101', '--log-interval', '1', '--output', str(tmp_path), '--experiment', 'ddp']
+           '--aug-repeats', '3', '--val-num-samples', '101', '--log-interval', '1', '--output', str(tmp_path),
+           '--experiment', 'ddp']
     env = _env()
     env['OMP_NUM_THREADS'] = '1'
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -193,6 +196,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     (tmp_path / 'ddp.log').write_text(result.stdout)  # captured: not a terminal, so progress comes as log lines
     progress = [ln for ln in (tmp_path / 'ddp.log').read_text().splitlines() if ln.startswith('epoch 1 [')]
     assert len(progress) >= 2 and all('img/s' in ln and 'ETA' in ln for ln in progress), result.stdout[-2000:]
+    assert 'Repeated augmentation: each image 3 times, the copies spread over the 2 process(es)' in result.stdout
     run = tmp_path / 'ddp'
     history = json.loads((run / 'summary.json').read_text())
     assert len(history) == 1
@@ -201,6 +205,38 @@ def test_ddp_two_processes_gloo(tmp_path):
                           '--num-samples', '101'])
     assert rows[0]['top1'] == pytest.approx(history[0]['eval_top1'], abs=1e-3)
     assert rows[0]['loss'] == pytest.approx(history[0]['eval_loss'], abs=1e-4)
+
+
+class _Indices(torch.utils.data.Dataset):
+    transform = None
+
+    def __len__(self):
+        return 600
+
+    def __getitem__(self, i):
+        return torch.tensor(i), 0
+
+
+@pytest.mark.parametrize('world_size', [1, 2])
+def test_repeated_augmentation_loader(world_size):
+    """--aug-repeats 3 (DeiT's RASampler through timm): each chosen image 3 times per epoch, its copies on different
+    ranks, 256-rounded epoch length (512 of 600), reshuffled by set_epoch; also on one process."""
+    args = zoo_common.parse_args(train.build_parser(), ['--aug-repeats', '3', '-j', '0', '-b', '8'])
+    seen = []
+    for rank in range(world_size):
+        args.world_size, args.rank = world_size, rank
+        loader = train._build_loader(_Indices(), None, 8, args, True, torch.device('cpu'))
+        assert len(loader.sampler) == 512 // world_size and len(loader) == 512 // world_size // 8
+        epochs = []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            epochs.append([int(i) for x, _ in loader for i in x])
+        assert epochs[0] != epochs[1]
+        seen.append(epochs[0])
+    counts = np.bincount(np.concatenate(seen), minlength=600)
+    assert set(counts[counts > 0]) <= {1, 2, 3} and (counts == 3).sum() >= 500 // 3 - 1
+    if world_size == 2:  # a repeated image lands on both ranks in the same epoch
+        assert len(set(seen[0]) & set(seen[1])) > 100
 
 
 # ---- bad input: one clear line on stderr, exit status 2, no good checkpoint touched ----
@@ -268,6 +304,8 @@ def test_bad_checkpoints_never_overwrite_good_ones(trained, tmp_path, capsys):
         (['--resume', run / 'last.pth.tar', '--model', 'test_convnext'], "does not match model 'test_convnext'"),
         (['--initial-checkpoint', run / 'last.pth.tar', '--model', 'test_convnext'], 'does not match model'),
         (['--output', tmp_path, '--experiment', 'run'], 'already holds a run'),
+        (['--resume', run / 'last.pth.tar', '--param-rules', "{'*.bias': {lr_mult: 2}}"],
+         'its optimizer does not fit this run'),
     ]
     for argv, message in cases:
         assert _run(train.main, *FAST, '--epochs', '5', '--train-num-samples', '64', *argv) == 2
@@ -342,15 +380,19 @@ def test_defaults_are_the_zoos():
 
 
 def test_train_zoo_model_bf16_channels_last_grad_checkpointing(tmp_path, capsys):
-    """A zoo model through train.py with CPU bf16 autocast, channels-last, gradient checkpointing, BCE loss and
-    repeated augmentation; without a terminal the progress is logged as lines every --log-interval updates."""
+    """A zoo model through train.py with CPU bf16 autocast, channels-last, gradient checkpointing, BCE loss,
+    repeated augmentation, per-parameter rules with layer decay; without a terminal the progress is logged as lines
+    every --log-interval updates."""
     argv = [*TINY_NAT, '--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '32', '--amp',
             '--amp-dtype', 'bfloat16', '--channels-last', '--grad-checkpointing', '--bce-loss', '--aug-repeats', '2',
+            '--param-rules', "{'*.rpb': {decay_mult: 1.0}}", '--layer-decay', '0.8',
             '--log-interval', '2', '--output', tmp_path, '--experiment', 'run']
     assert _run(train.main, *argv) == 0
     history = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert len(history) == 1 and all(map(math.isfinite, (history[0]['train_loss'], history[0]['eval_loss'])))
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('epoch 1 [')]
+    out = capsys.readouterr().out
+    assert 'parameter groups, layer decay 0.8' in out and "weight_decay 2e-05  rule '*.rpb'" in out, out[:3000]
+    lines = [ln for ln in out.splitlines() if ln.startswith('epoch 1 [')]
     assert lines and all('loss' in ln and 'img/s' in ln and 'data' in ln and 'ETA' in ln for ln in lines), lines
     args = yaml.safe_load((tmp_path / 'run' / 'args.yaml').read_text())
     assert args['model'] == 'nat_mini' and args['amp_dtype'] == 'bfloat16'

@@ -60,7 +60,7 @@ def test_partition_attention_matches_timm_partition(grid, size):
 
 
 def test_parity_with_timm_tiny_224():
-    """timm's maxvit_tiny_tf_224 weights through checkpoint_filter_fn give timm's logits and intermediates."""
+    """timm's maxvit_tiny_tf_224 weights through backbones.checkpoint.fit give timm's logits and intermediates."""
     torch.manual_seed(0)
     ref = timm.create_model('maxvit_tiny_tf_224').eval()
     _randomize_bn(ref)

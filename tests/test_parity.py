@@ -1,6 +1,6 @@
 """Official parity pinned in CI: each fixture (``tests/data/parity/<model>.pt``, written once by
 ``tools/make_parity_fixtures.py`` from the authors' own code) holds an official-layout state dict of a reduced model,
-an input and the logits the official code gives; our model must load it through ``checkpoint_filter_fn`` (strictly)
+an input and the logits the official code gives; our model must load it through ``backbones.checkpoint.fit`` (strictly)
 and give the same logits. A new family adds its fixtures the same way; every file found here is checked."""
 from pathlib import Path
 

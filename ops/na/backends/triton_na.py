@@ -58,7 +58,7 @@ from ._triton_kernels import (
     _na_fwd_kernel,
 )
 
-__all__ = ['forward', 'backward', 'check_inputs']
+__all__ = ['forward', 'backward', 'check_inputs', 'tiled_only']
 
 _LOG2E = 1.4426950408889634
 _INTERPRET = _triton.interpreting()
@@ -73,6 +73,12 @@ _MAX_DRPB_TABLE = 4096
 # Tile shapes ((T0, T1, T2), (KT0, KT1, KT2)) forcing every call's tiling; ``None`` picks them per problem. Tests
 # set it to reach code paths (full/partial tiles, padded tiles) that default tiles only reach on large inputs.
 _forced_tiles: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+
+
+def tiled_only():
+    """Context manager: every problem to the tiled kernels, the small-window ones off (benchmarks measure the
+    path those replace); reached through the registry: ``ops.get_backend('na', 'triton').tiled_only()``."""
+    return _triton_small.disabled()
 
 
 def _pow2(n: int) -> int:
