@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
@@ -286,11 +286,7 @@ class Stem(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=1e-5, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
-        if min(x.shape[2:]) < 3:
-            raise ValueError(f'the 7x7 stride-4 stem needs an input of at least 3x3 pixels, got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, 3, 'the 7x7 stride-4 stem')
         return self.norm(self.proj(x))
 
 

@@ -39,6 +39,7 @@ from ._agent_inline import (
     pool_agents,
     resize_agent_bias,
 )
+from ._hierarchical import check_image
 from .checkpoint import Layout, PretrainedMixin
 
 __all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention']
@@ -294,12 +295,7 @@ class DeiT(PretrainedMixin, nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
-        if min(x.shape[2:]) < self.patch_size:
-            raise ValueError(f'the input {tuple(x.shape[2:])} is smaller than one {self.patch_size}x'
-                             f'{self.patch_size} patch')
+        check_image(x, self.in_chans, self.patch_size, 'one patch')
         x = self.patch_embed(x)
         grid = (int(x.shape[1]), int(x.shape[2]))
         pos = self.pos_embed

@@ -19,7 +19,18 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel']
+__all__ = ['HierarchicalModel', 'check_image']
+
+
+def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
+    """The input check of every zoo model: ``ValueError`` unless ``x`` is an image batch ``[B, in_chans, H, W]`` of
+    at least ``min_size`` px per side (``why``: what needs that size, for the message)."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f'expected an image batch [B, {in_chans}, H, W] (in_chans={in_chans}), got a tensor of shape '
+                         f'{tuple(x.shape)}')
+    if min(x.shape[2:]) < min_size:
+        raise ValueError(f'inputs need at least {min_size} px per side{f" ({why})" if why else ""}, got '
+                         f'{tuple(x.shape[2:])}')
 
 
 class HierarchicalModel(PretrainedMixin, nn.Module):

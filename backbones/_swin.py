@@ -43,7 +43,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
@@ -134,14 +134,7 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)  # nn.LayerNorm's default, as the official stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f'this Swin model needs inputs of at least {_MIN_SIZE} px per side (three 2x2 patch '
-                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 patch mergings after the stride-4 stem')
         p = self.patch_size
         return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
 

@@ -47,7 +47,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE']
@@ -291,12 +291,8 @@ class BiFormer(HierarchicalModel):
         return set()
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
-        if self.swin_layout and min(x.shape[2:]) < 32:  # strided patch convs floor each side: 32 -> 1
-            raise ValueError(f'BiFormer-STL needs an input of at least 32x32 (4x4 patches, then three 2x2 merges), '
-                             f'got {tuple(x.shape[2:])}')
+        # BiFormer-STL's strided patch convs floor each side: 32 -> 1
+        check_image(x, self.in_chans, 32 if self.swin_layout else 1, '4x4 patches, then three 2x2 merges')
         return self.stem(x)
 
 

@@ -42,7 +42,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
@@ -211,14 +211,7 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f'LITv2 needs inputs of at least {_MIN_SIZE} px per side (three 2x2 stride-2 token '
-                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 stride-2 token mergings after the stride-4 stem')
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
         return self.norm(self.proj(x))

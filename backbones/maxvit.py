@@ -56,6 +56,7 @@ from torch import nn
 import ops
 
 from ._family import Family, Variant, register
+from ._hierarchical import check_image
 from .checkpoint import Layout, PretrainedMixin, stage_summary
 
 __all__ = ['MaxViTNA']
@@ -408,12 +409,6 @@ class MaxViTNA(PretrainedMixin, nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f'{type(self).__name__} expects input of shape [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), '
-                f'got {tuple(x.shape)}')
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -435,7 +430,7 @@ class MaxViTNA(PretrainedMixin, nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
+        check_image(x, self.in_chans)
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
         x = self.stem(x)
@@ -471,7 +466,7 @@ class MaxViTNA(PretrainedMixin, nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_image(x, self.in_chans)
         x = self.stem(x)
         x = self.stages(x)
         return self.norm(x)

@@ -55,7 +55,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import Layout, read_checkpoint, stage_summary
 
 __all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same', 'from_tf', 'read_tf_checkpoint',
@@ -338,9 +338,7 @@ class MOAT(HierarchicalModel):
             self.global_pool = global_pool
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.stem(x)
 
 

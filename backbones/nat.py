@@ -35,22 +35,12 @@ from timm.models import checkpoint_seq
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
-
-
-def _check_image(x: torch.Tensor, in_chans: int) -> None:
-    if x.ndim != 4:
-        raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels (in_chans={in_chans}), got {x.shape[1]} '
-                         f'(input shape {tuple(x.shape)})')
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f'input height and width must be >= 1, got {tuple(x.shape)}')
 
 
 class ConvTokenizer(nn.Module):
@@ -67,7 +57,7 @@ class ConvTokenizer(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.in_chans)
+        check_image(x, self.in_chans)
         return self.norm(self.proj(x))
 
 
@@ -83,7 +73,7 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.in_chans)
+        check_image(x, self.in_chans)
         p = self.patch_size
         x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         return self.norm(self.proj(x))

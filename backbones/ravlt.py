@@ -37,7 +37,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['RAVLT', 'RALAttention']
@@ -174,9 +174,7 @@ class Stem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.proj(x)
 
 

@@ -54,7 +54,7 @@ import ops
 from ops.na.pattern import axis_window
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
+from ._hierarchical import HierarchicalModel, check_image
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'relative_position_cpb']
@@ -476,9 +476,7 @@ class TransNeXt(HierarchicalModel):
         return {'*query_embedding', '*relative_pos_bias_local', '*cpb_fc*', '*temperature'}
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.patch_embed(x)
 
 

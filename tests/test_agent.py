@@ -134,7 +134,7 @@ def test_bad_input():
     model = timm.create_model('agent_swin_tiny', **SHORT)
     with pytest.raises(ValueError, match='at least 29 px'):
         model(torch.randn(1, 3, 28, 64))
-    with pytest.raises(ValueError, match='expected 3 input channels'):
+    with pytest.raises(ValueError, match='in_chans=3'):
         timm.create_model('agent_pvt_tiny', **SHORT)(torch.randn(1, 1, 64, 64))
 
 

@@ -260,7 +260,8 @@ def test_bad_input_is_named(name, kwargs):
     model = timm.create_model(name, **kwargs).eval()
     with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
         model(torch.randn(1, 4, 64, 64))
-    with pytest.raises(ValueError, match='smaller than one 16x16 patch' if 'deit' in name else 'at least 3x3'):
+    too_small = r'at least 16 px per side \(one patch\)' if 'deit' in name else 'at least 3 px'
+    with pytest.raises(ValueError, match=too_small):
         model(torch.randn(1, 3, 2, 64))
 
 

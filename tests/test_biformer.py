@@ -227,7 +227,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r'expected an image batch \[B, 3, H, W\]'):
         model(torch.randn(1, 4, 32, 32))
     stl = timm.create_model('biformer_stl', depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), head_dim=8)
-    with pytest.raises(ValueError, match='at least 32x32'):
+    with pytest.raises(ValueError, match='at least 32 px'):
         stl(torch.randn(1, 3, 31, 64))
     with pytest.raises(ValueError, match='one entry per stage'):
         BiFormer(depths=(1, 1, 1))

@@ -269,7 +269,7 @@ def test_full_official_layout_maps_onto_every_key():
 
 def test_bad_input():
     model = timm.create_model('litv2_small', **SHORT)
-    with pytest.raises(ValueError, match=r'expected 3 input channels \(in_chans=3\), got 4'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\] \(in_chans=3\), got a tensor of shape \(1, 4, 32, 32\)'):
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(ValueError, match='at least 29 px'):
         model(torch.randn(1, 3, 28, 64))

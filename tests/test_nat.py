@@ -317,9 +317,9 @@ def test_wrong_family_or_variant_checkpoint_is_named():
 @pytest.mark.parametrize('features_only', [False, True])
 def test_bad_image_input(features_only):
     model = _short('nat_mini', features_only=features_only)
-    with pytest.raises(ValueError, match=r'expected 3 input channels \(in_chans=3\), got 4'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\] \(in_chans=3\), got a tensor of shape \(1, 4, 32, 32\)'):
         model(torch.randn(1, 4, 32, 32))
-    with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
         model(torch.randn(3, 32, 32))
 
 
