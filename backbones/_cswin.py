@@ -28,13 +28,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
@@ -410,15 +410,7 @@ class CSWin(HierarchicalModel):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal Linear weights, zero biases, unit LayerNorms; convs keep torch's init
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':  # nothing to draw on meta (slow there)
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
+        if not trunc_normal_init(m) and isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing (the official set names ``pos_embed`` / ``cls_token``, which CSWin does not have)."""
-        return set()

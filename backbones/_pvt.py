@@ -36,7 +36,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'PVT_KINDS']
@@ -265,14 +265,7 @@ class PVT(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()  # the official models have no final norm
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -284,8 +277,3 @@ class PVT(HierarchicalModel):
             ],
         )
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's defaults (biases, norms): the official ``no_weight_decay`` names only a
-        ``cls_token`` these models do not have, so position embeddings and agent biases are decayed."""
-        return set()

@@ -34,7 +34,6 @@ from timm.layers import (
     Mlp,
     calculate_drop_path_rates,
     resize_rel_pos_bias_table,
-    trunc_normal_,
 )
 from timm.models import checkpoint_seq
 from timm.models.swin_transformer import PatchMerging
@@ -43,7 +42,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
@@ -231,15 +230,7 @@ class Swin(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal linear weights, zero biases (norms and convs keep PyTorch's)
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init (norms and convs keep PyTorch's)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, Mlp
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE']
@@ -275,20 +275,7 @@ class BiFormer(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights with zero biases (convs and norms: PyTorch defaults)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match no name)."""
-        return set()
+        self.apply(trunc_normal_init)  # the official init (convs and norms: PyTorch defaults)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         # BiFormer-STL's strided patch convs floor each side: 32 -> 1

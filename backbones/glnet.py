@@ -33,14 +33,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention']
@@ -382,20 +382,7 @@ class GLNet(HierarchicalModel):
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = GLNetHead(self.num_features, num_classes, global_pool, aux=token_label_head, drop_rate=drop_rate,
                               **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal linear weights (attention out_proj included) with zero bias
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match nothing)."""
-        return set()
+        self.apply(trunc_normal_init)  # the official init (attention out_proj included)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes

@@ -30,17 +30,18 @@ raw weights are the default (the family's ``ema``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['L2ViT', 'LinearAttention']
@@ -270,21 +271,9 @@ class L2ViT(HierarchicalModel):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal conv and linear weights, zero biases; norms and temperature as built
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official optimizer's: 1-D tensors and biases; the
-        ``[heads, 1, 1]`` temperatures are decayed, as there)."""
-        return set()
+        # the official init (norms and temperatures as built; the [heads, 1, 1] temperatures are decayed, as in
+        # the official optimizer)
+        self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,14 +35,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 from torchvision.ops import deform_conv2d
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
@@ -319,18 +319,9 @@ class LITv2(HierarchicalModel):
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal linear weights with zero bias; the depthwise convs normal with
         # std sqrt(2 / fan_out) (fan_out = 9); the stem conv and DTM keep their own (PyTorch / DeformConv2dPack)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, DWConv):
+        if not trunc_normal_init(m) and isinstance(m, DWConv):
             nn.init.normal_(m.dwconv.weight, 0., math.sqrt(2. / 9))
             nn.init.zeros_(m.dwconv.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (biases and norms), as the official optimizer."""
-        return set()
 
 
 # ---------------------------------------------------------------------------------------------------------------

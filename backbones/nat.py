@@ -29,13 +29,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -319,15 +319,7 @@ class NAT(HierarchicalModel):
 
         self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated normal linear weights, zero biases (convs and rpb keep their own init)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init (convs and rpb tables keep their own)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

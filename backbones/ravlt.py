@@ -26,18 +26,19 @@ The official model functions take ``args=None`` (no kwargs): here every timm ``c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['RAVLT', 'RALAttention']
@@ -249,20 +250,7 @@ class RAVLT(HierarchicalModel):
         self.norm = nn.BatchNorm2d(projection, **dd)
         self.act = nn.SiLU()
         self.head = ClassifierHead(projection, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal conv weights (and the classifier's), zero biases
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official names match no parameter)."""
-        return set()
+        self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))  # the official init
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
