@@ -31,11 +31,18 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
-from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
-from .checkpoint import PretrainedMixin, in_chans_only, mismatch_error, mismatch_report, model_name, unwrap_state_dict
+from ._agent_inline import (
+    AGENT_BIAS_RESIZE,
+    AgentAttention,
+    InLineAttention,
+    inline_residual,
+    pool_agents,
+    resize_agent_bias,
+)
+from ._hierarchical import check_image
+from .checkpoint import Layout, PretrainedMixin
 
-__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
-           'checkpoint_filter_fn']
+__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention']
 
 SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
@@ -147,6 +154,18 @@ class DeiTBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
+def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """Position embeddings of another grid, resampled to the model's (timm's ``resample_abs_pos_embed``)."""
+    if pos.ndim != 3 or pos.shape[-1] != target.shape[-1]:
+        return pos
+    return resample_abs_pos_embed(pos, tuple(owner.patch_embed.grid_size), num_prefix_tokens=1)
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    blocks = {int(k.split('.')[1]) for k in state_dict if k.startswith('blocks.')}
+    return dict(depth=len(blocks), width=state_dict['cls_token'].shape[-1] if 'cls_token' in state_dict else None)
+
+
 class DeiT(PretrainedMixin, nn.Module):
     """DeiT with a choice of attention per block.
 
@@ -168,6 +187,9 @@ class DeiT(PretrainedMixin, nn.Module):
     """
 
     output_fmt = 'NLC'
+    # The official layout is timm's (ours); position embeddings and agent biases of another grid are resized.
+    checkpoint_layout = Layout(name='DeiT', marker=r'^cls_token$', summary=_summary, classifier=('head',),
+                               resize={**AGENT_BIAS_RESIZE, r'^pos_embed$': _resize_pos_embed})
 
     def __init__(
             self,
@@ -279,12 +301,7 @@ class DeiT(PretrainedMixin, nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
-        if min(x.shape[2:]) < self.patch_size:
-            raise ValueError(f'the input {tuple(x.shape[2:])} is smaller than one {self.patch_size}x'
-                             f'{self.patch_size} patch')
+        check_image(x, self.in_chans, self.patch_size, 'one patch')
         x = self.patch_embed(x)
         grid = (int(x.shape[1]), int(x.shape[2]))
         pos = self.pos_embed
@@ -361,41 +378,3 @@ class DeiT(PretrainedMixin, nn.Module):
         if prune_head:
             self.reset_classifier(0, '')
         return take_indices
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str, torch.Tensor]:
-    """Fit an official Agent-/InLine-DeiT checkpoint (the layout is ours) onto ``model``, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` (the official ``main.py``) / ``state_dict`` /
-    ``model_ema`` (and DDP's ``module.`` prefix). Position embeddings of another grid are resampled to the model's
-    (timm's :func:`~timm.layers.resample_abs_pos_embed`). Raises ``ValueError`` naming what differs (blocks, width,
-    attentions, missing or unexpected keys). The classifier is dropped for a headless model.
-    """
-    if not isinstance(model, DeiT):
-        raise TypeError(f'checkpoint_filter_fn maps onto a DeiT model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if 'pos_embed' not in state_dict or 'cls_token' not in state_dict:
-        raise ValueError(f'{name}: not a DeiT checkpoint (no pos_embed / cls_token; first keys {list(state_dict)[:3]})')
-    expected = model.state_dict()
-    pos, want = state_dict['pos_embed'], expected['pos_embed']
-    if pos.shape != want.shape and pos.dim() == 3 and pos.shape[-1] == want.shape[-1]:
-        state_dict = dict(state_dict, pos_embed=resample_abs_pos_embed(
-            pos, tuple(model.patch_embed.grid_size), num_prefix_tokens=1))
-    if 'head.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        def layout(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-            blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('blocks.')})
-            return dict(depth=len(blocks), width=sd['cls_token'].shape[-1] if 'cls_token' in sd else None)
-        have, want = layout(state_dict), layout(expected)
-        raise mismatch_error(name, problem, have, want, dict(zip(have, have)))
-    return state_dict
-

@@ -9,12 +9,11 @@ mmseg's own ``tools/train.py`` / ``tools/test.py`` (``mim train/test``, ``--resu
 import importlib
 
 from .backbone import AttnZooBackbone
-from .checkpoint import mmengine_safe_globals, read_state_dict
+from .checkpoint import mmengine_safe_globals
 from .optim import AttnZooOptimWrapperConstructor
 from .safe_globals import allow_mmengine_checkpoints
 
-__all__ = ['AttnZooBackbone', 'AttnZooOptimWrapperConstructor', 'mmengine_safe_globals', 'read_state_dict',
-           'registered_scopes']
+__all__ = ['AttnZooBackbone', 'AttnZooOptimWrapperConstructor', 'mmengine_safe_globals', 'registered_scopes']
 
 _INSTALL_HINT = ("pip install 'attnzoo[det]' and then build mmcv with: bash tools/install_mmcv.sh $(which python)")
 

@@ -7,7 +7,7 @@
 For each ported NAT-family variant this builds the OFFICIAL classification model (``classification/nat.py``,
 ``dinat.py``, ``dinats.py``) at reduced depth and width, runs it in float64 on a fixed random input, and stores its
 state dict (official layout, float32), the input and the logits. ``tests/test_parity.py`` loads each fixture through
-our ``checkpoint_filter_fn`` and compares logits, so parity with the official code is pinned in CI.
+our ``backbones.checkpoint.fit`` and compares logits, so parity with the official code is pinned in CI.
 
 The official code needs NATTEN; this script installs a stand-in ``natten`` module (below, in this script only): a
 re-implementation of NATTEN 0.14's ``NeighborhoodAttention2D`` module (qkv, rpb, proj; inputs smaller than
