@@ -28,15 +28,16 @@ POINTS = [(0, 0), (26, 40), (52, 66)]  # (x, y): a corner, the middle, the oppos
 
 
 # every family's smallest model (fewest parameters), plus MOAT with its dense-prediction
-# windows (odd maps: padded, masked windows) and the Swin / CSWin skeletons of Agent / InLine (shifted-window slabs,
-# centred stripe padding)
+# windows (odd maps: padded, masked windows), the Swin / CSWin skeletons of Agent / InLine (shifted-window slabs,
+# centred stripe padding) and PVT's spatial-reduction attention (pooled keys)
 SMALLEST = {'agent': 'agent_deit_tiny', 'biformer': 'biformer_tiny', 'glnet': 'glnet_4g', 'inline': 'inline_deit_tiny',
             'l2vit': 'l2vit_tiny', 'litv2': 'litv2_small', 'maxvit_na': 'maxvit_na_tiny_tf_224',
             'moat': 'tiny_moat_0_no_pe', 'nat': 'nat_mini', 'dinat': 'dinat_mini', 'dinat_s': 'dinat_s_tiny',
             'ravlt': 'ravlt_tiny', 'transnext': 'transnext_micro'}
 CASES = {**{f: (n, {}) for f, n in SMALLEST.items()},
          'moat_windows': ('tiny_moat_0_no_pe', {'window_size': [None, None, (4, 4), (3, 3)]}),
-         'agent_swin': ('agent_swin_tiny', {}), 'inline_cswin': ('inline_cswin_tiny', {})}
+         'agent_swin': ('agent_swin_tiny', {}), 'inline_cswin': ('inline_cswin_tiny', {}),
+         'pvt_sra': ('agent_pvt_tiny', {'attn_type': 'BBBB'})}
 
 
 def test_every_family_has_a_case():
@@ -201,7 +202,7 @@ def test_maps_equal_reference_rows(case, monkeypatch, one_thread):
                 'biformer': 'routed', 'litv2': 'dense:pooled', 'agent': 'dense:agents', 'inline': 'linear',
                 'ravlt': 'linear', 'l2vit': 'linear', 'glnet': 'dense:slots', 'transnext': 'na:neighborhood',
                 'moat': 'dense:dense', 'moat_windows': 'na:window', 'agent_swin': 'na:window',
-                'inline_cswin': 'linear'}[case]
+                'inline_cswin': 'linear', 'pvt_sra': 'dense:pooled'}[case]
     assert oracle.checked[expected], (expected, oracle.checked)
 
 
