@@ -28,3 +28,20 @@ def test_figure(tmp_path):
 def test_bad_requests(tmp_path, argv, message):
     with pytest.raises(CliError, match=message):
         visualize.main(['--model', 'tiny_moat_0_no_pe', '--size', '33', '--out', str(tmp_path / 'x.png'), *argv])
+
+
+def test_checkpoint_weights_are_drawn(tmp_path):
+    """--checkpoint loads the weights the maps come from (a different seed's weights would give other maps)."""
+    import timm
+    import torch
+
+    import backbones  # noqa: F401
+    torch.manual_seed(5)
+    path = tmp_path / 'w.pth'
+    torch.save(timm.create_model('tiny_moat_0_no_pe').state_dict(), path)
+    args = ['--model', 'tiny_moat_0_no_pe', '--size', '33', '--points', '3,4', '--out', str(tmp_path / 'x.png')]
+    loaded = visualize.main([*args, '--checkpoint', str(path), '--seed', '1'])
+    again = visualize.main([*args, '--checkpoint', str(path), '--seed', '2'])
+    fresh = visualize.main([*args, '--seed', '1'])
+    name = next(iter(loaded))
+    assert torch.equal(loaded[name].maps, again[name].maps) and not torch.equal(loaded[name].maps, fresh[name].maps)
