@@ -10,6 +10,7 @@ whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'check_image', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
@@ -32,6 +33,17 @@ def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = ''
     if min(x.shape[2:]) < min_size:
         raise ValueError(f'inputs need at least {min_size} px per side{f" ({why})" if why else ""}, got '
                          f'{tuple(x.shape[2:])}')
+
+
+def stage_count(depths: Sequence[int], **per_stage: Sequence | None) -> int:
+    """The number of stages, ``len(depths)``; ``ValueError`` naming the ``per_stage`` arguments (None: not given)
+    that do not have one entry per stage."""
+    n = len(depths)
+    wrong = {k: v for k, v in per_stage.items() if v is not None and len(v) != n}
+    if wrong:
+        raise ValueError(f'{", ".join(wrong)} need one entry per stage ({n}: depths={tuple(depths)}), got '
+                         + ', '.join(f'{k}={v}' for k, v in wrong.items()))
+    return n
 
 
 def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,)) -> bool:

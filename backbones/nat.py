@@ -35,7 +35,7 @@ from timm.models import checkpoint_seq
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -274,10 +274,7 @@ class NAT(HierarchicalModel):
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        num_stages = len(depths)
-        if len(num_heads) != num_stages or (dilations is not None and len(dilations) != num_stages):
-            raise ValueError(f'depths, num_heads and dilations need one entry per stage, got {depths}, {num_heads}, '
-                             f'{dilations}')
+        num_stages = stage_count(depths, num_heads=num_heads, dilations=dilations)
         if stem_type not in ('conv', 'patch'):
             raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
         self.num_classes = num_classes
