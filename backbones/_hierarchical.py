@@ -3,7 +3,8 @@
 A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_embed`` (the stem), ``self.stages``
 (an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
 the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
-``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs). A model
+``self.num_features``, with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
+it overrides ``no_weight_decay`` (none by default) and ``group_matcher`` where its own differ. A model
 whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
 whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm's ``custom_load``) comes from
 :class:`~backbones.checkpoint.PretrainedMixin`.
