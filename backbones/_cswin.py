@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
@@ -366,10 +366,7 @@ class CSWin(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(num_heads) == len(split_size) == n:
-            raise ValueError(f'depths, num_heads and split_size need one entry per stage, got {depths}, {num_heads}, '
-                             f'{split_size}')
+        n = stage_count(depths, num_heads=num_heads, split_size=split_size)
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
         la_split_size = tuple(la_split_size or resolutions)
         branches = {'B': LePEStripeAttention, 'S': LePEStripeAttention, 'A': AgentStripeAttention,

@@ -3,13 +3,15 @@
 A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_embed`` (the stem), ``self.stages``
 (an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
 the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
-``self.num_features``; it keeps its own ``no_weight_decay`` (and ``group_matcher`` when its layout differs). A model
+``self.num_features``, with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
+it overrides ``no_weight_decay`` (none by default) and ``group_matcher`` where its own differ. A model
 whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
 whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm's ``custom_load``) comes from
 :class:`~backbones.checkpoint.PretrainedMixin`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'check_image', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
@@ -32,6 +34,17 @@ def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = ''
     if min(x.shape[2:]) < min_size:
         raise ValueError(f'inputs need at least {min_size} px per side{f" ({why})" if why else ""}, got '
                          f'{tuple(x.shape[2:])}')
+
+
+def stage_count(depths: Sequence[int], **per_stage: Sequence | None) -> int:
+    """The number of stages, ``len(depths)``; ``ValueError`` naming the ``per_stage`` arguments (None: not given)
+    that do not have one entry per stage."""
+    n = len(depths)
+    wrong = {k: v for k, v in per_stage.items() if v is not None and len(v) != n}
+    if wrong:
+        raise ValueError(f'{", ".join(wrong)} need one entry per stage ({n}: depths={tuple(depths)}), got '
+                         + ', '.join(f'{k}={v}' for k, v in wrong.items()))
+    return n
 
 
 def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,)) -> bool:

@@ -36,7 +36,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'PVT_KINDS']
@@ -239,12 +239,9 @@ class PVT(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
+        n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
+                        agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
-        per_stage = (embed_dims, num_heads, mlp_ratios, sr_ratios, agent_num, agent_shapes, attn_kinds)
-        if any(len(v) != n for v in per_stage):
-            raise ValueError(f'embed_dims, num_heads, mlp_ratios, sr_ratios, agent_num, agent_shapes and attn_kinds '
-                             f'need one entry per stage ({n}), got {per_stage}')
         if [len(k) for k in attn_kinds] != list(depths):
             raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)

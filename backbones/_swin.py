@@ -42,7 +42,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
@@ -206,11 +206,9 @@ class Swin(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        num_stages = len(depths)
+        num_stages = stage_count(depths, num_heads=num_heads, agent_num=agent_num, agent_shapes=agent_shapes,
+                                 attn_kinds=attn_kinds)
         agent_shapes = [None] * num_stages if agent_shapes is None else list(agent_shapes)
-        if not len(num_heads) == len(agent_num) == len(agent_shapes) == len(attn_kinds) == num_stages:
-            raise ValueError(f'depths, num_heads, agent_num, agent_shapes and attn_kinds need one entry per stage, got '
-                             f'{depths}, {num_heads}, {agent_num}, {agent_shapes}, {attn_kinds}')
         if [len(k) for k in attn_kinds] != list(depths):
             raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)

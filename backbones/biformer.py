@@ -47,7 +47,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE']
@@ -251,11 +251,8 @@ class BiFormer(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
+        n = stage_count(depths, embed_dims=embed_dims, qk_dims=qk_dims, mlp_ratios=mlp_ratios, topks=topks)
         qk_dims = tuple(embed_dims) if qk_dims is None else tuple(qk_dims)
-        if not len(embed_dims) == len(qk_dims) == len(mlp_ratios) == len(topks) == n:
-            raise ValueError(f'depths, embed_dims, qk_dims, mlp_ratios and topks need one entry per stage, got '
-                             f'{depths}, {embed_dims}, {qk_dims}, {mlp_ratios}, {topks}')
         if not isinstance(n_win, int) or isinstance(n_win, bool) or n_win < 1:
             raise ValueError(f'n_win must be an int >= 1, got {n_win!r}')
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans

@@ -40,7 +40,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention']
@@ -359,10 +359,7 @@ class GLNet(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(embed_dims) == len(mlp_ratios) == len(mixing_modes) == n:
-            raise ValueError(f'depths, embed_dims, mlp_ratios and mixing_modes need one entry per stage, got {depths}, '
-                             f'{embed_dims}, {mlp_ratios}, {mixing_modes}')
+        n = stage_count(depths, embed_dims=embed_dims, mlp_ratios=mlp_ratios, mixing_modes=mixing_modes)
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.stem = _stem(in_chans, embed_dims[0], overlapped_stem, dd)

@@ -41,7 +41,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['L2ViT', 'LinearAttention']
@@ -251,10 +251,7 @@ class L2ViT(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(embed_dims) == len(num_heads) == n:
-            raise ValueError(f'embed_dims, depths and num_heads need one entry per stage, got {embed_dims}, '
-                             f'{depths}, {num_heads}')
+        n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads)
         if window_padding not in ('tokens', 'masked'):
             raise ValueError(f"window_padding must be 'tokens' (official) or 'masked', got {window_padding!r}")
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans

@@ -42,7 +42,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
@@ -291,10 +291,7 @@ class LITv2(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        num_stages = len(depths)
-        if not len(num_heads) == len(has_msa) == len(window_sizes) == num_stages:
-            raise ValueError(f'depths, num_heads, has_msa and window_sizes need one entry per stage, got {depths}, '
-                             f'{num_heads}, {has_msa}, {window_sizes}')
+        num_stages = stage_count(depths, num_heads=num_heads, has_msa=has_msa, window_sizes=window_sizes)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.in_chans = in_chans

@@ -55,7 +55,7 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, stage_count
 from .checkpoint import Layout, read_checkpoint, stage_summary
 
 __all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same', 'from_tf', 'read_tf_checkpoint',
@@ -283,10 +283,7 @@ class MOAT(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(block_types) == len(dims) == len(rpb_sizes) == n:
-            raise ValueError(f'block_types, depths, dims and rpb_sizes need one entry per stage, got {block_types}, '
-                             f'{depths}, {dims}, {rpb_sizes}')
+        n = stage_count(depths, block_types=block_types, dims=dims, rpb_sizes=rpb_sizes)
         if any(t not in ('mbconv', 'moat') for t in block_types):
             raise ValueError(f"block_types must be 'mbconv' or 'moat', got {block_types}")
         windows = [None] * n if window_size is None else list(window_size)

@@ -31,11 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
 from timm.models import checkpoint_seq
+from timm.models.swin_transformer import PatchMerging
 
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -80,7 +81,7 @@ class PatchEmbed(nn.Module):
 
 
 class ConvDownsample(nn.Module):
-    """NAT / DiNAT downsampling: 3x3 stride-2 conv (no bias) doubling channels, then LayerNorm; NHWC in and out."""
+    """NAT / DiNAT downsampling: 3x3 stride-2 conv (no bias) doubling channels, then LayerNorm; NCHW in, NHWC out."""
 
     def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
         dd = {'device': device, 'dtype': dtype}
@@ -89,25 +90,7 @@ class ConvDownsample(nn.Module):
         self.norm = nn.LayerNorm(out_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-
-
-class PatchMerging(nn.Module):
-    """DiNAT_s downsampling (Swin's): concatenate 2x2 neighbours (odd sizes zero-padded), LayerNorm, linear; NHWC."""
-
-    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
-        dd = {'device': device, 'dtype': dtype}
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=_LN_EPS, **dd)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        H, W = x.shape[1], x.shape[2]
-        # channel order (h, w) = (0, 0), (1, 0), (0, 1), (1, 1), as the official cat([x0, x1, x2, x3])
-        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
-        return self.reduction(self.norm(x))
+        return self.norm(self.reduction(x).permute(0, 2, 3, 1))
 
 
 class NATBlock(nn.Module):
@@ -188,7 +171,10 @@ class NATStage(nn.Module):
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x.permute(0, 2, 3, 1))
+        # the conv downsampling reads the NCHW map; patch merging (timm's Swin one: odd sizes zero-padded, the
+        # official channel order) and the blocks work on NHWC
+        conv = isinstance(self.downsample, ConvDownsample)
+        x = self.downsample(x if conv else x.permute(0, 2, 3, 1))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
         else:
@@ -274,10 +260,7 @@ class NAT(HierarchicalModel):
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        num_stages = len(depths)
-        if len(num_heads) != num_stages or (dilations is not None and len(dilations) != num_stages):
-            raise ValueError(f'depths, num_heads and dilations need one entry per stage, got {depths}, {num_heads}, '
-                             f'{dilations}')
+        num_stages = stage_count(depths, num_heads=num_heads, dilations=dilations)
         if stem_type not in ('conv', 'patch'):
             raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
         self.num_classes = num_classes

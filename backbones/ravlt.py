@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['RAVLT', 'RALAttention']
@@ -229,11 +229,8 @@ class RAVLT(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(embed_dims) == len(num_heads) == len(linear_stages) == len(layer_scale_init_values) == n:
-            raise ValueError(f'embed_dims, depths, num_heads, linear_stages and layer_scale_init_values need one '
-                             f'entry per stage, got {embed_dims}, {depths}, {num_heads}, {linear_stages}, '
-                             f'{layer_scale_init_values}')
+        n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, linear_stages=linear_stages,
+                        layer_scale_init_values=layer_scale_init_values)
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.patch_embed = Stem(in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)

@@ -54,7 +54,7 @@ import ops
 from ops.na.pattern import axis_window
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, check_image, stage_count
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'relative_position_cpb']
@@ -420,11 +420,8 @@ class TransNeXt(HierarchicalModel):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        n = len(depths)
-        if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(sr_ratios) == len(window_size) == n:
-            raise ValueError(f'depths, embed_dims, num_heads, mlp_ratios, sr_ratios and window_size need one entry '
-                             f'per stage, got {depths}, {embed_dims}, {num_heads}, {mlp_ratios}, {sr_ratios}, '
-                             f'{window_size}')
+        n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
+                        window_size=window_size)
         if global_pool not in ('avg', ''):
             raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={global_pool!r}")
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans

@@ -8,8 +8,8 @@ What the official checkpoints hold, read from each family's official downstream 
 
 * the backbone as ``backbone.<the classification model's names>`` (minus its classifier and, mostly, its final
   norm), which :meth:`AttnZooBackbone.convert_classification_state_dict` maps through the family's
-  ``checkpoint_filter_fn`` (NAT/DiNAT's ``levels``, Agent's Swin ``layers`` / PVT ``block{i}``, TransNeXt's
-  ``block{i}`` / ``norm{i}``, Next-ViT's ``features``, ...);
+  checkpoint layout (``backbones.checkpoint.fit``: NAT/DiNAT's ``levels``, Agent's Swin ``layers`` / PVT
+  ``block{i}``, TransNeXt's ``block{i}`` / ``norm{i}``, Next-ViT's ``features``, ...);
 * per-level output norms: ``norm{i}`` in NAT/DiNAT/DiNAT_s, LITv2 and Agent-Swin (already our names), but
   ``extra_norms.{i}`` in BiFormer (``object_detection/models_mm/biformer_mm.py``) and RAVLT (RALA's
   ``backbones/RALA.py``) and ``extra_norm_list.{i}`` in Next-ViT's segmentation backbone, renamed here
@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from backbones.checkpoint import read_checkpoint
 
 from .backbone import AttnZooBackbone
 from .checkpoint import check_checkpoint_path, mmengine_safe_globals
@@ -65,7 +67,7 @@ class ConversionReport:
         return not (self.unexpected or self.missing or self.shape_mismatch)
 
     def __str__(self) -> str:
-        lines = [f'backbone: {self.num_backbone} tensors through the family filter; neck and heads: '
+        lines = [f'backbone: {self.num_backbone} tensors through the family layout; neck and heads: '
                  f'{self.num_other} tensors by name']
         lines += [f'renamed {k} -> {v}' for k, v in self.renamed.items()]
         lines += [f'dropped {k}: {why}' for k, why in self.dropped.items()]
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, help='override config entries')
     args = parser.parse_args(argv)
     check_checkpoint_path(args.checkpoint)
-    with mmengine_safe_globals():
-        checkpoint = torch.load(args.checkpoint, map_location='cpu', weights_only=True)
+    with mmengine_safe_globals():  # the zoo's one reader, with what mmengine checkpoints hold allow-listed too
+        checkpoint = read_checkpoint(args.checkpoint)
     model = build_model(args.config, args.cfg_options)
     state_dict, report = convert_state_dict(model, official_state_dict(checkpoint))
     print(report)
