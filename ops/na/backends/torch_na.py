@@ -2,6 +2,9 @@
 
 How it works (DESIGN §1b):
 
+* Blocked patterns (windows that partition the grid once dilation groups are folded into the batch: a window
+  covering the whole map, Swin/MaxViT blocks and grids) run as batched dense attention on SDPA's fused CPU
+  kernel with the rpb as an additive bias (:mod:`.torch_blocks`); everything below is the general path.
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
 * Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
@@ -30,6 +33,7 @@ from functools import lru_cache
 import torch
 
 from ..pattern import NASpec, axis_window
+from . import torch_blocks
 
 __all__ = ['forward', 'backward', 'forward_with_dropout']
 
@@ -305,6 +309,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
             add_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])``; lse is float32 (float64 for float64 inputs)."""
     with torch.no_grad():
+        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
+        if lay is not None:
+            return torch_blocks.forward(q, k, v, lay, scale, rpb, add_k, add_v)
         return _run(q, k, v, spec, scale, rpb, add_k, add_v)
 
 
@@ -322,6 +329,10 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones), recomputed from
     ``lse``; the extra tokens still contribute to ``dq`` when their own gradients are not needed."""
     with torch.no_grad():
+        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
+        if lay is not None:
+            return torch_blocks.backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse,
+                                         need_rpb, need_extra)
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse,
                          need_rpb and rpb is not None, need_extra and add_k is not None)
 
