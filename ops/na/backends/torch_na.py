@@ -40,6 +40,9 @@ __all__ = ['forward', 'backward', 'forward_with_dropout']
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 # Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (4M fp32 = 16 MiB).
 _CHUNK_ELEMENTS = 1 << 22
+# Upper bound on the elements of one flash chunk's gathered keys [B, heads, tiles, H_k, D] (256K fp32 = 1 MiB, as
+# many for the values): small enough to stay in cache, and the forward's memory within ~2x of dense SDPA's
+_FLASH_CHUNK_ELEMENTS = 1 << 18
 # Plans whose bias indices (int32 per (query slot, halo key)) stay below this many elements keep them cached.
 _CACHE_ELEMENTS = 1 << 21
 
@@ -346,7 +349,9 @@ def _run_flash(q, k, v, spec, scale, rpb, add_k, add_v):
     av = None if add_v is None else add_v.transpose(1, 2).to(dtype)[:, :, None]
     tq, hk = plan.tq, plan.hk
     outs, lses = [], []
-    for t0, t1 in _chunks(plan, b * h):
+    step = max(1, _FLASH_CHUNK_ELEMENTS // (b * h * (hk + n_extra) * d))
+    for t0 in range(0, plan.n_tiles, step):
+        t1 = min(t0 + step, plan.n_tiles)
         c = t1 - t0
         kidx = plan.k_flat[t0:t1].reshape(-1)
         qt = _take(qf, plan.q_flat[t0:t1].reshape(-1)).view(b, h * c, tq, d)
