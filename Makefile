@@ -1,6 +1,6 @@
 # attnzoo quick start: `make demo` trains and validates a small model on the embedded dataset, `make test` runs
 # ruff and the whole test suite. Both create .venv on first use; the demo installs the package, the tests also the
-# `det` extra and mmcv (built once by tools/install_mmcv.sh). Stamp files make later runs start at once.
+# `det` and `onnx` extras and mmcv (built once by tools/install_mmcv.sh). Stamp files make later runs start at once.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +32,7 @@ $(BASE_STAMP): $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(STAMP): $(BASE_STAMP) tools/install_mmcv.sh
-	$(PY) -m pip install -e '.[dev,det]'
+	$(PY) -m pip install -e '.[dev,det,onnx]'
 	bash tools/install_mmcv.sh $(PY)
 	touch $@
 

@@ -1,6 +1,6 @@
 """Pure-PyTorch tiled backend: fast on CPU, memory linear in tokens, explicit FlashAttention-style backward.
 
-How it works (DESIGN §1b):
+How it works (docs/design.md, 'Fused local attention'):
 
 * Blocked patterns (windows that partition the grid once dilation groups are folded into the batch: a window
   covering the whole map, Swin/MaxViT blocks and grids) run as batched dense attention on SDPA's fused CPU
