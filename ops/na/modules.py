@@ -79,9 +79,8 @@ class _NeighborhoodAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, shift: bool = True) -> Tensor:
-        """``x [batch, *spatial, channels]``; ``shift=False`` skips this module's shift for the call (Swin shifts no
-        window on a map no larger than the window; the caller decides, as the map size is known only here)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [batch, *spatial, channels]``."""
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
