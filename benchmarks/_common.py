@@ -163,7 +163,8 @@ def measure_op(fn: Callable[[], Any], device: torch.device, reps: int, short: bo
                ) -> tuple[float, float, float]:
     """(ms, peak bytes, spread) of ``fn``. GPU: do_bench's median, over at least ~7 calls (``short``: a 50 ms
     window, else ``max(100, 20 * reps)`` ms), spread = (p80 - p20) / median. CPU: the minimum of ``reps`` runs
-    (ordinary allocator), spread = (max - min) / min; peak (freed memory returned to the OS) NaN unless ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
+    (ordinary allocator), spread = (max - min) / min; peak (freed memory returned to the OS) NaN unless
+    ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
     fn()
     if device.type == 'cuda':
         import triton.testing
