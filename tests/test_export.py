@@ -19,6 +19,7 @@ FAMILIES = {
     'nat': ('nat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2))),
     'dinat': ('dinat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2), dilations=((1,), (2,), (2,), (1,)))),
     'ravlt': ('ravlt_tiny', dict(depths=ONE)),
+    'moat': ('tiny_moat_0_no_pe', dict(stem_size=(8, 8), depths=ONE, dims=(8, 16, 32, 48), head_dim=16)),
 }
 SIZES = [(2, 128, 128), (1, 96, 160)]  # (batch, height, width): the export size, then another from the same file
 
@@ -44,3 +45,35 @@ def test_export_dynamic_and_onnx(family):
     session = ort.InferenceSession(proto.SerializeToString(), providers=['CPUExecutionProvider'])
     for x, ref in zip(inputs, refs):
         assert _rel(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], ref) < 1e-4
+
+
+TINY_NAT = ['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1,1)', 'embed_dim=16', 'num_heads=(1,1,2,2)']
+
+
+def test_onnx_export_script(tmp_path):
+    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another."""
+    import onnx_export
+    out = tmp_path / 'nat.onnx'
+    result = onnx_export.main([str(out), *TINY_NAT, '--img-size', '96', '-b', '2', '--dynamic-size',
+                               '--check-forward'])
+    assert out.is_file() and len(result['checks']) == 2
+    assert {tuple(c['shape'][2:]) for c in result['checks']} == {(96, 96), (72, 108)}
+    assert all(c['max_rel_diff'] < 1e-4 for c in result['checks'])
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--model', 'nat_minii'], 'unknown model'),
+    (['--model', 'nat_mini', '--training'], 'dropout / drop-path in training mode'),
+    (['--model', 'nat_mini', '--opset', '17'], 'opset 18 or newer'),
+    (['--model', 'nat_mini', '--img-size', '0'], 'must be >= 1'),
+    (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
+])
+def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
+    """Bad requests: one line on stderr, exit status 2, no traceback, no file."""
+    import onnx_export
+    import zoo_common
+    out = tmp_path / 'x.onnx'
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert not out.exists()
