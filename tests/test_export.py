@@ -19,9 +19,10 @@ FAMILIES = {
     'nat': ('nat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2))),
     'dinat': ('dinat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2), dilations=((1,), (2,), (2,), (1,)))),
     'ravlt': ('ravlt_tiny', dict(depths=ONE)),
-    'moat': ('tiny_moat_0_no_pe', dict(stem_size=(8, 8), depths=ONE, dims=(8, 16, 32, 48), head_dim=16)),
+    'biformer': ('biformer_tiny', dict(depths=ONE, embed_dims=(16, 32, 48, 64), head_dim=8)),
+    'transnext': ('transnext_micro', dict(depths=ONE, embed_dims=(16, 24, 32, 40), num_heads=(2, 2, 4, 4))),
 }
-SIZES = [(2, 128, 128), (1, 96, 160)]  # (batch, height, width): the export size, then another from the same file
+SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
 
 def _rel(got, ref) -> float:
