@@ -205,20 +205,20 @@ def dataset_num_classes(ds: torch.utils.data.Dataset) -> int | None:
     return len(class_to_idx) if class_to_idx else None
 
 
-def read_checkpoint(path: str, what: str) -> dict[str, Any]:
-    """Load a training checkpoint (a dict) with ``weights_only=True``; unreadable files raise :class:`CliError`."""
-    if not os.path.isfile(path):
+def read_checkpoint(path: str, what: str, model: torch.nn.Module | str | None = None) -> dict[str, Any]:
+    """What the weights or training checkpoint ``path`` holds (:func:`backbones.checkpoint.read_checkpoint`, the
+    zoo's one reader; ``model``: a model or name whose family reads its own formats); unreadable files raise
+    :class:`CliError`."""
+    from backbones.checkpoint import read_checkpoint as read
+
+    if not os.path.exists(path) and not os.path.isfile(path + '.index'):  # a TF checkpoint prefix (MOAT)
         raise CliError(f'{what} {path}: no such file')
     try:
-        from backbones.checkpoint import checkpoint_safe_globals
-
-        with checkpoint_safe_globals():
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # corrupt/truncated zip, pickle garbage, foreign formats: all user-facing
+        return read(path, model)
+    except ImportError as e:
+        raise CliError(f'{what} {path}: {e}') from None
+    except (RuntimeError, ValueError, OSError) as e:
         raise CliError(f'{what} {path}: not a readable checkpoint ({first_line(e)})') from None
-    if not isinstance(checkpoint, dict):
-        raise CliError(f'{what} {path}: not a checkpoint (a {type(checkpoint).__name__}, not a dict)')
-    return checkpoint
 
 
 def state_dict_mismatch(
@@ -238,11 +238,12 @@ def state_dict_mismatch(
 
 def check_weights_file(model_name: str, path: str, what: str) -> None:
     """Fail early (a :class:`CliError`) on weights ``model_name`` cannot read: a torch checkpoint is read; a family
-    that reads its own formats (``backbones.checkpoint.weights_reader``: MOAT's TF1 releases) needs the path to
+    that reads its own formats (:attr:`backbones._family.Family.read_weights`: MOAT's TF1 releases) needs the path to
     exist (a file, a folder or a TF checkpoint prefix) and reads it when loading."""
-    from backbones.checkpoint import weights_reader
+    from backbones import family_of
 
-    if weights_reader(model_name) is None:
+    family = family_of(model_name)
+    if family is None or family.read_weights is None:
         read_checkpoint(path, what)
     elif not (os.path.exists(path) or os.path.isfile(path + '.index')):
         raise CliError(f'{what} {path}: no such file')
@@ -255,44 +256,27 @@ def load_model_weights(
         use_ema: bool | None = None,
         new_classifier: bool = False,
 ) -> None:
-    """Load a checkpoint into ``model`` strictly, as saved or through the model family's ``checkpoint_filter_fn``.
+    """Load a checkpoint into ``model`` strictly, in our layout or the family's official one, through the zoo's
+    loader (:func:`backbones.checkpoint.load_weights`, as ``pretrained=True`` and the downstream backbone).
 
-    The weights are chosen and mapped by :func:`backbones.checkpoint.fit_state_dict`, as ``pretrained=True`` and the
-    downstream backbone do: ``use_ema`` True / False takes the checkpoint's EMA / raw weights, None the family's
-    default. A file that fits neither way raises a :class:`CliError` with the filter's own diagnosis or the
-    missing/unexpected/mis-shaped keys. With ``new_classifier`` (fine-tuning) the model keeps its freshly
-    initialised classifier when the checkpoint's has another number of classes.
+    ``use_ema`` True / False takes the checkpoint's EMA / raw weights, None the family's default. A file that does
+    not fit raises a :class:`CliError` with the fit's one-line diagnosis. With ``new_classifier`` (fine-tuning) the
+    model keeps its freshly initialised classifier when the checkpoint's has another number of classes.
     """
-    from backbones.checkpoint import fit_state_dict, unwrap_state_dict, weights_reader
+    from backbones.checkpoint import WeightsMismatch, load_weights, unwrap_state_dict
 
+    checkpoint = read_checkpoint(path, what, model)
     flag = {True: '--use-ema', False: '--no-use-ema'}.get(use_ema)
-    reader = weights_reader(model)
-    if reader is not None:  # the family reads its own files (MOAT: the official TF1 releases too) and chooses EMA
-        try:
-            checkpoint = reader(path, use_ema)
-        except ImportError as e:
-            raise CliError(f'{what} {path}: {e}') from None
-        except (RuntimeError, ValueError, OSError) as e:
-            raise CliError(f'{what} {path}: not a readable checkpoint ({first_line(e)})') from None
-        use_ema = None
-    else:
-        checkpoint = read_checkpoint(path, what)
     try:
         unwrap_state_dict(checkpoint, use_ema)
     except ValueError as e:
         raise CliError(f'{flag}: {e} ({what} {path})' if flag else f'{what} {path}: {e}') from None
-    own = model.state_dict()
-    optional: set[str] = set()
-    if new_classifier:
-        heads = getattr(model, 'pretrained_cfg', {}).get('classifier') or ()
-        optional = {f'{h}.{p}' for h in ([heads] if isinstance(heads, str) else heads) for p in ('weight', 'bias')}
     try:
-        state_dict = fit_state_dict(model, checkpoint, use_ema=use_ema, optional=optional)
-    except ValueError as e:
-        name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
-        raise CliError(f"{what} {path} does not match model '{name}': {first_line(e)}") from None
-    keep = {k: v for k, v in state_dict.items() if k not in optional or v.shape == own[k].shape}
-    model.load_state_dict(keep, strict=not optional)
+        load_weights(model, checkpoint, use_ema, head='new' if new_classifier else 'strict')
+    except WeightsMismatch as e:
+        raise CliError(f"{what} {path} does not match model '{e.model}': {e.detail}") from None
+    except ValueError as e:  # not a checkpoint of the model's family
+        raise CliError(f'{what} {path}: {first_line(e)}') from None
 
 
 def check_model_name(name: str, arg: str = '--model') -> None:

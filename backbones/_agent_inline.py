@@ -23,7 +23,8 @@ the same size copies), so outputs equal the official classification models'.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,10 @@ from torch import nn
 
 import ops
 
-__all__ = ['AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'inline_residual', 'pool_agents',
-           'resize_agent_bias', 'INLINE_KERNELS']
+from .checkpoint import stage_depths
+
+__all__ = ['AGENT_BIAS_RESIZE', 'AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'attention_layout',
+           'inline_residual', 'pool_agents', 'resize_agent_bias', 'resize_bias_axes', 'INLINE_KERNELS']
 
 INLINE_KERNELS = ('identity', 'relu', 'leakyrelu', 'exp')  # the official kernel_func choices
 
@@ -76,6 +79,37 @@ def resize_agent_bias(bias: torch.Tensor, size: tuple[int, int], grid: tuple[int
         bias = F.interpolate(bias, size=agent_shape, mode='bilinear')
         return bias.flatten(2).transpose(1, 2)
     return bias.flatten(2)
+
+
+def resize_bias_axes(bias: torch.Tensor, target: torch.Tensor, owner: nn.Module | None = None) -> torch.Tensor:
+    """A checkpoint's agent bias of another build grid (``ah/aw_bias``, ``ha/wa_bias``: one spatial axis each)
+    linearly resized to ``target``'s shape along the axes that differ: the official downstream rule of
+    :func:`resize_agent_bias` (bilinear over the summed row and column biases, which is this per axis), applied once
+    on load instead of at every call. Of another rank, it is left for the mismatch report."""
+    if bias.ndim != target.ndim:
+        return bias
+    for axis, size in enumerate(target.shape):
+        if bias.shape[axis] != size:
+            moved = bias.movedim(axis, -1)
+            flat = F.interpolate(moved.reshape(-1, 1, moved.shape[-1]).float(), size=size, mode='linear')
+            bias = flat.reshape(*moved.shape[:-1], size).movedim(-1, axis).to(bias.dtype)
+    return bias
+
+
+AGENT_BIAS_RESIZE = {r'\.(?:ah|aw|ha|wa)_bias$': resize_bias_axes}  # for the skeletons' checkpoint layouts
+
+_KIND_KEYS = {'an_bias': 'A', 'residual.0.weight': 'I', 'relative_position_bias_table': 'W'}
+
+
+def attention_layout(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Per stage, one letter per block of a zoo-layout state dict: A(gent), I(nLine), W(indow), - (none of these):
+    what a skeleton's checkpoint summary compares."""
+    letters: dict[tuple[int, int], str] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', k)
+        if m and m.group(3) in _KIND_KEYS:
+            letters[int(m.group(1)), int(m.group(2))] = _KIND_KEYS[m.group(3)]
+    return [''.join(letters.get((s, b), '-') for b in range(d)) for s, d in enumerate(stage_depths(state_dict))]
 
 
 class AgentBiases(nn.Module):
@@ -205,7 +239,8 @@ class AgentAttention(AgentBiases, _QKV):
         agents = pool_agents(q, agent_shape)
         bias1, bias2 = self.biases((h, w), agent_shape=agent_shape)
         out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
-                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=(h, w))
         out = out.reshape(b, h, w, c) + self.dwc(v.reshape(b, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))
 
@@ -251,7 +286,7 @@ class InLineAttention(_QKV):
         b, h, w, c = x.shape
         q, k, v = self._project(x)
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
-                                   normalizer='inline', scale=self.scale).reshape(b, h, w, c)
+                                   normalizer='inline', scale=self.scale, token_grid=(h, w)).reshape(b, h, w, c)
         residual = inline_residual(self.residual, x.mean(dim=(1, 2)), v.reshape(b, h, w, c).permute(0, 3, 1, 2))
         out = out + residual.permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))

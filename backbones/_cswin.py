@@ -28,25 +28,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
-from ._agent_inline import INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._hierarchical import HierarchicalModel
-from .checkpoint import (
-    ema_first,
-    in_chans_only,
-    mismatch_error,
-    mismatch_report,
-    model_name,
-    stage_layout,
-    unwrap_state_dict,
-)
+from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
-           'checkpoint_filter_fn', 'expand_attn_code', 'stripe_window', 'window_conv']
+           'expand_attn_code', 'stripe_window', 'window_conv']
 
 SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
 
@@ -113,7 +105,8 @@ class StripeBranch(nn.Module):
         if ph or pw:  # the official segmentation backbone's centred padding
             pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
             q, k, v = (F.pad(t, pad) for t in (q, k, v))
-        out = self.attend(q, k, v, (wh, ww), **kwargs) + window_conv(v, self.get_v, (wh, ww))
+        grid = ops.TokenGrid((h, w), (-(ph // 2), -(pw // 2)))  # where the padded map's tokens lie (attention maps)
+        out = self.attend(q, k, v, (wh, ww), token_grid=grid, **kwargs) + window_conv(v, self.get_v, (wh, ww))
         if ph or pw:
             out = out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
         return out
@@ -149,11 +142,11 @@ class LePEStripeAttention(StripeBranch):
         self._init_branch(dim, num_heads, idx, split_size, resolution, {'device': device, 'dtype': dtype})
         self.attn_drop, self.mask_padding = attn_drop, mask_padding
 
-    def attend(self, q, k, v, window, **kwargs):
+    def attend(self, q, k, v, window, token_grid=None, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
         out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
-                                   dropout_p=self.attn_drop if self.training else 0.)
+                                   dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
@@ -192,7 +185,8 @@ class AgentStripeAttention(AgentBiases, StripeBranch):
         agents = pool_agents(q, agent_shape)
         bias1, bias2 = self.biases(window, agent_shape=agent_shape)
         out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
-                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=window)
         return _merge_windows(out.reshape(-1, *window, c), b, h, w)
 
     def extra_repr(self) -> str:
@@ -228,7 +222,7 @@ class InLineStripeAttention(StripeBranch):
         b, h, w, c = q.shape
         q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
-                                   normalizer='inline', scale=self.scale).reshape(-1, *window, c)
+                                   normalizer='inline', scale=self.scale, token_grid=window).reshape(-1, *window, c)
         out = out + inline_residual(self.residual, x_mean, v.flatten(3).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return _merge_windows(out, b, h, w)
 
@@ -294,11 +288,7 @@ class Stem(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=1e-5, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
-        if min(x.shape[2:]) < 3:
-            raise ValueError(f'the 7x7 stride-4 stem needs an input of at least 3x3 pixels, got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, 3, 'the 7x7 stride-4 stem')
         return self.norm(self.proj(x))
 
 
@@ -341,6 +331,14 @@ class CSWin(HierarchicalModel):
             all blocks); ``head_drop_rate``: before the classifier.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
+
+    # The official layout: ``stage1_conv_embed``, ``stage{i}.{j}`` blocks (from 1), ``merge{i}`` in front of stage i;
+    # agent biases of another build window resized.
+    checkpoint_layout = Layout(
+        name='CSWin', marker=r'\.attns\.0\.get_v\.weight$', summary=stage_summary('norm1.weight'),
+        renames=(('stage1_conv_embed.0.', 'patch_embed.proj.'), ('stage1_conv_embed.2.', 'patch_embed.norm.'),
+                 ('stage{i}.{j}.', 'stages.{i-1}.blocks.{j}.'), ('merge{i}.', 'stages.{i}.downsample.'), *HEAD_FC),
+        resize=AGENT_BIAS_RESIZE)
 
     def __init__(
             self,
@@ -414,59 +412,7 @@ class CSWin(HierarchicalModel):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal Linear weights, zero biases, unit LayerNorms; convs keep torch's init
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':  # nothing to draw on meta (slow there)
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
+        if not trunc_normal_init(m) and isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing (the official set names ``pos_embed`` / ``cls_token``, which CSWin does not have)."""
-        return set()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    key = re.sub(r'^stage1_conv_embed\.0\.', 'patch_embed.proj.', key)
-    key = re.sub(r'^stage1_conv_embed\.2\.', 'patch_embed.norm.', key)
-    key = re.sub(r'^stage(\d)\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.', key)
-    key = re.sub(r'^merge(\d)\.', r'stages.\1.downsample.', key)
-    return re.sub(r'^head\.', 'head.fc.', key)
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: CSWin, prefer_ema: bool | None = None
-                         ) -> dict[str, torch.Tensor]:
-    """Map an official Agent-/InLine-CSWin checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict_ema`` (the official ``main_ema.py`` saves
-    both; ``prefer_ema`` picks, by default the family's ``CHECKPOINT_EMA``) and DDP's ``module.`` prefix. Raises
-    ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys). The classifier is dropped for a
-    headless model.
-    """
-    if not isinstance(model, CSWin):
-        raise TypeError(f'checkpoint_filter_fn maps onto a CSWin model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=ema_first(model) if prefer_ema is None else prefer_ema)
-    if any(k.startswith('stage1_conv_embed.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(k.endswith('.attns.0.get_v.weight') for k in state_dict):
-        raise ValueError(f'{name}: not a CSWin checkpoint (no attns.0.get_v weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        have, want = (stage_layout(sd, widths='norm1.weight') for sd in (state_dict, expected))
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 

@@ -7,8 +7,8 @@ modify it: a 16x16 patch embedding, a class token and learned absolute position 
 classifier. Parameter names are timm's (= the official ones), so official checkpoints load as saved.
 
 Each block's attention is a letter (``attn_type``, one per block): ``S`` / ``B`` softmax attention (timm's
-``Attention``, SDPA underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I`` InLine
-(:class:`InLineDeiTAttention`). Every attention takes the tokens
+``Attention`` parameters, :func:`ops.dense_attention` underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I``
+InLine (:class:`InLineDeiTAttention`). Every attention takes the tokens
 ``[B, 1 + H*W, C]`` (class token first) and the patch grid ``(H, W)``, so the linear attentions, which reshape the
 patch tokens into a map, run on any grid (the official code derives a square grid from the token count).
 
@@ -31,11 +31,18 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
-from ._agent_inline import AgentAttention, InLineAttention, inline_residual, pool_agents, resize_agent_bias
-from .checkpoint import PretrainedMixin, in_chans_only, mismatch_error, mismatch_report, model_name, unwrap_state_dict
+from ._agent_inline import (
+    AGENT_BIAS_RESIZE,
+    AgentAttention,
+    InLineAttention,
+    inline_residual,
+    pool_agents,
+    resize_agent_bias,
+)
+from ._hierarchical import check_image
+from .checkpoint import Layout, PretrainedMixin
 
-__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention',
-           'checkpoint_filter_fn']
+__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention']
 
 SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
@@ -43,9 +50,10 @@ _POOLS = ('token', 'avg', '')
 
 
 class SoftmaxAttention(Attention):
-    """timm's ViT attention (``qkv``, ``proj``; SDPA) with the DeiT attention signature ``(x, grid)``.
+    """timm's ViT attention (``qkv``, ``proj``) on :func:`ops.dense_attention`, with the DeiT attention signature
+    ``(x, grid)`` (``grid``: the patch grid, where the tokens after the class token lie).
 
-    ``grid_size`` (the build grid, which sizes the linear attentions' parameters) and ``grid`` are not used.
+    ``grid_size`` (the build grid, which sizes the linear attentions' parameters) is not used.
     """
 
     def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
@@ -54,7 +62,11 @@ class SoftmaxAttention(Attention):
                          device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return super().forward(x)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        out = ops.dense_attention(self.q_norm(q), self.k_norm(k), v, scale=self.scale, token_grid=ops.TokenGrid(
+            grid, prefix=1), dropout_p=self.attn_drop.p if self.training else 0.)
+        return self.proj_drop(self.proj(self.norm(out.reshape(b, n, -1))))
 
 
 class AgentDeiTAttention(AgentAttention):
@@ -90,7 +102,8 @@ class AgentDeiTAttention(AgentAttention):
         bias1 = torch.cat([cls_key, bias1], dim=-1)
         bias2 = torch.cat([cls_query.transpose(1, 2), bias2], dim=-2)
         out = ops.agent_attention(q, k, v, agents, bias1, bias2, scale=self.scale,
-                                  dropout_p=self.attn_drop if self.training else 0.).reshape(b, n, c)
+                                  dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=ops.TokenGrid(grid, prefix=1)).reshape(b, n, c)
         local = self.dwc(v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
         out = torch.cat([out[:, :1], out[:, 1:] + local], dim=1)
         return self.proj_drop(self.proj(out))
@@ -112,8 +125,8 @@ class InLineDeiTAttention(InLineAttention):
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
-        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline',
-                                   scale=self.scale).reshape(b, n, c)
+        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline', scale=self.scale,
+                                   token_grid=ops.TokenGrid(grid, prefix=1)).reshape(b, n, c)
         local = inline_residual(self.residual, x.mean(dim=1), v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2))
         out = torch.cat([out[:, :1], out[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
         return self.proj_drop(self.proj(out))
@@ -141,6 +154,18 @@ class DeiTBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
+def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """Position embeddings of another grid, resampled to the model's (timm's ``resample_abs_pos_embed``)."""
+    if pos.ndim != 3 or pos.shape[-1] != target.shape[-1]:
+        return pos
+    return resample_abs_pos_embed(pos, tuple(owner.patch_embed.grid_size), num_prefix_tokens=1)
+
+
+def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    blocks = {int(k.split('.')[1]) for k in state_dict if k.startswith('blocks.')}
+    return dict(depth=len(blocks), width=state_dict['cls_token'].shape[-1] if 'cls_token' in state_dict else None)
+
+
 class DeiT(PretrainedMixin, nn.Module):
     """DeiT with a choice of attention per block.
 
@@ -162,6 +187,9 @@ class DeiT(PretrainedMixin, nn.Module):
     """
 
     output_fmt = 'NLC'
+    # The official layout is timm's (ours); position embeddings and agent biases of another grid are resized.
+    checkpoint_layout = Layout(name='DeiT', marker=r'^cls_token$', summary=_summary, classifier=('head',),
+                               resize={**AGENT_BIAS_RESIZE, r'^pos_embed$': _resize_pos_embed})
 
     def __init__(
             self,
@@ -273,12 +301,7 @@ class DeiT(PretrainedMixin, nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
-        if min(x.shape[2:]) < self.patch_size:
-            raise ValueError(f'the input {tuple(x.shape[2:])} is smaller than one {self.patch_size}x'
-                             f'{self.patch_size} patch')
+        check_image(x, self.in_chans, self.patch_size, 'one patch')
         x = self.patch_embed(x)
         grid = (int(x.shape[1]), int(x.shape[2]))
         pos = self.pos_embed
@@ -355,41 +378,3 @@ class DeiT(PretrainedMixin, nn.Module):
         if prune_head:
             self.reset_classifier(0, '')
         return take_indices
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: DeiT) -> dict[str, torch.Tensor]:
-    """Fit an official Agent-/InLine-DeiT checkpoint (the layout is ours) onto ``model``, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` (the official ``main.py``) / ``state_dict`` /
-    ``model_ema`` (and DDP's ``module.`` prefix). Position embeddings of another grid are resampled to the model's
-    (timm's :func:`~timm.layers.resample_abs_pos_embed`). Raises ``ValueError`` naming what differs (blocks, width,
-    attentions, missing or unexpected keys). The classifier is dropped for a headless model.
-    """
-    if not isinstance(model, DeiT):
-        raise TypeError(f'checkpoint_filter_fn maps onto a DeiT model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if 'pos_embed' not in state_dict or 'cls_token' not in state_dict:
-        raise ValueError(f'{name}: not a DeiT checkpoint (no pos_embed / cls_token; first keys {list(state_dict)[:3]})')
-    expected = model.state_dict()
-    pos, want = state_dict['pos_embed'], expected['pos_embed']
-    if pos.shape != want.shape and pos.dim() == 3 and pos.shape[-1] == want.shape[-1]:
-        state_dict = dict(state_dict, pos_embed=resample_abs_pos_embed(
-            pos, tuple(model.patch_embed.grid_size), num_prefix_tokens=1))
-    if 'head.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        def layout(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-            blocks = sorted({int(k.split('.')[1]) for k in sd if k.startswith('blocks.')})
-            return dict(depth=len(blocks), width=sd['cls_token'].shape[-1] if 'cls_token' in sd else None)
-        have, want = layout(state_dict), layout(expected)
-        raise mismatch_error(name, problem, have, want, dict(zip(have, have)))
-    return state_dict
-

@@ -65,7 +65,7 @@ class Family:
     variants: Mapping[str, Variant]
     cfg: Mapping[str, Any]
     ema: bool | frozenset[str] = True
-    read_weights: Callable[[str, bool | None], dict[str, Any]] | None = None
+    read_weights: Callable[[str], dict[str, Any]] | None = None
     letters: Mapping[str, Mapping[str, str]] | None = None
     cache_per_model: bool = False
 
@@ -107,14 +107,19 @@ class Family:
 
     def create(self, variant: str, pretrained: bool = False, **kwargs: Any):
         """Build ``variant`` through timm (``kwargs`` override the table's arguments)."""
-        from .checkpoint import fit  # the loader reads the registry below: imported once a model is built
+        from .checkpoint import pretrained_filter  # the loader reads the registry below: imported when first needed
 
+        overlay = kwargs.get('pretrained_cfg_overlay') or {}
+        if any(overlay.get(k) for k in ('file', 'url')) and 'custom_load' not in overlay:
+            # timm reads such a file itself (EMA weights first, no family reader): the zoo's loader reads it instead,
+            # as it reads the releases (PretrainedMixin), so a file gives the same weights everywhere
+            kwargs['pretrained_cfg_overlay'] = dict(overlay, custom_load=True)
         args = dict(self.variants[variant].args, **kwargs)
         skeleton = args.get('skeleton')
         cls = self.model_class(args)
         if self.letters is not None and skeleton in self.letters:
             args['attn_kinds'] = parse_attn_code(args.pop('attn_type'), args['depths'], self.letters[skeleton])
-        return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=fit,
+        return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=pretrained_filter,
                                     feature_cfg=cls.feature_cfg(args), **args)
 
 

@@ -13,13 +13,37 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from timm.layers import trunc_normal_
 from timm.layers.helpers import get_device_dtype
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel']
+__all__ = ['HierarchicalModel', 'check_image', 'trunc_normal_init']
+
+
+def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
+    """The input check of every zoo model: ``ValueError`` unless ``x`` is an image batch ``[B, in_chans, H, W]`` of
+    at least ``min_size`` px per side (``why``: what needs that size, for the message)."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f'expected an image batch [B, {in_chans}, H, W] (in_chans={in_chans}), got a tensor of shape '
+                         f'{tuple(x.shape)}')
+    if min(x.shape[2:]) < min_size:
+        raise ValueError(f'inputs need at least {min_size} px per side{f" ({why})" if why else ""}, got '
+                         f'{tuple(x.shape[2:])}')
+
+
+def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,)) -> bool:
+    """The init most official codes share (for ``self.apply``): truncated-normal(0.02) weights and zero biases for
+    modules of ``types``; nothing to draw on the meta device. True when ``module`` is one of ``types``."""
+    if not isinstance(module, types):
+        return False
+    if module.weight.device.type != 'meta':
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return True
 
 
 class HierarchicalModel(PretrainedMixin, nn.Module):
@@ -62,6 +86,12 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
                 (r'^norm', (99999,)),
             ],
         )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay beyond timm's defaults (1-D tensors, biases): none unless the family
+        says (the official sets of most families name ``pos_embed`` / ``cls_token``, which they do not have)."""
+        return set()
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

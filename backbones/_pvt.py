@@ -19,12 +19,12 @@ and the agent biases are resized as the official downstream backbones do (:mod:`
 official ``_get_pos_embed`` compares a stage's token count with stage 1's build count, which crashes or mislays the
 embedding at some sizes (e.g. stage 2 of a 448 input); here a stage compares its own grid. Layout: stage 1's patch
 embedding is ``patch_embed``, the others ``stages.{i}.downsample``; ``pos_embed{i+1}`` -> ``stages.{i}.pos_embed``;
-``block{i+1}`` -> ``stages.{i}.blocks``; ``head`` -> ``head.fc`` (:func:`checkpoint_filter_fn`).
+``block{i+1}`` -> ``stages.{i}.blocks``; ``head`` -> ``head.fc`` (``PVT.checkpoint_layout``).
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -35,11 +35,11 @@ from torch import nn
 
 import ops
 
-from ._agent_inline import AgentAttention, InLineAttention
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'checkpoint_filter_fn', 'PVT_KINDS']
+__all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'PVT_KINDS']
 
 PVT_KINDS = ('sra', 'agent', 'inline')
 _LN_EPS = 1e-6  # the blocks' norm_layer; the patch embeddings' and SRA's norms keep nn.LayerNorm's 1e-5
@@ -73,7 +73,8 @@ class SpatialReductionAttention(nn.Module):
         if self.sr_ratio > 1:
             kv_in = self.norm(self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         k, v = self.kv(kv_in).reshape(b, -1, 2, self.num_heads, self.head_dim).unbind(2)
-        out = ops.dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        keys = (h, w) if self.sr_ratio == 1 else ops.TokenGrid(tuple(kv_in.shape[1:3]), name='pooled')
+        out = ops.dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0., token_grid=((h, w), keys))
         return self.proj_drop(self.proj(out.reshape(b, h, w, c)))
 
 
@@ -164,15 +165,27 @@ class _Stem(PatchEmbed):
         self.in_chans = in_chans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f'this PVT model needs inputs of at least {_MIN_SIZE} px per side (a 4x4 then three 2x2 '
-                             f'patch embeddings), got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, _MIN_SIZE, 'a 4x4 then three 2x2 patch embeddings')
         return super().forward(x)
+
+
+def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """A stage's position embedding ``[1, H0 * W0, C]`` of another (square) build grid, bilinearly resized to the
+    stage's build grid: the rule its forward applies at any other map."""
+    side = math.isqrt(pos.shape[1]) if pos.ndim == 3 else 0
+    if side * side != pos.shape[1] or pos.shape[-1] != target.shape[-1]:
+        return pos
+    grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(owner.build_grid), mode='bilinear').permute(0, 2, 3, 1)
+    return grid.reshape(1, -1, pos.shape[-1]).to(pos.dtype)
+
+
+_STAGES = stage_summary('norm2.weight')
+
+
+def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, - spatial reduction)':
+                                        attention_layout(state_dict)})
 
 
 class PVT(HierarchicalModel):
@@ -193,6 +206,13 @@ class PVT(HierarchicalModel):
     """
 
     stem_pattern = r'^patch_embed|^stages\.0\.pos_embed'
+    # The official layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}`` per stage (from 1); position embeddings
+    # and agent biases of another build size resized.
+    checkpoint_layout = Layout(
+        name='PVT-skeleton', marker=r'^stages\.\d+\.pos_embed$', summary=_summary,
+        renames=(('patch_embed1.', 'patch_embed.'), ('patch_embed{i}.', 'stages.{i-1}.downsample.'),
+                 ('pos_embed{i}', 'stages.{i-1}.pos_embed'), ('block{i}.', 'stages.{i-1}.blocks.'), *HEAD_FC),
+        resize={**AGENT_BIAS_RESIZE, r'^stages\.\d+\.pos_embed$': _resize_pos_embed})
 
     def __init__(
             self,
@@ -246,14 +266,7 @@ class PVT(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()  # the official models have no final norm
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -265,60 +278,3 @@ class PVT(HierarchicalModel):
             ],
         )
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's defaults (biases, norms): the official ``no_weight_decay`` names only a
-        ``cls_token`` these models do not have, so position embeddings and agent biases are decayed."""
-        return set()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^(patch_embed|pos_embed|block)(\d+)(.*)$', key)
-    if m:
-        kind, i, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
-        if kind == 'patch_embed':
-            return f'patch_embed{rest}' if i == 0 else f'stages.{i}.downsample{rest}'
-        if kind == 'pos_embed':
-            return f'stages.{i}.pos_embed{rest}'
-        return f'stages.{i}.blocks{rest}'
-    return 'head.fc.' + key[len('head.'):] if key.startswith('head.') else key
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    layout = stage_layout(state_dict, widths='norm2.weight', agent=('attn.an_bias', lambda t: 'agent'),
-                          inline=('attn.residual.0.weight', lambda t: 'inline'))
-    return dict(layout, attention=[a or i or 'sra' for a, i in zip(layout.pop('agent'), layout.pop('inline'))])
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: PVT) -> dict[str, torch.Tensor]:
-    """Map an official Agent-PVT / InLine-PVT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one under ``model`` (the official releases) / ``state_dict`` / ``model_ema`` (and
-    DDP's ``module.``). Raises ``ValueError`` naming what differs (blocks, widths, attention per stage, keys) for
-    another family or variant. The classifier is dropped for a headless model, else left to timm's loader with the
-    stem's input channels.
-    """
-    if not isinstance(model, PVT):
-        raise TypeError(f'checkpoint_filter_fn maps onto a PVT-skeleton model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if any(k.startswith('block1.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(re.match(r'^stages\.\d+\.pos_embed$', k) for k in state_dict):
-        raise ValueError(f'{name}: not a PVT-skeleton checkpoint (no pos_embed1..4 / stages.*.pos_embed; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths', attention='attention per stage')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _cswin, _deit, _pvt, _swin
-from .checkpoint import filter_by_class
+from ._cswin import CSWin
+from ._deit import DeiT
+from ._pvt import PVT
+from ._swin import Swin
 
-__all__ = ['DEIT_CFG', 'SKELETONS', 'checkpoint_filter_fn', 'tsinghua']
+__all__ = ['DEIT_CFG', 'SKELETONS', 'tsinghua']
 
-SKELETONS: dict[str, type] = dict(swin=_swin.Swin, pvt=_pvt.PVT, deit=_deit.DeiT, cswin=_cswin.CSWin)
-checkpoint_filter_fn = filter_by_class({_swin.Swin: _swin.checkpoint_filter_fn, _pvt.PVT: _pvt.checkpoint_filter_fn,
-                                        _deit.DeiT: _deit.checkpoint_filter_fn,
-                                        _cswin.CSWin: _cswin.checkpoint_filter_fn})
+SKELETONS: dict[str, type] = dict(swin=Swin, pvt=PVT, deit=DeiT, cswin=CSWin)
 DEIT_CFG = dict(pool_size=None, classifier='head')  # DeiT: a class-token classifier, token features
 
 

@@ -17,29 +17,35 @@ every size, and so does this skeleton (the official classification code would wi
 Any input size: the stem zero-pads the image to a multiple of 4; window blocks zero-pad the normalised tokens to a
 multiple of the window and crop back (the official downstream backbones' padding, padded keys unmasked); patch
 merging pads odd maps; agent biases are resized to the map (:mod:`backbones._agent_inline`). Module layout: timm's
-(``stages.{i}.downsample`` in front, ``stages.{i}.blocks.{j}``, ``head.fc``); :func:`checkpoint_filter_fn` maps
+(``stages.{i}.downsample`` in front, ``stages.{i}.blocks.{j}``, ``head.fc``); ``Swin.checkpoint_layout`` maps
 the official layout (``layers.{i}``, downsample at the end) onto it.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    calculate_drop_path_rates,
+    resize_rel_pos_bias_table,
+)
 from timm.models import checkpoint_seq
 from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
 import ops
 
-from ._agent_inline import AgentAttention, InLineAttention
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['Swin', 'SwinBlock', 'attention_layout', 'checkpoint_filter_fn', 'ATTN_KINDS']
+__all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
 
 ATTN_KINDS = ('window', 'agent', 'inline')
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
@@ -127,16 +133,24 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)  # nn.LayerNorm's default, as the official stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f'this Swin model needs inputs of at least {_MIN_SIZE} px per side (three 2x2 patch '
-                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 patch mergings after the stride-4 stem')
         p = self.patch_size
         return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+
+
+def _resize_window_table(table: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """A relative position table ``[(2w-1)^2, heads]`` of another window, resized as timm does for Swin."""
+    if table.ndim != 2 or table.shape[1] != target.shape[1]:
+        return table
+    return resize_rel_pos_bias_table(table, new_window_size=owner.window_size, new_bias_shape=tuple(target.shape))
+
+
+_STAGES = stage_summary('norm2.weight')
+
+
+def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, W window)':
+                                        attention_layout(state_dict)})
 
 
 class Swin(HierarchicalModel):
@@ -158,6 +172,14 @@ class Swin(HierarchicalModel):
         drop_rate: classifier dropout; proj_drop_rate: after projections and in the MLP (the official ``drop_rate``);
         attn_drop_rate: on attention probabilities; drop_path_rate: stochastic depth, linear over all blocks.
     """
+
+    # The official layout: ``layers.{i}`` with the downsampling at their end; the derived buffers dropped; agent
+    # biases and window tables of another build size resized.
+    checkpoint_layout = Layout(
+        name='Swin-skeleton', marker=r'^stages\.\d+\.blocks\.\d+\.attn\.', summary=_summary,
+        renames=(('layers.{i}.downsample.', 'stages.{i+1}.downsample.'), ('layers.', 'stages.'), *HEAD_FC),
+        derived=('relative_position_index', 'attn_mask'),
+        resize={**AGENT_BIAS_RESIZE, r'\.relative_position_bias_table$': _resize_window_table})
 
     def __init__(
             self,
@@ -208,82 +230,10 @@ class Swin(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal linear weights, zero biases (norms and convs keep PyTorch's)
-        if isinstance(m, nn.Linear) and m.weight.device.type != 'meta':
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init (norms and convs keep PyTorch's)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """The official classification exclusions: the relative position tables (``no_weight_decay_keywords``); the
         agent biases are decayed there (only the downstream configs exempt them, in their optimizer settings)."""
         return {n for n, _ in self.named_parameters() if n.endswith('relative_position_bias_table')}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-_OFFICIAL_BUFFERS = ('relative_position_index', 'attn_mask')
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
-    if m:
-        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
-    key = re.sub(r'^layers\.', 'stages.', key)
-    return 'head.fc.' + key[len('head.'):] if key.startswith('head.') else key
-
-
-_KIND_KEYS = {'an_bias': 'A', 'residual.0.weight': 'I', 'relative_position_bias_table': 'W'}
-
-
-def attention_layout(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Per stage, one letter per block of a zoo-layout state dict: A(gent), I(nLine), W(indow), - (none of these)."""
-    letters: dict[tuple[int, int], str] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', k)
-        if m and m.group(3) in _KIND_KEYS:
-            letters[int(m.group(1)), int(m.group(2))] = _KIND_KEYS[m.group(3)]
-    return [''.join(letters.get((s, b), '-') for b in range(d))
-            for s, d in enumerate(stage_layout(state_dict)['depths'])]
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    return dict(stage_layout(state_dict, widths='norm2.weight'), attention=attention_layout(state_dict))
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: Swin) -> dict[str, torch.Tensor]:
-    """Map an official Agent-Swin / InLine-Swin checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one under ``model`` (the official releases) / ``state_dict`` / ``model_ema`` (and
-    DDP's ``module.``); drops the official derived buffers (``relative_position_index``, ``attn_mask``). Raises
-    ``ValueError`` naming what differs (blocks, widths, attention kinds per stage, keys) for another family or
-    variant. The classifier is dropped for a headless model, else left to timm's loader with the stem's channels.
-    """
-    if not isinstance(model, Swin):
-        raise TypeError(f'checkpoint_filter_fn maps onto a Swin-skeleton model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(_OFFICIAL_BUFFERS)}
-    if any(k.startswith('layers.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(re.match(r'^stages\.\d+\.blocks\.\d+\.attn\.', k) for k in state_dict):
-        raise ValueError(f'{name}: not a Swin-skeleton checkpoint (no layers.*.blocks.*.attn weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths',
-                      attention='attention per block (A agent, I InLine, W window)')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict

@@ -29,37 +29,28 @@ At sizes that divide, nothing is padded and the result is the official one. ``ma
 the padded tokens out of the routing means, the keys and LePE (the correct behaviour; not the official checkpoints'
 training condition).
 
-Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Differences from the official module layout (``BiFormer.checkpoint_layout`` maps official checkpoints onto ours):
 ``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``stages.{i}.{j}``
 -> ``stages.{i}.blocks.{j}`` (BiFormer; STL has ``blocks`` already), ``attn.qkv.qkv`` -> ``attn.qkv``, ``attn.wo``
 -> ``attn.proj``, ``mlp.0`` / ``mlp.3`` (``mlp.2`` in STL) -> ``mlp.fc1`` / ``mlp.fc2``, ``head`` -> ``head.fc``.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, Mlp
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import (
-    in_chans_only,
-    mismatch_error,
-    mismatch_report,
-    model_name,
-    stage_layout,
-    unwrap_state_dict,
-)
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE',
-           'checkpoint_filter_fn']
+__all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE']
 
 _LN_EPS = 1e-6
 _GLOBAL_HEADS = 8  # the official AttentionLePE default, which its Block never overrides
@@ -112,7 +103,7 @@ class BiLevelRoutingAttention(nn.Module):
         _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale, valid_shape=valid)
         heads = (B, Hp, Wp, self.num_heads, -1)
         out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
-                                   scale=self.scale, valid_shape=valid).reshape(B, Hp, Wp, C)
+                                   scale=self.scale, valid_shape=valid, token_grid=(H, W)).reshape(B, Hp, Wp, C)
         if self.mask_padding:  # LePE on the real map (zeros beyond its border, not the padded tokens' V)
             out, v = ops.crop(out, size, dims=(1, 2)), ops.crop(v, size, dims=(1, 2))
         if self.lepe is not None:
@@ -140,7 +131,7 @@ class GlobalAttentionLePE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).unbind(2)
-        out = ops.dense_attention(q, k, v).reshape(B, H, W, C)
+        out = ops.dense_attention(q, k, v, token_grid=(H, W)).reshape(B, H, W, C)
         if self.lepe is not None:
             out = out + _conv_nhwc(self.lepe, x)
         return self.proj(out)
@@ -228,6 +219,14 @@ class BiFormer(HierarchicalModel):
     """
 
     stem_pattern = r'^stem'
+    # The official layout: ``downsample_layers`` (0: the stem), Sequential stages (BiFormer), ``qkv.qkv`` / ``wo``,
+    # the MLP's Linears by position (``mlp.3``: after the unused DWConv slot and GELU; ``mlp.2`` in STL).
+    checkpoint_layout = Layout(
+        name='BiFormer', marker=r'\.attn\.lepe\.weight$', summary=stage_summary('norm1.weight'),
+        renames=(('downsample_layers.0.', 'stem.'), ('downsample_layers.{i}.', 'stages.{i}.downsample.'),
+                 ('stages.{i}.{j}.', 'stages.{i}.blocks.{j}.'), ('.attn.qkv.qkv.', '.attn.qkv.'),
+                 ('.attn.wo.', '.attn.proj.'), ('.mlp.0.', '.mlp.fc1.'), ('.mlp.3.', '.mlp.fc2.'),
+                 ('.mlp.2.', '.mlp.fc2.'), *HEAD_FC))
 
     def __init__(
             self,
@@ -276,82 +275,12 @@ class BiFormer(HierarchicalModel):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal Linear weights with zero biases (convs and norms: PyTorch defaults)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match no name)."""
-        return set()
+        self.apply(trunc_normal_init)  # the official init (convs and norms: PyTorch defaults)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
-        if self.swin_layout and min(x.shape[2:]) < 32:  # strided patch convs floor each side: 32 -> 1
-            raise ValueError(f'BiFormer-STL needs an input of at least 32x32 (4x4 patches, then three 2x2 merges), '
-                             f'got {tuple(x.shape[2:])}')
+        # BiFormer-STL's strided patch convs floor each side: 32 -> 1
+        check_image(x, self.in_chans, 32 if self.swin_layout else 1, '4x4 patches, then three 2x2 merges')
         return self.stem(x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-_BLOCK_RENAMES = (('.attn.qkv.qkv.', '.attn.qkv.'), ('.attn.wo.', '.attn.proj.'), ('.mlp.0.', '.mlp.fc1.'))
-
-
-def _remap_official(key: str, swin_layout: bool) -> str:
-    m = re.match(r'^downsample_layers\.(\d+)\.(.*)$', key)
-    if m:
-        i = int(m.group(1))
-        return f'stem.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
-    if key.startswith('head.'):
-        return 'head.fc.' + key[len('head.'):]
-    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)  # BiFormer's Sequential stages
-    for old, new in _BLOCK_RENAMES:
-        key = key.replace(old, new)
-    # the second MLP Linear: after Linear, Identity (the unused DWConv slot), GELU in BiFormer; Linear, GELU in STL
-    return key.replace('.mlp.2.' if swin_layout else '.mlp.3.', '.mlp.fc2.')
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: BiFormer) -> dict[str, torch.Tensor]:
-    """Map an official BiFormer / BiFormer-STL checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` (the official releases) / ``model_ema`` / ``state_dict``
-    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (the official loader's choice). Raises
-    ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) for another family or variant.
-    The classifier is dropped for a headless model; otherwise it and the stem's input channels are left to timm's
-    loader.
-    """
-    if not isinstance(model, BiFormer):
-        raise TypeError(f'checkpoint_filter_fn maps onto a BiFormer model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if any(k.startswith('downsample_layers.') for k in state_dict):
-        state_dict = {_remap_official(k, model.swin_layout): v for k, v in state_dict.items()}
-    if not any(k.endswith('.attn.lepe.weight') for k in state_dict) or \
-            not any(k.endswith('.attn.proj.weight') for k in state_dict):
-        raise ValueError(f'{name}: not a BiFormer checkpoint (no attn.lepe / attn.proj weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('stem.0.weight'))
-    if problem:
-        have = stage_layout(state_dict, widths='norm1.weight')
-        want = stage_layout(expected, widths='norm1.weight')
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

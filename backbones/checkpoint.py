@@ -1,121 +1,168 @@
-"""One way to read weights, shared by validate.py / train.py, ``pretrained=True`` and the downstream backbone.
+"""One way to read weights and one way to fit them, for every loader of the zoo.
 
-* :func:`unwrap_state_dict`: the weights inside a checkpoint file. A file may hold raw weights (``state_dict`` /
-  ``model``), EMA weights (``state_dict_ema`` / ``model_ema``), both, or be a plain state dict. ``use_ema`` chooses
-  explicitly; by default the family decides (:func:`ema_first`), because the weights the authors' table was measured
-  with differ between releases.
-* :func:`checkpoint_filter`: a family's ``checkpoint_filter_fn``, found by one rule (timm's): the module of the
-  model's registered entrypoint.
-* :func:`mismatch_report`: the one-line report of how a state dict fails to fit a model.
-* :func:`read_tf_checkpoint`: the variables of a TensorFlow checkpoint as arrays (MOAT's releases), for a family's
-  filter to map.
-* :func:`fit_state_dict`: all three together, as every loader uses them: the weights as saved when they fit,
-  otherwise through the family filter, whose own diagnosis (wrong family, wrong variant) is kept in the error.
-* :func:`read_checkpoint`: a torch file read in ``weights_only`` mode with what official training checkpoints also
-  hold (``argparse.Namespace``, numpy scalars) allow-listed (:func:`checkpoint_safe_globals`).
-* ``pretrained=True`` for official releases (:func:`release_url`, :func:`load_pretrained`, :class:`PretrainedMixin`):
-  timm's URL loader names the cache file after the URL's basename, empty for TsinghuaCloud shares and ``content``
-  for every OneDrive one, and reads with plain ``weights_only``; a family's ``_cfg`` gives each release a cache name
-  of its own and ``custom_load``, so timm downloads it and calls ``model.load_pretrained(path)``.
+``pretrained=True`` (and ``pretrained_cfg_overlay=dict(file=/url=)``), validate.py ``--checkpoint``, train.py
+``--initial-checkpoint`` / ``--pretrained-path`` and the downstream backbone's ``init_cfg`` all go through:
 
-A family declares its default with a module-level ``CHECKPOINT_EMA`` next to its ``checkpoint_filter_fn`` (True:
-EMA weights first, timm's order, also used for models that declare nothing; False: raw weights first; a set of
-variant names: EMA first for those, raw for the others).
+* :func:`read_checkpoint`: what a file holds, as a dict: a local path, an http(s) URL (downloaded once into timm's
+  cache) or ``hf-hub:<repo id>``; the one ``torch.load`` of the zoo, in ``weights_only`` mode with what official
+  training checkpoints also hold allow-listed (:func:`checkpoint_safe_globals`), or the family's own reader
+  (:attr:`backbones._family.Family.read_weights`: MOAT's TF1 releases);
+* :func:`fit`: those weights in a model's layout. It unwraps once (:func:`unwrap_state_dict`: raw or EMA weights,
+  by default the family's choice), renames the official keys and resizes what the model class's
+  :class:`Layout` says may be resized, and reports once, in one line, how the weights fail to fit: the
+  :class:`Layout`'s summary (blocks, widths, heads, ... of checkpoint vs model) and the missing, unexpected and
+  mis-shaped keys (:func:`mismatch_report`);
+* :func:`load_weights`: both, then ``load_state_dict``, with timm's adaptation of the classifier and first conv
+  for pretrained weights (``head='adapt'``), a fresh classifier for fine-tuning (``head='new'``) or strictly.
+
+A model class declares its :class:`Layout` as ``checkpoint_layout``; a model without one (timm's) is fitted as
+saved. Errors: ``RuntimeError`` for a file that cannot be read, ``ValueError`` for weights that do not fit; the
+loaders add which model and file, nothing else.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import contextlib
-import glob
+import functools
 import os
 import re
-import sys
-import tarfile
-import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
-from types import ModuleType
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
-import timm
 import torch
-from timm.models import adapt_input_conv, clean_state_dict, model_entrypoint
+from timm.models import adapt_input_conv, clean_state_dict
 
 from ._family import family_of
 
-__all__ = ['EMA_KEYS', 'RAW_KEYS', 'PretrainedMixin', 'checkpoint_filter', 'checkpoint_safe_globals', 'ema_first',
-           'filter_by_class', 'fit', 'fit_state_dict', 'in_chans_only', 'load_fitted', 'load_pretrained',
-           'mismatch_error', 'mismatch_report', 'model_name', 'read_checkpoint', 'read_tf_checkpoint', 'stage_layout',
-           'unwrap_state_dict']
+__all__ = ['EMA_KEYS', 'HEAD_FC', 'RAW_KEYS', 'Layout', 'PretrainedMixin', 'checkpoint_safe_globals', 'ema_first',
+           'fit', 'load_weights', 'mismatch_report', 'model_name', 'pretrained_filter', 'read_checkpoint', 'rename',
+           'stage_depths', 'stage_summary', 'unwrap_state_dict', 'WeightsMismatch']
 
 EMA_KEYS = ('state_dict_ema', 'model_ema')
 RAW_KEYS = ('state_dict', 'model')
-
-
-def _architecture(model: torch.nn.Module) -> str | None:
-    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+HEAD_FC = (('head.weight', 'head.fc.weight'), ('head.bias', 'head.fc.bias'))  # an official ``head`` Linear -> ours
 
 
 def model_name(model: torch.nn.Module) -> str:
     """The registered name of a model built by ``timm.create_model`` (its class name otherwise), for messages."""
-    return _architecture(model) or type(model).__name__
-
-
-def stage_layout(state_dict: Mapping[str, Any], **first_block: str | tuple[str, Callable]) -> dict[str, list]:
-    """Blocks per stage (``depths``) of a state dict in the zoo layout (``stages.{s}.blocks.{b}.*``) and, per keyword,
-    a value read from ``stages.{s}.blocks.0.<suffix>``: its first dim, or ``fn(tensor)`` for ``(suffix, fn)``; None
-    where absent. What a filter's mismatch message compares between checkpoint and model.
-    """
-    depths: dict[int, int] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            depths[s] = max(depths.get(s, 0), b + 1)
-    stages = sorted(depths)
-
-    def read(s: int, spec: str | tuple[str, Callable]):
-        suffix, fn = (spec, lambda t: t.shape[0]) if isinstance(spec, str) else spec
-        t = state_dict.get(f'stages.{s}.blocks.0.{suffix}')
-        return None if t is None else fn(t)
-    layout = dict(depths=[depths[s] for s in stages])
-    layout.update({key: [read(s, spec) for s in stages] for key, spec in first_block.items()})
-    return layout
-
-
-def _family_module(model: torch.nn.Module | str) -> ModuleType | None:
-    """The module of the registered entrypoint of ``model`` (a name, or a model built by ``timm.create_model``)."""
-    name = model if isinstance(model, str) else _architecture(model)
-    if not name or not timm.is_model(name):
-        return None
-    return sys.modules.get(model_entrypoint(name).__module__)
-
-
-def checkpoint_filter(model: torch.nn.Module | str) -> Callable | None:
-    """The family's ``checkpoint_filter_fn(state_dict, model)``, or None when the family has none."""
-    return getattr(_family_module(model), 'checkpoint_filter_fn', None)
-
-
-def weights_reader(model: torch.nn.Module | str) -> Callable[[str, bool | None], dict[str, Any]] | None:
-    """The family's ``read_weights(path, use_ema)``, for weight files that are not torch checkpoints (MOAT's TF1
-    releases): a state dict in the family's layout, the EMA or raw weights as ``use_ema`` chooses (None: the family's
-    default). None when the family reads torch checkpoints only."""
-    family = family_of(model)
-    return family.read_weights if family else None
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
 
 
 def ema_first(model: torch.nn.Module | str) -> bool:
-    """Whether the family's default weights are the EMA ones when a checkpoint holds both (timm's order for a model
-    of no zoo family)."""
+    """Whether the default weights of a checkpoint holding raw and EMA ones are the EMA ones: the family's choice
+    (:attr:`backbones._family.Family.ema`), timm's (EMA first) for a model of no zoo family."""
     family = family_of(model)
     return family.ema_first(model if isinstance(model, str) else model_name(model)) if family else True
 
 
-def fit(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn`` of every zoo model: ``state_dict`` in ``model``'s layout."""
-    filter_fn = checkpoint_filter(model)
-    return dict(state_dict) if filter_fn is None else filter_fn(state_dict, model)
+# ---------------------------------------------------------------------------------------------------------------
+# Key templates
+
+_FIELD = re.compile(r'\{(\w+)([+-]\d+)?\}')
+
+
+@functools.cache
+def _template(template: str) -> tuple[re.Pattern, tuple[tuple[str, int], ...]]:
+    """A key template as a regex and its fields (name, offset): see :func:`rename`."""
+    parts, fields, pos = [], [], 0
+    for m in _FIELD.finditer(template):
+        parts += [re.escape(template[pos:m.start()]), r'(\d+)']
+        fields.append((m.group(1), int(m.group(2) or 0)))
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    start = '' if template.startswith('.') else '^'
+    end = '' if template.endswith('.') else r'(?=\.|$)'
+    return re.compile(start + ''.join(parts) + end), tuple(fields)
+
+
+def rename(key: str, renames: Sequence[tuple[str, str]]) -> str:
+    """``key`` through each ``(old, new)`` rule in turn (the first place ``old`` matches becomes ``new``).
+
+    A template is literal key text with integer fields: ``'levels.{i}.downsample.'`` ->
+    ``'stages.{i+1}.downsample.'``; ``{i}`` matches a number, ``{i+1}`` / ``{i-1}`` one off it, on either side, so
+    ``rename(key, [(new, old) for old, new in renames])`` inverts a table. A template starting with ``.`` matches
+    inside a key (``'.gamma{n}'``), any other at its start; one not ending in ``.`` must end a name component
+    (``'head.weight'`` does not match ``head.weight_g``)."""
+    for old, new in renames:
+        pattern, fields = _template(old)
+        m = pattern.search(key)
+        if m:
+            values = {name: int(text) - offset for (name, offset), text in zip(fields, m.groups())}
+            filled = _FIELD.sub(lambda f, v=values: str(v[f.group(1)] + int(f.group(2) or 0)), new)
+            key = key[:m.start()] + filled + key[m.end():]
+    return key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layouts and the shared fit
+
+Resize = Callable[[torch.Tensor, torch.Tensor, torch.nn.Module], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a model class's checkpoints are named and what in them is sized to a build resolution: what :func:`fit`
+    needs besides the model. A model class declares it as ``checkpoint_layout``.
+
+    * ``name``: what such checkpoints are, for messages (``'NAT/DiNAT/DiNAT_s'``);
+    * ``marker``: a regex that some key of every such checkpoint matches once renamed (else: "not a <name>
+      checkpoint");
+    * ``renames``: ``(official, ours)`` key templates (:func:`rename`), applied to every key; they leave our own
+      keys as they are, so ours and official files load alike;
+    * ``derived``: regexes of official buffers computed from the sizes (dropped);
+    * ``resize``: key regex -> ``fn(value, model's tensor, module owning it)`` giving the model's shape, applied
+      where the shapes differ (position tables of another kernel, window or build size);
+    * ``summary``: state dict (ours) -> ``{label: value}``, compared between checkpoint and model when they do not
+      fit (:func:`stage_summary`);
+    * ``classifier``: our classifier modules (a headless model drops their keys).
+    """
+
+    name: str = ''
+    marker: str | None = None
+    renames: tuple[tuple[str, str], ...] = ()
+    derived: tuple[str, ...] = ()
+    resize: Mapping[str, Resize] = field(default_factory=dict)
+    summary: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    classifier: tuple[str, ...] = ('head.fc',)
+
+    def to_official(self, state_dict: Mapping[str, Any], renames: Sequence[tuple[str, str]] | None = None
+                    ) -> dict[str, Any]:
+        """``state_dict`` (ours) in the official layout: the renames inverted (``renames``: a subset of them, for a
+        layout that several official ones map onto)."""
+        inverse = [(new, old) for old, new in (self.renames if renames is None else renames)]
+        return {rename(k, inverse): v for k, v in state_dict.items()}
+
+
+def stage_summary(widths: str, extra: Mapping[str, str | tuple[str, Callable]] | None = None
+                  ) -> Callable[[Mapping[str, Any]], dict[str, list]]:
+    """A :attr:`Layout.summary` for the zoo's stage layout (``stages.{s}.blocks.{b}.*``): blocks per stage, the
+    stage widths (the first dim of each stage's ``blocks.0.<widths>``) and per ``extra`` label a value read from
+    ``blocks.0.<suffix>``: its first dim, or ``fn(tensor)`` for ``(suffix, fn)``; None where absent."""
+    fields = {'stage widths': widths, **(extra or {})}
+
+    def summary(state_dict: Mapping[str, Any]) -> dict[str, list]:
+        def read(s: int, spec: str | tuple[str, Callable]):
+            suffix, fn = (spec, lambda t: t.shape[0]) if isinstance(spec, str) else spec
+            t = state_dict.get(f'stages.{s}.blocks.0.{suffix}')
+            return None if t is None else fn(t)
+        depths = stage_depths(state_dict)
+        return {'blocks per stage': depths, **{label: [read(s, spec) for s in range(len(depths))]
+                                               for label, spec in fields.items()}}
+    return summary
+
+
+def stage_depths(state_dict: Mapping[str, Any]) -> list[int]:
+    """Blocks per stage of a state dict in the zoo's stage layout (``stages.{s}.blocks.{b}.*``)."""
+    depths: dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    return [depths.get(s, 0) for s in range(max(depths) + 1)] if depths else []
 
 
 def unwrap_state_dict(
@@ -125,9 +172,10 @@ def unwrap_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The weights of a plain state dict or of a wrapped checkpoint, without DDP's ``module.`` prefix.
 
-    ``use_ema`` True / False takes the EMA / raw entry and raises ``ValueError`` when the file has none; None takes
-    the EMA entry first when ``prefer_ema`` (the family default, :func:`ema_first`), else the raw one first.
-    Raises ``ValueError`` naming the first entry that is not a tensor (e.g. a wrapper this function does not know).
+    ``use_ema`` True / False takes the EMA (``state_dict_ema`` / ``model_ema``) / raw (``state_dict`` / ``model``)
+    entry and raises ``ValueError`` when the file has none; None takes the EMA entry first when ``prefer_ema``, else
+    the raw one first. Raises ``ValueError`` naming the first entry that is not a tensor (e.g. a wrapper this
+    function does not know).
     """
     present = [k for k in EMA_KEYS + RAW_KEYS if isinstance(checkpoint.get(k), Mapping)]
     if use_ema is True:
@@ -150,41 +198,19 @@ def unwrap_state_dict(
     return clean_state_dict(dict(weights))
 
 
-def mismatch_error(name: str, problem: str, have: Mapping[str, Any], want: Mapping[str, Any],
-                   labels: Mapping[str, str]) -> ValueError:
-    """The checkpoint filters' error: every field of ``labels`` (field -> words) whose summary differs between the
-    checkpoint (``have``) and the model (``want``, e.g. :func:`stage_layout`), then :func:`mismatch_report`'s line."""
-    diffs = [f'{labels[f]}: checkpoint {have[f]} vs model {want[f]}' for f in labels if have[f] != want[f]]
-    return ValueError(f'{name}: checkpoint does not match the model: ' + '; '.join(diffs + [problem]))
-
-
-def in_chans_only(*first_convs: str) -> Callable[[str, tuple, tuple], bool]:
-    """A :func:`mismatch_report` ``shape_ok``: the 4-D weights ``first_convs`` may differ in their input channels
-    only (timm's loader adapts a first conv to ``in_chans`` afterwards)."""
-    def ok(key: str, have: tuple, want: tuple) -> bool:
-        return key in first_convs and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
-    return ok
-
-
 def mismatch_report(
         expected: Mapping[str, Any],
         state_dict: Mapping[str, Any],
         optional: Collection[str] = (),
-        shape_ok: Callable[[str, tuple, tuple], bool] | None = None,
 ) -> str | None:
     """One line saying how ``state_dict`` fails to fit ``expected`` (name -> tensor), or None when it fits.
 
-    Keys in ``optional`` may be missing, differently shaped or extra (a classifier that is adapted afterwards);
-    ``shape_ok(key, have, want)`` may accept other shape differences (e.g. a first conv adapted to ``in_chans``).
+    Keys in ``optional`` may be missing, differently shaped or extra (a classifier that is adapted afterwards).
     """
     missing = [k for k in expected if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in expected and k not in optional]
-    shapes = []
-    for k, v in expected.items():
-        if k in state_dict and k not in optional:
-            have, want = tuple(getattr(state_dict[k], 'shape', ())), tuple(v.shape)
-            if have != want and not (shape_ok and shape_ok(k, have, want)):
-                shapes.append(f'{k} {have} vs {want}')
+    shapes = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
+              if k in state_dict and k not in optional and tuple(state_dict[k].shape) != tuple(v.shape)]
 
     def _few(items: list[str]) -> str:
         return ', '.join(items[:3]) + (', ...' if len(items) > 3 else '')
@@ -199,88 +225,93 @@ def mismatch_report(
     return '; '.join(problems) or None
 
 
+class WeightsMismatch(ValueError):
+    """Weights that do not fit a model: ``model`` its name, ``detail`` what differs (one line)."""
+
+    def __init__(self, model: str, detail: str):
+        super().__init__(f'{model}: checkpoint does not match the model: {detail}')
+        self.model, self.detail = model, detail
+
+
+def _owner(model: torch.nn.Module, key: str) -> torch.nn.Module:
+    return model.get_submodule(key.rpartition('.')[0])
+
+
+def fit(
+        checkpoint: Mapping[str, Any],
+        model: torch.nn.Module,
+        use_ema: bool | None = None,
+        optional: Collection[str] = (),
+) -> dict[str, torch.Tensor]:
+    """The weights of ``checkpoint`` (a state dict, possibly wrapped; ours or the official layout) in ``model``'s
+    layout, fitting it strictly but for the keys in ``optional``.
+
+    Unwraps once (``use_ema``, by default the family's choice), drops the derived buffers, renames, drops the
+    classifier of a headless model, resizes what the layout may resize. Raises ``ValueError`` with one line: not a
+    checkpoint of this layout, or what differs (the layout's summary of checkpoint vs model, then the keys).
+    """
+    layout = getattr(type(model), 'checkpoint_layout', None) or Layout()
+    name = model_name(model)
+    state_dict = unwrap_state_dict(checkpoint, use_ema, prefer_ema=ema_first(model))
+    derived = re.compile(rf'(^|\.)(?:{"|".join(layout.derived)})$') if layout.derived else None
+    state_dict = {rename(k, layout.renames): v for k, v in state_dict.items() if not (derived and derived.search(k))}
+    if layout.marker and not any(re.search(layout.marker, k) for k in state_dict):
+        raise ValueError(f'{name}: not a {layout.name} checkpoint (no weights matching {layout.marker!r}; first keys '
+                         f'{list(state_dict)[:3]})')
+    expected = model.state_dict()
+    heads = tuple(f'{c}.' for c in layout.classifier if not any(k.startswith(f'{c}.') for k in expected))
+    if heads:  # a headless model takes the backbone only
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(heads)}
+    for pattern, resize in layout.resize.items():
+        for k, v in state_dict.items():
+            if k in expected and k not in optional and v.shape != expected[k].shape and re.search(pattern, k):
+                state_dict[k] = resize(v, expected[k], _owner(model, k))
+    problem = mismatch_report(expected, state_dict, optional)
+    if problem is None:
+        return state_dict
+    diffs = []
+    if layout.summary is not None:
+        have, want = layout.summary(state_dict), layout.summary(expected)
+        diffs = [f'{label}: checkpoint {have[label]} vs model {want[label]}' for label in want
+                 if have[label] != want[label]]
+    raise WeightsMismatch(name, '; '.join(diffs + [problem]))
+
+
+def _pretrained_optional(model: torch.nn.Module) -> tuple[set[str], dict[str, int]]:
+    """What timm's loader adapts: the classifier keys when ``num_classes`` differs from the cfg's (dropped), and
+    the first convs (key -> model's input channels) whose input channels differ from the cfg's (adapted)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    heads: set[str] = set()
+    if getattr(model, 'num_classes', cfg.get('num_classes')) != cfg.get('num_classes'):
+        heads = {f'{h}.{p}' for h in _names(cfg.get('classifier')) for p in ('weight', 'bias')}
+    source_chans = (cfg.get('input_size') or (3,))[0]
+    adapt = {}
+    for name in _names(cfg.get('first_conv')):
+        chans = getattr(model.get_submodule(name), 'in_channels', source_chans)
+        if chans != source_chans:
+            adapt[f'{name}.weight'] = chans
+    return heads, adapt
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def pretrained_filter(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` (its own loader, for Hugging Face Hub weights): :func:`fit`, leaving to timm
+    the classifier and first conv it adapts afterwards."""
+    heads, adapt = _pretrained_optional(model)
+    return fit(state_dict, model, optional=heads | set(adapt))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading and loading
+
+
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = lines[0] if lines else ''
     return text if isinstance(err, ValueError) and text else f'{type(err).__name__}: {text}'.rstrip(': ')
-
-
-def fit_state_dict(
-        model: torch.nn.Module,
-        checkpoint: Mapping[str, Any],
-        use_ema: bool | None = None,
-        optional: Collection[str] = (),
-) -> dict[str, torch.Tensor]:
-    """The weights of ``checkpoint`` in ``model``'s layout: as saved when they fit, else through the family filter.
-
-    Raises ``ValueError`` with one line: the filter's own diagnosis when it rejects the file (plus how the file
-    fails as saved), or the key report of what still does not fit.
-    """
-    state_dict = unwrap_state_dict(checkpoint, use_ema, prefer_ema=ema_first(model))
-    expected = model.state_dict()
-    problem = mismatch_report(expected, state_dict, optional)
-    if problem is None:
-        return state_dict
-    filter_fn = checkpoint_filter(model)
-    if filter_fn is None:
-        raise ValueError(problem)
-    where = f'{filter_fn.__module__}.checkpoint_filter_fn'
-    try:
-        filtered = filter_fn(state_dict, model)
-    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
-        raise ValueError(f'{_first_line(e)} ({where}; as saved: {problem})') from None
-    problem = mismatch_report(expected, filtered, optional)
-    if problem is not None:
-        raise ValueError(f'{problem} (after {where})')
-    return filtered
-
-
-def filter_by_class(filters: Mapping[type, Callable]) -> Callable:
-    """One ``checkpoint_filter_fn`` for a family built on several skeletons (Agent / InLine: Swin, PVT, DeiT, CSwin):
-    the filter of the first class in ``filters`` that the model is an instance of."""
-    def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        for cls, fn in filters.items():
-            if isinstance(model, cls):
-                return fn(state_dict, model)
-        raise TypeError(f'no checkpoint filter for a {type(model).__name__} (this family has filters for '
-                        f'{", ".join(c.__name__ for c in filters)})')
-    return checkpoint_filter_fn
-
-
-def _tf_checkpoint_prefix(path: str) -> str:
-    """The checkpoint prefix (``<prefix>.index`` exists) of a prefix, or the only one inside a folder."""
-    if os.path.isfile(path + '.index'):
-        return path
-    if os.path.isfile(path) and path.endswith('.index'):
-        return path[:-len('.index')]
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, '**', '*.index'), recursive=True))
-        if len(found) == 1:
-            return found[0][:-len('.index')]
-        raise ValueError(f'{path}: expected one TF checkpoint (*.index) inside, found {len(found)}')
-    raise FileNotFoundError(f'no TF checkpoint at {path} (neither {path}.index nor a folder or .tar.gz holding one)')
-
-
-def read_tf_checkpoint(path: str) -> dict[str, Any]:
-    """Every variable of a TF (1 or 2) checkpoint as ``{name: numpy array}``.
-
-    ``path``: a checkpoint prefix, a folder holding one checkpoint, or a ``.tar.gz`` of one (the MOAT releases),
-    unpacked into a temporary folder. Needs ``tensorflow`` (not a dependency of the zoo; the pure-Python
-    ``tensorflow-checkpoint-reader`` 0.2.2 fails on Python 3.11 and numpy 2).
-    """
-    path = str(path)
-    if path.endswith(('.tar.gz', '.tgz', '.tar')):
-        with tempfile.TemporaryDirectory() as folder:
-            with tarfile.open(path) as tar:
-                tar.extractall(folder, filter='data')
-            return read_tf_checkpoint(folder)
-    prefix = _tf_checkpoint_prefix(path)
-    try:
-        from tensorflow.train import load_checkpoint
-    except ImportError as e:
-        raise ImportError(f'reading a TF checkpoint needs tensorflow (pip install tensorflow-cpu): {e}') from None
-    reader = load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
 
 
 def _numpy_globals() -> list[Any]:
@@ -314,78 +345,88 @@ def checkpoint_safe_globals(extra: Collection[Any] = ()) -> Iterator[None]:
         yield
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """A torch checkpoint file as a dict, read in ``weights_only`` mode (:func:`checkpoint_safe_globals`).
+HF_HUB_PREFIX = 'hf-hub:'
 
-    Raises ``RuntimeError`` for a file torch cannot read (truncated, not a torch file, a pickled object that is not
-    allow-listed) and ``ValueError`` for one that holds something else than a dict.
+
+def read_checkpoint(source: str | os.PathLike, model: torch.nn.Module | str | None = None) -> dict[str, Any]:
+    """What a weights file holds, as a dict (a state dict, or a checkpoint wrapping one or two).
+
+    ``source``: a local path, an http(s) URL (downloaded once into timm's cache) or ``hf-hub:<repo id>`` (timm's
+    notation: the repo's weights through timm's Hub loader, safetensors first). ``model`` (a model or a registered
+    name) selects its family's reader for local files and URLs, where the family has one (MOAT: TF1 checkpoints).
+    A torch file is read in ``weights_only`` mode (:func:`checkpoint_safe_globals`). Raises ``RuntimeError`` for a
+    file that cannot be read (missing, truncated, not a torch file, a pickled object that is not allow-listed) and
+    ``ValueError`` for one that holds something else than a dict; a family reader's errors pass through.
     """
+    source = str(source)
+    if source.startswith(HF_HUB_PREFIX):
+        from timm.models import load_state_dict_from_hf
+
+        try:
+            return load_state_dict_from_hf(source[len(HF_HUB_PREFIX):])
+        except Exception as e:  # no such repo / no network / unreadable file
+            raise RuntimeError(f'cannot read checkpoint {source}: {_first_line(e)}') from None
+    path = source
+    if urlparse(source).scheme in ('http', 'https', 'file'):
+        from timm.models._hub import download_cached_file
+
+        path = download_cached_file(source, check_hash=False, progress=True)
+    family = family_of(model) if model is not None else None
+    if family is not None and family.read_weights is not None:
+        return family.read_weights(path)
     try:
         with checkpoint_safe_globals():
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # corrupt/truncated zip, pickle garbage, foreign formats
+    except Exception as e:  # missing, corrupt/truncated zip, pickle garbage, foreign formats
         raise RuntimeError(f'cannot read checkpoint {path}: {_first_line(e)}') from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict')
     return checkpoint
 
 
-def _pretrained_optional(model: torch.nn.Module) -> tuple[set[str], dict[str, int]]:
-    """What timm's loader adapts: the classifier keys when ``num_classes`` differs from the cfg's (dropped), and
-    the first convs (key -> model's input channels) whose input channels differ from the cfg's (adapted)."""
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    heads: set[str] = set()
-    if getattr(model, 'num_classes', cfg.get('num_classes')) != cfg.get('num_classes'):
-        names = cfg.get('classifier') or ()
-        heads = {f'{h}.{p}' for h in ([names] if isinstance(names, str) else names) for p in ('weight', 'bias')}
-    convs = cfg.get('first_conv') or ()
-    source_chans = (cfg.get('input_size') or (3,))[0]
-    adapt = {}
-    for name in [convs] if isinstance(convs, str) else convs:
-        chans = getattr(model.get_submodule(name), 'in_channels', source_chans)
-        if chans != source_chans:
-            adapt[f'{name}.weight'] = chans
-    return heads, adapt
+HEAD_MODES = ('strict', 'adapt', 'new')
 
 
-def load_fitted(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load weights already in ``model``'s layout as timm's loader would: the first conv adapted to ``in_chans``, the
-    classifier left at its init when ``num_classes`` differs from the pretrained cfg's (or is 0); strict otherwise."""
-    heads, adapt = _pretrained_optional(model)
-    for key, chans in adapt.items():
-        if key in state_dict:
-            state_dict[key] = adapt_input_conv(chans, state_dict[key])
-    state_dict = {k: v for k, v in state_dict.items() if k not in heads}
-    model.load_state_dict(state_dict, strict=not heads)
+def load_weights(model: torch.nn.Module, source: str | os.PathLike | Mapping[str, Any], use_ema: bool | None = None,
+                 head: str = 'strict') -> None:
+    """Load the weights of ``source`` (a path or URL for :func:`read_checkpoint`, or what it returned) into ``model``
+    through :func:`fit`.
 
-
-def load_pretrained(model: torch.nn.Module, path: str, use_ema: bool | None = None) -> None:
-    """Load an official release (plain weights or a full training checkpoint) or a checkpoint of ours from ``path``
-    into ``model``: read safely (:func:`read_checkpoint`, or the family's :func:`weights_reader`), the family's default
-    weights unless ``use_ema`` chooses, mapped by the family's filter where needed (:func:`fit_state_dict`), loaded by
-    :func:`load_fitted`.
-
-    Raises ``RuntimeError`` (unreadable file: delete it from the cache to download it again) or ``ValueError``
-    (weights that do not fit), both naming the model and the file.
+    ``use_ema``: the checkpoint's EMA (True) or raw (False) weights, by default the family's choice. ``head``:
+    ``'strict'`` every weight must fit; ``'adapt'`` timm's rule for pretrained weights: the classifier is left at its
+    init when ``num_classes`` differs from the pretrained cfg's, the first conv adapted to ``in_chans``; ``'new'``
+    (fine-tuning) a checkpoint classifier of another shape is left out, the model keeps its own.
     """
-    name = model_name(model)
-    reader = weights_reader(model)
-    try:
-        checkpoint = read_checkpoint(path) if reader is None else reader(path, use_ema)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise type(e)(f'{name}: {e} (a broken download? delete the file to fetch it again)') from None
-    if reader is not None:
-        use_ema = None  # the reader has chosen
-    heads, adapt = _pretrained_optional(model)
-    try:
-        state_dict = fit_state_dict(model, checkpoint, use_ema=use_ema, optional=heads | set(adapt))
-    except ValueError as e:
-        raise ValueError(f'{name}: pretrained weights {path} do not fit: {e}') from None
-    load_fitted(model, state_dict)
+    if head not in HEAD_MODES:
+        raise ValueError(f'head must be one of {HEAD_MODES}, got {head!r}')
+    checkpoint = source if isinstance(source, Mapping) else read_checkpoint(source, model)
+    if head == 'adapt':
+        heads, adapt = _pretrained_optional(model)
+        state_dict = fit(checkpoint, model, use_ema, optional=heads | set(adapt))
+        for key, chans in adapt.items():
+            state_dict[key] = adapt_input_conv(chans, state_dict[key])
+    elif head == 'new':
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        classifier = _names(cfg.get('classifier')) or getattr(type(model), 'checkpoint_layout', Layout()).classifier
+        heads = {f'{c}.{p}' for c in classifier for p in ('weight', 'bias')}
+        state_dict = fit(checkpoint, model, use_ema, optional=heads)
+        own = model.state_dict()
+        heads = {k for k in heads if k not in state_dict or k not in own or state_dict[k].shape != own[k].shape}
+    else:
+        heads, state_dict = set(), fit(checkpoint, model, use_ema)
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in heads}, strict=not heads)
 
 
 class PretrainedMixin:
-    """``model.load_pretrained(path)``, which timm's ``pretrained=True`` calls for a cfg with ``custom_load``."""
+    """``model.load_pretrained(path)``, which timm's ``pretrained=True`` calls for a cfg with ``custom_load``: the
+    zoo's loader (:func:`load_weights`, ``head='adapt'``) instead of timm's, so a release file is read like any
+    other (full training checkpoints, the family's EMA choice and reader)."""
 
     def load_pretrained(self, path: str, use_ema: bool | None = None) -> None:
-        load_pretrained(self, path, use_ema)
+        name = model_name(self)
+        try:
+            load_weights(self, path, use_ema, head='adapt')
+        except (RuntimeError, OSError) as e:
+            raise type(e)(f'{name}: {e} (a broken download? delete the file to fetch it again)') from None
+        except ValueError as e:
+            raise ValueError(f'{name}: pretrained weights {path} do not fit: {e}') from None

@@ -20,38 +20,30 @@ https://arxiv.org/abs/2411.14429. Official code and weights (Apache-2.0): https:
   the token-labelling loss) is not reproduced: trained here, the combined logits are trained.
 
 Any input size (every op is size-agnostic; maps smaller than 8x8 give repeated pooled slots, as in the official
-code). Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+code). Differences from the official module layout (``GLNet.checkpoint_layout`` maps official checkpoints onto ours):
 ``downsample_layers.0`` -> ``stem``, ``downsample_layers.{i}`` -> ``stages.{i}.downsample``, ``head`` ->
 ``head.fc``, ``tklb_aux_head`` -> ``head.aux_head``; block parameters keep their official names.
 """
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import (
-    in_chans_only,
-    mismatch_error,
-    mismatch_report,
-    model_name,
-    stage_layout,
-    unwrap_state_dict,
-)
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention', 'checkpoint_filter_fn']
+__all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention']
 
 _LN_EPS = 1e-6  # timm's LayerNorm2d default and the official MHSA LayerNorm
 
@@ -79,10 +71,11 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_grid=None) -> torch.Tensor:
+        """``token_grid``: where the N tokens lie (``(H, W)``, or a token set's name), for attention maps."""
         B, N, C = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, N, 3, self.num_heads, -1).unbind(2)
-        return self.out_proj(ops.dense_attention(q, k, v).reshape(B, N, C))
+        return self.out_proj(ops.dense_attention(q, k, v, token_grid=token_grid).reshape(B, N, C))
 
 
 class LayerScale(nn.Module):
@@ -167,9 +160,9 @@ class GLMixBlock(nn.Module):
         slots_n = F.normalize(init_slots, dim=-1).expand(B, -1, -1).unsqueeze(2)
         tokens_n = F.normalize(tokens, dim=-1)
         # logits[s, l] = slot_scale * cos(slot s, token l); softmax over tokens, then over slots
-        slots = ops.dense_attention(self.slot_scale * slots_n, tokens_n, tokens, scale=1.)
-        slots = self.relation_mha(slots.squeeze(2)).unsqueeze(2)
-        out = ops.dense_attention(self.slot_scale * tokens_n, slots_n, slots, scale=1.)
+        slots = ops.dense_attention(self.slot_scale * slots_n, tokens_n, tokens, scale=1., token_grid=('slots', (H, W)))
+        slots = self.relation_mha(slots.squeeze(2), token_grid='slots').unsqueeze(2)
+        out = ops.dense_attention(self.slot_scale * tokens_n, slots_n, slots, scale=1., token_grid=((H, W), 'slots'))
         return out.squeeze(2).transpose(1, 2).reshape(B, C, H, W) + self.feature_conv(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,7 +177,8 @@ class GLMixBlock(nn.Module):
 
 
 class MHSABlock(nn.Module):
-    """Pre-norm MHSA block on NLC tokens: LayerNorm, attention, LayerNorm, linear MLP (official ``MHSA_Block``)."""
+    """Pre-norm MHSA block on the NCHW map's tokens: LayerNorm, attention, LayerNorm, linear MLP (official
+    ``MHSA_Block``, which takes the NLC tokens)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., layerscale: float = -1.,
                  drop_path: float = 0., device=None, dtype=None):
@@ -200,8 +194,11 @@ class MHSABlock(nn.Module):
         self.ls2 = _layer_scale(dim, layerscale, False, dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        B, C, H, W = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t), (H, W))))
+        t = t + self.drop_path(self.ls2(self.mlp(self.norm2(t))))
+        return t.transpose(1, 2).reshape(B, C, H, W)
 
 
 class MHSANCHWBlock(nn.Module):
@@ -226,7 +223,7 @@ class MHSANCHWBlock(nn.Module):
             x = x + self.pos_conv(x)
         B, C, H, W = x.shape
         t = x.flatten(2).transpose(1, 2)
-        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t))))
+        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t), (H, W))))
         x = t.transpose(1, 2).reshape(B, C, H, W)
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
@@ -246,7 +243,6 @@ class GLNetStage(nn.Module):
         if mixing_mode not in _MIXING_MODES:
             raise ValueError(f'mixing_mode must be one of {_MIXING_MODES}, got {mixing_mode!r}')
         self.grad_checkpointing = False
-        self.tokens = mixing_mode == 'mha'  # blocks run on NLC tokens
         self.downsample = downsample if downsample is not None else nn.Identity()
         common = dict(mlp_ratio=mlp_ratio, layerscale=layerscale, **dd)
 
@@ -261,12 +257,8 @@ class GLNetStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        B, C, H, W = x.shape
-        if self.tokens:
-            x = x.flatten(2).transpose(1, 2)
-        x = checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
+        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
             self.blocks(x)
-        return x.transpose(1, 2).reshape(B, C, H, W) if self.tokens else x
 
 
 def _stem(in_chans: int, dim: int, overlapped: bool, dd: dict) -> nn.Sequential:
@@ -334,6 +326,12 @@ class GLNet(HierarchicalModel):
     """
 
     stem_pattern = r'^stem'
+    # The official layout: ``downsample_layers`` (0: the stem), ``head``, ``tklb_aux_head``
+    checkpoint_layout = Layout(
+        name='GLNet', marker=r'\.(?:relation_mha|mha_op)\.in_proj_weight$',
+        summary=stage_summary('norm2.weight'), classifier=('head.fc', 'head.aux_head'),
+        renames=(('downsample_layers.0.', 'stem.'), ('downsample_layers.{i}.', 'stages.{i}.downsample.'),
+                 ('tklb_aux_head.', 'head.aux_head.'), *HEAD_FC))
 
     def __init__(
             self,
@@ -384,20 +382,7 @@ class GLNet(HierarchicalModel):
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = GLNetHead(self.num_features, num_classes, global_pool, aux=token_label_head, drop_rate=drop_rate,
                               **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal linear weights (attention out_proj included) with zero bias
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official ``{'pos_embed', 'cls_token'}`` match nothing)."""
-        return set()
+        self.apply(trunc_normal_init)  # the official init (attention out_proj included)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
@@ -406,66 +391,8 @@ class GLNet(HierarchicalModel):
             self.global_pool = global_pool
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.stem(x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^downsample_layers\.(\d+)\.(.*)$', key)
-    if m:
-        i = int(m.group(1))
-        return f'stem.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
-    if key.startswith('head.'):
-        return 'head.fc.' + key[len('head.'):]
-    if key.startswith('tklb_aux_head.'):
-        return 'head.aux_head.' + key[len('tklb_aux_head.'):]
-    return key
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Blocks and widths per stage, read from a state dict in our layout."""
-    return stage_layout(state_dict, widths='norm2.weight')
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: GLNet) -> dict[str, torch.Tensor]:
-    """Map an official GLNet checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``model_ema`` (the official releases) / ``state_dict``
-    (and DDP's ``module.`` prefix); of a file holding both, the EMA weights for GLNet-16G and the raw ones otherwise
-    (``CHECKPOINT_EMA``, the official loader's choice). Raises ``ValueError`` naming what differs (blocks, widths,
-    missing or unexpected keys) for another family or variant. The classifier (and token-labelling head) is
-    dropped for a headless model; otherwise it and the stem's input channels are left to timm's loader.
-    """
-    if not isinstance(model, GLNet):
-        raise TypeError(f'checkpoint_filter_fn maps onto a GLNet model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=name == 'glnet_16g')
-    if any(k.startswith('downsample_layers.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(k.endswith(('.relation_mha.in_proj_weight', '.mha_op.in_proj_weight')) for k in state_dict):
-        raise ValueError(f'{name}: not a GLNet checkpoint (no relation_mha / mha_op in_proj weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(('head.fc.', 'head.aux_head.'))}
-
-    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
-        return k.startswith('head.fc.')
-
-    head = {k for k in (*expected, *state_dict) if exempt(k)}
-    problem = mismatch_report(expected, state_dict, optional=head,
-                              shape_ok=in_chans_only('stem.0.weight', 'stem.1.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ weights load by default.
 from __future__ import annotations
 
 from ._family import Family, Variant, register
-from ._skeletons import DEIT_CFG, SKELETONS, checkpoint_filter_fn, tsinghua
+from ._skeletons import DEIT_CFG, SKELETONS, tsinghua
 
-__all__ = ['checkpoint_filter_fn']
+__all__: list[str] = []  # the entrypoints (timm's register_model adds them)
 
 # The official cfgs/*.yaml over config.py's defaults (PVT_LA_SR_RATIOS 1111, CSWIN_LA_SPLIT_SIZE = the stage maps,
 # DROP_PATH_RATE 0.1); drop_path_rate is the official training value. skeleton: which builder; the rest are that

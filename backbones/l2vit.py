@@ -18,34 +18,33 @@ Any input size, as the official model: its LWA zero-pads the normalised tokens t
 ``qkv`` (padded keys carry the projection bias and stay unmasked) and crops after; ``window_padding='masked'``
 instead masks the padded keys (every query sees only real tokens). Equal at sizes that divide by the window.
 
-Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Differences from the official module layout (``L2ViT.checkpoint_layout`` maps official checkpoints onto ours):
     * ``downsample_layers.0.proj.proj`` / ``.norm`` -> ``patch_embed.proj`` / ``patch_embed.norm``;
       ``downsample_layers.{i}`` -> ``stages.{i}.downsample`` (a stage merges at its start, timm's layout);
     * ``stages.{i}.{j}`` -> ``stages.{i}.blocks.{j}``; ``head`` -> ``head.fc``. Stages take and return NCHW maps
       (NHWC inside). The official ``layer_scale_init_value`` is accepted there and ignored: there is none.
 The released ``*-best-ema.pth`` files hold raw (``model``) and EMA (``model_ema``) weights; the official eval
 (``main.py --eval true --resume``) loads ``model`` and its README quotes that run for the table's accuracy, so the
-raw weights are the default (``CHECKPOINT_EMA``).
+raw weights are the default (the family's ``ema``).
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['L2ViT', 'LinearAttention', 'checkpoint_filter_fn']
+__all__ = ['L2ViT', 'LinearAttention']
 
 _LN_EPS = 1e-5  # nn.LayerNorm's default, used by every official norm
 _CLAMP_MIN = 100.0  # the official denominator clamp ("makes training stable")
@@ -84,7 +83,7 @@ class LinearAttention(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x.reshape(B, H * W, C)).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
         out = ops.linear_attention(q, k, v, feature_map='relu', key_reduce='sum', clamp_min=_CLAMP_MIN,
-                                   scale=self.temperature)
+                                   scale=self.temperature, token_grid=(H, W))
         return self.proj(out.reshape(B, H, W, C))
 
 
@@ -163,9 +162,7 @@ class Stem(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
+        check_image(x, self.in_chans)
         x = F.pad(x, (0, -x.shape[3] % 4, 0, -x.shape[2] % 4))
         return self.norm(self.proj(x))
 
@@ -228,6 +225,13 @@ class L2ViT(HierarchicalModel):
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
 
+    checkpoint_layout = Layout(
+        name='L2ViT', marker=r'\.attn\.temperature$', summary=stage_summary('norm1.weight'),
+        renames=(('downsample_layers.0.proj.proj.', 'patch_embed.proj.'),
+                 ('downsample_layers.0.norm.', 'patch_embed.norm.'),
+                 ('downsample_layers.{i}.', 'stages.{i}.downsample.'), ('stages.{s}.{b}.', 'stages.{s}.blocks.{b}.'),
+                 *HEAD_FC))
+
     def __init__(
             self,
             in_chans: int = 3,
@@ -267,71 +271,9 @@ class L2ViT(HierarchicalModel):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal conv and linear weights, zero biases; norms and temperature as built
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official optimizer's: 1-D tensors and biases; the
-        ``[heads, 1, 1]`` temperatures are decayed, as there)."""
-        return set()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    key = re.sub(r'^downsample_layers\.0\.proj\.proj\.', 'patch_embed.proj.', key)
-    key = re.sub(r'^downsample_layers\.0\.norm\.', 'patch_embed.norm.', key)
-    key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
-    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
-    if key.startswith('head.'):
-        key = 'head.fc.' + key[len('head.'):]
-    return key
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Blocks and widths per stage, read from a state dict in our layout."""
-    return stage_layout(state_dict, widths='norm1.weight')
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: L2ViT) -> dict[str, torch.Tensor]:
-    """Map an official L2ViT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``model_ema`` (the official releases hold both) /
-    ``state_dict`` (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``).
-    Raises ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) when the checkpoint
-    belongs to another family or variant. The classifier is dropped for a headless model; otherwise it and the
-    stem's input channels are left to timm's loader.
-    """
-    if not isinstance(model, L2ViT):
-        raise TypeError(f'checkpoint_filter_fn maps onto an L2ViT model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if any(k.startswith('downsample_layers.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(k.endswith('.attn.temperature') for k in state_dict):
-        raise ValueError(f'{name}: not an L2ViT checkpoint (no attn.temperature weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.0.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
+        # the official init (norms and temperatures as built; the [heads, 1, 1] temperatures are decayed, as in
+        # the official optimizer)
+        self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ detection / segmentation backbone does, so the outputs equal it at every size:
   Hi-Fi windows and the Lo-Fi pooling as zero vectors (their keys are the projection biases), and crops back;
 * DTM drops an odd last row / column (a 2x2 stride-2 conv without padding), so inputs need >= 29 px per side.
 
-Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Differences from the official module layout (``LITv2.checkpoint_layout`` maps official checkpoints onto ours):
     * a stage merges tokens at its start (timm's layout): ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
     * ``layers`` -> ``stages``, ``head`` -> ``head.fc``; stages take and return NCHW maps (NHWC inside).
 HiLo takes no attention / projection dropout (the official module accepts and ignores them).
@@ -29,24 +29,23 @@ HiLo takes no attention / projection dropout (the official module accepts and ig
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 from torchvision.ops import deform_conv2d
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['LITv2', 'HiLo', 'DeformConv2dPack', 'checkpoint_filter_fn']
+__all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
 
 _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
@@ -97,14 +96,15 @@ class HiLo(nn.Module):
         outs = []
         if self.h_heads:
             q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
-            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale)  # divisible: nothing padded here
+            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale, token_grid=(H, W))  # divisible: no pad
             outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
         if self.l_heads:
             # queries of padded tokens would be cropped away: only the real tokens query
             q = self.l_q(x).view(B, H * W, self.l_heads, self.head_dim)
             pooled = xp if self.ws == 1 else F.avg_pool2d(xp.permute(0, 3, 1, 2), self.ws).permute(0, 2, 3, 1)
             k, v = self.l_kv(pooled.reshape(B, -1, self.dim)).view(B, -1, 2, self.l_heads, self.head_dim).unbind(2)
-            lofi = ops.dense_attention(q, k, v, scale=self.scale)
+            keys = (H, W) if self.ws == 1 else ops.TokenGrid(tuple(pooled.shape[1:3]), name='pooled')
+            lofi = ops.dense_attention(q, k, v, scale=self.scale, token_grid=((H, W), keys))
             outs.append(self.l_proj(lofi.reshape(B, H, W, self.l_dim)))
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
@@ -212,14 +212,7 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f'LITv2 needs inputs of at least {_MIN_SIZE} px per side (three 2x2 stride-2 token '
-                             f'mergings after the stride-4 stem), got {tuple(x.shape[2:])}')
+        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 stride-2 token mergings after the stride-4 stem')
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
         return self.norm(self.proj(x))
@@ -269,6 +262,12 @@ class LITv2(HierarchicalModel):
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
+
+    checkpoint_layout = Layout(
+        name='LITv2', marker=r'\.downsample\.dconv\.conv_offset\.weight$',
+        summary=stage_summary('norm2.weight', {'Lo-Fi widths per stage': 'attn.l_q.weight',
+                                               'Hi-Fi widths per stage': 'attn.h_proj.weight'}),
+        renames=(('layers.{i}.downsample.', 'stages.{i+1}.downsample.'), ('layers.', 'stages.'), *HEAD_FC))
 
     def __init__(
             self,
@@ -321,72 +320,9 @@ class LITv2(HierarchicalModel):
     def _init_weights(m: nn.Module) -> None:
         # the official init: truncated-normal linear weights with zero bias; the depthwise convs normal with
         # std sqrt(2 / fan_out) (fan_out = 9); the stem conv and DTM keep their own (PyTorch / DeformConv2dPack)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, DWConv):
+        if not trunc_normal_init(m) and isinstance(m, DWConv):
             nn.init.normal_(m.dwconv.weight, 0., math.sqrt(2. / 9))
             nn.init.zeros_(m.dwconv.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (biases and norms), as the official optimizer."""
-        return set()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
-    if m:
-        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
-    key = re.sub(r'^layers\.', 'stages.', key)
-    if key.startswith('head.'):
-        key = 'head.fc.' + key[len('head.'):]
-    return key
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Blocks, widths and Lo-Fi / Hi-Fi head widths per stage, read from a state dict in our layout."""
-    return stage_layout(state_dict, widths='norm2.weight', lofi='attn.l_q.weight', hifi='attn.h_proj.weight')
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: LITv2) -> dict[str, torch.Tensor]:
-    """Map an official LITv2 checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` (the official releases) / ``state_dict`` / ``model_ema``
-    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``). Raises
-    ``ValueError`` naming what differs (blocks, widths, Lo-Fi / Hi-Fi head widths, missing or unexpected keys) when
-    the checkpoint belongs to another family or variant. The classifier is dropped for a headless model; otherwise
-    it and the stem's input channels are left to timm's loader.
-    """
-    if not isinstance(model, LITv2):
-        raise TypeError(f'checkpoint_filter_fn maps onto a LITv2 model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if any(k.startswith('layers.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(k.endswith('.downsample.dconv.conv_offset.weight') for k in state_dict):
-        raise ValueError(f'{name}: not a LITv2 checkpoint (no DTM downsample.dconv.conv_offset weights; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    def exempt(k: str) -> bool:  # adapted by timm's loader after this filter
-        return k.startswith('head.fc.')
-
-    head = {k for k in (*expected, *state_dict) if exempt(k)}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths', lofi='Lo-Fi widths per stage',
-                      hifi='Hi-Fi widths per stage')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -56,9 +56,10 @@ from torch import nn
 import ops
 
 from ._family import Family, Variant, register
-from .checkpoint import mismatch_report, model_name, unwrap_state_dict
+from ._hierarchical import check_image
+from .checkpoint import Layout, PretrainedMixin, stage_summary
 
-__all__ = ['MaxViTNA', 'checkpoint_filter_fn']
+__all__ = ['MaxViTNA']
 
 _ARCHS = {
     # name: (embed_dim, depths, stem_width); head hidden size = embed_dim[-1], as the official models
@@ -285,8 +286,22 @@ class MaxViTStage(nn.Module):
         return self.blocks(x)
 
 
-class MaxViTNA(nn.Module):
+def _resize_rpb(table: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """A bias table of another partition size (e.g. 224 weights in a 384 model), resized as timm does."""
+    if table.ndim != 3 or table.shape[0] != target.shape[0]:
+        return table
+    window = ((target.shape[1] + 1) // 2, (target.shape[2] + 1) // 2)
+    return resize_rel_pos_bias_table(table, new_window_size=window, new_bias_shape=tuple(target.shape))
+
+
+class MaxViTNA(PretrainedMixin, nn.Module):
     """MaxViT (official TF configuration) with block/grid attention on ``ops.na2d``; any input size."""
+
+    # timm's maxvit_*_tf_* layout but for the bias tables' name; tables of another partition size resized
+    checkpoint_layout = Layout(
+        name='MaxViT (timm maxvit_*_tf_* layout)', marker=r'\.attn_grid\.attn\.rpb$',
+        renames=(('.attn.rel_pos.relative_position_bias_table', '.attn.rpb'),), resize={r'\.attn\.rpb$': _resize_rpb},
+        summary=stage_summary('attn_block.norm1.weight'))
 
     def __init__(
             self,
@@ -394,12 +409,6 @@ class MaxViTNA(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f'{type(self).__name__} expects input of shape [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), '
-                f'got {tuple(x.shape)}')
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -421,7 +430,7 @@ class MaxViTNA(nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
+        check_image(x, self.in_chans)
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
         x = self.stem(x)
@@ -457,7 +466,7 @@ class MaxViTNA(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_image(x, self.in_chans)
         x = self.stem(x)
         x = self.stages(x)
         return self.norm(x)
@@ -467,37 +476,6 @@ class MaxViTNA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def checkpoint_filter_fn(state_dict: dict[str, Any], model: MaxViTNA) -> dict[str, torch.Tensor]:
-    """Map a timm ``maxvit_*_tf_*`` (or our own) state dict onto ``model``; raise if it is another model's.
-
-    timm's ``attn.rel_pos.relative_position_bias_table`` becomes ``attn.rpb``; tables of another partition size
-    (e.g. 224 weights in a 384 model) are resized as timm does. The classifier may differ (timm adapts it).
-    """
-    if not isinstance(model, MaxViTNA):
-        raise TypeError(f'checkpoint_filter_fn maps onto a MaxViTNA model, got {type(model).__name__}')
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=True)
-    target = model.state_dict()
-    out = {}
-    for k, v in state_dict.items():
-        k = k.replace('.attn.rel_pos.relative_position_bias_table', '.attn.rpb')
-        if k.endswith('.attn.rpb') and k in target and v.ndim == 3 and v.shape != target[k].shape:
-            if v.shape[0] != target[k].shape[0]:
-                raise ValueError(f'checkpoint does not match the model: {k} has {v.shape[0]} heads, model '
-                                 f'{target[k].shape[0]}')
-            window = ((target[k].shape[1] + 1) // 2, (target[k].shape[2] + 1) // 2)
-            v = resize_rel_pos_bias_table(v, new_window_size=window, new_bias_shape=tuple(target[k].shape))
-        out[k] = v
-
-    name = model_name(model)
-    if 'stem.conv1.weight' not in out or not any(k.endswith('.attn_grid.attn.rpb') for k in out):
-        raise ValueError(f'checkpoint is not a MaxViT (timm maxvit_*_tf_* layout) state dict, cannot load into '
-                         f'{name}; first keys: {list(state_dict)[:5]}')
-    problem = mismatch_report(target, out, optional=('head.fc.weight', 'head.fc.bias'))  # timm adapts the classifier
-    if problem:
-        raise ValueError(f'checkpoint does not match {name} (another MaxViT variant?): {problem}')
-    return out
 
 
 def _releases(size: str, res: int) -> dict[str, dict[str, Any]]:

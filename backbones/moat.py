@@ -27,14 +27,18 @@ deeplab2 does; the parameter keeps its shape.
 
 The released checkpoints come "with" and "without positional embedding": in deeplab2 that is the relative position
 bias (``no_pe``: ``relative_position_embedding_type=None``), there is no absolute position embedding in MOAT;
-``*_no_pe`` variants have no bias table. :func:`checkpoint_filter_fn` maps those TF1 checkpoints (a dict of arrays
-named ``moat/block_{SS}_{BB}/...``, read by ``backbones.checkpoint.read_tf_checkpoint``) onto this layout, the EMA
-copies first; ``MOAT.load_pretrained`` (timm's ``pretrained=True``) reads the released tarballs.
+``*_no_pe`` variants have no bias table. :func:`read_weights`, the family's reader (so ``pretrained=True`` and every
+other loader of the zoo read the released tarballs), converts those TF1 checkpoints (variables named
+``moat/block_{SS}_{BB}/...``, read by :func:`read_tf_checkpoint`) to this layout, raw and EMA copies (the default).
 """
 from __future__ import annotations
 
+import glob
 import math
+import os
 import re
+import tarfile
+import tempfile
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -51,20 +55,11 @@ from timm.models import checkpoint_seq
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import (
-    in_chans_only,
-    mismatch_error,
-    mismatch_report,
-    model_name,
-    read_checkpoint,
-    read_tf_checkpoint,
-    stage_layout,
-    unwrap_state_dict,
-)
+from ._hierarchical import HierarchicalModel, check_image
+from .checkpoint import Layout, read_checkpoint, stage_summary
 
-__all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same',
-           'checkpoint_filter_fn', 'tf_to_torch_name']
+__all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same', 'from_tf', 'read_tf_checkpoint',
+           'read_weights', 'tf_to_torch_name']
 
 _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilon 1e-3, momentum 0.99
 _LN_EPS = 1e-5
@@ -190,7 +185,7 @@ class MOATAttention(nn.Module):
             table = self.table(H, W)
             bias = None if table is None else _dense_bias(table, H, W)
             flat = (B, H * W, self.num_heads, self.head_dim)
-            out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias)
+            out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias, token_grid=(H, W))
         else:
             out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
         return self.o(out.reshape(B, H, W, C))
@@ -260,6 +255,9 @@ class MOAT(HierarchicalModel):
     for dense prediction; ``global_attention_at_end`` makes the last block of each MOAT stage global."""
 
     stem_pattern = r'^stem'
+    # ours: the official TF1 checkpoints are converted when read (read_weights)
+    checkpoint_layout = Layout(name='MOAT', marker=r'\.depthwise_conv\.weight$', summary=stage_summary(
+        'shrink_conv.bias', {'bias tables': ('attention.rpb', lambda t: tuple(t.shape))}))
 
     def __init__(
             self,
@@ -340,9 +338,7 @@ class MOAT(HierarchicalModel):
             self.global_pool = global_pool
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.stem(x)
 
 
@@ -350,7 +346,6 @@ class MOAT(HierarchicalModel):
 # Official (TF1) checkpoints
 
 _EMA = '/ExponentialMovingAverage'
-_EMA_FIRST = True  # the TF1 releases hold raw and EMA copies; the EMA ones are what a TF eval reads
 _BN_NAMES = dict(gamma='weight', beta='bias', moving_mean='running_mean', moving_variance='running_var')
 _LAYERS = dict(conv_0='conv1', norm_0='norm1', conv_1='conv2', reduce_conv2d='fc1', expand_conv2d='fc2')
 
@@ -398,81 +393,78 @@ def _to_torch_layout(name: str, value: Any) -> torch.Tensor:
     return t
 
 
-def _resolve_ema(variables: Mapping[str, Any], use_ema: bool | None) -> dict[str, Any]:
-    """Each TF variable replaced by its EMA copy (``use_ema`` True, or None: the family's default, EMA) or kept raw
-    (False); the copies dropped. ``use_ema=True`` on a checkpoint without EMA copies raises ``ValueError``."""
-    if use_ema and not any(k.endswith(_EMA) for k in variables):
-        raise ValueError(f'use_ema=True but the checkpoint holds no EMA copies (no ...{_EMA} variables)')
-    ema = _EMA_FIRST if use_ema is None else use_ema
-    return {k: variables.get(k + _EMA, v) if ema else v for k, v in variables.items() if not k.endswith(_EMA)}
-
-
-def _from_tf(state_dict: Mapping[str, Any], use_ema: bool | None, source: str) -> dict[str, torch.Tensor]:
-    """TF variables -> our names and layouts (torch tensors), the EMA copies or the raw ones (:func:`_resolve_ema`);
+def from_tf(variables: Mapping[str, Any], source: str = 'TF checkpoint') -> dict[str, dict[str, torch.Tensor]]:
+    """TF variables -> a checkpoint in our names and layouts: ``state_dict`` the raw weights, ``state_dict_ema`` the
+    EMA ones (each variable's ``/ExponentialMovingAverage`` copy where it has one) when the file holds EMA copies;
     BatchNorm step counters added, everything else (optimizer slots, ``global_step``) dropped. Raises ``ValueError``
     naming ``source`` when nothing of a MOAT is there."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in _resolve_ema(state_dict, use_ema).items():
-        name = tf_to_torch_name(key)
-        if name is not None:
-            out[name] = _to_torch_layout(name, value)
-    if not any(k.endswith('.depthwise_conv.weight') for k in out):
-        raise ValueError(f'{source}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
-    for name in [k for k in out if k.endswith('.running_mean')]:
-        out[name.replace('.running_mean', '.num_batches_tracked')] = torch.zeros((), dtype=torch.long)
-    return out
+    raw = {k: v for k, v in variables.items() if not k.endswith(_EMA)}
+    copies = {'state_dict': raw}
+    if len(raw) < len(variables):
+        copies['state_dict_ema'] = {k: variables.get(k + _EMA, v) for k, v in raw.items()}
+    checkpoint = {}
+    for entry, tf_variables in copies.items():
+        out: dict[str, torch.Tensor] = {}
+        for key, value in tf_variables.items():
+            name = tf_to_torch_name(key)
+            if name is not None:
+                out[name] = _to_torch_layout(name, value)
+        if not any(k.endswith('.depthwise_conv.weight') for k in out):
+            raise ValueError(f'{source}: not a MOAT checkpoint (no moat/block_*/depthwise_conv variables)')
+        for name in [k for k in out if k.endswith('.running_mean')]:
+            out[name.replace('.running_mean', '.num_batches_tracked')] = torch.zeros((), dtype=torch.long)
+        checkpoint[entry] = out
+    return checkpoint
 
 
-def read_weights(path: str, use_ema: bool | None = None) -> dict[str, torch.Tensor]:
-    """The weights of ``path`` in our layout: a torch file (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``,
-    unwrapped) or a TF1 checkpoint (anything else: the official ``.tar.gz``, a folder or a prefix), converted; the EMA
-    weights unless ``use_ema`` is False. :func:`backbones.checkpoint.weights_reader` hands it to every loader of the
-    zoo (``pretrained=True``, ``validate.py --checkpoint``, the downstream backbone's ``init_cfg``)."""
+def _tf_checkpoint_prefix(path: str) -> str:
+    """The checkpoint prefix (``<prefix>.index`` exists) of a prefix, or the only one inside a folder."""
+    if os.path.isfile(path + '.index'):
+        return path
+    if os.path.isfile(path) and path.endswith('.index'):
+        return path[:-len('.index')]
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, '**', '*.index'), recursive=True))
+        if len(found) == 1:
+            return found[0][:-len('.index')]
+        raise ValueError(f'{path}: expected one TF checkpoint (*.index) inside, found {len(found)}')
+    raise FileNotFoundError(f'no TF checkpoint at {path} (neither {path}.index nor a folder or .tar.gz holding one)')
+
+
+def read_tf_checkpoint(path: str) -> dict[str, Any]:
+    """Every variable of a TF (1 or 2) checkpoint as ``{name: numpy array}``.
+
+    ``path``: a checkpoint prefix, a folder holding one checkpoint, or a ``.tar.gz`` of one (the MOAT releases),
+    unpacked into a temporary folder. Needs ``tensorflow`` (not a dependency of the zoo; the pure-Python
+    ``tensorflow-checkpoint-reader`` 0.2.2 fails on Python 3.11 and numpy 2).
+    """
+    path = str(path)
+    if path.endswith(('.tar.gz', '.tgz', '.tar')):
+        with tempfile.TemporaryDirectory() as folder:
+            with tarfile.open(path) as tar:
+                tar.extractall(folder, filter='data')
+            return read_tf_checkpoint(folder)
+    prefix = _tf_checkpoint_prefix(path)
+    try:
+        from tensorflow.train import load_checkpoint
+    except ImportError as e:
+        raise ImportError(f'reading a TF checkpoint needs tensorflow (pip install tensorflow-cpu): {e}') from None
+    reader = load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
+
+
+def read_weights(path: str) -> dict[str, Any]:
+    """The MOAT family's reader (:attr:`backbones._family.Family.read_weights`, used by every loader of the zoo): a
+    torch file (``.pth`` / ``.pt`` / ``.bin``, read as any other; ``.safetensors``) as it is, anything else (the
+    official ``.tar.gz``, a folder or a prefix) as a TF1 checkpoint, converted (:func:`from_tf`)."""
     path = str(path)
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
 
         return load_file(path)
     if path.endswith(('.pth', '.pt', '.bin')):
-        return unwrap_state_dict(read_checkpoint(path), use_ema, prefer_ema=_EMA_FIRST)
-    return _from_tf(read_tf_checkpoint(path), use_ema, path)
-
-
-def _is_tf(state_dict: Mapping[str, Any]) -> bool:
-    return any('/' in k for k in state_dict)
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: MOAT, use_ema: bool | None = None
-                         ) -> dict[str, torch.Tensor]:
-    """Map a deeplab2 TF1 MOAT checkpoint (a dict of arrays by TF variable name, from ``read_tf_checkpoint``) or
-    ours onto ``model``, checking that it fits.
-
-    TF variables: the EMA copies (``.../ExponentialMovingAverage``) first (the family's default; ``use_ema=False``
-    takes the raw ones), optimizer slots and other variables ignored; BatchNorm step counters added. Raises
-    ``ValueError`` naming what differs (blocks, widths, the bias tables of a ``no_pe`` checkpoint, ...). The
-    classifier is dropped for a headless model, otherwise left to timm's loader (``num_classes`` adaptation).
-    """
-    if not isinstance(model, MOAT):
-        raise TypeError(f'checkpoint_filter_fn maps onto a MOAT model, got {type(model).__name__}')
-    name = model_name(model)
-    expected = model.state_dict()
-    if _is_tf(state_dict):
-        state_dict = _from_tf(state_dict, use_ema, name)
-    else:
-        state_dict = dict(state_dict)
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('stem.conv1.weight'))
-    if problem:
-        def layout(sd):
-            return stage_layout(sd, widths='shrink_conv.bias',
-                                rpb=('attention.rpb', lambda t: tuple(t.shape)))
-        have, want = layout(state_dict), layout(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths', rpb='bias tables')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
+        return read_checkpoint(path)
+    return from_tf(read_tf_checkpoint(path), path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,8 +493,9 @@ def _tiny(i: int, width: int, params: str, params_no_pe: str, gflops: str) -> di
                  'tf_in1k_256', f'tiny_moat{i}_imagenet_1k_256', 256)
 
 
+# The TF1 releases hold raw and EMA copies; the EMA ones are what a TF eval reads.
 register(Family(
-    'moat', __name__, MOAT, ema=_EMA_FIRST, read_weights=read_weights,
+    'moat', __name__, MOAT, ema=True, read_weights=read_weights,
     cfg=dict(first_conv='stem.conv1', license='apache-2.0', origin_url='https://github.com/google-research/deeplab2',
              paper_ids='arXiv:2210.01820',
              paper_name='MOAT: Alternating Mobile Convolution and Attention Brings Strong Vision Models'),

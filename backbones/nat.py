@@ -14,7 +14,7 @@ All three are one :class:`NAT` class on attnzoo's shared ``ops.NeighborhoodAtten
 ``proj`` parameters as NATTEN's module, so official checkpoints load). Feature maps smaller than kernel * dilation
 are padded by that module exactly as NATTEN's was, so any input size works.
 
-Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Differences from the official module layout (``NAT.checkpoint_layout`` maps official checkpoints onto ours):
     * a stage downsamples at its start (timm's layout), so every stage output is a feature map:
       ``levels.{i}.downsample`` / ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
     * ``levels`` / ``layers`` -> ``stages``, ``gamma1`` / ``gamma2`` -> ``ls1.gamma`` / ``ls2.gamma``,
@@ -23,35 +23,24 @@ Differences from the official module layout (``checkpoint_filter_fn`` maps offic
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
 from timm.models import checkpoint_seq
 
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['NAT', 'checkpoint_filter_fn']
+__all__ = ['NAT']
 
 _LN_EPS = 1e-5  # the official models use nn.LayerNorm's default eps everywhere
-
-
-def _check_image(x: torch.Tensor, in_chans: int) -> None:
-    if x.ndim != 4:
-        raise ValueError(f'expected an image batch of shape [B, C, H, W], got a tensor of shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels (in_chans={in_chans}), got {x.shape[1]} '
-                         f'(input shape {tuple(x.shape)})')
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f'input height and width must be >= 1, got {tuple(x.shape)}')
 
 
 class ConvTokenizer(nn.Module):
@@ -68,7 +57,7 @@ class ConvTokenizer(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.in_chans)
+        check_image(x, self.in_chans)
         return self.norm(self.proj(x))
 
 
@@ -84,7 +73,7 @@ class PatchEmbed(nn.Module):
         self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.in_chans)
+        check_image(x, self.in_chans)
         p = self.patch_size
         x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         return self.norm(self.proj(x))
@@ -207,6 +196,25 @@ class NATStage(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def _resize_rpb(rpb: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """An RPB table [heads, 2k-1, 2k-1] of another kernel, bicubic-resized (how the official 11x11 weights were made
+    from 7x7 ones); one of other heads is left for the mismatch report."""
+    if rpb.ndim != 3 or rpb.shape[0] != target.shape[0]:
+        return rpb
+    return F.interpolate(rpb[None].float(), size=tuple(target.shape[1:]), mode='bicubic', align_corners=False)[0].to(
+        rpb.dtype)
+
+
+_STAGES = stage_summary('norm1.weight', {'heads per stage': 'attn.rpb',
+                                         'kernel sizes': ('attn.rpb', lambda r: (r.shape[-1] + 1) // 2)})
+
+
+def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
+    stem = ('conv tokenizer (NAT/DiNAT)' if 'patch_embed.proj.0.weight' in state_dict else
+            '4x4 patches (DiNAT_s)' if 'patch_embed.proj.weight' in state_dict else None)
+    return dict(stem=stem, **_STAGES(state_dict), **{'layer scale': any(k.endswith('.ls1.gamma') for k in state_dict)})
+
+
 class NAT(HierarchicalModel):
     """NAT / DiNAT / DiNAT_s (one class: stem, downsampling and dilation schedule are arguments).
 
@@ -232,6 +240,14 @@ class NAT(HierarchicalModel):
         device: device to create the parameters on (timm's factory kwargs).
         dtype: parameter dtype (timm's factory kwargs).
     """
+
+    # The official checkpoints (NAT / DiNAT: ``levels``, DiNAT_s: ``layers``; downsampling at a level's end);
+    # RPB tables of another kernel are resized bicubically.
+    checkpoint_layout = Layout(
+        name='NAT/DiNAT/DiNAT_s', marker=r'\.attn\.rpb$', summary=_summary, resize={r'\.attn\.rpb$': _resize_rpb},
+        renames=(('levels.{i}.downsample.', 'stages.{i+1}.downsample.'), ('levels.', 'stages.'),
+                 ('layers.{i}.downsample.', 'stages.{i+1}.downsample.'), ('layers.', 'stages.'),
+                 ('.gamma{n}', '.ls{n}.gamma'), *HEAD_FC))
 
     def __init__(
             self,
@@ -303,110 +319,12 @@ class NAT(HierarchicalModel):
 
         self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated normal linear weights, zero biases (convs and rpb keep their own init)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)  # the official init (convs and rpb tables keep their own)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Relative position bias tables take no weight decay (the official ``no_weight_decay_keywords``)."""
         return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-_OFFICIAL_NAT = 'NAT/DiNAT (conv tokenizer stem, conv downsampling)'
-_OFFICIAL_DINAT_S = 'DiNAT_s (4x4 patch stem, patch merging)'
-
-
-def _family_of(state_dict: Mapping[str, torch.Tensor]) -> tuple[str | None, bool]:
-    """(family description, is official layout) of a state dict; family None when it is no NAT-family checkpoint."""
-    if any(k.startswith('levels.') for k in state_dict):
-        return _OFFICIAL_NAT, True
-    if any(k.startswith('layers.') for k in state_dict):
-        return _OFFICIAL_DINAT_S, True
-    if any(k.startswith('stages.') for k in state_dict):
-        if 'patch_embed.proj.0.weight' in state_dict:
-            return _OFFICIAL_NAT, False
-        if 'patch_embed.proj.weight' in state_dict:
-            return _OFFICIAL_DINAT_S, False
-    return None, False
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^(?:levels|layers)\.(\d+)\.downsample\.(.*)$', key)
-    if m:
-        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}'
-    key = re.sub(r'^(?:levels|layers)\.', 'stages.', key)
-    key = re.sub(r'\.gamma([12])$', r'.ls\1.gamma', key)
-    if key.startswith('head.'):
-        key = 'head.fc.' + key[len('head.'):]
-    return key
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Depths, widths, heads, kernel and layer scale per stage, read from a state dict in our layout."""
-    layout = stage_layout(state_dict, widths='norm1.weight', heads='attn.rpb',
-                          kernels=('attn.rpb', lambda r: (r.shape[-1] + 1) // 2))
-    return dict(layout, layer_scale=any(k.endswith('.ls1.gamma') for k in state_dict))
-
-
-def _resize_rpb(rpb: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bicubic resize of an RPB table [heads, 2k-1, 2k-1] to a new kernel (as the official 11x11 checkpoints)."""
-    out = F.interpolate(rpb[None].float(), size=tuple(size), mode='bicubic', align_corners=False)[0]
-    return out.to(rpb.dtype)
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: NAT) -> dict[str, torch.Tensor]:
-    """Map an official NAT / DiNAT / DiNAT_s checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` / ``state_dict_ema``
-    (and DDP's ``module.`` prefix); of a file holding both, the raw weights (``CHECKPOINT_EMA``). RPB tables of
-    another kernel size are resized bicubically (how the official 11x11 weights were made from 7x7 ones). Raises
-    ``ValueError`` naming what differs when the checkpoint belongs to another family or variant (depths, widths,
-    heads, layer scale, kernel, missing or unexpected keys). The classifier is dropped for a headless model;
-    otherwise it and the first conv's input channels are left to timm's loader, which adapts them to
-    ``num_classes`` / ``in_chans``.
-    """
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    family, official = _family_of(state_dict)
-    model_family = _OFFICIAL_NAT if model.stem_type == 'conv' else _OFFICIAL_DINAT_S
-    if family is None:
-        raise ValueError(f'{name}: not a NAT/DiNAT/DiNAT_s checkpoint (no levels.*, layers.* or stages.* keys; '
-                         f'first keys {list(state_dict)[:3]})')
-    if family != model_family:
-        raise ValueError(f'{name}: checkpoint is a {family} model but {name} is a {model_family} model')
-    if official:
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:  # a headless model (num_classes=0) takes the backbone only
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-    for k, v in state_dict.items():
-        if k.endswith('.attn.rpb') and k in expected:
-            target = expected[k].shape
-            if v.ndim == 3 and v.shape[0] == target[0] and v.shape[1:] != target[1:]:
-                state_dict[k] = _resize_rpb(v, target[1:])
-
-    first_conv = 'patch_embed.proj.0.weight' if model.stem_type == 'conv' else 'patch_embed.proj.weight'
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}  # adapted by timm's loader afterwards
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only(first_conv))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths', heads='heads per stage',
-                      kernels='kernel sizes', layer_scale='layer scale')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

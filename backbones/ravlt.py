@@ -17,7 +17,7 @@ Official code: https://github.com/qhfan/RALA (``classfication/RALA.py``); weight
 The 2-D RoPE tables are rebuilt for each input's token grid from the stage's persistent ``angle`` buffer (in
 float32 whatever the model dtype), so the model forwards at any input size as the official one does.
 
-Differences from the official module layout (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Differences from the official module layout (``RAVLT.checkpoint_layout`` maps official checkpoints onto ours):
     * a stage merges at its start (timm's layout): ``layers.{i}.downsample`` -> ``stages.{i+1}.downsample``;
     * ``layers`` -> ``stages``, ``RoPE.angle`` -> ``rope_angle``, ``norm{1,2}.norm`` -> ``norm{1,2}``;
     * the classifier is a Linear (``head.fc``; the official 1x1 conv ``head`` after pooling is the same map).
@@ -25,23 +25,23 @@ The official model functions take ``args=None`` (no kwargs): here every timm ``c
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
 from torch.utils.checkpoint import checkpoint
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._hierarchical import HierarchicalModel, check_image, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['RAVLT', 'RALAttention', 'checkpoint_filter_fn']
+__all__ = ['RAVLT', 'RALAttention']
 
 _LN_EPS = 1e-6
 
@@ -71,9 +71,9 @@ class RALAttention(nn.Module):
         q, k, v = (t.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))
         if self.linear:
             out = ops.linear_attention(q, k, v, feature_map='elu+1', key_reweight=True, rope=rope,
-                                       key_reduce='mean', eps=1e-6, scale=1.0 / (H * W))
+                                       key_reduce='mean', eps=1e-6, scale=1.0 / (H * W), token_grid=(H, W))
         else:
-            out = ops.dense_attention(ops.apply_rope(q, *rope), ops.apply_rope(k, *rope), v)
+            out = ops.dense_attention(ops.apply_rope(q, *rope), ops.apply_rope(k, *rope), v, token_grid=(H, W))
         out = out.flatten(2).transpose(1, 2).reshape(B, C, H, W)
         return self.proj((out + lepe) * o)
 
@@ -175,10 +175,13 @@ class Stem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'a tensor of shape {tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.proj(x)
+
+
+def _flat_head(weight: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
+    """The official classifier, a 1x1 conv on the pooled features, as the Linear's weight."""
+    return weight.flatten(1) if weight.ndim == 4 else weight
 
 
 class RAVLT(HierarchicalModel):
@@ -199,6 +202,13 @@ class RAVLT(HierarchicalModel):
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
+
+    checkpoint_layout = Layout(
+        name='RAVLT', marker=r'\.attn\.qkvo\.weight$', summary=stage_summary('pos.weight'),
+        resize={r'^head\.fc\.weight$': _flat_head},
+        renames=(('layers.{i}.downsample.', 'stages.{i+1}.downsample.'),
+                 ('layers.{i}.RoPE.angle', 'stages.{i}.rope_angle'), ('layers.', 'stages.'),
+                 ('.norm{n}.norm.', '.norm{n}.'), *HEAD_FC))
 
     def __init__(
             self,
@@ -240,20 +250,7 @@ class RAVLT(HierarchicalModel):
         self.norm = nn.BatchNorm2d(projection, **dd)
         self.act = nn.SiLU()
         self.head = ClassifierHead(projection, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # the official init: truncated-normal conv weights (and the classifier's), zero biases
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Nothing beyond timm's default exclusions (the official names match no parameter)."""
-        return set()
+        self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))  # the official init
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -277,56 +274,6 @@ class RAVLT(HierarchicalModel):
     def _prune_final(self) -> bool:
         self.proj, self.norm, self.act = nn.Identity(), nn.Identity(), nn.Identity()
         return True
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
-    m = re.match(r'^layers\.(\d+)\.downsample\.(.*)$', key)
-    if m:
-        return f'stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}', value
-    key = re.sub(r'^layers\.(\d+)\.RoPE\.angle$', r'stages.\1.rope_angle', key)
-    key = re.sub(r'^layers\.', 'stages.', key)
-    key = re.sub(r'\.norm([12])\.norm\.', r'.norm\1.', key)
-    if key.startswith('head.'):  # a 1x1 conv on the pooled features: the Linear's weight
-        return 'head.fc.' + key[len('head.'):], value.flatten(1) if value.dim() == 4 else value
-    return key, value
-
-
-def _summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Blocks and widths per stage, read from a state dict in our layout."""
-    return stage_layout(state_dict, widths='pos.weight')
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: RAVLT) -> dict[str, torch.Tensor]:
-    """Map an official RAVLT checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` / ``model_ema`` (and DDP's ``module.``
-    prefix). Raises ``ValueError`` naming what differs (blocks, widths, missing or unexpected keys) when the
-    checkpoint belongs to another family or variant. The classifier is dropped for a headless model; otherwise it
-    and the stem's input channels are left to timm's loader.
-    """
-    if not isinstance(model, RAVLT):
-        raise TypeError(f'checkpoint_filter_fn maps onto a RAVLT model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    if any(k.startswith('layers.') for k in state_dict):
-        state_dict = dict(_remap_official(k, v) for k, v in state_dict.items())
-    if not any(k.endswith('.attn.qkvo.weight') for k in state_dict):
-        raise ValueError(f'{name}: not a RAVLT checkpoint (no attn.qkvo weights; first keys {list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.0.weight'))
-    if problem:
-        have, want = _summary(state_dict), _summary(expected)
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ https://arxiv.org/abs/2311.17132. Official code and weights (Apache-2.0): https:
   before this op).
 * Attention dropout is not offered (every official configuration has ``attn_drop_rate=0``).
 
-Layout differences from the official module (``checkpoint_filter_fn`` maps official checkpoints onto ours):
+Layout differences from the official module (``TransNeXt.checkpoint_layout`` maps official checkpoints onto ours):
 ``patch_embed1`` -> ``patch_embed``, ``patch_embed{i}`` -> ``stages.{i-1}.downsample``, ``block{i}.{j}`` ->
 ``stages.{i-1}.blocks.{j}``, ``norm{i}`` -> ``stages.{i-1}.norm`` (every stage ends with its norm, as the official
 backbone's outputs), ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``, ``head`` -> ``head.fc``. The official state dict has
@@ -39,8 +39,7 @@ no persistent buffers (all its tables are ``persistent=False``), so nothing else
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -55,10 +54,10 @@ import ops
 from ops.na.pattern import axis_window
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel
-from .checkpoint import in_chans_only, mismatch_error, mismatch_report, model_name, stage_layout, unwrap_state_dict
+from ._hierarchical import HierarchicalModel, check_image
+from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'checkpoint_filter_fn', 'relative_position_cpb']
+__all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'relative_position_cpb']
 
 _LN_EPS = 1e-6  # the official norm_layer (blocks and stage norms); patch embeddings and the pool norm use 1e-5
 
@@ -227,7 +226,8 @@ class AggregatedAttention(nn.Module):
         pooled = self.pool(x, H, W)
         kp, vp = self.kv(pooled).view(B, pooled.shape[1], 2, h, d).unbind(2)
         out_pool, lse_pool = ops.dense_attention(q, F.normalize(kp, dim=-1), vp, bias=tables.bias(
-            self.cpb_fc1, self.cpb_fc2), scale=1., return_lse=True)
+            self.cpb_fc1, self.cpb_fc2), scale=1., return_lse=True,
+            token_grid=((H, W), ops.TokenGrid(self.pool_size(H, W), name='pooled')))
         out, _ = ops.merge_attentions([out_local.reshape(B, N, h, d), out_pool],
                                       [lse_local.reshape(B, N, h), lse_pool])
         # the learnable local weights, added to the softmax weights of the local values
@@ -270,7 +270,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2)
         _, q = _scaled_queries(q, self.query_embedding, self.temperature, tables.scale)
         out = ops.dense_attention(q, F.normalize(k, dim=-1), v, bias=tables.bias(self.cpb_fc1, self.cpb_fc2),
-                                  scale=1.)
+                                  scale=1., token_grid=(H, W))
         return self.proj_drop(self.proj(out.reshape(B, N, C)))
 
 
@@ -390,6 +390,15 @@ class TransNeXt(HierarchicalModel):
     the last stage and ``forward_intermediates(norm=...)`` has nothing more to apply.
     """
 
+    # The official state dict holds no buffers (its tables are not persistent); should a file hold them anyway,
+    # they are dropped: ours are derived from the input size.
+    checkpoint_layout = Layout(
+        name='TransNeXt', marker=r'\.attn\.temperature$', summary=stage_summary('norm1.weight'),
+        derived=(r'relative_pos_index\d*', r'relative_coords_table\d*', 'seq_length_scale', 'padding_mask'),
+        renames=(('patch_embed1.', 'patch_embed.'), ('patch_embed{i+1}.', 'stages.{i}.downsample.'),
+                 ('block{i+1}.{b}.', 'stages.{i}.blocks.{b}.'), ('.mlp.dwconv.dwconv.', '.mlp.dwconv.'),
+                 ('norm{i+1}.', 'stages.{i}.norm.'), *HEAD_FC))
+
     def __init__(
             self,
             in_chans: int = 3,
@@ -471,66 +480,8 @@ class TransNeXt(HierarchicalModel):
         return {'*query_embedding', '*relative_pos_bias_local', '*cpb_fc*', '*temperature'}
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected an image batch [B, {self.in_chans}, H, W] (in_chans={self.in_chans}), got '
-                             f'{tuple(x.shape)}')
+        check_image(x, self.in_chans)
         return self.patch_embed(x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Official checkpoints
-
-
-def _remap_official(key: str) -> str:
-    m = re.match(r'^patch_embed(\d+)\.(.*)$', key)
-    if m:
-        i = int(m.group(1)) - 1
-        return f'patch_embed.{m.group(2)}' if i == 0 else f'stages.{i}.downsample.{m.group(2)}'
-    m = re.match(r'^block(\d+)\.(\d+)\.(.*)$', key)
-    if m:
-        rest = m.group(3).replace('mlp.dwconv.dwconv.', 'mlp.dwconv.')
-        return f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'
-    m = re.match(r'^norm(\d+)\.(.*)$', key)
-    if m:
-        return f'stages.{int(m.group(1)) - 1}.norm.{m.group(2)}'
-    if key.startswith('head.'):
-        return 'head.fc.' + key[len('head.'):]
-    return key
-
-
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: TransNeXt) -> dict[str, torch.Tensor]:
-    """Map an official TransNeXt checkpoint (or ours) onto ``model``'s layout, checking that it fits.
-
-    Accepts a plain state dict or one wrapped in ``model`` / ``state_dict`` (and DDP's ``module.`` prefix). The
-    official state dict has no buffers (its tables are not persistent); should a file hold them anyway
-    (``relative_pos_index*``, ``relative_coords_table*``, ``seq_length_scale``, ``padding_mask``), they are dropped:
-    ours are derived from the input size. Raises ``ValueError`` naming what differs (blocks, widths, missing or
-    unexpected keys) for another family or variant. The classifier is dropped for a headless model; otherwise it
-    and the stem's input channels are left to timm's loader.
-    """
-    if not isinstance(model, TransNeXt):
-        raise TypeError(f'checkpoint_filter_fn maps onto a TransNeXt model, got {type(model).__name__}')
-    name = model_name(model)
-    state_dict = unwrap_state_dict(state_dict, prefer_ema=False)
-    state_dict = {k: v for k, v in state_dict.items()
-                  if not re.search(r'(^|\.)(relative_pos_index\d*|relative_coords_table\d*|seq_length_scale|'
-                                   r'padding_mask)$', k)}
-    if any(k.startswith('patch_embed1.') for k in state_dict):
-        state_dict = {_remap_official(k): v for k, v in state_dict.items()}
-    if not any(k.endswith('.attn.temperature') for k in state_dict):
-        raise ValueError(f'{name}: not a TransNeXt checkpoint (no attn.temperature; first keys '
-                         f'{list(state_dict)[:3]})')
-    expected = model.state_dict()
-    if 'head.fc.weight' not in expected:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.fc.')}
-
-    head = {k for k in (*expected, *state_dict) if k.startswith('head.fc.')}
-    problem = mismatch_report(expected, state_dict, optional=head, shape_ok=in_chans_only('patch_embed.proj.weight'))
-    if problem:
-        have, want = (stage_layout(s, widths='norm1.weight') for s in (state_dict, expected))
-        labels = dict(depths='blocks per stage', widths='stage widths')
-        raise mismatch_error(name, problem, have, want, labels)
-    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ For every model, in one run and under the same settings:
 Zoo models are compared with timm's ``swin_tiny_patch4_window7_224``, ``convnext_tiny`` and ``maxvit_tiny_tf_224``
 measured in the same run; a zoo model whose weights are a timm model's (``maxvit_na_*_tf_*`` <- ``maxvit_*_tf_*``)
 also gets that timm "twin", and both hold the SAME weights (the twin's random init mapped through the zoo model's
-``checkpoint_filter_fn``; the fp32 output difference is recorded as a check).
+``backbones.checkpoint.fit``; the fp32 output difference is recorded as a check).
 
 GPU: autocast (bf16 by default), channels-last, per-iteration CUDA events, median over ``--iters`` after
 ``--warmup`` iterations, peak = ``torch.cuda.max_memory_allocated`` (weights, optimizer state and activations);
@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 import timm  # noqa: E402
 
 import backbones  # noqa: E402,F401  (registers the zoo with timm)
+from backbones.checkpoint import fit  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     AMP_DTYPES,
     RESULTS,
@@ -159,10 +160,7 @@ def build(name: str, img_size: int | None) -> tuple[nn.Module, dict[str, Any], n
         return model, kwargs, None
     torch.manual_seed(SEED)  # the same seed as when the twin itself is benchmarked: identical weights
     twin = timm.create_model(twin_name, num_classes=model.num_classes, **kwargs)
-    filter_fn = getattr(sys.modules[type(model).__module__], 'checkpoint_filter_fn', None)
-    if filter_fn is None:
-        raise RuntimeError(f'{name}: its module has no checkpoint_filter_fn to load {twin_name} weights with')
-    model.load_state_dict(filter_fn(twin.state_dict(), model), strict=True)
+    model.load_state_dict(fit(twin.state_dict(), model), strict=True)
     return model, kwargs, twin
 
 

@@ -4,16 +4,16 @@
 :class:`AttnZooOptimWrapperConstructor` in the registries of whichever of mmdet and mmseg is installed, and lets
 torch's ``weights_only`` loading read mmengine's own checkpoints (:mod:`downstream.safe_globals`), so mmdet's and
 mmseg's own ``tools/train.py`` / ``tools/test.py`` (``mim train/test``, ``--resume``, ``load_from``) run zoo configs.
+``python -m downstream.convert`` maps the families' official mmdet 2.x / mmseg 0.x checkpoints onto the zoo configs.
 """
 import importlib
 
 from .backbone import AttnZooBackbone
-from .checkpoint import mmengine_safe_globals, read_state_dict
+from .checkpoint import mmengine_safe_globals
 from .optim import AttnZooOptimWrapperConstructor
 from .safe_globals import allow_mmengine_checkpoints
 
-__all__ = ['AttnZooBackbone', 'AttnZooOptimWrapperConstructor', 'mmengine_safe_globals', 'read_state_dict',
-           'registered_scopes']
+__all__ = ['AttnZooBackbone', 'AttnZooOptimWrapperConstructor', 'mmengine_safe_globals', 'registered_scopes']
 
 _INSTALL_HINT = ("pip install 'attnzoo[det]' and then build mmcv with: bash tools/install_mmcv.sh $(which python)")
 

@@ -1,13 +1,13 @@
 """One generic mmdet/mmseg backbone for every zoo (and timm) model, built on timm's ``features_only`` contract.
 
-Nothing here knows a model family: stages come from ``feature_info``, weight conversion from the family's
-``checkpoint_filter_fn``, parameter groups from the classification model's ``no_weight_decay``/``group_matcher``.
+Nothing here knows a model family: stages come from ``feature_info``, weights from the zoo's one reader and fit
+(``backbones.checkpoint``), parameter groups from the classification model's ``no_weight_decay``/``group_matcher``.
 A new family works as soon as it is registered with timm and honours that contract.
 """
 import difflib
 import fnmatch
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import timm
@@ -21,21 +21,12 @@ from timm.models._features import FeatureGetterNet
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
-from backbones.checkpoint import checkpoint_filter, ema_first, mismatch_report, weights_reader
+from backbones.checkpoint import fit, read_checkpoint
 
-from .checkpoint import check_checkpoint_path, read_state_dict
+from .checkpoint import check_checkpoint_path, mmengine_safe_globals
 
 _OUT_NORMS: dict[Any, type[nn.Module] | None] = {
     True: LayerNorm2d, 'ln': LayerNorm2d, 'bn': nn.BatchNorm2d, False: None}
-
-
-def _apply_filter(filter_fn: Callable | None, state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
-    if filter_fn is None:
-        return state_dict
-    try:
-        return filter_fn(state_dict, model)
-    except TypeError:  # single-argument filters, as timm's load_pretrained allows
-        return filter_fn(state_dict)
 
 
 class AttnZooBackbone(BaseModule):
@@ -64,9 +55,9 @@ class AttnZooBackbone(BaseModule):
             ``ceil(size / stride)``; default: the largest stride among the outputs.
         model_kwargs: extra architecture arguments for ``timm.create_model`` (e.g. DiNAT's detection ``dilations``).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a classification checkpoint (ours or the
-            official one, in any format the family reads: MOAT's TF1 tarballs too) through the family's
-            ``checkpoint_filter_fn``; anything that does not match the model raises. Other init_cfg types are passed
-            to mmengine.
+            official one, in any format the family reads: MOAT's TF1 tarballs too) through the zoo's loader
+            (``backbones.checkpoint``: the same weights as ``pretrained=True``, validate.py and train.py);
+            anything that does not match the model raises. Other init_cfg types are passed to mmengine.
         use_ema: which weights of that checkpoint: True the EMA ones, False the raw ones, None the family's default
             (``backbones.checkpoint``, the same rule as validate.py and ``pretrained=True``).
     """
@@ -87,7 +78,7 @@ class AttnZooBackbone(BaseModule):
             init_cfg: dict | None = None,
             use_ema: bool | None = None,
     ):
-        # A 'Pretrained' init_cfg is ours to load (strictly, through the family filter); mmengine keeps the rest.
+        # A 'Pretrained' init_cfg is ours to load (strictly, through the zoo's fit); mmengine keeps the rest.
         self.pretrained = None
         cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [] if init_cfg is None else [init_cfg]
         for cfg in cfgs:
@@ -301,39 +292,24 @@ class AttnZooBackbone(BaseModule):
 
     def convert_classification_state_dict(
             self,
-            state_dict: dict[str, torch.Tensor],
+            checkpoint: Mapping[str, Any],
             source: str = 'checkpoint',
+            use_ema: bool | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Classification-layout weights (official or ours) -> a complete state dict for ``self.model``.
+        """Classification-layout weights (official or ours, possibly wrapped) -> a complete state dict for
+        ``self.model``, through :func:`backbones.checkpoint.fit` (``use_ema``: by default the family's choice).
 
-        The family's ``checkpoint_filter_fn`` maps the layout; the classifier is dropped; every weight the feature
-        model needs must be present with the right shape, and no key may be left that the model does not have.
+        Every weight the feature model needs must be there with the right shape and no key may be left that the
+        classification model does not have; the weights the feature model does not use (the classifier, a final
+        norm, absent from detection checkpoints) may be missing. Raises ``ValueError`` naming ``source``.
         """
         cls_model = self.classification_model()
         expected = cls_model.state_dict()
         mapping = self._feature_name_map(list(expected.keys()))
-        classifier = cls_model.pretrained_cfg.get('classifier') or ()
-        classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-
-        def is_classifier(key: str) -> bool:
-            return any(key.startswith(prefix + '.') for prefix in classifier)
-
-        # Weights the feature model never uses (e.g. the final norm, absent from detection checkpoints) are filled in
-        # from the (meta) classification model so that strict family filters see a complete checkpoint; they are
-        # dropped again below.
-        state_dict = dict(state_dict)
-        for key, value in expected.items():
-            if key not in mapping and not is_classifier(key):
-                state_dict.setdefault(key, value)
         try:
-            state_dict = _apply_filter(checkpoint_filter(self.model_name), state_dict, cls_model)
-        except (ValueError, KeyError) as e:
-            raise RuntimeError(f'{source} does not match {self.model_name!r}: {e}') from e
-        state_dict = {k: v for k, v in state_dict.items() if not is_classifier(k)}
-        needed = {k: expected[k] for k in mapping}
-        problem = mismatch_report(needed, {k: v for k, v in state_dict.items() if k in mapping or k not in expected})
-        if problem:
-            raise RuntimeError(f'{source} does not match {self.model_name!r}: {problem}')
+            state_dict = fit(checkpoint, cls_model, use_ema, optional=set(expected) - set(mapping))
+        except ValueError as e:
+            raise ValueError(f'{source}: {e}') from None
         unmapped = set(self.model.state_dict()) - set(mapping.values())
         if unmapped:
             raise RuntimeError(f'cannot map feature-model keys {sorted(unmapped)[:8]} onto {self.model_name!r}')
@@ -344,9 +320,9 @@ class AttnZooBackbone(BaseModule):
         if self.pretrained is None:
             super().init_weights()
             return
-        state_dict = read_state_dict(self.pretrained, self.use_ema, prefer_ema=ema_first(self.model_name),
-                                     reader=weights_reader(self.model_name))
-        converted = self.convert_classification_state_dict(state_dict, source=f'checkpoint {self.pretrained}')
+        with mmengine_safe_globals():  # a checkpoint written by mmengine holds its own types
+            checkpoint = read_checkpoint(self.pretrained, self.model_name)
+        converted = self.convert_classification_state_dict(checkpoint, f'checkpoint {self.pretrained}', self.use_ema)
         self.model.load_state_dict(converted, strict=True)
         self._is_init = True
 
@@ -354,7 +330,7 @@ class AttnZooBackbone(BaseModule):
         """Load-time hook: rewrite backbone weights stored in the official (classification-style) layout.
 
         Official detection/segmentation checkpoints hold the backbone as ``backbone.<official names>`` plus
-        ``backbone.norm{i}``; the per-level norms already share our names, the rest goes through the family filter.
+        ``backbone.norm{i}``; the per-level norms already share our names, the rest goes through the zoo's fit.
         Runs for every ``load_state_dict`` (runner ``load_from``, ``downstream.test``, resume); a no-op when the keys
         are already ours.
         """

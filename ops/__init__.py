@@ -9,6 +9,9 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 * :mod:`ops.routed` — bi-level routing attention (BiFormer): top-k region routing, token attention over the routed
   regions without a gathered copy of K/V.
 
+:mod:`ops.maps` records the exact attention of chosen queries from every op (``record_attention``,
+``attention_maps(model, x, points)``); each family computes those rows in its ``maps`` module.
+
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
@@ -18,6 +21,7 @@ from ._registry import available_backends, backend_names, get_backend, resolve_b
 from ._shape import crop, pad_to_multiple
 from .dense import agent_attention, dense_attention
 from .linear import apply_rope, linear_attention, rope_2d
+from .maps import AttentionMap, TokenGrid, attention_maps, record_attention
 from .merge import merge_attentions
 from .na import (
     NASpec,
@@ -48,4 +52,5 @@ __all__ = [
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
     'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
     'onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module',
+    'AttentionMap', 'TokenGrid', 'attention_maps', 'record_attention',
 ]

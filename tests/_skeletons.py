@@ -7,7 +7,8 @@ import torch
 from _parity import fixture_input
 
 from backbones._family import parse_attn_code
-from backbones._skeletons import SKELETONS, checkpoint_filter_fn
+from backbones._skeletons import SKELETONS
+from backbones.checkpoint import fit
 
 DATA = Path(__file__).parent / 'data'
 
@@ -53,7 +54,7 @@ def check_fixture(name: str, letters: dict) -> None:
         attn_kinds=parse_attn_code(code, args['depths'], letters[fixture['skeleton']]), **args).eval()
     state = {k: v.float() for k, v in fixture['state_dict'].items()}
     assert any(k.startswith(('layers.', 'block1.')) for k in state)  # the official layout
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():
             torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)

@@ -8,8 +8,9 @@ from _skeletons import block_kinds, check_fixture, pvt_to_official, swin_to_offi
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import FAMILIES, agent
+from backbones import FAMILIES
 from backbones._agent_inline import AgentAttention
+from backbones.checkpoint import fit
 
 # the official code's counts (specs/official-params.csv)
 PARAMS = dict(
@@ -100,8 +101,8 @@ def test_downstream_agent_shapes(name, shapes):
 def test_official_round_trip(wrap):
     def swin_official(sd):
         return swin_to_official(sd, {'layers.3.blocks.0': 7, 'layers.3.blocks.1': 7})
-    assert_official_round_trip('agent_swin_tiny', SHORT, swin_official, agent.checkpoint_filter_fn, wrap)
-    assert_official_round_trip('agent_pvt_tiny', SHORT, pvt_to_official, agent.checkpoint_filter_fn, wrap)
+    assert_official_round_trip('agent_swin_tiny', SHORT, swin_official, fit, wrap)
+    assert_official_round_trip('agent_pvt_tiny', SHORT, pvt_to_official, fit, wrap)
 
 
 def test_checkpoint_errors():
@@ -109,16 +110,16 @@ def test_checkpoint_errors():
     official = swin_to_official(tiny.state_dict())
     other = timm.create_model('agent_swin_tiny', depths=(1, 1, 2, 1))
     with pytest.raises(ValueError, match=r'blocks per stage: checkpoint \[1, 1, 1, 1\] vs model \[1, 1, 2, 1\]'):
-        agent.checkpoint_filter_fn({'model': official}, other)
+        fit({'model': official}, other)
     mixed = timm.create_model('agent_swin_tiny', **SHORT, attn_type='ABAB')
     with pytest.raises(ValueError, match=r"attention per block .* checkpoint \['A', 'A', 'A', 'W'\] vs model "
                                          r"\['A', 'W', 'A', 'W'\]"):
-        agent.checkpoint_filter_fn(official, mixed)
+        fit(official, mixed)
     pvt = timm.create_model('agent_pvt_tiny', **SHORT)
     with pytest.raises(ValueError, match='not a PVT-skeleton checkpoint'):
-        agent.checkpoint_filter_fn(official, pvt)
-    with pytest.raises(TypeError, match='no checkpoint filter for a Linear'):
-        agent.checkpoint_filter_fn(official, torch.nn.Linear(2, 2))
+        fit(official, pvt)
+    with pytest.raises(ValueError, match='Linear: checkpoint does not match the model: 2 missing keys'):
+        fit(official, torch.nn.Linear(2, 2))
 
 
 def test_bad_input():
@@ -133,7 +134,7 @@ def test_bad_input():
     model = timm.create_model('agent_swin_tiny', **SHORT)
     with pytest.raises(ValueError, match='at least 29 px'):
         model(torch.randn(1, 3, 28, 64))
-    with pytest.raises(ValueError, match='expected 3 input channels'):
+    with pytest.raises(ValueError, match='in_chans=3'):
         timm.create_model('agent_pvt_tiny', **SHORT)(torch.randn(1, 1, 64, 64))
 
 

@@ -12,10 +12,10 @@ from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import _cswin, _deit, agent, family_of, inline
+from backbones import family_of
 from backbones._cswin import CSWin, LePEStripeAttention, expand_attn_code
 from backbones._deit import AgentDeiTAttention, DeiT
-from backbones.checkpoint import fit_state_dict
+from backbones.checkpoint import fit
 
 DATA = Path(__file__).parent / 'data'
 PARAMS = dict(  # the official code's counts (specs/official-params.csv)
@@ -41,11 +41,10 @@ def _meta(name: str, **kwargs) -> torch.nn.Module:
 def test_official_parity_fixture(name):
     """Written by tools/agent_deit_cswin_official_parity.py from the official code (perturbed weights, fp32)."""
     fixture = torch.load(DATA / f'{name}_official.pt', weights_only=True)
-    cls, filter_fn = {'deit': (DeiT, _deit.checkpoint_filter_fn),
-                      'cswin': (CSWin, _cswin.checkpoint_filter_fn)}[fixture['kind']]
+    cls = {'deit': DeiT, 'cswin': CSWin}[fixture['kind']]
     model = cls(**fixture['cfg']).eval()
     state = {k: v.float() for k, v in fixture['state_dict'].items()}
-    model.load_state_dict(filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():
             torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)
@@ -224,7 +223,7 @@ def _cswin_to_official(state_dict: dict) -> dict:
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_cswin_official_layout_loads_strictly_and_round_trips(wrap):
     official = assert_official_round_trip('agent_cswin_tiny', SHORT_CSWIN, _cswin_to_official,
-                                          agent.checkpoint_filter_fn, wrap)
+                                          fit, wrap)
     assert {'stage1_conv_embed.0.weight', 'merge1.conv.weight', 'stage3.0.attns.1.get_v.weight',
             'stage1.0.attns.0.an_bias', 'head.weight'} <= official.keys()
 
@@ -233,26 +232,26 @@ def test_cswin_prefers_ema_deit_raw_weights():
     cswin = timm.create_model('inline_cswin_tiny', **SHORT_CSWIN)
     raw = {k: torch.zeros_like(v) for k, v in cswin.state_dict().items()}
     ema = _cswin_to_official(cswin.state_dict())
-    fitted = fit_state_dict(cswin, {'model': _cswin_to_official(raw), 'state_dict_ema': ema})
+    fitted = fit({'model': _cswin_to_official(raw), 'state_dict_ema': ema}, cswin)
     assert all(torch.equal(fitted[k], v) for k, v in cswin.state_dict().items())
-    fitted = inline.checkpoint_filter_fn({'model': _cswin_to_official(raw), 'state_dict_ema': ema}, cswin)
+    fitted = fit({'model': _cswin_to_official(raw), 'state_dict_ema': ema}, cswin)
     assert all(torch.equal(fitted[k], v) for k, v in cswin.state_dict().items())
     deit = timm.create_model('agent_deit_tiny', **SHORT_DEIT)
-    fitted = agent.checkpoint_filter_fn({'model': deit.state_dict(), 'model_ema': {}}, deit)
+    fitted = fit({'model': deit.state_dict(), 'model_ema': {}}, deit)
     assert fitted.keys() == deit.state_dict().keys()
 
 
 def test_deit_checkpoint_of_another_grid_resamples_pos_embed_and_mismatch_is_named():
     small = timm.create_model('inline_deit_tiny', **SHORT_DEIT)
     big = _meta('inline_deit_tiny', **SHORT_DEIT, img_size=288)
-    fitted = inline.checkpoint_filter_fn({'model': small.state_dict()}, big)
+    fitted = fit({'model': small.state_dict()}, big)
     assert fitted['pos_embed'].shape == (1, 1 + 18 * 18, 192)
     with pytest.raises(ValueError, match=r'depth: checkpoint 2 vs model 12'):
-        inline.checkpoint_filter_fn(small.state_dict(), _meta('inline_deit_tiny'))
+        fit(small.state_dict(), _meta('inline_deit_tiny'))
     with pytest.raises(ValueError, match='not a CSWin checkpoint'):
-        agent.checkpoint_filter_fn(small.state_dict(), _meta('agent_cswin_tiny'))
+        fit(small.state_dict(), _meta('agent_cswin_tiny'))
     with pytest.raises(ValueError, match=r'blocks per stage: checkpoint \[1, 2, 2, 1\] vs model \[2, 4, 18, 1\]'):
-        agent.checkpoint_filter_fn(_cswin_to_official(timm.create_model('agent_cswin_tiny', **SHORT_CSWIN)
+        fit(_cswin_to_official(timm.create_model('agent_cswin_tiny', **SHORT_CSWIN)
                                                       .state_dict()), _meta('agent_cswin_tiny'))
 
 
@@ -261,7 +260,8 @@ def test_bad_input_is_named(name, kwargs):
     model = timm.create_model(name, **kwargs).eval()
     with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
         model(torch.randn(1, 4, 64, 64))
-    with pytest.raises(ValueError, match='smaller than one 16x16 patch' if 'deit' in name else 'at least 3x3'):
+    too_small = r'at least 16 px per side \(one patch\)' if 'deit' in name else 'at least 3 px'
+    with pytest.raises(ValueError, match=too_small):
         model(torch.randn(1, 3, 2, 64))
 
 

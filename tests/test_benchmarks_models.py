@@ -35,7 +35,7 @@ def test_tiny_cpu_run(tmp_path):
         torch.set_num_threads(threads)
     assert [r['model'] for r in rows] == ['maxvit_na_tiny_tf_224', 'maxvit_tiny_tf_224']
     ours = rows[0]
-    assert ours['twin_diff_fp32']['max_abs'] < 1e-4  # the same weights through checkpoint_filter_fn
+    assert ours['twin_diff_fp32']['max_abs'] < 1e-4  # the same weights through backbones.checkpoint.fit
     for row in rows:
         for mode in bench.MODES:
             assert 'error' not in row[mode] and row[mode]['img_s'] > 0, (row['model'], mode, row[mode])

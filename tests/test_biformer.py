@@ -13,7 +13,8 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
 import ops
-from backbones.biformer import BiFormer, BiLevelRoutingAttention, GlobalAttentionLePE, checkpoint_filter_fn
+from backbones.biformer import BiFormer, BiLevelRoutingAttention, GlobalAttentionLePE
+from backbones.checkpoint import fit
 
 FIXTURE = Path(__file__).parent / 'data' / 'biformer_official.pt'
 # counted from the official code (models/biformer.py, models/biformer_stl.py)
@@ -56,7 +57,7 @@ def test_official_parity_fixture(key):
     model = BiFormer(**fixture['cfg']).eval()
     state = {k: v.float() if v.is_floating_point() else v for k, v in fixture['state_dict'].items()}
     assert any(k.startswith('downsample_layers.') for k in state)  # the official layout
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     assert {(224, 224), (200, 232)} == set(fixture['logits'])  # divisible by 7 per stage, and auto_pad'ed
     for size, logits in fixture['logits'].items():
         with torch.no_grad():
@@ -197,7 +198,7 @@ def test_grad_checkpointing_and_training_step():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    official = assert_official_round_trip('biformer_tiny', TINY, _to_official, checkpoint_filter_fn, wrap)
+    official = assert_official_round_trip('biformer_tiny', TINY, _to_official, fit, wrap)
     assert 'downsample_layers.2.0.weight' in official and 'stages.0.0.attn.qkv.qkv.weight' in official
     assert 'stages.3.0.attn.qkv.weight' in official and 'stages.0.0.mlp.3.weight' in official
 
@@ -206,19 +207,19 @@ def test_full_official_layout_maps_onto_every_key_and_rejects_others():
     fixture = torch.load(FIXTURE, weights_only=True)
     for key, swin in (('biformer', False), ('stl', True)):  # the official layouts, as the official code saves them
         official = fixture[key]['state_dict']
-        assert _to_official(checkpoint_filter_fn(official, BiFormer(**fixture[key]['cfg'])), swin).keys() == \
+        assert _to_official(fit(official, BiFormer(**fixture[key]['cfg'])), swin).keys() == \
             official.keys()
     for name in sorted(PARAMS):
         model = _meta_model(name)
-        ours = checkpoint_filter_fn(_to_official(model.state_dict(), name == 'biformer_stl'), model)
+        ours = fit(_to_official(model.state_dict(), name == 'biformer_stl'), model)
         assert ours.keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match=r'biformer_small: .*stage widths: checkpoint \[96, 192, 384, 768\] vs '
                                          r'model \[64, 128, 256, 512\]'):
-        checkpoint_filter_fn(_to_official(_meta_model('biformer_base').state_dict()), _meta_model('biformer_small'))
+        fit(_to_official(_meta_model('biformer_base').state_dict()), _meta_model('biformer_small'))
     with pytest.raises(ValueError, match=r'blocks per stage: checkpoint \[2, 2, 8, 2\] vs model \[4, 4, 18, 4\]'):
-        checkpoint_filter_fn(_to_official(_meta_model('biformer_tiny').state_dict()), _meta_model('biformer_small'))
+        fit(_to_official(_meta_model('biformer_tiny').state_dict()), _meta_model('biformer_small'))
     with pytest.raises(ValueError, match='not a BiFormer checkpoint'):
-        checkpoint_filter_fn(_meta_model('glnet_4g').state_dict(), _meta_model('biformer_tiny'))
+        fit(_meta_model('glnet_4g').state_dict(), _meta_model('biformer_tiny'))
 
 
 def test_bad_input():
@@ -226,7 +227,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r'expected an image batch \[B, 3, H, W\]'):
         model(torch.randn(1, 4, 32, 32))
     stl = timm.create_model('biformer_stl', depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), head_dim=8)
-    with pytest.raises(ValueError, match='at least 32x32'):
+    with pytest.raises(ValueError, match='at least 32 px'):
         stl(torch.randn(1, 3, 31, 64))
     with pytest.raises(ValueError, match='one entry per stage'):
         BiFormer(depths=(1, 1, 1))

@@ -1,13 +1,13 @@
-"""One way to read weights: the same file gives the same weights in validate.py/train.py, ``pretrained=True`` and the
-downstream reader; the family decides the default, ``use_ema`` chooses; a filter's diagnosis reaches the user."""
+"""One way to read weights: the same file gives the same weights (the family's default, EMA or raw; ``use_ema``
+chooses) through validate.py / train.py (zoo_common), ``pretrained=True`` (URL and ``file=``) and the downstream
+backbone's init_cfg; the fit's one-line diagnosis reaches the user unchanged."""
 import pytest
 import timm
 import torch
 
 import zoo_common
-from backbones import FAMILIES, nat
+from backbones import FAMILIES, family_of, nat
 from backbones import checkpoint as ckpt
-from downstream.checkpoint import read_state_dict
 
 SHORT = dict(depths=(1, 1, 1, 1), dilations=((1,), (1,), (1,), (1,)))
 
@@ -30,35 +30,58 @@ def test_families_declare_their_default_weights():
     assert FAMILIES['dinat_s'].ema is False and FAMILIES['maxvit_na'].ema is True
     assert ckpt.ema_first('dinat_s_tiny') is False and ckpt.ema_first('maxvit_na_tiny_tf_224') is True
     assert ckpt.ema_first('test_resnet') is True  # nothing declared: timm's order
-    assert ckpt.checkpoint_filter('dinat_mini') is nat.checkpoint_filter_fn
-    assert ckpt.checkpoint_filter(timm.create_model('dinat_s_tiny', **SHORT)) is nat.checkpoint_filter_fn
+    assert family_of('dinat_mini').model is nat.NAT and family_of(timm.create_model('dinat_s_tiny', **SHORT)).name == \
+        'dinat_s' and family_of('test_resnet') is None
+
+
+def _backbone_weights(name: str, path, kwargs: dict, **extra) -> dict:
+    """What ``AttnZooBackbone(init_cfg=Pretrained(path))`` loads, under the classification model's names."""
+    pytest.importorskip('mmengine')
+    from downstream import AttnZooBackbone
+
+    backbone = AttnZooBackbone(name, out_indices=(0, 1), model_kwargs=kwargs,
+                               init_cfg=dict(type='Pretrained', checkpoint=str(path)), **extra)
+    backbone.init_weights()
+    names = backbone.classification_model().state_dict()
+    out = {}
+    for feat_name, value in backbone.model.state_dict().items():
+        cls_name = next(c for c in (feat_name, feat_name.replace('_', '.', 1), feat_name[6:]) if c in names)
+        out[cls_name] = value
+    return out
 
 
 @pytest.mark.parametrize('name, kwargs, default', [('nat_mini', SHORT, 'raw'), ('test_resnet', {}, 'ema')])
-def test_one_unwrap_order_everywhere(tmp_path, monkeypatch, name, kwargs, default):
+def test_the_same_file_gives_the_same_weights_everywhere(tmp_path, monkeypatch, name, kwargs, default):
     path, raw, ema = _two_weight_file(tmp_path, name, **kwargs)
     want = raw if default == 'raw' else ema
 
-    # validate.py --checkpoint / train.py --initial-checkpoint
+    # validate.py --checkpoint / train.py --initial-checkpoint / --pretrained-path
     model = timm.create_model(name, **kwargs)
     zoo_common.load_model_weights(model, str(path), '--checkpoint')
     assert _same(model, want)
-    # pretrained=True from a URL (the released-weights path: the family filter sees the whole file)
+    model = timm.create_model(name, **kwargs)
+    zoo_common.load_model_weights(model, str(path), '--pretrained-path', new_classifier=True)
+    assert _same(model, want)
+    # pretrained=True from a URL (how the releases load) and from a file
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'hub'))
     if name == 'nat_mini':
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(url=path.as_uri()), **kwargs)
-        assert _same(model, want)
-    # the downstream reader (AttnZooBackbone's init_cfg)
-    got = read_state_dict(str(path), prefer_ema=ckpt.ema_first(name))
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        for overlay in (dict(url=path.as_uri()), dict(file=str(path))):
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+            assert _same(model, want), overlay
+    # the downstream backbone's init_cfg
+    got = _backbone_weights(name, path, kwargs)
+    assert got and all(torch.equal(v, want[k]) for k, v in got.items())
 
     # and an explicit choice wins everywhere
     for use_ema, expected in ((True, ema), (False, raw)):
         model = timm.create_model(name, **kwargs)
         zoo_common.load_model_weights(model, str(path), '--checkpoint', use_ema=use_ema)
         assert _same(model, expected)
-        got = read_state_dict(str(path), use_ema=use_ema)
-        assert all(torch.equal(got[k], expected[k]) for k in expected)
+        model = timm.create_model(name, **kwargs)
+        ckpt.load_weights(model, path, use_ema=use_ema)
+        assert _same(model, expected)
+        got = _backbone_weights(name, path, kwargs, use_ema=use_ema)
+        assert all(torch.equal(v, expected[k]) for k, v in got.items())
 
 
 def test_unwrap_explicit_choice_errors():
@@ -71,16 +94,26 @@ def test_unwrap_explicit_choice_errors():
     assert ckpt.unwrap_state_dict(sd, use_ema=False) == sd
 
 
-def test_filter_diagnosis_reaches_the_user(tmp_path):
-    """A NAT checkpoint given to a DiNAT_s model: the user reads the family filter's verdict, not just key lists."""
+def test_fit_diagnosis_reaches_the_user_unchanged(tmp_path):
+    """A NAT checkpoint given to a DiNAT_s model: every loader shows the fit's verdict (what differs, then the keys),
+    adding only which file; no loader retries or rewraps it into another error."""
     path = tmp_path / 'nat.pth'
     torch.save({'model': timm.create_model('nat_mini', **SHORT).state_dict()}, path)
+    detail = 'stem: checkpoint conv tokenizer (NAT/DiNAT) vs model 4x4 patches (DiNAT_s); stage widths'
+    verdict = f'dinat_s_tiny: checkpoint does not match the model: {detail}'
     with pytest.raises(zoo_common.CliError) as err:
         zoo_common.load_model_weights(timm.create_model('dinat_s_tiny', **SHORT), str(path), '--checkpoint')
     message = str(err.value)
-    assert "does not match model 'dinat_s_tiny'" in message and '\n' not in message
-    assert 'checkpoint is a NAT/DiNAT' in message and 'but dinat_s_tiny is a DiNAT_s' in message
-    assert 'backbones.nat.checkpoint_filter_fn' in message and 'missing keys' in message
+    assert message.startswith(f"--checkpoint {path} does not match model 'dinat_s_tiny': {detail}")
+    assert '\n' not in message and 'missing keys' in message
+    with pytest.raises(ValueError) as err:
+        ckpt.load_weights(timm.create_model('dinat_s_tiny', **SHORT), path)
+    assert str(err.value).startswith(verdict)
+    with pytest.raises(ValueError) as err:
+        _backbone_weights('dinat_s_tiny', path, SHORT)
+    assert str(err.value).startswith(f'checkpoint {path}: {verdict}')
+    with pytest.raises(RuntimeError, match='cannot read checkpoint'):
+        ckpt.read_checkpoint(tmp_path / 'missing.pth')
 
 
 def test_one_mismatch_report():

@@ -155,7 +155,7 @@ def test_mismatched_classification_checkpoint_raises(tmp_path):
     path = tmp_path / 'other.pth'
     torch.save(timm.create_model('test_convnext').state_dict(), path)
     backbone = AttnZooBackbone('test_resnet', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(RuntimeError, match='does not match'):
+    with pytest.raises(ValueError, match='does not match'):
         backbone.init_weights()
     truncated = tmp_path / 'truncated.pth'
     truncated.write_bytes(path.read_bytes()[:100])
@@ -261,7 +261,7 @@ def test_official_detection_backbone_loads_strictly(name):
     for key, value in official.items():
         torch.testing.assert_close(ours[_ours_from_official(key, features_model=True)], value, msg=key)
     del official[next(k for k in official if 'qkv.weight' in k)]
-    with pytest.raises(RuntimeError, match='does not match'):
+    with pytest.raises(ValueError, match='does not match'):
         detector.load_state_dict({f'backbone.{k}': v for k, v in official.items()}, strict=True)
 
 
@@ -444,14 +444,15 @@ def test_reparameterize_merges_nextvit_batchnorms_for_inference():
 
 
 def test_hf_hub_checkpoints(monkeypatch):
+    from backbones.checkpoint import read_checkpoint
     from downstream import checkpoint as ds_checkpoint
 
     state = timm.create_model('test_resnet').state_dict()
     asked = []
     monkeypatch.setattr(timm.models, 'load_state_dict_from_hf', lambda repo: asked.append(repo) or dict(state))
     ds_checkpoint.check_checkpoint_path('hf-hub:timm/test_resnet.r160_in1k')  # not a local file: checked on download
-    got = ds_checkpoint.read_state_dict('hf-hub:timm/test_resnet.r160_in1k')
+    got = read_checkpoint('hf-hub:timm/test_resnet.r160_in1k')
     assert asked == ['timm/test_resnet.r160_in1k'] and got.keys() == state.keys()
     monkeypatch.setattr(timm.models, 'load_state_dict_from_hf', lambda repo: (_ for _ in ()).throw(OSError('offline')))
     with pytest.raises(RuntimeError, match='cannot read checkpoint hf-hub:timm/x.*offline'):
-        ds_checkpoint.read_state_dict('hf-hub:timm/x')
+        read_checkpoint('hf-hub:timm/x')

@@ -8,8 +8,9 @@ from _skeletons import block_kinds, check_fixture, pvt_to_official, swin_to_offi
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import FAMILIES, inline
+from backbones import FAMILIES
 from backbones._agent_inline import InLineAttention
+from backbones.checkpoint import fit
 
 # the official code's counts (specs/official-params.csv); the README rounds Swin-T to 30M and says PVT-L 50.2M
 PARAMS = dict(
@@ -78,16 +79,16 @@ def test_kernel_func_option():
 def test_official_round_trip(wrap):
     def swin_official(sd):
         return swin_to_official(sd, {'layers.3.blocks.0': 7})
-    assert_official_round_trip('inline_swin_tiny', SHORT, swin_official, inline.checkpoint_filter_fn, wrap)
-    assert_official_round_trip('inline_pvt_tiny', SHORT, pvt_to_official, inline.checkpoint_filter_fn, wrap)
+    assert_official_round_trip('inline_swin_tiny', SHORT, swin_official, fit, wrap)
+    assert_official_round_trip('inline_pvt_tiny', SHORT, pvt_to_official, fit, wrap)
 
 
 def test_checkpoint_errors_and_bad_input():
     official = pvt_to_official(timm.create_model('inline_pvt_tiny', **SHORT).state_dict())
     with pytest.raises(ValueError, match=r'blocks per stage: checkpoint \[1, 1, 1, 1\] vs model \[2, 2, 2, 2\]'):
-        inline.checkpoint_filter_fn(official, timm.create_model('inline_pvt_tiny'))
+        fit(official, timm.create_model('inline_pvt_tiny'))
     with pytest.raises(ValueError, match='not a Swin-skeleton checkpoint'):
-        inline.checkpoint_filter_fn(official, timm.create_model('inline_swin_tiny', **SHORT))
+        fit(official, timm.create_model('inline_swin_tiny', **SHORT))
     with pytest.raises(ValueError, match="letters from \\['I', 'S'\\]"):
         timm.create_model('inline_swin_tiny', attn_type='AAAB')
     with pytest.raises(ValueError, match='at least 32 px'):

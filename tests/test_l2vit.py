@@ -12,8 +12,8 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 from timm.optim import create_optimizer_v2
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.checkpoint import fit_state_dict
-from backbones.l2vit import L2ViT, LGABlock, LWABlock, checkpoint_filter_fn
+from backbones.checkpoint import fit
+from backbones.l2vit import L2ViT, LGABlock, LWABlock
 
 FIXTURE = Path(__file__).parent / 'data' / 'l2vit_official.pt'
 PARAMS = dict(l2vit_tiny=28_596_781, l2vit_small=50_199_157, l2vit_base=88_577_188, l2vit_base_384=88_577_188)
@@ -43,7 +43,7 @@ def test_official_parity_fixture():
     model = L2ViT(**fixture['cfg']).eval()
     state = {k: v.float() if v.is_floating_point() else v for k, v in fixture['state_dict'].items()}
     assert 'downsample_layers.0.proj.proj.0.weight' in state and 'stages.3.1.attn.temperature' in state
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():  # 50x71: stem, merges and every LWA window pad
             torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)
@@ -169,7 +169,7 @@ def test_grad_checkpointing_classifier_and_optimizer_groups():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    official = assert_official_round_trip('l2vit_tiny', SHORT, _to_official, checkpoint_filter_fn, wrap)
+    official = assert_official_round_trip('l2vit_tiny', SHORT, _to_official, fit, wrap)
     assert {'downsample_layers.0.proj.proj.1.running_var', 'downsample_layers.2.norm.weight',
             'stages.1.1.local_mp.bn.weight', 'stages.0.0.cpe.1.proj.weight', 'head.weight'} <= official.keys()
 
@@ -180,20 +180,20 @@ def test_raw_weights_are_the_default_of_a_file_with_both():
     raw = _to_official(model.state_dict())
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
     ckpt = {'model': raw, 'model_ema': ema, 'epoch': 'best-ema'}
-    got = checkpoint_filter_fn(ckpt, model)
+    got = fit(ckpt, model)
     assert torch.equal(got['head.fc.weight'], raw['head.weight'])
-    assert torch.equal(fit_state_dict(model, ckpt)['norm.weight'], raw['norm.weight'])
-    assert torch.equal(fit_state_dict(model, ckpt, use_ema=True)['norm.weight'], ema['norm.weight'])
+    assert torch.equal(fit(ckpt, model)['norm.weight'], raw['norm.weight'])
+    assert torch.equal(fit(ckpt, model, use_ema=True)['norm.weight'], ema['norm.weight'])
 
 
 def test_full_official_layout_maps_onto_every_key():
     model = _meta_model('l2vit_base')
-    assert checkpoint_filter_fn(_to_official(model.state_dict()), model).keys() == model.state_dict().keys()
+    assert fit(_to_official(model.state_dict()), model).keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match=r'l2vit_tiny: .*blocks per stage: checkpoint \[2, 2, 18, 2\] vs model '
                                          r'\[2, 2, 6, 2\]'):
-        checkpoint_filter_fn(_to_official(_meta_model('l2vit_small').state_dict()), _meta_model('l2vit_tiny'))
-    with pytest.raises(ValueError, match='not an L2ViT checkpoint'):
-        checkpoint_filter_fn(_meta_model('ravlt_tiny').state_dict(), _meta_model('l2vit_tiny'))
+        fit(_to_official(_meta_model('l2vit_small').state_dict()), _meta_model('l2vit_tiny'))
+    with pytest.raises(ValueError, match='not a L2ViT checkpoint'):
+        fit(_meta_model('ravlt_tiny').state_dict(), _meta_model('l2vit_tiny'))
 
 
 def test_bad_input():

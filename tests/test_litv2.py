@@ -13,7 +13,8 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 from timm.optim import create_optimizer_v2
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.litv2 import DeformConv2dPack, HiLo, LITv2, checkpoint_filter_fn
+from backbones.checkpoint import fit
+from backbones.litv2 import DeformConv2dPack, HiLo, LITv2
 
 FIXTURE = Path(__file__).parent / 'data' / 'litv2_official.pt'
 PARAMS = dict(litv2_small=27_844_000, litv2_medium=48_830_368, litv2_base=86_520_704, litv2_base_384=86_520_704)
@@ -146,7 +147,7 @@ def test_official_parity_fixture():
     model = LITv2(**cfg, drop_path_rate=0.).eval()
     state = {k: v.float() if v.is_floating_point() else v for k, v in fixture['state_dict'].items()}
     assert any(k.startswith('layers.2.blocks.0.attn.h_qkv') for k in state)  # the official layout
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
 
     with torch.no_grad():
         for size, logits in fixture['logits'].items():
@@ -249,26 +250,26 @@ def test_grad_checkpointing_classifier_and_optimizer_groups():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    official = assert_official_round_trip('litv2_small', SHORT, _to_official, checkpoint_filter_fn, wrap)
+    official = assert_official_round_trip('litv2_small', SHORT, _to_official, fit, wrap)
     assert 'layers.2.downsample.dconv.conv_offset.weight' in official and 'head.weight' in official
 
 
 def test_full_official_layout_maps_onto_every_key():
     model = _meta_model('litv2_base')
     official = _to_official(model.state_dict())
-    assert checkpoint_filter_fn(official, model).keys() == model.state_dict().keys()
+    assert fit(official, model).keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match=r'litv2_small: .*blocks per stage: checkpoint \[2, 2, 18, 2\] vs model '
                                          r'\[2, 2, 6, 2\]'):
-        checkpoint_filter_fn(_to_official(_meta_model('litv2_medium').state_dict()), _meta_model('litv2_small'))
+        fit(_to_official(_meta_model('litv2_medium').state_dict()), _meta_model('litv2_small'))
     with pytest.raises(ValueError, match=r'stage widths: checkpoint \[128, 256, 512, 1024\] vs model'):
-        checkpoint_filter_fn(official, _meta_model('litv2_medium'))
+        fit(official, _meta_model('litv2_medium'))
     with pytest.raises(ValueError, match='not a LITv2 checkpoint'):
-        checkpoint_filter_fn(_meta_model('nat_mini').state_dict(), _meta_model('litv2_small'))
+        fit(_meta_model('nat_mini').state_dict(), _meta_model('litv2_small'))
 
 
 def test_bad_input():
     model = timm.create_model('litv2_small', **SHORT)
-    with pytest.raises(ValueError, match=r'expected 3 input channels \(in_chans=3\), got 4'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\] \(in_chans=3\), got a tensor of shape \(1, 4, 32, 32\)'):
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(ValueError, match='at least 29 px'):
         model(torch.randn(1, 3, 28, 64))

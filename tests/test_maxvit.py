@@ -9,7 +9,8 @@ from timm.layers import RelPosBiasTf
 from timm.models.maxxvit import grid_partition, grid_reverse, window_partition, window_reverse
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.maxvit import MaxViTNA, PartitionAttention, checkpoint_filter_fn
+from backbones.checkpoint import fit
+from backbones.maxvit import MaxViTNA, PartitionAttention
 
 SIZES = ('tiny', 'small', 'base', 'large', 'xlarge')
 VARIANTS = [f'maxvit_na_{s}_tf_{r}' for s in SIZES for r in (224, 384, 512)]
@@ -59,12 +60,12 @@ def test_partition_attention_matches_timm_partition(grid, size):
 
 
 def test_parity_with_timm_tiny_224():
-    """timm's maxvit_tiny_tf_224 weights through checkpoint_filter_fn give timm's logits and intermediates."""
+    """timm's maxvit_tiny_tf_224 weights through backbones.checkpoint.fit give timm's logits and intermediates."""
     torch.manual_seed(0)
     ref = timm.create_model('maxvit_tiny_tf_224').eval()
     _randomize_bn(ref)
     model = timm.create_model('maxvit_na_tiny_tf_224').eval()
-    model.load_state_dict(checkpoint_filter_fn(ref.state_dict(), model), strict=True)
+    model.load_state_dict(fit(ref.state_dict(), model), strict=True)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         ref_out, ref_feats = ref.forward_intermediates(x)
@@ -84,7 +85,7 @@ def test_parity_with_timm_small_lowres():
     _randomize_bn(ref)
     model = timm.create_model('maxvit_na_small_tf_224', img_size=64, depths=(1, 2, 1, 1)).eval()
     assert model.window_size == model.grid_size == (2, 2)
-    model.load_state_dict(checkpoint_filter_fn(ref.state_dict(), model))
+    model.load_state_dict(fit(ref.state_dict(), model))
     x = torch.randn(2, 3, 64, 64)
     out, ref_out = model(x), ref(x)
     assert (out - ref_out).abs().max().item() <= 1e-4
@@ -113,12 +114,12 @@ def test_variant_construction_and_params(name):
         assert cfg[key] == getattr(timm_cfg, key), key
     assert cfg['paper_ids'] == 'arXiv:2204.01697'
     # the variant's own state dict (meta tensors: shapes only) passes its filter; another variant's does not
-    assert set(checkpoint_filter_fn(model.state_dict(), model)) == set(model.state_dict())
+    assert set(fit(model.state_dict(), model)) == set(model.state_dict())
     if size != 'tiny':
         with torch.device('meta'):
             tiny = timm.create_model(f'maxvit_na_tiny_tf_{res}')
         with pytest.raises(ValueError, match='does not match'):
-            checkpoint_filter_fn(tiny.state_dict(), model)
+            fit(tiny.state_dict(), model)
 
 
 @pytest.fixture(scope='module')
@@ -190,7 +191,7 @@ def test_checkpoint_wrappers_resize_and_pretrained_file(tiny, tmp_path):
     """timm-layout weights load strictly (plain / wrapped, via pretrained=True), and into a 384 model (rpb resized)."""
     sd = {k.replace('.attn.rpb', '.attn.rel_pos.relative_position_bias_table'): v for k, v in tiny.state_dict().items()}
     for wrapped in (sd, {'model': sd}, {'state_dict_ema': sd, 'optimizer': {}}):
-        assert checkpoint_filter_fn(wrapped, tiny).keys() == tiny.state_dict().keys()
+        assert fit(wrapped, tiny).keys() == tiny.state_dict().keys()
     path = tmp_path / 'maxvit_tiny_tf_224.pth'
     torch.save(sd, path)
     model = timm.create_model(
@@ -198,7 +199,7 @@ def test_checkpoint_wrappers_resize_and_pretrained_file(tiny, tmp_path):
     name = 'stages.3.blocks.1.attn_grid.attn.rpb'
     torch.testing.assert_close(model.get_parameter(name), tiny.get_parameter(name))
     big = timm.create_model('maxvit_na_tiny_tf_384')
-    big.load_state_dict(checkpoint_filter_fn(sd, big))
+    big.load_state_dict(fit(sd, big))
     assert big.stages[0].blocks[0].attn_block.attn.rpb.shape == (2, 23, 23)
 
 
@@ -211,13 +212,13 @@ def test_bad_inputs(tiny):
         MaxViTNA(img_size=16)
     resnet = timm.create_model('resnet10t')
     with pytest.raises(ValueError, match='not a MaxViT'):
-        checkpoint_filter_fn(resnet.state_dict(), tiny)
-    with pytest.raises(TypeError, match='MaxViTNA'):
-        checkpoint_filter_fn(tiny.state_dict(), resnet)
+        fit(resnet.state_dict(), tiny)
+    with pytest.raises(ValueError, match='resnet10t: checkpoint does not match the model'):
+        fit(tiny.state_dict(), resnet)
     sd = dict(tiny.state_dict())
     sd.pop('stages.3.blocks.1.attn_grid.mlp.fc2.bias')
     with pytest.raises(ValueError, match='1 missing keys'):
-        checkpoint_filter_fn(sd, tiny)
+        fit(sd, tiny)
 
 
 def test_fvcore_flops_tiny_224():

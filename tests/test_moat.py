@@ -16,14 +16,15 @@ import torch.nn.functional as F
 from _zoo import assert_grad_checkpointing_matches
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.checkpoint import read_tf_checkpoint
+from backbones.checkpoint import fit
 from backbones.moat import (
     MOAT,
     MBConvBlock,
     MOATAttention,
     MOATBlock,
     avg_pool_same,
-    checkpoint_filter_fn,
+    from_tf,
+    read_tf_checkpoint,
     tf_to_torch_name,
 )
 
@@ -195,12 +196,12 @@ def test_deeplab2_parity_fixture(run):
     fixture = torch.load(FIXTURE, weights_only=True)
     entry = fixture['runs'][run]
     model = MOAT(**ours_from_tf_config(entry['cfg'], entry['pool_size'])).eval()
-    model.load_state_dict(checkpoint_filter_fn(_fixture_checkpoint(fixture), model), strict=True)
+    model.load_state_dict(fit(from_tf(_fixture_checkpoint(fixture)), model), strict=True)
     for key, logits in entry['logits'].items():
         with torch.no_grad():
             torch.testing.assert_close(model(fixture['inputs'][key].float()), logits, atol=1e-5, rtol=1e-4)
     raw = MOAT(**ours_from_tf_config(entry['cfg'], entry['pool_size'])).eval()
-    raw.load_state_dict(checkpoint_filter_fn(_fixture_checkpoint(fixture), raw, use_ema=False), strict=True)
+    raw.load_state_dict(fit(from_tf(_fixture_checkpoint(fixture)), raw, use_ema=False), strict=True)
     with torch.no_grad():
         assert not torch.allclose(raw(fixture['inputs']['64x64'].float()), entry['logits']['64x64'])
 
@@ -223,7 +224,7 @@ def _synthetic_tf_checkpoint(seed: int = 0) -> tuple[dict, dict]:
 def test_converter_maps_every_tf_variable_of_tiny_moat_0():
     ckpt, listing = _synthetic_tf_checkpoint()
     model = timm.create_model('tiny_moat_0').eval()
-    state = checkpoint_filter_fn(ckpt, model)
+    state = fit(from_tf(ckpt), model)
     model.load_state_dict(state, strict=True)
     mapped = {tf_to_torch_name(k) for k in listing['variables']}
     assert mapped == {k for k in model.state_dict() if not k.endswith('num_batches_tracked')}
@@ -254,20 +255,20 @@ def test_converter_accepts_tf2_names_and_reports_mismatches():
     # TF2 variable names of deeplab2's Keras model: ':0' suffixes, the stem without its 'moat/stem/' scope
     tf2 = {(k.replace('moat/stem/', '') + ':0'): v for k, v in ckpt.items() if not k.endswith(EMA)}
     model = timm.create_model('tiny_moat_0').eval()
-    model.load_state_dict(checkpoint_filter_fn(tf2, model), strict=True)
+    model.load_state_dict(fit(from_tf(tf2), model), strict=True)
     torch.testing.assert_close(model.stem.conv2.bias, torch.from_numpy(ckpt['moat/stem/conv_1/bias']))
     headless = timm.create_model('tiny_moat_0', num_classes=0)
-    headless.load_state_dict(checkpoint_filter_fn(ckpt, headless), strict=True)
+    headless.load_state_dict(fit(from_tf(ckpt), headless), strict=True)
     with pytest.raises(ValueError, match='bias tables'):  # a with-bias checkpoint for a no_pe model, and back
-        checkpoint_filter_fn(ckpt, timm.create_model('tiny_moat_0_no_pe'))
+        fit(from_tf(ckpt), timm.create_model('tiny_moat_0_no_pe'))
     no_pe = {k: v for k, v in ckpt.items() if 'relative_position_embedding' not in k}
     with pytest.raises(ValueError, match='9 missing keys'):
-        checkpoint_filter_fn(no_pe, model)
+        fit(from_tf(no_pe), model)
     with torch.device('meta'):
         with pytest.raises(ValueError, match='stage widths'):
-            checkpoint_filter_fn(ckpt, timm.create_model('tiny_moat_1'))
+            fit(from_tf(ckpt), timm.create_model('tiny_moat_1'))
         with pytest.raises(ValueError, match='not a MOAT checkpoint'):
-            checkpoint_filter_fn({'resnet/conv1/kernel': np.zeros((3, 3, 3, 8))}, timm.create_model('tiny_moat_0'))
+            fit(from_tf({'resnet/conv1/kernel': np.zeros((3, 3, 3, 8))}), timm.create_model('tiny_moat_0'))
 
 
 def test_load_pretrained_reads_tf_and_torch_files(tmp_path, monkeypatch):
@@ -293,7 +294,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 def test_every_loader_reads_the_tf_release(tmp_path, monkeypatch):
     """``validate.py --checkpoint`` / train.py's weight options (zoo_common) and the downstream backbone's init_cfg
-    read the official tarball through the family's reader (backbones.checkpoint.weights_reader), EMA first."""
+    read the official tarball through the family's reader (backbones._family.Family.read_weights), EMA first."""
     import zoo_common
 
     ckpt, _ = _synthetic_tf_checkpoint()
@@ -313,7 +314,7 @@ def test_every_loader_reads_the_tf_release(tmp_path, monkeypatch):
         zoo_common.check_weights_file('tiny_moat_0', str(tmp_path / 'none.tar.gz'), '--checkpoint')
     no_ema = {k: v for k, v in ckpt.items() if not k.endswith(EMA)}
     monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: no_ema)
-    with pytest.raises(zoo_common.CliError, match='no EMA copies'):
+    with pytest.raises(zoo_common.CliError, match='holds no EMA weights'):
         zoo_common.load_model_weights(model, str(release), '--checkpoint', use_ema=True)
     monkeypatch.setattr('backbones.moat.read_tf_checkpoint', lambda path: {'resnet/conv1/kernel': np.zeros(3)})
     with pytest.raises(zoo_common.CliError, match='not a MOAT checkpoint'):

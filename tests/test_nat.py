@@ -10,7 +10,8 @@ import torch
 from timm.optim import create_optimizer_v2
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.nat import NAT, checkpoint_filter_fn
+from backbones.checkpoint import fit
+from backbones.nat import NAT
 
 OFFICIAL = json.loads((Path(__file__).parent / 'data' / 'nat_official_layouts.json').read_text())
 NAMES = [
@@ -230,29 +231,29 @@ def test_official_checkpoint_loads_strictly_and_round_trips(wrap):
             'state_dict': {'state_dict': official},
             'module': {'model': {'module.' + k: v for k, v in official.items()}}}[wrap]
     model = _short('nat_mini')
-    model.load_state_dict(checkpoint_filter_fn(ckpt, model), strict=True)
+    model.load_state_dict(fit(ckpt, model), strict=True)
     ours = model.state_dict()
     assert torch.equal(ours['stages.1.downsample.reduction.weight'], official['levels.0.downsample.reduction.weight'])
     assert torch.equal(ours['stages.3.blocks.0.attn.rpb'], official['levels.3.blocks.0.attn.rpb'])
     assert torch.equal(ours['patch_embed.proj.0.weight'], official['patch_embed.proj.0.weight'])
     assert torch.equal(ours['head.fc.weight'], official['head.weight'])
     assert len(ours) == len(official)
-    again = checkpoint_filter_fn(ours, model)  # our own layout passes through unchanged
+    again = fit(ours, model)  # our own layout passes through unchanged
     assert again.keys() == ours.keys() and all(torch.equal(again[k], ours[k]) for k in ours)
     headless = _short('nat_mini', num_classes=0)
-    headless.load_state_dict(checkpoint_filter_fn(ckpt, headless), strict=True)
+    headless.load_state_dict(fit(ckpt, headless), strict=True)
 
 
 @pytest.mark.parametrize('variant', ['nat_mini', 'nat_small', 'dinat_s_tiny', 'dinat_large_384_11x11'])
 def test_official_layouts_map_onto_every_key(variant):
     official = {k: torch.empty(s, device='meta') for k, s in OFFICIAL['layouts'][variant].items()}
     model = _meta_model(variant)
-    converted = checkpoint_filter_fn(official, model)
+    converted = fit(official, model)
     assert converted.keys() == model.state_dict().keys()
     model.load_state_dict(converted, strict=True)
     if variant == 'nat_small':  # same layout without layer scale is DiNAT-S
         no_ls = {k: v for k, v in official.items() if '.gamma' not in k}
-        checkpoint_filter_fn(no_ls, _meta_model('dinat_small'))
+        fit(no_ls, _meta_model('dinat_small'))
 
 
 def test_official_checkpoint_through_timm_pretrained(tmp_path):
@@ -274,7 +275,7 @@ def test_rpb_resized_bicubic_for_another_kernel():
     layout = OFFICIAL['layouts']['dinat_large_384_11x11']
     official = {k: torch.empty([s[0], 13, 13] if k.endswith('.rpb') else s, device='meta') for k, s in layout.items()}
     model = _meta_model('dinat_large_384_11x11')
-    converted = checkpoint_filter_fn(official, model)
+    converted = fit(official, model)
     assert converted['stages.0.blocks.0.attn.rpb'].shape == (6, 21, 21)
     model.load_state_dict(converted, strict=True)
     # values: a table that is constant per head stays constant
@@ -282,7 +283,7 @@ def test_rpb_resized_bicubic_for_another_kernel():
     sd = small.state_dict()
     big = _short('dinat_mini', kernel_size=9)
     sd['stages.0.blocks.0.attn.rpb'] = torch.arange(2.).view(2, 1, 1).expand(2, 13, 13).clone()
-    out = checkpoint_filter_fn(sd, big)['stages.0.blocks.0.attn.rpb']
+    out = fit(sd, big)['stages.0.blocks.0.attn.rpb']
     assert out.shape == (2, 17, 17) and torch.allclose(out, torch.arange(2.).view(2, 1, 1).expand(2, 17, 17))
 
 
@@ -294,30 +295,31 @@ def test_wrong_family_or_variant_checkpoint_is_named():
     nat_layout = {k: torch.empty(s, device='meta') for k, s in OFFICIAL['layouts']['nat_mini'].items()}
     dinat_s_layout = {k: torch.empty(s, device='meta') for k, s in OFFICIAL['layouts']['dinat_s_tiny'].items()}
     small_layout = {k: torch.empty(s, device='meta') for k, s in OFFICIAL['layouts']['nat_small'].items()}
-    with pytest.raises(ValueError, match=r'dinat_s_tiny: checkpoint is a NAT/DiNAT .* but dinat_s_tiny is a DiNAT_s'):
-        checkpoint_filter_fn(nat_layout, _meta_model('dinat_s_tiny'))
-    with pytest.raises(ValueError, match=r'checkpoint is a DiNAT_s .* but nat_tiny is a NAT/DiNAT'):
-        checkpoint_filter_fn(dinat_s_layout, _meta_model('nat_tiny'))
+    with pytest.raises(ValueError, match=r'dinat_s_tiny: .*stem: checkpoint conv tokenizer \(NAT/DiNAT\) vs model 4x4 '
+                                         r'patches \(DiNAT_s\)'):
+        fit(nat_layout, _meta_model('dinat_s_tiny'))
+    with pytest.raises(ValueError, match=r'stem: checkpoint 4x4 patches \(DiNAT_s\) vs model conv tokenizer'):
+        fit(dinat_s_layout, _meta_model('nat_tiny'))
     with pytest.raises(ValueError, match=r'nat_tiny: .*blocks per stage: checkpoint \[3, 4, 6, 5\] vs model '
                                          r'\[3, 4, 18, 5\]'):
-        checkpoint_filter_fn(nat_layout, _meta_model('nat_tiny'))
+        fit(nat_layout, _meta_model('nat_tiny'))
     with pytest.raises(ValueError, match=r'layer scale: checkpoint True vs model False'):
-        checkpoint_filter_fn(small_layout, _meta_model('dinat_small'))
+        fit(small_layout, _meta_model('dinat_small'))
     with pytest.raises(ValueError, match=r'stage widths: checkpoint \[96, 192, 384, 768\] vs model '
                                          r'\[128, 256, 512, 1024\]'):
-        checkpoint_filter_fn(small_layout, _meta_model('nat_base'))
+        fit(small_layout, _meta_model('nat_base'))
     with pytest.raises(ValueError, match='not a NAT/DiNAT/DiNAT_s checkpoint'):
-        checkpoint_filter_fn({'blocks.0.weight': torch.zeros(1)}, _meta_model('nat_mini'))
+        fit({'blocks.0.weight': torch.zeros(1)}, _meta_model('nat_mini'))
     with pytest.raises(ValueError, match="'epoch' is a int, not a tensor"):
-        checkpoint_filter_fn({'epoch': 3, **nat_layout}, _meta_model('nat_mini'))
+        fit({'epoch': 3, **nat_layout}, _meta_model('nat_mini'))
 
 
 @pytest.mark.parametrize('features_only', [False, True])
 def test_bad_image_input(features_only):
     model = _short('nat_mini', features_only=features_only)
-    with pytest.raises(ValueError, match=r'expected 3 input channels \(in_chans=3\), got 4'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\] \(in_chans=3\), got a tensor of shape \(1, 4, 32, 32\)'):
         model(torch.randn(1, 4, 32, 32))
-    with pytest.raises(ValueError, match=r'\[B, C, H, W\]'):
+    with pytest.raises(ValueError, match=r'\[B, 3, H, W\]'):
         model(torch.randn(3, 32, 32))
 
 

@@ -11,7 +11,8 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 from timm.optim import create_optimizer_v2
 
 import backbones  # noqa: F401  (registers the models)
-from backbones.ravlt import RAVLT, checkpoint_filter_fn
+from backbones.checkpoint import fit
+from backbones.ravlt import RAVLT
 
 FIXTURE = Path(__file__).parent / 'data' / 'ravlt_official.pt'
 PARAMS = dict(ravlt_tiny=14_897_768, ravlt_small=25_591_208, ravlt_base=48_241_288, ravlt_large=95_242_440)
@@ -44,7 +45,7 @@ def test_official_parity_fixture():
     model = RAVLT(**fixture['cfg'], drop_path_rate=0.).eval()
     state = {k: v.float() if v.is_floating_point() else v for k, v in fixture['state_dict'].items()}
     assert 'layers.1.RoPE.angle' in state and state['head.weight'].dim() == 4  # the official layout
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():  # 50x71: odd, non-square (RoPE tables rebuilt)
             torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)
@@ -131,19 +132,19 @@ def test_grad_checkpointing_classifier_and_optimizer_groups():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly_and_round_trips(wrap):
-    official = assert_official_round_trip('ravlt_tiny', SHORT, _to_official, checkpoint_filter_fn, wrap)
+    official = assert_official_round_trip('ravlt_tiny', SHORT, _to_official, fit, wrap)
     assert {'layers.0.RoPE.angle', 'layers.2.downsample.reduction.weight',
             'layers.0.blocks.0.norm1.norm.weight'} <= official.keys()
 
 
 def test_full_official_layout_maps_onto_every_key():
     model = _meta_model('ravlt_large')
-    assert checkpoint_filter_fn(_to_official(model.state_dict()), model).keys() == model.state_dict().keys()
+    assert fit(_to_official(model.state_dict()), model).keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match=r'ravlt_tiny: .*blocks per stage: checkpoint \[3, 5, 9, 3\] vs model '
                                          r'\[2, 2, 6, 2\]'):
-        checkpoint_filter_fn(_to_official(_meta_model('ravlt_small').state_dict()), _meta_model('ravlt_tiny'))
+        fit(_to_official(_meta_model('ravlt_small').state_dict()), _meta_model('ravlt_tiny'))
     with pytest.raises(ValueError, match='not a RAVLT checkpoint'):
-        checkpoint_filter_fn(_meta_model('litv2_small').state_dict(), _meta_model('ravlt_tiny'))
+        fit(_meta_model('litv2_small').state_dict(), _meta_model('ravlt_tiny'))
 
 
 def test_bad_input():

@@ -13,12 +13,12 @@ from _parity import fixture_input
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
+from backbones.checkpoint import fit
 from backbones.transnext import (
     AggregatedAttention,
     Attention,
     TransNeXt,
     _stage_tables,
-    checkpoint_filter_fn,
     relative_position_cpb,
     stage_tables,
 )
@@ -158,7 +158,7 @@ def test_official_parity_fixture(key):
     model = TransNeXt(**fixture['cfg']).eval()
     state = {k: v.float() for k, v in fixture['state_dict'].items()}
     assert any(k.startswith('block1.') for k in state)  # the official layout
-    model.load_state_dict(checkpoint_filter_fn({'model': state}, model), strict=True)
+    model.load_state_dict(fit({'model': state}, model), strict=True)
     for size, logits in fixture['logits'].items():  # 64 (built size) and 96 (rebuilt, extrapolated coordinates)
         with torch.no_grad():
             torch.testing.assert_close(model(fixture_input(*size)), logits, atol=1e-4, rtol=1e-4)
@@ -219,7 +219,7 @@ def test_grad_checkpointing_matches():
 
 @pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
 def test_official_layout_loads_strictly(wrap):
-    official = assert_official_round_trip('transnext_micro', dict(TINY), _to_official, checkpoint_filter_fn, wrap)
+    official = assert_official_round_trip('transnext_micro', dict(TINY), _to_official, fit, wrap)
     assert 'block4.0.attn.qkv.weight' in official and 'block1.0.mlp.dwconv.dwconv.weight' in official
     assert 'norm4.weight' in official and 'patch_embed2.proj.weight' in official
 
@@ -229,13 +229,13 @@ def test_filter_errors_name_the_mismatch():
     other = _to_official(timm.create_model('transnext_micro', depths=(1, 1, 1, 1), embed_dims=(16, 24, 32, 40),
                                            num_heads=(2, 2, 4, 4)).state_dict())
     with pytest.raises(ValueError, match=r'blocks per stage: checkpoint \[1, 1, 1, 1\] vs model \[1, 1, 2, 1\]'):
-        checkpoint_filter_fn(other, model)
+        fit(other, model)
     with pytest.raises(ValueError, match='not a TransNeXt checkpoint'):
-        checkpoint_filter_fn({'stem.weight': torch.zeros(1)}, model)
+        fit({'stem.weight': torch.zeros(1)}, model)
     # official tables, should a file hold them, are not weights: dropped (ours come from the input size)
     state = _to_official(model.state_dict())
     state['relative_pos_index1'] = torch.zeros(3, dtype=torch.long)
-    model.load_state_dict(checkpoint_filter_fn(state, model), strict=True)
+    model.load_state_dict(fit(state, model), strict=True)
 
 
 def test_bad_input_is_named():

@@ -9,9 +9,9 @@ TensorFlow and torch live in different environments, so this runs in two steps t
    on fixed inputs and save the variables under their TF1 checkpoint names (``moat/stem/...``,
    ``moat/block_{SS}_{BB}/...``), with the values used as the ``/ExponentialMovingAverage`` copies and different raw
    values, next to the inputs and logits.
-2. ``torch``: with the zoo's venv, load those variables through ``backbones.moat.checkpoint_filter_fn`` (which must
-   pick the EMA copies) into our model of the same configuration, compare the logits, and with ``--write`` save the
-   CI fixture (``tests/data/moat_official.pt``, read by ``tests/test_moat.py``).
+2. ``torch``: with the zoo's venv, load those variables through ``moat.from_tf`` + ``checkpoint.fit``
+   (which must pick the EMA copies) into our model of the same configuration, compare the logits, and with
+   ``--write`` save the CI fixture (``tests/data/moat_official.pt``, read by ``tests/test_moat.py``).
 
 Shims (here only): deeplab2 is imported from the checkout as the ``deeplab2`` package; Keras 2 (``tf_keras``,
 ``TF_USE_LEGACY_KERAS=1``) for ``tf.keras.layers.experimental.SyncBatchNormalization``; and deeplab2's ``Attention``
@@ -187,7 +187,8 @@ def _compare(path: str) -> dict:
     import torch
 
     import backbones  # noqa: F401
-    from backbones.moat import MOAT, checkpoint_filter_fn
+    from backbones.checkpoint import fit
+    from backbones.moat import MOAT, from_tf
 
     data = np.load(path)
     meta = json.loads(str(data['__meta__']))
@@ -196,7 +197,7 @@ def _compare(path: str) -> dict:
         model = timm.create_model(meta['cfg']['model'], pool_size=meta['pool_size']).eval()
     else:
         model = MOAT(**ours_from_tf_config(meta['cfg'], meta['pool_size'])).eval()
-    model.load_state_dict(checkpoint_filter_fn(variables, model), strict=True)
+    model.load_state_dict(fit(from_tf(variables), model), strict=True)
     inputs = {k[6:]: torch.from_numpy(data[k]) for k in data.files if k.startswith('input:')}
     logits = {k[7:]: torch.from_numpy(data[k]) for k in data.files if k.startswith('logits:')}
     for key, x in inputs.items():

@@ -1,6 +1,6 @@
 """Pure-PyTorch tiled backend: fast on CPU, memory linear in tokens, explicit FlashAttention-style backward.
 
-How it works (DESIGN §1b):
+How it works (docs/design.md, 'Fused local attention'):
 
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
