@@ -6,21 +6,13 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from _op_module import Call
 from torch.utils.flop_counter import FlopCounterMode
 
 import backbones  # noqa: F401
 import ops
 
 fvcore = pytest.importorskip('fvcore.nn')
-
-
-class Call(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 def _counts(fn, *args, backward=False):

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _op_module import Call
 
 import ops
 
@@ -19,15 +20,6 @@ B = torch.export.Dim('b', min=1, max=16)
 H = torch.export.Dim('h', min=4, max=256)
 W = torch.export.Dim('w', min=4, max=256)
 D2 = {0: B, 1: H, 2: W}
-
-
-class Call(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 def _qkv(*shape, seed=0):
