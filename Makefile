@@ -1,6 +1,6 @@
 # attnzoo quick start: `make demo` trains and validates a small model on the embedded dataset, `make test` runs
 # ruff and the whole test suite. Both create .venv on first use; the demo installs the package, the tests also the
-# `det` extra and mmcv (built once by tools/install_mmcv.sh). Stamp files make later runs start at once.
+# `det` and `onnx` extras and mmcv (built once by tools/install_mmcv.sh). Stamp files make later runs start at once.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +19,11 @@ DEMO_DIR := output/demo
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint readme clean
+# The README's attention-map figures (docs/figures/): one per family, random weights (the footprints are the point).
+FIGURE_MODELS ?= nat_mini dinat_mini dinat_s_tiny maxvit_na_tiny_tf_224 biformer_tiny litv2_small agent_pvt_tiny \
+	inline_pvt_tiny ravlt_tiny l2vit_tiny glnet_4g transnext_micro tiny_moat_0_no_pe
+
+.PHONY: install demo test lint readme figures clean
 
 install: $(STAMP)
 
@@ -32,7 +36,7 @@ $(BASE_STAMP): $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(STAMP): $(BASE_STAMP) tools/install_mmcv.sh
-	$(PY) -m pip install -e '.[dev,det]'
+	$(PY) -m pip install -e '.[dev,det,onnx]'
 	bash tools/install_mmcv.sh $(PY)
 	touch $@
 
@@ -53,6 +57,10 @@ lint: $(STAMP)
 
 readme: $(STAMP)
 	$(PY) tools/gen_model_table.py
+
+figures: $(STAMP)
+	for m in $(FIGURE_MODELS); do OMP_NUM_THREADS=1 $(PY) visualize.py --model $$m --image chelsea \
+		--points 150,120 330,90 --out docs/figures/$$m.jpg || exit 1; done
 
 clean:
 	rm -rf output build dist *.egg-info .pytest_cache .ruff_cache

@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 import backbones  # noqa: F401  (registers the zoo's models with timm)
 import param_rules
+import token_label
 import zoo_common
 from zoo_common import CliError
 
@@ -183,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--drop-path', type=float, default=None)
     group.add_argument('--dist-bn', default='reduce', choices=('', 'broadcast', 'reduce'))
     group.add_argument('--sync-bn', action='store_true', help='synchronised BatchNorm across processes (DDP on CUDA)')
+
+    group = parser.add_argument_group('Token labelling (GLNet *_tklb, token_label.py)')
+    group.add_argument('--token-label', action='store_true',
+                       help='train with token labels (the *_tklb recipes set it; needs --token-label-dir)')
+    group.add_argument('--token-label-dir', default=None, metavar='DIR',
+                       help="TokenLabeling label maps of the training images (<DIR>/<class>/<image stem>.pt)")
+    group.add_argument('--token-label-size', type=int, default=7, metavar='S',
+                       help='token labels per side: the final grid (input size / 32)')
+    group.add_argument('--dense-weight', type=float, default=0.5, help='weight of the token (dense) loss')
+    group.add_argument('--cls-weight', type=float, default=1.0, help='weight of the image-level loss')
 
     group = parser.add_argument_group('Model EMA')
     group.add_argument('--model-ema', action='store_true')
@@ -347,14 +358,34 @@ def _create_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset
         args.img_size = zoo_common.EMBEDDED_IMG_SIZE
     _check_split_folders(args)
     kwargs = dict(class_map=args.class_map or None, download=args.dataset_download, batch_size=args.batch_size)
-    dataset_train = zoo_common.create_dataset(
-        args.dataset, args.data_dir, args.train_split, is_training=True, num_samples=args.train_num_samples,
-        **kwargs)
+    if args.token_label and not args.token_label_dir:
+        raise CliError('--token-label: give the folder of the label maps with --token-label-dir')
+    args.token_label = args.token_label or bool(args.token_label_dir)
+    if args.token_label:
+        dataset_train = _token_label_dataset(args)
+    else:
+        dataset_train = zoo_common.create_dataset(
+            args.dataset, args.data_dir, args.train_split, is_training=True, num_samples=args.train_num_samples,
+            **kwargs)
     dataset_eval = zoo_common.create_dataset(
         args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples, **kwargs)
     if args.num_classes is None:
         args.num_classes = zoo_common.dataset_num_classes(dataset_train)
     return dataset_train, dataset_eval
+
+
+def _token_label_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
+    """The training folder with its token labels (--token-label-dir): an image folder dataset only."""
+    if args.dataset not in ('', 'folder') or not args.data_dir:
+        raise CliError('--token-label-dir: needs an image folder dataset (--data-dir with class folders)')
+    if args.train_num_samples:
+        raise CliError('--token-label-dir: --train-num-samples is not supported')
+    names = _SPLIT_FOLDERS.get(args.train_split, (args.train_split,))
+    root = next(os.path.join(args.data_dir, n) for n in names if os.path.isdir(os.path.join(args.data_dir, n)))
+    try:
+        return token_label.TokenLabelDataset(root, args.token_label_dir)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CliError(f'--token-label-dir {args.token_label_dir}: {e}') from e
 
 
 def _create_loaders(
@@ -368,11 +399,20 @@ def _create_loaders(
     if len(dataset_train) < args.batch_size * args.world_size:
         raise CliError(f'--batch-size {args.batch_size}: larger than the training set ({len(dataset_train)} '
                        f'images over {args.world_size} process(es))')
-    train_transform = create_transform(
-        args.input_size, is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
-        vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
-        interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
-        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+    if args.token_label:
+        if args.no_aug or args.input_size[-1] != args.input_size[-2]:
+            raise CliError('--token-label-dir: needs augmentation and a square input size')
+        train_transform = token_label.TokenLabelTransform(
+            args.input_size[-1], scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
+            color_jitter=args.color_jitter, auto_augment=args.aa, interpolation=args.train_interpolation,
+            mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob, re_mode=args.remode,
+            re_count=args.recount)
+    else:
+        train_transform = create_transform(
+            args.input_size, is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio,
+            hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
+            interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
+            re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
     eval_transform = create_transform(
         args.input_size, interpolation=data_config['interpolation'], mean=data_config['mean'],
         std=data_config['std'], crop_pct=data_config['crop_pct'], crop_mode=data_config.get('crop_mode'))
@@ -383,7 +423,18 @@ def _create_loaders(
 
 
 def _create_mixup_and_loss(args: argparse.Namespace) -> tuple[Mixup | None, nn.Module]:
-    """timm's batch Mixup/CutMix (soft targets) when enabled, and the matching training loss."""
+    """timm's batch Mixup/CutMix (soft targets) when enabled, and the matching training loss; with token labels
+    the token-labelling loss (its CutMix is inside the model)."""
+    if args.token_label:
+        if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None or args.bce_loss:
+            raise CliError('--token-label-dir: token labelling mixes inside the model and has its own loss; set '
+                           '--mixup 0 --cutmix 0 (as the official main_tklb.py) and no --bce-loss')
+        grid = args.input_size[-1] // 32
+        if args.token_label_size != grid:
+            raise CliError(f'--token-label-size {args.token_label_size}: must be the final token grid side, input '
+                           f'size / 32 = {grid}')
+        return None, token_label.TokenLabelLoss(args.num_classes, args.token_label_size, args.smoothing,
+                                                args.dense_weight, args.cls_weight)
     if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
         if args.batch_size % 2:
             raise CliError(f'--batch-size {args.batch_size}: must be even with mixup/cutmix')
@@ -749,9 +800,14 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             {k: v for k, v in vars(args).items() if k != 'config'}, sort_keys=False))
 
     train_model = model
+    if args.token_label:
+        try:
+            train_model = token_label.TokenLabelModel(model)
+        except ValueError as e:
+            raise CliError(f'--token-label-dir with --model {args.model}: {e}') from e
     if args.distributed:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == 'cuda' else None)
+            train_model, device_ids=[device.index] if device.type == 'cuda' else None)
     if args.torch_compile:
         train_model = torch.compile(train_model, backend=args.torch_compile, mode=args.torchcompile_mode)
     eval_model = torch.compile(model, backend=args.torch_compile, mode=args.torchcompile_mode) \

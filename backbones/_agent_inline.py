@@ -239,7 +239,8 @@ class AgentAttention(AgentBiases, _QKV):
         agents = pool_agents(q, agent_shape)
         bias1, bias2 = self.biases((h, w), agent_shape=agent_shape)
         out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
-                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=(h, w))
         out = out.reshape(b, h, w, c) + self.dwc(v.reshape(b, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))
 
@@ -285,7 +286,7 @@ class InLineAttention(_QKV):
         b, h, w, c = x.shape
         q, k, v = self._project(x)
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
-                                   normalizer='inline', scale=self.scale).reshape(b, h, w, c)
+                                   normalizer='inline', scale=self.scale, token_grid=(h, w)).reshape(b, h, w, c)
         residual = inline_residual(self.residual, x.mean(dim=(1, 2)), v.reshape(b, h, w, c).permute(0, 3, 1, 2))
         out = out + residual.permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))

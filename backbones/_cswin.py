@@ -105,7 +105,8 @@ class StripeBranch(nn.Module):
         if ph or pw:  # the official segmentation backbone's centred padding
             pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
             q, k, v = (F.pad(t, pad) for t in (q, k, v))
-        out = self.attend(q, k, v, (wh, ww), **kwargs) + window_conv(v, self.get_v, (wh, ww))
+        grid = ops.TokenGrid((h, w), (-(ph // 2), -(pw // 2)))  # where the padded map's tokens lie (attention maps)
+        out = self.attend(q, k, v, (wh, ww), token_grid=grid, **kwargs) + window_conv(v, self.get_v, (wh, ww))
         if ph or pw:
             out = out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
         return out
@@ -141,11 +142,11 @@ class LePEStripeAttention(StripeBranch):
         self._init_branch(dim, num_heads, idx, split_size, resolution, {'device': device, 'dtype': dtype})
         self.attn_drop, self.mask_padding = attn_drop, mask_padding
 
-    def attend(self, q, k, v, window, **kwargs):
+    def attend(self, q, k, v, window, token_grid=None, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
         out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
-                                   dropout_p=self.attn_drop if self.training else 0.)
+                                   dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
@@ -184,7 +185,8 @@ class AgentStripeAttention(AgentBiases, StripeBranch):
         agents = pool_agents(q, agent_shape)
         bias1, bias2 = self.biases(window, agent_shape=agent_shape)
         out = ops.agent_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), agents, bias1, bias2,
-                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+                                  scale=self.scale, dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=window)
         return _merge_windows(out.reshape(-1, *window, c), b, h, w)
 
     def extra_repr(self) -> str:
@@ -220,7 +222,7 @@ class InLineStripeAttention(StripeBranch):
         b, h, w, c = q.shape
         q, k, v = (_windows(t, window, self.num_heads) for t in (q, k, v))
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
-                                   normalizer='inline', scale=self.scale).reshape(-1, *window, c)
+                                   normalizer='inline', scale=self.scale, token_grid=window).reshape(-1, *window, c)
         out = out + inline_residual(self.residual, x_mean, v.flatten(3).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return _merge_windows(out, b, h, w)
 

@@ -7,8 +7,8 @@ modify it: a 16x16 patch embedding, a class token and learned absolute position 
 classifier. Parameter names are timm's (= the official ones), so official checkpoints load as saved.
 
 Each block's attention is a letter (``attn_type``, one per block): ``S`` / ``B`` softmax attention (timm's
-``Attention``, SDPA underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I`` InLine
-(:class:`InLineDeiTAttention`). Every attention takes the tokens
+``Attention`` parameters, :func:`ops.dense_attention` underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I``
+InLine (:class:`InLineDeiTAttention`). Every attention takes the tokens
 ``[B, 1 + H*W, C]`` (class token first) and the patch grid ``(H, W)``, so the linear attentions, which reshape the
 patch tokens into a map, run on any grid (the official code derives a square grid from the token count).
 
@@ -50,9 +50,10 @@ _POOLS = ('token', 'avg', '')
 
 
 class SoftmaxAttention(Attention):
-    """timm's ViT attention (``qkv``, ``proj``; SDPA) with the DeiT attention signature ``(x, grid)``.
+    """timm's ViT attention (``qkv``, ``proj``) on :func:`ops.dense_attention`, with the DeiT attention signature
+    ``(x, grid)`` (``grid``: the patch grid, where the tokens after the class token lie).
 
-    ``grid_size`` (the build grid, which sizes the linear attentions' parameters) and ``grid`` are not used.
+    ``grid_size`` (the build grid, which sizes the linear attentions' parameters) is not used.
     """
 
     def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], qkv_bias: bool = True,
@@ -61,7 +62,11 @@ class SoftmaxAttention(Attention):
                          device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return super().forward(x)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        out = ops.dense_attention(self.q_norm(q), self.k_norm(k), v, scale=self.scale, token_grid=ops.TokenGrid(
+            grid, prefix=1), dropout_p=self.attn_drop.p if self.training else 0.)
+        return self.proj_drop(self.proj(self.norm(out.reshape(b, n, -1))))
 
 
 class AgentDeiTAttention(AgentAttention):
@@ -97,7 +102,8 @@ class AgentDeiTAttention(AgentAttention):
         bias1 = torch.cat([cls_key, bias1], dim=-1)
         bias2 = torch.cat([cls_query.transpose(1, 2), bias2], dim=-2)
         out = ops.agent_attention(q, k, v, agents, bias1, bias2, scale=self.scale,
-                                  dropout_p=self.attn_drop if self.training else 0.).reshape(b, n, c)
+                                  dropout_p=self.attn_drop if self.training else 0.,
+                                  token_grid=ops.TokenGrid(grid, prefix=1)).reshape(b, n, c)
         local = self.dwc(v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
         out = torch.cat([out[:, :1], out[:, 1:] + local], dim=1)
         return self.proj_drop(self.proj(out))
@@ -119,8 +125,8 @@ class InLineDeiTAttention(InLineAttention):
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).unbind(2)
-        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline',
-                                   scale=self.scale).reshape(b, n, c)
+        out = ops.linear_attention(q, k, v, feature_map=self.kernel_func, normalizer='inline', scale=self.scale,
+                                   token_grid=ops.TokenGrid(grid, prefix=1)).reshape(b, n, c)
         local = inline_residual(self.residual, x.mean(dim=1), v[:, 1:].reshape(b, *grid, c).permute(0, 3, 1, 2))
         out = torch.cat([out[:, :1], out[:, 1:] + local.flatten(2).transpose(1, 2)], dim=1)
         return self.proj_drop(self.proj(out))

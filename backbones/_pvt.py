@@ -73,7 +73,8 @@ class SpatialReductionAttention(nn.Module):
         if self.sr_ratio > 1:
             kv_in = self.norm(self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         k, v = self.kv(kv_in).reshape(b, -1, 2, self.num_heads, self.head_dim).unbind(2)
-        out = ops.dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        keys = (h, w) if self.sr_ratio == 1 else ops.TokenGrid(tuple(kv_in.shape[1:3]), name='pooled')
+        out = ops.dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0., token_grid=((h, w), keys))
         return self.proj_drop(self.proj(out.reshape(b, h, w, c)))
 
 

@@ -103,7 +103,7 @@ class BiLevelRoutingAttention(nn.Module):
         _, indices = ops.region_routing(q, k, self.n_win, self.topk, scale=self.scale, valid_shape=valid)
         heads = (B, Hp, Wp, self.num_heads, -1)
         out = ops.routed_attention(q.reshape(heads), k.reshape(heads), v.reshape(heads), indices, self.n_win,
-                                   scale=self.scale, valid_shape=valid).reshape(B, Hp, Wp, C)
+                                   scale=self.scale, valid_shape=valid, token_grid=(H, W)).reshape(B, Hp, Wp, C)
         if self.mask_padding:  # LePE on the real map (zeros beyond its border, not the padded tokens' V)
             out, v = ops.crop(out, size, dims=(1, 2)), ops.crop(v, size, dims=(1, 2))
         if self.lepe is not None:
@@ -131,7 +131,7 @@ class GlobalAttentionLePE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).unbind(2)
-        out = ops.dense_attention(q, k, v).reshape(B, H, W, C)
+        out = ops.dense_attention(q, k, v, token_grid=(H, W)).reshape(B, H, W, C)
         if self.lepe is not None:
             out = out + _conv_nhwc(self.lepe, x)
         return self.proj(out)

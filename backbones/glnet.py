@@ -71,10 +71,11 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_grid=None) -> torch.Tensor:
+        """``token_grid``: where the N tokens lie (``(H, W)``, or a token set's name), for attention maps."""
         B, N, C = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, N, 3, self.num_heads, -1).unbind(2)
-        return self.out_proj(ops.dense_attention(q, k, v).reshape(B, N, C))
+        return self.out_proj(ops.dense_attention(q, k, v, token_grid=token_grid).reshape(B, N, C))
 
 
 class LayerScale(nn.Module):
@@ -159,9 +160,9 @@ class GLMixBlock(nn.Module):
         slots_n = F.normalize(init_slots, dim=-1).expand(B, -1, -1).unsqueeze(2)
         tokens_n = F.normalize(tokens, dim=-1)
         # logits[s, l] = slot_scale * cos(slot s, token l); softmax over tokens, then over slots
-        slots = ops.dense_attention(self.slot_scale * slots_n, tokens_n, tokens, scale=1.)
-        slots = self.relation_mha(slots.squeeze(2)).unsqueeze(2)
-        out = ops.dense_attention(self.slot_scale * tokens_n, slots_n, slots, scale=1.)
+        slots = ops.dense_attention(self.slot_scale * slots_n, tokens_n, tokens, scale=1., token_grid=('slots', (H, W)))
+        slots = self.relation_mha(slots.squeeze(2), token_grid='slots').unsqueeze(2)
+        out = ops.dense_attention(self.slot_scale * tokens_n, slots_n, slots, scale=1., token_grid=((H, W), 'slots'))
         return out.squeeze(2).transpose(1, 2).reshape(B, C, H, W) + self.feature_conv(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +177,8 @@ class GLMixBlock(nn.Module):
 
 
 class MHSABlock(nn.Module):
-    """Pre-norm MHSA block on NLC tokens: LayerNorm, attention, LayerNorm, linear MLP (official ``MHSA_Block``)."""
+    """Pre-norm MHSA block on the NCHW map's tokens: LayerNorm, attention, LayerNorm, linear MLP (official
+    ``MHSA_Block``, which takes the NLC tokens)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., layerscale: float = -1.,
                  drop_path: float = 0., device=None, dtype=None):
@@ -192,8 +194,11 @@ class MHSABlock(nn.Module):
         self.ls2 = _layer_scale(dim, layerscale, False, dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        B, C, H, W = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t), (H, W))))
+        t = t + self.drop_path(self.ls2(self.mlp(self.norm2(t))))
+        return t.transpose(1, 2).reshape(B, C, H, W)
 
 
 class MHSANCHWBlock(nn.Module):
@@ -218,7 +223,7 @@ class MHSANCHWBlock(nn.Module):
             x = x + self.pos_conv(x)
         B, C, H, W = x.shape
         t = x.flatten(2).transpose(1, 2)
-        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t))))
+        t = t + self.drop_path(self.ls1(self.mha_op(self.norm1(t), (H, W))))
         x = t.transpose(1, 2).reshape(B, C, H, W)
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
@@ -238,7 +243,6 @@ class GLNetStage(nn.Module):
         if mixing_mode not in _MIXING_MODES:
             raise ValueError(f'mixing_mode must be one of {_MIXING_MODES}, got {mixing_mode!r}')
         self.grad_checkpointing = False
-        self.tokens = mixing_mode == 'mha'  # blocks run on NLC tokens
         self.downsample = downsample if downsample is not None else nn.Identity()
         common = dict(mlp_ratio=mlp_ratio, layerscale=layerscale, **dd)
 
@@ -253,12 +257,8 @@ class GLNetStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        B, C, H, W = x.shape
-        if self.tokens:
-            x = x.flatten(2).transpose(1, 2)
-        x = checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
+        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
             self.blocks(x)
-        return x.transpose(1, 2).reshape(B, C, H, W) if self.tokens else x
 
 
 def _stem(in_chans: int, dim: int, overlapped: bool, dd: dict) -> nn.Sequential:

@@ -83,7 +83,7 @@ class LinearAttention(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x.reshape(B, H * W, C)).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
         out = ops.linear_attention(q, k, v, feature_map='relu', key_reduce='sum', clamp_min=_CLAMP_MIN,
-                                   scale=self.temperature)
+                                   scale=self.temperature, token_grid=(H, W))
         return self.proj(out.reshape(B, H, W, C))
 
 

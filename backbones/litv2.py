@@ -96,14 +96,15 @@ class HiLo(nn.Module):
         outs = []
         if self.h_heads:
             q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
-            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale)  # divisible: nothing padded here
+            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale, token_grid=(H, W))  # divisible: no pad
             outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
         if self.l_heads:
             # queries of padded tokens would be cropped away: only the real tokens query
             q = self.l_q(x).view(B, H * W, self.l_heads, self.head_dim)
             pooled = xp if self.ws == 1 else F.avg_pool2d(xp.permute(0, 3, 1, 2), self.ws).permute(0, 2, 3, 1)
             k, v = self.l_kv(pooled.reshape(B, -1, self.dim)).view(B, -1, 2, self.l_heads, self.head_dim).unbind(2)
-            lofi = ops.dense_attention(q, k, v, scale=self.scale)
+            keys = (H, W) if self.ws == 1 else ops.TokenGrid(tuple(pooled.shape[1:3]), name='pooled')
+            lofi = ops.dense_attention(q, k, v, scale=self.scale, token_grid=((H, W), keys))
             outs.append(self.l_proj(lofi.reshape(B, H, W, self.l_dim)))
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 

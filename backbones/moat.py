@@ -185,7 +185,7 @@ class MOATAttention(nn.Module):
             table = self.table(H, W)
             bias = None if table is None else _dense_bias(table, H, W)
             flat = (B, H * W, self.num_heads, self.head_dim)
-            out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias)
+            out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias, token_grid=(H, W))
         else:
             out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
         return self.o(out.reshape(B, H, W, C))

@@ -71,9 +71,9 @@ class RALAttention(nn.Module):
         q, k, v = (t.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))
         if self.linear:
             out = ops.linear_attention(q, k, v, feature_map='elu+1', key_reweight=True, rope=rope,
-                                       key_reduce='mean', eps=1e-6, scale=1.0 / (H * W))
+                                       key_reduce='mean', eps=1e-6, scale=1.0 / (H * W), token_grid=(H, W))
         else:
-            out = ops.dense_attention(ops.apply_rope(q, *rope), ops.apply_rope(k, *rope), v)
+            out = ops.dense_attention(ops.apply_rope(q, *rope), ops.apply_rope(k, *rope), v, token_grid=(H, W))
         out = out.flatten(2).transpose(1, 2).reshape(B, C, H, W)
         return self.proj((out + lepe) * o)
 

@@ -145,6 +145,9 @@ def _(h, w, ph, pw, pth, ptw, window, device):
             torch.empty(w, pw, dtype=torch.long, device=device), torch.empty(h * w, dtype=scale_dtype, device=device))
 
 
+ops.add_onnx_lowering_module('backbones._transnext_onnx')  # the op's ONNX lowering (loaded when exporting)
+
+
 def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
                  device: torch.device) -> StageTables:
     """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);
@@ -223,7 +226,8 @@ class AggregatedAttention(nn.Module):
         pooled = self.pool(x, H, W)
         kp, vp = self.kv(pooled).view(B, pooled.shape[1], 2, h, d).unbind(2)
         out_pool, lse_pool = ops.dense_attention(q, F.normalize(kp, dim=-1), vp, bias=tables.bias(
-            self.cpb_fc1, self.cpb_fc2), scale=1., return_lse=True)
+            self.cpb_fc1, self.cpb_fc2), scale=1., return_lse=True,
+            token_grid=((H, W), ops.TokenGrid(self.pool_size(H, W), name='pooled')))
         out, _ = ops.merge_attentions([out_local.reshape(B, N, h, d), out_pool],
                                       [lse_local.reshape(B, N, h), lse_pool])
         # the learnable local weights, added to the softmax weights of the local values
@@ -266,7 +270,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2)
         _, q = _scaled_queries(q, self.query_embedding, self.temperature, tables.scale)
         out = ops.dense_attention(q, F.normalize(k, dim=-1), v, bias=tables.bias(self.cpb_fc1, self.cpb_fc2),
-                                  scale=1.)
+                                  scale=1., token_grid=(H, W))
         return self.proj_drop(self.proj(out.reshape(B, N, C)))
 
 

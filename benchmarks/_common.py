@@ -86,6 +86,16 @@ def release_freed_memory() -> None:
         pass
 
 
+def keep_freed_memory() -> None:
+    """Undo :func:`release_freed_memory`: allocations below 32 MiB come from the heap again and freed memory is
+    reused, as in an ordinary process (a 64 KiB threshold makes every tensor its own mapping: page faults on each
+    first touch, which doubled the time of allocation-heavy ops such as the tiled NA path)."""
+    try:
+        ctypes.CDLL('libc.so.6').mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass
+
+
 def cpu_memory_tracking() -> bool:
     """Whether the resident-set peak can be reset (Linux /proc/self/clear_refs)."""
     try:
@@ -152,8 +162,9 @@ def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int
 def measure_op(fn: Callable[[], Any], device: torch.device, reps: int, short: bool = False, cpu_peak: bool = True
                ) -> tuple[float, float, float]:
     """(ms, peak bytes, spread) of ``fn``. GPU: do_bench's median, over at least ~7 calls (``short``: a 50 ms
-    window, else ``max(100, 20 * reps)`` ms), spread = (p80 - p20) / median. CPU: the minimum of ``reps`` runs,
-    spread = (max - min) / min; peak NaN unless ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
+    window, else ``max(100, 20 * reps)`` ms), spread = (p80 - p20) / median. CPU: the minimum of ``reps`` runs
+    (ordinary allocator), spread = (max - min) / min; peak (freed memory returned to the OS) NaN unless
+    ``cpu_peak`` (its garbage collection costs ~0.5 s a call)."""
     fn()
     if device.type == 'cuda':
         import triton.testing
@@ -169,14 +180,20 @@ def measure_op(fn: Callable[[], Any], device: torch.device, reps: int, short: bo
         rep = max(50 if short else max(100, reps * 20), 7 * start.elapsed_time(end))
         p20, p50, p80 = triton.testing.do_bench(fn, warmup=10 if short else 25, rep=rep, quantiles=[0.2, 0.5, 0.8])
         return p50, peak, (p80 - p20) / p50
-    # one torch thread: the thread's CPU time (immune to other processes on the cores); else wall-clock time
+    # one torch thread: the thread's CPU time (immune to other processes on the cores); else wall-clock time.
+    # Timed with the ordinary allocator; the peak with freed memory going back to the OS (see keep_freed_memory)
     clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    keep_freed_memory()
+    fn()
     times = []
     for _ in range(reps):
         t0 = clock()
         fn()
         times.append((clock() - t0) * 1e3)
-    peak = cpu_peak_bytes(fn, collect=True) if cpu_peak else math.nan
+    peak = math.nan
+    if cpu_peak:
+        release_freed_memory()
+        peak = cpu_peak_bytes(fn, collect=True)
     return min(times), peak, (max(times) - min(times)) / max(min(times), 1e-9)
 
 

@@ -34,12 +34,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tools'))
 
 import timm  # noqa: E402
+from _parity import load_official_, variant_args  # noqa: E402
 from agent_inline_official_parity import official_model, official_module, perturb_  # noqa: E402
 
 import ops  # noqa: E402
-from backbones import agent, inline  # noqa: E402
 from backbones._agent_inline import AgentAttention, InLineAttention  # noqa: E402
-from backbones.checkpoint import fit  # noqa: E402
 from benchmarks import _common as bench  # noqa: E402
 
 STAGES = {1: dict(dim=96, heads=3, agents=9, stride=4), 2: dict(dim=192, heads=6, agents=16, stride=8)}
@@ -107,11 +106,10 @@ def bench_models(args: argparse.Namespace, repos: dict[str, Path]) -> list[dict[
         family = 'agent' if name.startswith('agent') else 'inline' if name.startswith('inline') else None
         candidates = {'ours' if family else 'timm': timm.create_model(name, drop_path_rate=0.).eval()}
         if family in repos:
-            cfg = dict((agent if family == 'agent' else inline).model_cfgs[name])
+            cfg = variant_args(name)
             off = official_model(official_module(repos[family] / _FILES[family]), family, cfg.pop('skeleton'), cfg)
             perturb_(off, torch.Generator().manual_seed(0))
-            ours = candidates['ours']
-            ours.load_state_dict(fit({'model': off.state_dict()}, ours), strict=True)
+            load_official_(candidates['ours'], off.state_dict())
             candidates['official'] = off
         rows += [bench.model_row(candidates.pop(impl), args, args.model_batch, 224, channels_last=False, impl=impl,
                                  model=name, img_size=224) for impl in list(candidates)]

@@ -4,8 +4,8 @@
   (default 512 on CPU, 1024 on CUDA) with the detection setting (``n_win=16``; the official model with
   ``auto_pad=True``, as its detection backbone); inference (eval forward) and training (forward, cross-entropy,
   backward, AdamW step), ours vs the official model holding the SAME weights (the official random init, moved off
-  its init by tools/biformer_official_parity.py's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the
-  fp32 logit difference is recorded as a check). Drop path 0 in both.
+  its init by tools/biformer_official_parity.py's ``perturb_``, mapped through our checkpoint fit; the fp32
+  logit difference is recorded as a check). Drop path 0 in both.
 * Ours runs BRA through :func:`ops.region_routing` + :func:`ops.routed_attention` (the backend dispatch picks: the
   bounded-memory ``torch`` backend on CPU); the official ``BiLevelRoutingAttention`` gathers the ``topk`` routed
   regions' keys and values into a ``topk``-fold copy (``KVGather``) before a dense attention per region.
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tools'))
 
 
-from backbones.biformer import BiFormer, model_cfgs  # noqa: E402
-from backbones.checkpoint import fit  # noqa: E402
+import _parity  # noqa: E402  (tools/: our model built and loaded as the parity scripts do)
+
 from benchmarks import _common as bench  # noqa: E402
 
 MODEL = 'biformer_small'
@@ -54,8 +54,7 @@ def build_pair(size: int, official_repo: Path | None) -> tuple[dict[str, torch.n
     """Our model and (with the official code) the official one with the same weights, for ``size``'s n_win."""
     n_win = n_win_for(size)
     torch.manual_seed(0)
-    ours = BiFormer(**dict(model_cfgs[MODEL], n_win=n_win)).eval()
-    ours.pretrained_cfg = dict(architecture=MODEL)
+    ours = _parity.ours(MODEL, n_win=n_win)
     models, diff = {'ours': ours}, None
     if official_repo is not None:
         from biformer_official_parity import enable_auto_pad_, official_modules, perturb_
@@ -65,7 +64,7 @@ def build_pair(size: int, official_repo: Path | None) -> tuple[dict[str, torch.n
             if hasattr(m, 'n_win'):
                 m.n_win = n_win
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
+        _parity.load_official_(ours, official.state_dict())
         diff = bench.logit_difference(official, ours, size, f'{MODEL} n_win={n_win} @ {size}', batch=1)
         models['official (gather)'] = official
     return models, diff

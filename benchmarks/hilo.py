@@ -7,7 +7,7 @@
   ``ops/na/backends/_triton_small.py``).
 * LITv2-S at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy, backward, AdamW step)
   with peak memory, ours vs the official model holding the SAME weights (the official random init, moved off its
-  init by tools/litv2_official_parity.py's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the fp32
+  init by tools/litv2_official_parity.py's ``perturb_``, mapped through our checkpoint fit; the fp32
   logit difference is recorded as a check). Drop path 0 in both.
 
 Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, per-iteration CUDA-event medians and
@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 import timm  # noqa: E402
 
 import ops  # noqa: E402
-from backbones.checkpoint import fit  # noqa: E402
-from backbones.litv2 import HiLo, model_cfgs  # noqa: E402
+from backbones.litv2 import HiLo  # noqa: E402
 from benchmarks import _common as bench  # noqa: E402
 
 DIM, HEADS, WS, ALPHA = 384, 12, 2, 0.9
@@ -122,10 +121,11 @@ def bench_model(args: argparse.Namespace, official_cls: Any) -> tuple[list[dict[
     diff = None
     if official_cls is not None:
         sys.path.insert(0, str(ROOT / 'tools'))
+        import _parity
         from litv2_official_parity import _official_kwargs, perturb_
-        official = official_cls.LITv2(img_size=MODEL_SIZE, **_official_kwargs(model_cfgs[MODEL])).eval()
+        official = official_cls.LITv2(img_size=MODEL_SIZE, **_official_kwargs(_parity.variant_args(MODEL))).eval()
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
+        _parity.load_official_(ours, official.state_dict())
         diff = bench.logit_difference(official, ours, MODEL_SIZE, f'{MODEL} @ {MODEL_SIZE}')
         models['official'] = official
         del official

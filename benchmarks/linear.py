@@ -13,7 +13,7 @@
 
 * ravlt_tiny and l2vit_tiny at 224: inference img/s (eval forward) and training img/s (forward, cross-entropy,
   backward, AdamW step) with peak memory, ours vs the official model with the SAME weights (the official random
-  init moved off its init by the parity script's ``perturb_``, mapped through our ``backbones.checkpoint.fit``; the
+  init moved off its init by the parity script's ``perturb_``, mapped through our checkpoint fit; the
   fp32 logit difference is recorded as a check). Drop path 0 in both.
 
 Timing and memory are benchmarks/_common.py's ``measure``: on CUDA, CUDA-event medians and ``max_memory_allocated``
@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tools'))
 
+import _parity  # noqa: E402  (tools/: our model loaded as the parity scripts do)
 import timm  # noqa: E402
 
 import ops  # noqa: E402
 from backbones import l2vit, ravlt  # noqa: E402
-from backbones.checkpoint import fit  # noqa: E402
 from benchmarks import _common as bench  # noqa: E402
 
 MODEL_SIZE = 224
@@ -121,23 +121,22 @@ def bench_attention(args: argparse.Namespace, official: dict[str, Any]) -> list[
     return rows
 
 
-def _official_models(official: dict[str, Any]) -> dict[str, tuple[torch.nn.Module, Callable]]:
-    """model name -> (the official model with perturbed random weights, our fit)."""
+def _official_models(official: dict[str, Any]) -> dict[str, torch.nn.Module]:
+    """model name -> the official model with perturbed random weights."""
     import l2vit_official_parity as l2p
     import ravlt_official_parity as rap
-    rav = rap.official_model(official['rala'], ravlt.model_cfgs['ravlt_tiny'])
+    rav = rap.official_model(official['rala'], _parity.variant_args('ravlt_tiny'))
     rap.perturb_(rav, torch.Generator().manual_seed(0))
-    l2 = l2p.official_model(official['l2vit'], l2vit.model_cfgs['l2vit_tiny'])
+    l2 = l2p.official_model(official['l2vit'], _parity.variant_args('l2vit_tiny'))
     l2p.perturb_(l2, torch.Generator().manual_seed(0))
     l2.num_classes = l2.head.out_features  # what the training step draws targets from (timm models have it)
-    return {'ravlt_tiny': (rav, fit), 'l2vit_tiny': (l2, fit)}
+    return {'ravlt_tiny': rav, 'l2vit_tiny': l2}
 
 
 def bench_models(args: argparse.Namespace, official: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for name, (theirs, filter_fn) in _official_models(official).items():
-        ours = timm.create_model(name, drop_path_rate=0.).eval()
-        ours.load_state_dict(filter_fn({'model': theirs.state_dict()}, ours), strict=True)
+    for name, theirs in _official_models(official).items():
+        ours = _parity.load_official_(timm.create_model(name, drop_path_rate=0.).eval(), theirs.state_dict())
         diff = bench.logit_difference(theirs.eval(), ours, MODEL_SIZE, f'{name} @ {MODEL_SIZE}')
         models = {'ours': ours, 'official': theirs}
         del ours, theirs

@@ -191,7 +191,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     model = _prepare(model, args)
     row['infer'] = run_mode(model, 'infer', args.batch_size, img_size, args)
     if not args.skip_train:
-        row['train'] = run_mode(model, 'train', args.batch_size, img_size, args)
+        row['train'] = run_mode(model, 'train', args.train_batch_size or args.batch_size, img_size, args)
     if not args.skip_1024:
         size = args.backbone_size
         if _accepts_img_size(name) and kwargs.get('img_size') != size:
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--batch-size', type=int, default=None, help='224 inference and training batch (default: '
                         '256 on GPU, halved on OOM; 2 on CPU)')
+    parser.add_argument('--train-batch-size', type=int, default=None, help='224 training batch (default: '
+                        '--batch-size)')
     parser.add_argument('--batch-size-1024', type=int, default=None, help='backbone-run batch (default: 16 on GPU, '
                         '1 on CPU)')
     parser.add_argument('--backbone-size', type=int, default=1024, help='input size of the backbone-only run')
@@ -433,8 +435,9 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
         triton_version = triton.__version__
     except ImportError:
         triton_version = 'n/a'
-    settings = {k: getattr(args, k) for k in ('batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'amp_dtype',
-                                              'channels_last', 'compile', 'iters', 'warmup', 'skip_train', 'skip_1024')}
+    settings = {k: getattr(args, k) for k in ('batch_size', 'train_batch_size', 'batch_size_1024', 'backbone_size',
+                                              'img_size', 'amp_dtype', 'channels_last', 'compile', 'iters', 'warmup',
+                                              'skip_train', 'skip_1024')}
     meta = {'device': torch.cuda.get_device_name(args.device) if on_gpu else cpu_name(),
             'device_type': args.device.type, 'torch': torch.__version__, 'timm': timm.__version__,
             'triton': triton_version, 'python': platform.python_version(), 'threads': torch.get_num_threads(),

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ops  # noqa: E402
-from benchmarks._common import TIME_BUDGET, device_name, measure_op  # noqa: E402
+from benchmarks._common import TIME_BUDGET, device_name, loadavg, measure_op  # noqa: E402
 from ops.na.flops import na_pairs  # noqa: E402
 from ops.na.pattern import axis_window, dense_mask, dense_rpb_index, make_spec  # noqa: E402
 
@@ -75,7 +75,7 @@ class Problem:
 
 
 def _dinat(on_gpu: bool) -> list[Problem]:
-    b = 32 if on_gpu else 1
+    b = 32 if on_gpu else 4  # CPU: batch 4, the inference batch of benchmarks/models.py
     out = []
     # DiNAT-T at 224: stages 56/28/14/7 with 2/4/8/16 heads of 32 channels, k=7, dilations (1, 8/4/2/1)
     for size, heads, dil in ((56, 2, 8), (28, 4, 4), (14, 8, 2), (7, 16, 1)):
@@ -329,6 +329,13 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
         for name in ('sdpa_masked', 'unfused'):
             peers.pop(name)
         left_out.append('sdpa_masked, unfused: not in the short mode')
+    if args.peers:
+        wanted = args.peers.split(',')
+        unknown = [p for p in wanted if p not in peers]
+        if unknown:
+            raise SystemExit(f'--peers: {unknown} not available here; choose from {list(peers)}')
+        left_out += [f'{p}: not in --peers' for p in peers if p not in wanted]
+        peers = {p: fn for p, fn in peers.items() if p in wanted}
     return peers, left_out
 
 
@@ -440,6 +447,9 @@ def _markdown(rows: list[dict], skipped: list[dict], meta: dict) -> str:
              '`bound` = dense pairs / pattern pairs; `spread` = (p80 - p20) / median of the fwd+bwd timings '
              '(CPU: (max - min) / min); `vs ours` = max abs difference of the forward output from ours (peers '
              'computing the same function).', '',
+             f"Machine load average (1/5/15 min) at start {meta.get('load_start', '?')}, at end "
+             f"{meta.get('load_end', '?')}; {meta['threads']} torch thread(s); peers timed one after the other "
+             'in the same run.', '',
              '| problem | dtype | peer | fwd ms | fwd+bwd ms | fwd MB | fwd+bwd MB | x dense fwd | x dense fwd+bwd | '
              'bound | spread | vs ours |',
              '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -513,6 +523,8 @@ def main() -> None:
     parser.add_argument('--gpu-torch', action='store_true', help='also time the torch backend on GPU')
     parser.add_argument('--no-plot', action='store_true', help='do not write ops.png')
     parser.add_argument('--out-dir', default=None, help='default: benchmarks/results/<device name>')
+    parser.add_argument('--peers', default='', help='comma-separated subset of the peers (default: all that run here)')
+    parser.add_argument('--name', default='ops', help='stem of the result files (default: ops)')
     args = parser.parse_args()
     if not args.device.startswith('cuda') and os.environ.get('MALLOC_MMAP_THRESHOLD_') != '65536':
         os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'  # freed tensors return to the OS: see benchmarks/_common.py
@@ -535,18 +547,19 @@ def main() -> None:
 
     def save(rows, skipped, complete=False):
         data = dict(meta=dict(meta, complete=complete), rows=rows, skipped=skipped, comparisons=comparisons(rows))
-        (out / 'ops.json').write_text(json.dumps(data, indent=1))
+        (out / f'{args.name}.json').write_text(json.dumps(data, indent=1))
 
     t0 = time.monotonic()
+    meta['load_start'] = loadavg()
     rows, skipped = run_all(args, save)
-    meta['elapsed_s'] = round(time.monotonic() - t0, 1)
+    meta['elapsed_s'], meta['load_end'] = round(time.monotonic() - t0, 1), loadavg()
     save(rows, skipped, complete=not any(s['reason'] == TIME_BUDGET for s in skipped))
     md = _markdown(rows, skipped, meta)
-    (out / 'ops.md').write_text(md)
-    written = 'ops.json, ops.md'
+    (out / f'{args.name}.md').write_text(md)
+    written = f'{args.name}.json, {args.name}.md'
     if not args.no_plot and any(r['series'] == 'scaling' for r in rows):
-        _plot(rows, out / 'ops.png', f"neighborhood attention on {name} ({args.dtype})")
-        written += ', ops.png'
+        _plot(rows, out / f'{args.name}.png', f"neighborhood attention on {name} ({args.dtype})")
+        written += f', {args.name}.png'
     print(md)
     print(f'wrote {out}/{written}')
 

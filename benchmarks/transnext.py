@@ -32,13 +32,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tools'))
 
 
-from backbones.checkpoint import fit  # noqa: E402
+import _parity  # noqa: E402  (tools/: our model built and loaded as the parity scripts do)
+
 from backbones.transnext import (  # noqa: E402
     AggregatedAttention,
-    TransNeXt,
-    model_cfgs,
     stage_tables,
 )
 from benchmarks import _common as bench  # noqa: E402
@@ -99,15 +99,13 @@ def bench_attention(args: argparse.Namespace, official_mod: Any) -> list[dict[st
 
 def bench_model(args: argparse.Namespace, official_mod: Any) -> tuple[list[dict[str, Any]], float | None]:
     torch.manual_seed(0)
-    ours = TransNeXt(**model_cfgs[MODEL]).eval()
-    ours.pretrained_cfg = dict(architecture=MODEL)
+    ours = _parity.ours(MODEL)
     models, diff = {'ours': ours}, None
     if official_mod is not None:
-        sys.path.insert(0, str(ROOT / 'tools'))
         from transnext_official_parity import perturb_
         official = official_mod.transnext_micro(img_size=MODEL_SIZE).eval()
         perturb_(official, torch.Generator().manual_seed(0))
-        ours.load_state_dict(fit(official.state_dict(), ours), strict=True)
+        _parity.load_official_(ours, official.state_dict())
         diff = bench.logit_difference(official, ours, MODEL_SIZE, f'{MODEL} @ {MODEL_SIZE}')
         models['official'] = official
         del official
@@ -166,7 +164,6 @@ def main() -> None:
     skipped = [] if args.official else ['official rows and ratios (no --official)']
     official_mod = None
     if args.official:
-        sys.path.insert(0, str(ROOT / 'tools'))
         from transnext_official_parity import official_module
         official_mod = official_module(args.official)  # transnext.py; its AggregatedAttention is the native one
     meta = bench.run_meta(args, skipped=skipped)

@@ -4,6 +4,7 @@
 :class:`AttnZooOptimWrapperConstructor` in the registries of whichever of mmdet and mmseg is installed, and lets
 torch's ``weights_only`` loading read mmengine's own checkpoints (:mod:`downstream.safe_globals`), so mmdet's and
 mmseg's own ``tools/train.py`` / ``tools/test.py`` (``mim train/test``, ``--resume``, ``load_from``) run zoo configs.
+``python -m downstream.convert`` maps the families' official mmdet 2.x / mmseg 0.x checkpoints onto the zoo configs.
 """
 import importlib
 

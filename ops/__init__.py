@@ -9,14 +9,19 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 * :mod:`ops.routed` — bi-level routing attention (BiFormer): top-k region routing, token attention over the routed
   regions without a gathered copy of K/V.
 
+:mod:`ops.maps` records the exact attention of chosen queries from every op (``record_attention``,
+``attention_maps(model, x, points)``); each family computes those rows in its ``maps`` module.
+
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
-from . import na, routed
+from . import _export, na, routed
+from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
 from .dense import agent_attention, dense_attention
 from .linear import apply_rope, linear_attention, rope_2d
+from .maps import AttentionMap, TokenGrid, attention_maps, record_attention
 from .merge import merge_attentions
 from .na import (
     NASpec,
@@ -37,6 +42,8 @@ from .na import (
 )
 from .routed import region_routing, routed_attention
 
+_export.install()  # the ONNX lowerings reach torch.onnx.export without loading onnxscript now (ops._export)
+
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
     'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
@@ -44,4 +51,6 @@ __all__ = [
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
     'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
+    'onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module',
+    'AttentionMap', 'TokenGrid', 'attention_maps', 'record_attention',
 ]

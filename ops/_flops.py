@@ -1,6 +1,11 @@
-"""fvcore FLOP handles: one registration point for every op family (counted on ``import ops``).
+"""FLOP counting of the custom ops: fvcore handles and ``torch.utils.flop_counter.FlopCounterMode`` formulas, one
+registration point each for every op family (registered on ``import ops``).
 
 fvcore counts a multiply-add as one flop; attention costs ``pairs x head_dim`` for QK^T plus the same for AV.
+``FlopCounterMode`` counts a multiply-add as two (its ``aten.mm`` and SDPA formulas), so each op's formula there is
+exactly twice its fvcore count, and a model's total under either counter stays in that counter's own convention.
+The backward ops count twice their forward (dQ and dK from dS, dV and dP from dO: four products of the forward's
+two), as torch's SDPA backward formula does.
 """
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import importlib
 import warnings
 from collections.abc import Callable
 
-__all__ = ['register_fvcore_handle', 'ivalue']
+import torch
+from torch.utils.flop_counter import register_flop_formula as _register
+
+__all__ = ['register_fvcore_handle', 'register_flop_formula', 'ivalue']
 
 
 def ivalue(val):
@@ -28,3 +36,10 @@ def register_fvcore_handle(op_name: str, handle: Callable) -> None:
     except ImportError:
         return
     flop_count._DEFAULT_SUPPORTED_OPS[op_name] = handle
+
+
+def register_flop_formula(op_name: str, formula: Callable) -> None:
+    """Make ``FlopCounterMode`` count custom op ``op_name`` (``'attnzoo::name'``) with ``formula``, which gets the
+    op's arguments with tensors replaced by their shapes (``torch.utils.flop_counter``'s convention)."""
+    namespace, name = op_name.split('::')
+    _register(getattr(getattr(torch.ops, namespace), name))(formula)

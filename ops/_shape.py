@@ -37,7 +37,7 @@ def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int
     sizes = spatial_sizes(x, dims)
     pad = [0] * (2 * x.dim())
     for d, m, n in zip(dims, mult, sizes):
-        pad[2 * (x.dim() - 1 - d) + 1] = -n % m
+        pad[2 * (x.dim() - 1 - d) + 1] = (n + m - 1) // m * m - n  # = -n % m, in a form symbolic sizes can bound
     if torch.compiler.is_compiling() or any(pad):  # compiled: no branch on divisibility (see module docstring)
         x = F.pad(x, pad)
     return x, sizes

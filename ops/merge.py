@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .maps import _recorder
+
 __all__ = ['merge_attentions']
 
 
@@ -33,4 +35,6 @@ def merge_attentions(outputs: Sequence[Tensor], lses: Sequence[Tensor]) -> tuple
     total = torch.where(finite, torch.logsumexp(torch.where(finite, lse, 0), 0), float('-inf'))
     weights = torch.where(finite, torch.exp(lse - torch.where(finite, total, 0)), 0)
     out = sum(w[..., None] * o.to(dtype) for w, o in zip(weights, outputs))
+    if _recorder.active is not None:  # recorded partial attentions become one softmax
+        _recorder.current('merge_attentions').merge(lses, total)
     return out.to(outputs[0].dtype), total

@@ -101,7 +101,8 @@ BORDER_CASES: list[Case] = [
     Case((8, 8), (4, 4), (4, 4), valid=(7, 6), border='mask'),  # blocked, truncated last block
 ]
 
-# NATTEN's bars (DESIGN §4): forward / backward (dq looser) absolute error against the float64 reference.
+# NATTEN's bars (docs/design.md, 'Tests and measurements'): forward / backward (dq looser) absolute error
+# against the float64 reference.
 TOLERANCES = {
     torch.float64: dict(fwd=1e-9, bwd=1e-8),
     torch.float32: dict(fwd=1e-4, bwd=1e-3),

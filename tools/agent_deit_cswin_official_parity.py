@@ -24,17 +24,15 @@ and compares. ``--check`` does the same for full-size variants at their build si
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input
+from _parity import SEED, fixture_input
 from torch import nn
-
-SEED = 0
 
 # name: (official module, official constructor, official kwargs, our class ('deit' / 'cswin'), our kwargs, input)
 _CSWIN_SMALL = dict(embed_dim=8, depth=[1, 2, 2, 1], num_heads=[2, 2, 4, 4], split_size=[1, 2, 2, 2], mlp_ratio=2.)
@@ -118,10 +116,7 @@ def _shims() -> None:
 
 def official_module(roots: dict[str, Path], name: str) -> types.ModuleType:
     """``agent.<module>`` / ``inline.<module>`` from the official models folder, as a package (relative imports)
-    whose ``__init__`` is not run, with timm's ``register_model`` a no-op meanwhile."""
-    import timm.models
-    import timm.models.registry
-
+    whose ``__init__`` is not run."""
     _shims()
     family, module = name.split('.')
     package = f'official_{family}_models'
@@ -130,12 +125,8 @@ def official_module(roots: dict[str, Path], name: str) -> types.ModuleType:
         pkg = types.ModuleType(package)
         pkg.__path__ = [str(folder)]
         sys.modules[package] = pkg
-    saved = timm.models.registry.register_model, timm.models.register_model
-    timm.models.registry.register_model = timm.models.register_model = lambda fn: fn
-    try:
+    with _parity.official_code():
         return importlib.import_module(f'{package}.{module}')
-    finally:
-        timm.models.registry.register_model, timm.models.register_model = saved
 
 
 def perturb_(model: nn.Module, gen: torch.Generator) -> None:
@@ -162,15 +153,11 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         torch.manual_seed(SEED)
         official = getattr(official_module(roots, module), ctor)(**official_kwargs).eval()
         perturb_(official, torch.Generator().manual_seed(SEED))
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-        official.load_state_dict({k: v.float() for k, v in state.items()})
+        state = _parity.fp16_state_(official)
         with torch.no_grad():
             logits = {size: official(fixture_input(*size))}
         # ours must agree before the fixture is written
-        from backbones.checkpoint import fit
-
-        ours = our_class(kind)(**ours_kwargs).eval()
-        ours.load_state_dict(fit({'model': state}, ours), strict=True)
+        ours = _parity.load_official_(our_class(kind)(**ours_kwargs).eval(), state, like=f'{name}_tiny')
         with torch.no_grad():
             diff = (ours(fixture_input(*size)) - logits[size]).abs().max().item()
         out = out_dir / f'{name}_official.pt'
@@ -178,46 +165,20 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); max |official - ours| = {diff:.2e}')
 
 
-def check_variants(roots: dict[str, Path], variants: list[str]) -> None:
-    import timm
-
-    import backbones  # noqa: F401
-    from backbones.checkpoint import fit
-
-    for variant in variants:
-        module, fn, kwargs = VARIANTS[variant]
-        torch.manual_seed(SEED)
-        official = getattr(official_module(roots, module), fn)(**kwargs).eval()
-        perturb_(official, torch.Generator().manual_seed(SEED))
-        ours = timm.create_model(variant).eval()
-        n_official, n_ours = (sum(p.numel() for p in m.parameters()) for m in (official, ours))
-        ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-        size = ours.pretrained_cfg['input_size'][1:]
-        for dtype in (torch.float32, torch.float64):
-            ours.to(dtype)
-            official.to(dtype)
-            x = fixture_input(*size).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            print(f'{variant} {dtype} @ {size}: params official {n_official} ours {n_ours}; max |official - ours| '
-                  f'logits = {(a - b).abs().max():.3e} (largest logit {a.abs().max():.2f})')
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--agent', type=Path, required=True, help='checkout of github.com/LeapLabTHU/Agent-Attention')
-    parser.add_argument('--inline', type=Path, required=True, help='checkout of github.com/LeapLabTHU/InLine')
-    parser.add_argument('--write', type=Path, help='write the CI fixtures into this folder')
-    parser.add_argument('--check', nargs='+', choices=sorted(VARIANTS), help='compare full-size variants')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    roots = dict(agent=args.agent, inline=args.inline)
-    if args.write:
-        write_fixtures(roots, args.write)
-    if args.check:
-        check_variants(roots, args.check)
+def check_variant(roots: dict[str, Path], variant: str) -> None:
+    module, fn, kwargs = VARIANTS[variant]
+    torch.manual_seed(SEED)
+    official = getattr(official_module(roots, module), fn)(**kwargs).eval()
+    perturb_(official, torch.Generator().manual_seed(SEED))
+    ours = _parity.ours(variant)
+    n_official, n_ours = (sum(p.numel() for p in m.parameters()) for m in (official, ours))
+    _parity.load_official_(ours, official.state_dict())
+    _parity.compare(f'{variant} (params official {n_official} ours {n_ours})', official, ours,
+                    [ours.pretrained_cfg['input_size'][1:]])
 
 
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(agent='github.com/LeapLabTHU/Agent-Attention',
+                                              inline='github.com/LeapLabTHU/InLine'),
+                                'compare full-size variants', check_nargs='+', check_choices=VARIANTS),
+                 ['agent', 'inline'], write_fixtures, check_variant)

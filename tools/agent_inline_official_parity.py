@@ -24,23 +24,18 @@ imports stubbed here) at a non-build, non-multiple-of-32 size with the official 
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import sys
 import types
 from functools import partial
 from pathlib import Path
 
-import timm
+import _parity
 import torch
-from _parity import fixture_input
+from _parity import SEED, fixture_input
 
 import backbones  # noqa: F401  (registers the models)
-from backbones import agent, inline
-from backbones._family import SKELETONS
-from backbones.checkpoint import fit
+from backbones._family import FAMILIES, parse_attn_code
+from backbones._skeletons import SKELETONS
 
-SEED = 0
 # name: (repository, official file, our skeleton, our constructor arguments; the official ones are derived)
 FIXTURES = {
     'agent_swin': ('agent', 'agent_transformer/models/agent_swin.py', 'swin', dict(
@@ -58,12 +53,13 @@ FIXTURES = {
 }
 
 
+OFFICIAL_FILES = {('agent', 'swin'): 'agent_transformer/models/agent_swin.py',
+                  ('agent', 'pvt'): 'agent_transformer/models/agent_pvt.py',
+                  ('inline', 'swin'): 'models/inline_swin.py', ('inline', 'pvt'): 'models/inline_pvt.py'}
+
+
 def official_module(path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f'official_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _parity.load_module(f'official_{path.stem}', path)
 
 
 def official_model(module: types.ModuleType, family: str, skeleton: str, args: dict) -> torch.nn.Module:
@@ -96,12 +92,12 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def ours(skeleton: str, family: str, args: dict, **kwargs) -> torch.nn.Module:
-    """Our skeleton built from a fixture's arguments (the letter code parsed with the family's letters)."""
-    letters = (agent if family == 'agent' else inline).LETTERS
+    """Our skeleton built from a fixture's arguments (the letter code parsed with the family's letters), as
+    ``tests/_skeletons.py`` builds it."""
     args = dict(args, **kwargs)
     code = args.pop('attn_type')
-    sk = SKELETONS[skeleton]
-    return sk.cls(attn_kinds=sk.parse(code, tuple(args['depths']), letters[skeleton]), **args).eval()
+    kinds = parse_attn_code(code, tuple(args['depths']), FAMILIES[family].letters[skeleton])
+    return SKELETONS[skeleton](attn_kinds=kinds, **args).eval()
 
 
 def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
@@ -112,14 +108,11 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         perturb_(official, torch.Generator().manual_seed(SEED))
         # fp16 values; the derived buffers (relative_position_index, attn_mask: most of the bytes) left out, as the
         # filter drops them anyway (the round-trip tests give it official dicts with them)
-        state = {k: v.half() for k, v in official.state_dict().items() if v.is_floating_point()
-                 and not k.endswith('attn_mask')}
-        official.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        state = _parity.fp16_state_(official, keep=lambda k, v: v.is_floating_point() and not k.endswith('attn_mask'))
         size = args['img_size']
         with torch.no_grad():
             logits = official(fixture_input(size, size))
-        model = ours(skeleton, family, args)
-        model.load_state_dict(SKELETONS[skeleton].filter_fn({'model': state}, model), strict=True)
+        model = _parity.load_official_(ours(skeleton, family, args), state, like=f'{family}_{skeleton}_tiny')
         with torch.no_grad():
             diff = (model(fixture_input(size, size)) - logits).abs().max().item()
         out = out_dir / f'{name}_official.pt'
@@ -130,24 +123,13 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
 
 def check_variant(roots: dict[str, Path], variant: str) -> None:
     family = 'agent' if variant.startswith('agent_') else 'inline'
-    cfg = dict((agent if family == 'agent' else inline).model_cfgs[variant])
+    cfg = _parity.variant_args(variant)
     skeleton = cfg.pop('skeleton')
-    rel = {('agent', 'swin'): 'agent_transformer/models/agent_swin.py', ('agent', 'pvt'):
-           'agent_transformer/models/agent_pvt.py', ('inline', 'swin'): 'models/inline_swin.py',
-           ('inline', 'pvt'): 'models/inline_pvt.py'}[family, skeleton]
-    official = official_model(official_module(roots[family] / rel), family, skeleton, cfg)
+    official = official_model(official_module(roots[family] / OFFICIAL_FILES[family, skeleton]), family, skeleton,
+                              cfg)
     perturb_(official, torch.Generator().manual_seed(SEED))
-    model = timm.create_model(variant, drop_path_rate=0.).eval()
-    model.load_state_dict(fit({'model': official.state_dict()}, model), strict=True)
-    size = cfg.get('img_size', 224)
-    for dtype in (torch.float32, torch.float64):
-        official.to(dtype)
-        model.to(dtype)
-        x = fixture_input(size, size).to(dtype)
-        with torch.no_grad():
-            a, b = official(x), model(x)
-        print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-              f'(largest logit {a.abs().max():.2f})')
+    model = _parity.load_official_(_parity.ours(variant), official.state_dict())
+    _parity.compare(variant, official, model, [cfg.get('img_size', 224)])
 
 
 class _Registry:
@@ -175,7 +157,7 @@ def check_downstream(root: Path, variant: str, size: tuple[int, int] = (250, 330
     """Our stage outputs vs the official detection backbone's (output norms removed) with the official downstream
     agent grids, at a detection-like size that is not the build size (biases resized on the fly) nor a multiple of
     32 (padding, odd merges); fp64."""
-    cfg = dict(agent.model_cfgs[variant])
+    cfg = _parity.variant_args(variant)
     skeleton = cfg.pop('skeleton')
     shapes = [(9, 9), (12, 12), (14, 14), (7, 7)] if skeleton == 'swin' else [(12, 12), (16, 16), (28, 28), (28, 28)]
     module = downstream_module(root, skeleton)
@@ -192,10 +174,10 @@ def check_downstream(root: Path, variant: str, size: tuple[int, int] = (250, 330
                                    qkv_bias=True, sr_ratios=list(cfg['sr_ratios']), **common)
     official.eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
-    model = timm.create_model(variant, num_classes=0, drop_path_rate=0., agent_shapes=shapes).eval()
+    model = _parity.ours(variant, num_classes=0, agent_shapes=shapes)
     state = dict(official.state_dict())
     state.update({k: v for k, v in model.state_dict().items() if k.startswith('norm.')})  # unused by the stages
-    model.load_state_dict(fit({'model': state}, model), strict=True)
+    _parity.load_official_(model, state)
     official.double()
     model.double()
     x = fixture_input(*size).double()
@@ -207,16 +189,14 @@ def check_downstream(root: Path, variant: str, size: tuple[int, int] = (250, 330
           f'stage {diffs} (shapes {[tuple(t.shape[2:]) for t in ours]})')
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--agent', type=Path, help='checkout of github.com/LeapLabTHU/Agent-Attention')
-    parser.add_argument('--inline', type=Path, help='checkout of github.com/LeapLabTHU/InLine')
-    parser.add_argument('--write', type=Path, help='write the CI fixtures into this folder')
-    parser.add_argument('--check', nargs='*', default=[], help='compare full variants (e.g. agent_swin_tiny)')
+def main(argv=None) -> None:
+    repos = dict(agent='github.com/LeapLabTHU/Agent-Attention', inline='github.com/LeapLabTHU/InLine')
+    parser = _parity.parser(__doc__, repos, 'compare full variants (e.g. agent_swin_tiny)', required=False,
+                            check_nargs='*')
     parser.add_argument('--downstream', nargs='*', default=[],
                         help='compare Agent variants with the official detection backbone at a detection-like size')
-    args = parser.parse_args()
-    roots = {k: v for k, v in (('agent', args.agent), ('inline', args.inline)) if v is not None}
+    args = parser.parse_args(argv)
+    roots = {k: v for k in repos if (v := getattr(args, k)) is not None}
     if not roots or not (args.write or args.check or args.downstream):
         parser.error('give --agent and/or --inline, and --write, --check and/or --downstream')
     if args.write:

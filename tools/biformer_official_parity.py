@@ -2,7 +2,8 @@
 
 The official code (https://github.com/rayleizhu/BiFormer) is run outside the package, from a checkout given by
 ``--official``; its ``models/biformer.py``, ``models/biformer_stl.py`` and ``ops/bra_legacy.py`` are imported as
-they are. It needs ``einops`` (``pip install einops``: the official attention is written with it). Shims, here only:
+they are. It needs ``einops`` (``pip install -e '.[parity]'``: the official attention is written with it). Shims,
+here only:
 
 * ``fairscale.nn.checkpoint``: a module whose ``checkpoint_wrapper`` returns the module unchanged (the official code
   imports it for gradient checkpointing only);
@@ -29,16 +30,15 @@ differences.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
+import importlib
 import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input, perturb_running_stats_
+from _parity import SEED, fixture_input, perturb_running_stats_
 
-SEED = 0
 FIXTURE_SIZES = ((224, 224), (200, 232))
 _BIFORMER = dict(n_win=7, kv_downsample_mode='identity', kv_per_wins=[-1, -1, -1, -1], topks=[1, 4, 16, -2],
                  side_dwconv=5, before_attn_dwconv=3, layer_scale_init_value=-1, param_routing=False,
@@ -58,21 +58,16 @@ def official_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
     ckpt.checkpoint_wrapper = lambda m, *a, **k: m
     sys.modules.update({'fairscale': types.ModuleType('fairscale'), 'fairscale.nn': types.ModuleType('fairscale.nn'),
                         'fairscale.nn.checkpoint': ckpt})
-    if 'ops.bra_legacy' not in sys.modules:
-        spec = importlib.util.spec_from_file_location('ops.bra_legacy', root / 'ops' / 'bra_legacy.py')
-        bra = importlib.util.module_from_spec(spec)
-        sys.modules['ops.bra_legacy'] = bra
-        spec.loader.exec_module(bra)
+    _parity.load_module('ops.bra_legacy', root / 'ops' / 'bra_legacy.py')
     # the official `models` folder has no __init__.py: bind the name to it explicitly, so that no other `models`
-    # module on the path (benchmarks/models.py when run from benchmarks/) shadows the namespace package
+    # module on the path shadows the namespace package
     if getattr(sys.modules.get('models'), '__path__', None) != [str(root / 'models')]:
         package = types.ModuleType('models')
         package.__path__ = [str(root / 'models')]
         sys.modules['models'] = package
     torch.manual_seed(SEED)  # the official inits draw from the global generator: reproducible fixtures
-    import models.biformer as biformer
-    import models.biformer_stl as biformer_stl
-    return biformer, biformer_stl
+    with _parity.official_code():
+        return importlib.import_module('models.biformer'), importlib.import_module('models.biformer_stl')
 
 
 def enable_auto_pad_(model: torch.nn.Module) -> None:
@@ -123,9 +118,7 @@ def write_fixture(root: Path, out: Path) -> None:
     for key in FIXTURE_CFGS:
         official = build_official(root, key).eval()
         perturb_(official, torch.Generator().manual_seed(SEED))
-        # stored in fp16: the fixture computes in fp32 from exactly these values
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-        official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        state = _parity.fp16_state_(official)
         with torch.no_grad():
             logits = {size: official(fixture_input(*size)) for size in FIXTURE_SIZES}
         fixture[key] = dict(cfg=our_kwargs(key), state_dict=state, logits=logits)
@@ -134,40 +127,15 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=((224, 224), (200, 232))) -> None:
-    from backbones.biformer import BiFormer, model_cfgs
-    from backbones.checkpoint import fit
-
     biformer, biformer_stl = official_modules(root)
     official = getattr(biformer_stl if variant == 'biformer_stl' else biformer, variant)().eval()
     enable_auto_pad_(official)  # a no-op at 224; the official detection/segmentation setting elsewhere
     perturb_(official, torch.Generator().manual_seed(SEED))
-    ours = BiFormer(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names
-    ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-    for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
-        official.to(dtype)
-        ours.to(dtype)
-        for size in sizes:
-            x = fixture_input(*size).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            print(f'{variant} {dtype} @ {size[0]}x{size[1]}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-                  f'(largest logit {a.abs().max():.2f})')
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/rayleizhu/BiFormer')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. biformer_small) at 224 and 200x232')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check)
+    ours = _parity.load_official_(_parity.ours(variant), official.state_dict())
+    _parity.compare(variant, official, ours, sizes)
 
 
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(official='github.com/rayleizhu/BiFormer'),
+                                'compare a full-size variant (e.g. biformer_small) at 224 and 200x232'),
+                 ['official'], write_fixture, check_variant)

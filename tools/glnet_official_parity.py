@@ -21,15 +21,15 @@ variant at 224 and 256 and prints the largest differences.
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input, perturb_running_stats_
+from _parity import SEED, fixture_input, perturb_running_stats_
 
-SEED = 0
 FIXTURE_SIZES = ((64, 64), (72, 96))
 # reduced official configurations (the official GLNet / GLNet_tklb keyword arguments)
 FIXTURE_CFGS = dict(
@@ -50,10 +50,8 @@ def official_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
     sys.modules.update({'fairscale': types.ModuleType('fairscale'), 'fairscale.nn': types.ModuleType('fairscale.nn'),
                         'fairscale.nn.checkpoint': ckpt})
     torch.manual_seed(SEED)  # the official inits draw from the global generator: reproducible fixtures
-    sys.path.insert(0, str(root))
-    import models.glnet as glnet
-    import models.glnet_tklb as glnet_tklb
-    return glnet, glnet_tklb
+    with _parity.official_code(root):
+        return importlib.import_module('models.glnet'), importlib.import_module('models.glnet_tklb')
 
 
 def build_official(root: Path, cfg: dict) -> torch.nn.Module:
@@ -93,9 +91,7 @@ def write_fixture(root: Path, out: Path) -> None:
     for key, cfg in FIXTURE_CFGS.items():
         official = build_official(root, cfg).eval()
         perturb_(official, torch.Generator().manual_seed(SEED))
-        # stored in fp16: the fixture computes in fp32 from exactly these values
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-        official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        state = _parity.fp16_state_(official)
         with torch.no_grad():
             logits = {size: official(fixture_input(*size)) for size in FIXTURE_SIZES}
         fixture[key] = dict(cfg=our_kwargs(cfg), state_dict=state, logits=logits)
@@ -104,40 +100,15 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
-    from backbones.checkpoint import fit
-    from backbones.glnet import GLNet, model_cfgs
-
     glnet, glnet_tklb = official_modules(root)
     module = glnet_tklb if variant.endswith('_tklb') else glnet
     official = getattr(module, variant)().eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
-    ours = GLNet(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names too
-    ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-    for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
-        official.to(dtype)
-        ours.to(dtype)
-        for size in sizes:
-            x = fixture_input(size, size).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-                  f'(largest logit {a.abs().max():.2f})')
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/rayleizhu/GLMix')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. glnet_4g) at 224 and 256')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check)
+    ours = _parity.load_official_(_parity.ours(variant), official.state_dict())
+    _parity.compare(variant, official, ours, sizes)
 
 
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(official='github.com/rayleizhu/GLMix'),
+                                'compare a full-size variant (e.g. glnet_4g) at 224 and 256'),
+                 ['official'], write_fixture, check_variant)

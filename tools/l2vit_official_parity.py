@@ -23,28 +23,21 @@ share of clamped entries is printed).
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input, perturb_running_stats_
+from _parity import SEED, fixture_input, perturb_running_stats_
 
 FIXTURE_CFG = dict(embed_dims=(8, 16, 16, 32), depths=(2, 2, 2, 2), num_heads=(2, 2, 2, 4), num_classes=10)
 FIXTURE_SIZES = ((56, 56), (50, 71))
 CHECK_SIZES = ((224, 224), (200, 232))
 LGA_QKV_STD = 0.8
-SEED = 0
 
 
 def official_module(root: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location('official_l2vit', root / 'classification' / 'models' / 'l2vit.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # timm's register_model looks the defining module up
-    spec.loader.exec_module(module)
-    return module
+    return _parity.load_module('official_l2vit', root / 'classification' / 'models' / 'l2vit.py')
 
 
 def official_model(module: types.ModuleType, cfg: dict, num_classes: int = 1000) -> torch.nn.Module:
@@ -93,8 +86,7 @@ def clamped_share(model: torch.nn.Module, x: torch.Tensor) -> float:
 def write_fixture(root: Path, out: Path) -> None:
     official = official_model(official_module(root), FIXTURE_CFG, FIXTURE_CFG['num_classes'])
     perturb_(official, torch.Generator().manual_seed(SEED))
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-    official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = _parity.fp16_state_(official)
     assert 'downsample_layers.0.proj.proj.0.weight' in state and 'stages.0.1.attn.temperature' in state
     with torch.no_grad():
         logits = {size: official(fixture_input(*size)) for size in FIXTURE_SIZES}
@@ -104,42 +96,19 @@ def write_fixture(root: Path, out: Path) -> None:
     print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); logits {[tuple(v.shape) for v in logits.values()]}')
 
 
+def _clamped_note(official: torch.nn.Module, x: torch.Tensor) -> str:
+    return f', clamped denominators {clamped_share(official, x):.0%}' if x.dtype == torch.float32 else ''
+
+
 def check_variant(root: Path, variant: str, sizes=CHECK_SIZES) -> None:
-    import timm
-
-    import backbones  # noqa: F401
-    from backbones.checkpoint import fit
-    from backbones.l2vit import model_cfgs
-
-    official = official_model(official_module(root), model_cfgs[variant])
+    ours = _parity.ours(variant)
+    official = official_model(official_module(root), _parity.variant_args(variant))
     perturb_(official, torch.Generator().manual_seed(SEED))
-    ours = timm.create_model(variant, drop_path_rate=0.).eval()
-    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-    for dtype in (torch.float32, torch.float64):
-        ours.to(dtype)
-        official.to(dtype)
-        for h, w in sizes:
-            x = fixture_input(h, w).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            share = f', clamped denominators {clamped_share(official, x):.0%}' if dtype == torch.float32 else ''
-            print(f'{variant} {dtype} @ {h}x{w}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-                  f'(largest logit {a.abs().max():.2f}{share})')
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/ChuanyangZheng/L2ViT')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. l2vit_tiny) at 224 and 200x232')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check)
+    _parity.load_official_(ours, official.state_dict())
+    _parity.compare(variant, official, ours, sizes, note=_clamped_note)
 
 
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(official='github.com/ChuanyangZheng/L2ViT'),
+                                'compare a full-size variant (e.g. l2vit_tiny) at 224 and 200x232'),
+                 ['official'], write_fixture, check_variant)

@@ -23,21 +23,19 @@ prints the largest differences.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
+import importlib
 import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
 import torch.nn.functional as F
-from _parity import fixture_input, perturb_running_stats_
+from _parity import SEED, fixture_input, perturb_running_stats_
 
 FIXTURE_CFG = dict(embed_dim=4, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), mlp_ratio=2., num_classes=10)
 FIXTURE_SIZES = (64, 96)
 DET_SIZE = (80, 88)  # stage maps 20x22, 10x11, 5x5 (Hi-Fi pads to 6x6), 2x2
-SEED = 0
-
 
 def _shim_dcn_and_apex() -> None:
     from mmcv.ops import deform_conv2d as mmcv_deform_conv2d
@@ -58,12 +56,9 @@ def official_modules(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
     """The official classification ``models.litv2`` module and detection backbone module."""
     _shim_dcn_and_apex()
     torch.manual_seed(SEED)  # the official inits draw from the global generator: reproducible fixtures
-    sys.path.insert(0, str(root / 'classification'))  # the official code imports `models.*` and `mm_modules.*`
-    import models.litv2 as cls_module
-    spec = importlib.util.spec_from_file_location('official_litv2_det',
-                                                  root / 'detection/mmdet/models/backbones/litv2.py')
-    det_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(det_module)
+    with _parity.official_code(root / 'classification'):  # the official code imports `models.*`, `mm_modules.*`
+        cls_module = importlib.import_module('models.litv2')
+    det_module = _parity.load_module('official_litv2_det', root / 'detection/mmdet/models/backbones/litv2.py')
     return cls_module, det_module
 
 
@@ -91,9 +86,7 @@ def write_fixture(root: Path, out: Path) -> None:
     kwargs = _official_kwargs(FIXTURE_CFG)
     official = cls_module.LITv2(img_size=FIXTURE_SIZES[0], num_classes=FIXTURE_CFG['num_classes'], **kwargs).eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
-    # stored in fp16: the fixture computes in fp32 from exactly these values
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-    official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = _parity.fp16_state_(official)
     logits = {}
     for size in FIXTURE_SIZES:
         model = cls_module.LITv2(img_size=size, num_classes=FIXTURE_CFG['num_classes'], **kwargs).eval()
@@ -112,33 +105,25 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
-    import timm
-
-    import backbones  # noqa: F401
-    from backbones.checkpoint import fit
-    from backbones.litv2 import model_cfgs
-
+    ours = _parity.ours(variant)
     cls_module, det_module = official_modules(root)
-    kwargs = _official_kwargs(model_cfgs[variant])
+    kwargs = _official_kwargs(_parity.variant_args(variant))
     official = cls_module.LITv2(img_size=sizes[0], **kwargs).eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
-    ours = timm.create_model(variant, drop_path_rate=0.).eval()
-    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
+    _parity.load_official_(ours, official.state_dict())
+
+    def official_at(size: tuple[int, int]) -> torch.nn.Module:  # the official classifier is built for one size
+        ref = cls_module.LITv2(img_size=size[0], **kwargs).eval()
+        ref.load_state_dict(official.state_dict())
+        return ref
+
+    _parity.compare(variant, official_at, ours, sizes)
     det = det_module.LITv2(**kwargs)
     det.load_state_dict(official.state_dict(), strict=False)  # + the per-level output norms, identity at init
     det.eval()
     for dtype in (torch.float32, torch.float64):  # float64: differences beyond rounding would remain
-        ours.to(dtype)
-        for size in sizes:
-            ref = cls_module.LITv2(img_size=size, **kwargs).eval()
-            ref.load_state_dict(official.state_dict())
-            ref.to(dtype)
-            x = fixture_input(size, size).to(dtype)
-            with torch.no_grad():
-                a, b = ref(x), ours(x)
-            print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-                  f'(largest logit {a.abs().max():.2f})')
         det.to(dtype)
+        ours.to(dtype)
         for size in ((208, 237), (224, 224)):  # stage-3 maps 13x15 (Hi-Fi padded) and 14x14
             x = fixture_input(*size).to(dtype)
             with torch.no_grad():
@@ -150,19 +135,7 @@ def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
                   f'max diffs per level {[f"{d:.2e}" for d in diffs]}')
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/ziplab/LITv2')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. litv2_small) at 224 and 256')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check)
-
-
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(official='github.com/ziplab/LITv2'),
+                                'compare a full-size variant (e.g. litv2_small) at 224 and 256'),
+                 ['official'], write_fixture, check_variant)

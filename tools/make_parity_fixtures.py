@@ -12,10 +12,11 @@ our ``backbones.checkpoint.fit`` and compares logits, so parity with the officia
 The official code needs NATTEN; this script installs a stand-in ``natten`` module (below, in this script only): a
 re-implementation of NATTEN 0.14's ``NeighborhoodAttention2D`` module (qkv, rpb, proj; inputs smaller than
 kernel * dilation padded at the end and cropped after) whose attention core is ``ops.na2d`` on the ``reference``
-backend (brute force, exact). It also keeps the official ``@register_model`` functions out of timm's registry.
+backend (brute force, exact). The official ``@register_model`` functions are kept out of timm's registry.
 A later family adds its variants to ``FIXTURES`` (or its own script) the same way.
 """
 import argparse
+import importlib
 import sys
 import types
 from pathlib import Path
@@ -26,6 +27,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _parity import official_code  # noqa: E402
 
 import ops  # noqa: E402
 
@@ -90,9 +93,6 @@ def _install_shims() -> None:
     natten = types.ModuleType('natten')
     natten.NeighborhoodAttention2D = NeighborhoodAttention2D  # no ``natten.context``: the official pre-0.17 path
     sys.modules['natten'] = natten
-    import timm.models.registry as registry  # the official files register nat_mini etc.: keep timm's names ours
-
-    registry.register_model = lambda fn: fn
 
 
 def main(argv=None) -> None:
@@ -104,14 +104,13 @@ def main(argv=None) -> None:
     if not (classification / 'nat.py').is_file():
         parser.error(f'{args.official_repo}: no classification/nat.py (not the official NAT repository)')
     _install_shims()
-    sys.path.insert(0, str(classification))
-    import importlib
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, module, cls, official_kwargs, our_kwargs in FIXTURES:
         torch.manual_seed(0)
-        model = getattr(importlib.import_module(module), cls)(**official_kwargs).eval()
+        with official_code(classification):  # the official files register nat_mini etc.: timm's names stay ours
+            official = importlib.import_module(module)
+        model = getattr(official, cls)(**official_kwargs).eval()
         with torch.no_grad():  # random, non-trivial weights (the official init leaves biases / norms at 0 / 1)
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.05)

@@ -19,19 +19,17 @@ differences.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import sys
 import types
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input, perturb_running_stats_
+from _parity import SEED, fixture_input, perturb_running_stats_
 
 FIXTURE_CFG = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), mlp_ratio=2.,
                    projection=32, num_classes=10, layer_scale_init_values=(1., 1., 1e-6, 1e-6))
 FIXTURE_SIZES = ((64, 64), (50, 71))
-SEED = 0
 
 
 def _rearrange(x: torch.Tensor, pattern: str, **sizes: int) -> torch.Tensor:
@@ -65,11 +63,7 @@ def _shims() -> None:
 
 def official_module(root: Path) -> types.ModuleType:
     _shims()
-    spec = importlib.util.spec_from_file_location('official_rala', root / 'classfication' / 'RALA.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # timm's register_model looks the defining module up
-    spec.loader.exec_module(module)
-    return module
+    return _parity.load_module('official_rala', root / 'classfication' / 'RALA.py')
 
 
 def official_model(module: types.ModuleType, cfg: dict, num_classes: int = 1000) -> torch.nn.Module:
@@ -95,8 +89,7 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
 def write_fixture(root: Path, out: Path) -> None:
     official = official_model(official_module(root), FIXTURE_CFG, FIXTURE_CFG['num_classes'])
     perturb_(official, torch.Generator().manual_seed(SEED))
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
-    official.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = _parity.fp16_state_(official)
     assert 'layers.0.RoPE.angle' in state  # the persistent buffer of the official state dict
     with torch.no_grad():
         logits = {size: official(fixture_input(*size)) for size in FIXTURE_SIZES}
@@ -105,40 +98,14 @@ def write_fixture(root: Path, out: Path) -> None:
 
 
 def check_variant(root: Path, variant: str, sizes=(224, 256)) -> None:
-    import timm
-
-    import backbones  # noqa: F401
-    from backbones.checkpoint import fit
-    from backbones.ravlt import model_cfgs
-
-    official = official_model(official_module(root), model_cfgs[variant])
+    ours = _parity.ours(variant)
+    official = official_model(official_module(root), _parity.variant_args(variant))
     perturb_(official, torch.Generator().manual_seed(SEED))
-    ours = timm.create_model(variant, drop_path_rate=0.).eval()
-    ours.load_state_dict(fit({'model': official.state_dict()}, ours), strict=True)
-    for dtype in (torch.float32, torch.float64):
-        ours.to(dtype)
-        official.to(dtype)
-        for size in sizes:
-            x = fixture_input(size, size).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            print(f'{variant} {dtype} @ {size}: max |official - ours| logits = {(a - b).abs().max():.3e} '
-                  f'(largest logit {a.abs().max():.2f})')
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/qhfan/RALA')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. ravlt_tiny) at 224 and 256')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check)
+    _parity.load_official_(ours, official.state_dict())
+    _parity.compare(variant, official, ours, sizes)
 
 
 if __name__ == '__main__':
-    main()
+    _parity.main(_parity.parser(__doc__, dict(official='github.com/qhfan/RALA'),
+                                'compare a full-size variant (e.g. ravlt_tiny) at 224 and 256'),
+                 ['official'], write_fixture, check_variant)

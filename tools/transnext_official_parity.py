@@ -23,16 +23,14 @@ compares a real variant at its size and at ``--sizes`` (default 256; official re
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 from functools import partial
 from pathlib import Path
 
+import _parity
 import torch
-from _parity import fixture_input
+from _parity import SEED, fixture_input
 
-SEED = 0
 FIXTURE_SIZES = (64, 96)
 FIXTURE_PRETRAIN = 64
 # reduced official configurations (official TransNeXt keyword arguments)
@@ -65,9 +63,9 @@ def official_module(root: Path):
         return real(name, *a, **k)
 
     pkg_resources.get_distribution = no_swattention
-    sys.path.insert(0, str(root / 'classification'))
     try:
-        return importlib.import_module('transnext')
+        with _parity.official_code(root / 'classification'):
+            return importlib.import_module('transnext')
     finally:
         pkg_resources.get_distribution = real
 
@@ -105,8 +103,7 @@ def write_fixture(root: Path, out: Path) -> None:
         torch.manual_seed(SEED)  # the official init draws from the global generator
         official = build_official(mod, cfg, FIXTURE_SIZES[0], FIXTURE_PRETRAIN)
         perturb_(official, torch.Generator().manual_seed(SEED))
-        # stored in fp16: the fixture computes in fp32 from exactly these values
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in official.state_dict().items()}
+        state = _parity.fp16_state_(official)
         logits = {}
         for size in FIXTURE_SIZES:
             model = build_official(mod, cfg, size, FIXTURE_PRETRAIN)
@@ -118,50 +115,27 @@ def write_fixture(root: Path, out: Path) -> None:
     print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB)')
 
 
-def check_variant(root: Path, variant: str, extra_sizes=(256, 448)) -> None:
-    from backbones.checkpoint import fit
-    from backbones.transnext import TransNeXt, model_cfgs
-
+def check_variant(root: Path, variant: str, sizes=(256,)) -> None:
     mod = official_module(root)
     entry, size, pretrain = OFFICIAL_VARIANTS[variant]
     torch.manual_seed(SEED)
     official = getattr(mod, entry)(img_size=size, pretrain_size=pretrain).eval()
     perturb_(official, torch.Generator().manual_seed(SEED))
     state = official.state_dict()
-    ours = TransNeXt(**model_cfgs[variant]).eval()  # not timm.create_model: the official module registers the names
-    ours.pretrained_cfg = dict(architecture=variant)
-    ours.load_state_dict(fit(state, ours), strict=True)
-    for s in (size, *extra_sizes):
-        if s != size:
-            official = getattr(mod, entry)(img_size=s, pretrain_size=pretrain).eval()
-            official.load_state_dict(state, strict=True)
-        # float64 first: a float32 round trip would round the official float64 buffer (stage 4's log N)
-        for dtype in (torch.float64, torch.float32):  # float64: differences beyond rounding would remain
-            official.to(dtype)
-            ours.to(dtype)
-            x = fixture_input(s, s).to(dtype)
-            with torch.no_grad():
-                a, b = official(x), ours(x)
-            print(f'{variant} {dtype} @ {s} (official built for {s}, pretrain_size {pretrain}): max |official - '
-                  f'ours| logits = {(a - b).abs().max():.3e} (largest logit {a.abs().max():.2f})')
-        official.float()
-        ours.float()
+    ours = _parity.load_official_(_parity.ours(variant), state)
 
+    def official_at(hw: tuple[int, int]) -> torch.nn.Module:  # the official model is built for one input size
+        model = getattr(mod, entry)(img_size=hw[0], pretrain_size=pretrain).eval()
+        model.load_state_dict(state, strict=True)
+        return model
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--official', type=Path, required=True, help='checkout of github.com/DaiShiResearch/TransNeXt')
-    parser.add_argument('--write', type=Path, help='write the CI fixture here')
-    parser.add_argument('--check', help='compare a full-size variant (e.g. transnext_micro) at its size and others')
-    parser.add_argument('--sizes', type=int, nargs='*', default=[256], help='extra sizes for --check')
-    args = parser.parse_args()
-    if not args.write and not args.check:
-        parser.error('give --write and/or --check')
-    if args.write:
-        write_fixture(args.official, args.write)
-    if args.check:
-        check_variant(args.official, args.check, tuple(args.sizes))
+    # float64 first: a float32 round trip would round the official float64 buffer (stage 4's log N)
+    _parity.compare(f'{variant} (official built for each size, pretrain_size {pretrain})', official_at, ours,
+                    dict.fromkeys((size, *sizes)), dtypes=(torch.float64, torch.float32))
 
 
 if __name__ == '__main__':
-    main()
+    p = _parity.parser(__doc__, dict(official='github.com/DaiShiResearch/TransNeXt'),
+                       'compare a full-size variant (e.g. transnext_micro) at its size and others')
+    p.add_argument('--sizes', type=int, nargs='*', default=[256], help='extra sizes for --check')
+    _parity.main(p, ['official'], write_fixture, check_variant)

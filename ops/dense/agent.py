@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..maps import _recorder
 from .api import dense_attention
 
 __all__ = ['agent_attention']
@@ -16,7 +17,7 @@ __all__ = ['agent_attention']
 
 def agent_attention(query: Tensor, key: Tensor, value: Tensor, agents: Tensor, bias1: Tensor | None = None,
                     bias2: Tensor | None = None, scale: float | None = None, dropout_p: float = 0.0,
-                    backend: str | None = None) -> Tensor:
+                    backend: str | None = None, token_grid=None) -> Tensor:
     """``softmax(q a^T * scale + bias2) softmax(a k^T * scale + bias1) v`` through :func:`ops.dense_attention`.
 
     Args:
@@ -27,8 +28,16 @@ def agent_attention(query: Tensor, key: Tensor, value: Tensor, agents: Tensor, b
         scale: logit scale of both attentions, default ``head_dim ** -0.5``.
         dropout_p: dropout on both attentions' probabilities (the official ``attn_drop``, applied to both).
         backend: passed to both :func:`ops.dense_attention` calls.
+        token_grid: where the query and key tokens lie (as :func:`ops.dense_attention`'s), read only while attention
+            maps are recorded: the two calls attend over the token set ``'agents'``, so the recorded map is the
+            composed query-to-key weights (``via['agents']``: the weights over the agents).
 
     Returns ``[batch, N, heads, Dv]``. Dtypes and autocast as :func:`ops.dense_attention`.
     """
-    agent_values = dense_attention(agents, key, value, bias1, scale=scale, dropout_p=dropout_p, backend=backend)
-    return dense_attention(query, agents, agent_values, bias2, scale=scale, dropout_p=dropout_p, backend=backend)
+    q_grid = k_grid = None
+    if _recorder.active is not None and token_grid is not None:  # the recording composes them over 'agents'
+        q_grid, k_grid = _recorder.grid_pair(token_grid)
+    agent_values = dense_attention(agents, key, value, bias1, scale=scale, dropout_p=dropout_p, backend=backend,
+                                   token_grid=None if k_grid is None else ('agents', k_grid))
+    return dense_attention(query, agents, agent_values, bias2, scale=scale, dropout_p=dropout_p, backend=backend,
+                           token_grid=None if q_grid is None else (q_grid, 'agents'))

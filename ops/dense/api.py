@@ -17,7 +17,9 @@ from .._checks import (
     check_tensor,
 )
 from .._registry import get_backend, resolve_backend
+from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
+from . import maps as _maps
 
 __all__ = ['dense_attention']
 
@@ -46,7 +48,7 @@ def _validate(query, key, value, bias) -> None:
 
 def dense_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None = None,
                     scale: float | None = None, return_lse: bool = False, dropout_p: float = 0.0,
-                    backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                    backend: str | None = None, token_grid=None) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of N queries over M keys (any M, typically M << N): ``softmax(q k^T * scale + bias) v``.
 
     Args:
@@ -60,6 +62,9 @@ def dense_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | No
         dropout_p: dropout on the attention probabilities (applied whenever > 0, as in SDPA); not with return_lse.
         backend: ``None`` (``'sdpa'``) or a name from ``ops.backend_names('dense')`` (``'reference'``: the float64
             oracle); a named backend that cannot serve the call raises.
+        token_grid: where the query and key tokens lie (``(H, W)`` or an :class:`ops.TokenGrid` for both, a pair
+            for different grids, or the name of a token set such as ``'agents'``), read only while attention maps
+            are recorded (:func:`ops.record_attention`).
 
     Returns ``out [batch, N, heads, value_dim]``, and ``lse`` with ``return_lse``. Under ``torch.autocast`` the
     floating inputs (bias included) are cast to the autocast dtype, as SDPA does; outside it they must share one
@@ -78,6 +83,9 @@ def dense_attention(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | No
     impl = get_backend('dense', name)
     with autocast_off(query.device.type):  # inputs are cast; backends pick their accumulation
         if dropout:
-            return impl.forward_with_dropout(query, key, value, bias, scale, float(dropout_p))
-        out, lse = impl.forward(query, key, value, bias, scale, return_lse)
+            out, lse = impl.forward_with_dropout(query, key, value, bias, scale, float(dropout_p)), None
+        else:
+            out, lse = impl.forward(query, key, value, bias, scale, return_lse)
+    if _recorder.active is not None:
+        _maps.record(query, key, bias, scale, token_grid, lse)
     return (out, lse) if return_lse else out

@@ -12,7 +12,9 @@ from torch import Tensor
 
 from .._checks import autocast_inputs, autocast_off, check_compatible, check_flag, check_tensor
 from .._registry import get_backend, resolve_backend
+from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
+from . import maps as _maps
 from .backends._common import rotate
 
 __all__ = ['linear_attention', 'rope_2d', 'apply_rope']
@@ -59,7 +61,8 @@ def _validate(query, key, value, rope, scale) -> None:
         if scale.numel() != h:
             raise ValueError(f'scale must be a float or a tensor of heads={h} elements, got {tuple(scale.shape)}')
         tensors['scale'] = scale
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    elif isinstance(scale, bool) or not isinstance(scale, (numbers.Real, torch.SymFloat)):  # SymFloat: 1 / N of a
+        # symbolic token count (torch.export with dynamic sizes)
         raise TypeError(f'scale must be a float or a per-head tensor, got {scale!r}')
     check_compatible(tensors)
 
@@ -67,7 +70,8 @@ def _validate(query, key, value, rope, scale) -> None:
 def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: str = 'elu+1',
                      key_reweight: bool = False, rope: tuple[Tensor, Tensor] | None = None,
                      key_reduce: str = 'sum', eps: float = 0.0, clamp_min: float | None = None,
-                     scale: float | Tensor = 1.0, normalizer: str = 'divide', backend: str | None = None) -> Tensor:
+                     scale: float | Tensor = 1.0, normalizer: str = 'divide', backend: str | None = None,
+                     token_grid=None) -> Tensor:
     """Kernelised linear attention ``scale * rope(q') (rope(k')^T v) / max(q' . reduce(k') + eps, clamp_min)``.
 
     With ``q' = phi(query)``, ``k' = phi(key)`` (times RALA's re-weighting ``softmax_N(D^-0.5 mean(q') . k') * N``
@@ -94,6 +98,8 @@ def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: 
         normalizer: ``'divide'`` (the normaliser above) or ``'inline'`` (InLine's injective correction).
         backend: ``None`` (``'torch'``) or a name from ``ops.backend_names('linear')`` (``'reference'``: the
             float64 oracle).
+        token_grid: where the N tokens lie on the map (``(H, W)`` or an :class:`ops.TokenGrid`), read only while
+            attention maps are recorded (:func:`ops.record_attention`; the implied weights: ``ops.linear.maps``).
 
     Returns ``[batch, N, heads, value_dim]`` in the (autocast) input dtype; the state, the normaliser and the
     re-weighting are computed in float32 (float64 for float64) under autocast too.
@@ -122,8 +128,12 @@ def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: 
     query, key, value = autocast_inputs(query, key, value)
     name = resolve_backend('linear', backend, query.device, query.dtype)
     impl = get_backend('linear', name)
+    clamp_min = None if clamp_min is None else float(clamp_min)
+    if _recorder.active is not None:
+        _maps.record(query, key, feature_map, key_reweight, sin, cos, key_reduce, float(eps), clamp_min,
+                     float(scale) if normalizer == 'inline' else scale, normalizer, token_grid)
     with autocast_off(query.device.type):  # inputs are cast; the backends accumulate in fp32
         if normalizer == 'inline':
             return impl.forward_inline(query, key, value, feature_map, float(scale))
         return impl.forward(query, key, value, feature_map, key_reweight, sin, cos, key_reduce, float(eps),
-                            None if clamp_min is None else float(clamp_min), scale)
+                            clamp_min, scale)

@@ -21,7 +21,9 @@ from .._checks import (
     spatial_sizes,
 )
 from .._registry import get_backend, resolve_backend
+from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
+from . import maps as _maps
 from .custom_op import spec_args
 from .pattern import BoolOrTuple, IntOrTuple, NASpec, make_spec
 
@@ -80,8 +82,13 @@ def neighborhood_attention(
         valid_shape: Sequence[int] | None = None,
         dropout_p: float = 0.0,
         border: str = 'clamp',
+        token_grid=None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Generalized neighborhood attention over an ``ndim``-D token grid; see :func:`na2d`."""
+    """Generalized neighborhood attention over an ``ndim``-D token grid; see :func:`na2d`.
+
+    ``token_grid`` (an :class:`ops.TokenGrid`: the real map and the grid's origin on it, for padded grids) is read
+    only while attention maps are recorded (:func:`ops.record_attention`); default: the grid is the map.
+    """
     if ndim not in (1, 2, 3):
         raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
     check_tensor('query', query, ndim + 3, _layout(ndim))
@@ -104,6 +111,8 @@ def neighborhood_attention(
     name = resolve_backend('na', backend, query.device, query.dtype, dropout,
                            (query, key, value, spec, rpb, additional_keys, additional_values))
     impl = get_backend('na', name)
+    if _recorder.active is not None:
+        _maps.record(query, key, spec, scale, rpb, additional_keys, token_grid)
     if dropout and hasattr(impl, 'forward_with_dropout'):
         with autocast_off(query.device.type):
             return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
@@ -112,6 +121,8 @@ def neighborhood_attention(
     seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
     out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
                                             additional_values, name, float(dropout_p), seed, border=spec.border)
+    if return_lse and _recorder.active is not None:
+        _recorder.active.bind_lse(lse)
     return (out, lse) if return_lse else out
 
 

@@ -20,7 +20,9 @@ from torch import Tensor
 
 from .._checks import autocast_inputs, autocast_off, check_compatible, check_tensor, register_autocast, spatial_sizes
 from .._registry import get_backend, resolve_backend
+from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
+from . import maps as _maps
 from .custom_op import _spec
 from .pattern import BoolOrTuple, IntOrTuple, make_spec
 
@@ -54,6 +56,8 @@ def na_av(weights: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOr
     check_compatible({'weights': weights, 'value': value})
     weights, value = autocast_inputs(weights, value)
     name = resolve_backend('na_av', backend, value.device, value.dtype)
+    if _recorder.active is not None:
+        _maps.record_av(weights, spec)
     return torch.ops.attnzoo.na_av_forward(weights, value, list(spec.kernel_size), list(spec.stride),
                                            list(spec.dilation), [int(c) for c in spec.is_causal], spec.border, name)
 

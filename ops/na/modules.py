@@ -21,6 +21,7 @@ from torch.nn.init import trunc_normal_
 
 from .._checks import spatial_sizes
 from .._shape import crop, pad_to_multiple
+from ..maps import _recorder
 from .api import neighborhood_attention
 from .partition import window_attention
 from .pattern import BoolOrTuple, IntOrTuple, to_tuple
@@ -78,24 +79,26 @@ class _NeighborhoodAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, shift: bool = True) -> Tensor:
-        """``x [batch, *spatial, channels]``; ``shift=False`` skips this module's shift for the call (Swin shifts no
-        window on a map no larger than the window; the caller decides, as the map size is known only here)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [batch, *spatial, channels]``."""
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
-        shape = tuple(int(n) for n in x.shape[1:-1])  # plain ints also under jit tracing (fvcore)
-        pad = [max(0, w - n) for w, n in zip(self.window_size, shape)]
-        if any(pad):
+        shape = tuple(x.shape[1:-1])
+        if torch.jit.is_tracing():  # plain ints under jit tracing (fvcore); symbolic sizes stay so under torch.export
+            shape = tuple(int(n) for n in shape)
+        pad = [torch.sym_max(0, w - n) for w, n in zip(self.window_size, shape)]
+        padded = torch.compiler.is_compiling() or any(pad)  # compiled: both cases in one graph, no guard on the size
+        if padded:
             x = F.pad(x, [0, 0] + [p for n in reversed(pad) for p in (0, n)])
         b, c = x.shape[0], x.shape[-1]
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
         x = neighborhood_attention(
             self.ndim, q, k, v, self.kernel_size, self.stride, self.dilation, self.is_causal, self.scale, self.rpb,
-            backend=self.backend, dropout_p=self.attn_drop if self.training else 0.)
+            backend=self.backend, dropout_p=self.attn_drop if self.training else 0., token_grid=shape)
         x = x.reshape(b, *x.shape[1:-2], c)
-        if any(pad):
-            x = x[(slice(None), *(slice(0, n) for n in shape))]
+        if padded:
+            x = crop(x, shape, range(1, self.ndim + 1))
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
@@ -199,7 +202,7 @@ class _WindowAttention(nn.Module):
         b = x.shape[0]
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
         kwargs = dict(scale=self.scale, rpb=self.relative_position_bias(), backend=self.backend,
-                      dropout_p=self.attn_drop if self.training else 0.)
+                      dropout_p=self.attn_drop if self.training else 0., token_grid=shape)
         if shift and any(self.shift_size):
             if self.padding == 'zeros':  # padded keys stay unmasked: pad here, the slabs mask only their own padding
                 q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
@@ -210,16 +213,18 @@ class _WindowAttention(nn.Module):
         x = crop(x.reshape(b, *x.shape[1:-2], self.num_heads * self.head_dim), shape, range(1, self.ndim + 1))
         return self.proj_drop(self.proj(x))
 
-    def _shifted(self, q: Tensor, k: Tensor, v: Tensor, axis: int, kwargs: dict) -> Tensor:
+    def _shifted(self, q: Tensor, k: Tensor, v: Tensor, axis: int, kwargs: dict, origin: tuple = ()) -> Tensor:
         """SW-MSA without the roll. Along an axis shifted by ``s``, Swin's masked regions of the rolled map are,
         back in map coordinates, ``[0, s)`` and windows starting at ``s``: attend in those two slabs separately, each
         padded to a multiple of the window with its padding masked (it stands for the other regions' keys)."""
         if axis == self.ndim:
+            if _recorder.active is not None:  # where this slab lies on the map
+                kwargs = {**kwargs, 'token_grid': _recorder.TokenGrid(kwargs['token_grid'], origin)}
             return window_attention(q, k, v, self.window_size, mask_padding=True, **kwargs)
         n, s = q.shape[axis + 1], min(self.shift_size[axis], q.shape[axis + 1])
         slabs = [(0, s), (s, n - s)] if s else [(0, n)]
-        return torch.cat([self._shifted(*(t.narrow(axis + 1, a, m) for t in (q, k, v)), axis + 1, kwargs)
-                          for a, m in slabs if m], axis + 1)
+        return torch.cat([self._shifted(*(t.narrow(axis + 1, a, m) for t in (q, k, v)), axis + 1, kwargs,
+                                        origin + (a,)) for a, m in slabs if m], axis + 1)
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, window_size={self.window_size}, '

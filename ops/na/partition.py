@@ -1,6 +1,6 @@
 """Conveniences the backbones share: padding to a multiple, block (window) and grid attention on the same op.
 
-Maps that are not a multiple of the window (DESIGN §1), and which official code each choice reproduces:
+Maps that are not a multiple of the window (docs/design.md), and which official code each choice reproduces:
 
 * ``padding='zeros'`` (default): zero-pad q/k/v at the end to a multiple of the window, attend in blocks, crop.
   Padded keys (logit = rpb only, value 0) take part in the softmax. This is NOT Swin's padding: Swin (and Video
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .._checks import spatial_sizes
 from .._shape import crop, pad_to_multiple
+from ..maps import _recorder
 from .api import neighborhood_attention
 from .pattern import to_tuple
 
@@ -55,6 +56,8 @@ def _partitioned(query: Tensor, key: Tensor, value: Tensor, size, grid: bool, pa
     dilation = tuple(n // s for n, s in zip(padded, size)) if grid else 1
     # compiled: always pass valid_shape (a full one masks nothing) rather than guard on divisibility
     valid = shape if mask_padding and (torch.compiler.is_compiling() or padded != shape) else None
+    if _recorder.active is not None and kwargs.get('token_grid') is None:
+        kwargs['token_grid'] = _recorder.TokenGrid(shape)  # the real map inside the padded grid
     result = neighborhood_attention(ndim, q, k, v, size, 1 if grid else size, dilation, valid_shape=valid, **kwargs)
     if isinstance(result, tuple):
         return crop(result[0], shape, dims), crop(result[1], shape, dims)

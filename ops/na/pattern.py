@@ -1,6 +1,6 @@
 """Generalized neighborhood attention semantics: the one place that says which keys a query sees.
 
-Every backend (reference, torch, triton) follows these rules, which are NATTEN's (DESIGN §1), per spatial axis:
+Every backend (reference, torch, triton) follows these rules, which are NATTEN's (docs/design.md), per spatial axis:
 
 * window halves: ``left = k // 2``, ``right = k // 2 + (k % 2 - 1)``;
 * dilation ``d``: token ``x`` lives in group ``x % d`` and attends only inside it, in group coordinates ``x // d``;

@@ -15,8 +15,10 @@ from torch import Tensor
 
 from .._checks import autocast_inputs, check_compatible, check_flag, check_scale, check_tensor, spatial_sizes
 from .._registry import resolve_backend
+from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
 from . import custom_op as _custom_op  # noqa: F401  (registers attnzoo::routed_forward)
+from . import maps as _maps
 from .regions import RegionGrid, region_grid, to_regions, valid_tokens
 
 __all__ = ['region_routing', 'routed_attention', 'region_means']
@@ -114,7 +116,7 @@ def _validate(query, key, value, indices, grid: RegionGrid, valid_shape) -> None
 def routed_attention(query: Tensor, key: Tensor, value: Tensor, indices: Tensor, n_win: int | Sequence[int], *,
                      scale: float | None = None, return_lse: bool = False,
                      valid_shape: Sequence[int] | None = None,
-                     backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                     backend: str | None = None, token_grid=None) -> Tensor | tuple[Tensor, Tensor]:
     """Token-level routed attention: every query attends, per head, over all tokens of the ``topk`` key regions its
     region routed to (``indices``), in one softmax. No gathered copy of K/V is made.
 
@@ -132,6 +134,8 @@ def routed_attention(query: Tensor, key: Tensor, value: Tensor, indices: Tensor,
             keys are all masked gets output 0 and lse ``-inf``.
         backend: ``None`` (the best available: triton on CUDA, torch elsewhere) or a name from
             ``ops.backend_names('routed')``; a named backend that cannot serve the call raises.
+        token_grid: the real map inside a padded one (an :class:`ops.TokenGrid` or ``(rows, cols)``), read only
+            while attention maps are recorded (:func:`ops.record_attention`); default: the grid is the map.
 
     Returns ``out [batch, H, W, heads, value_dim]`` in the (autocast) input dtype, and ``lse`` with
     ``return_lse``. Under ``torch.autocast`` the floating inputs are cast to the autocast dtype; outside it they
@@ -149,4 +153,6 @@ def routed_attention(query: Tensor, key: Tensor, value: Tensor, indices: Tensor,
     valid = None if valid_shape is None else [int(n) for n in valid_shape]
     out, lse = torch.ops.attnzoo.routed_forward(query, key, value, indices, [grid.n_h, grid.n_w], scale, valid,
                                                 name)
+    if _recorder.active is not None:
+        _maps.record(query, key, indices, grid, scale, valid, token_grid, lse if return_lse else None)
     return (out, lse) if return_lse else out

@@ -1,4 +1,5 @@
-"""FLOP count of routed attention, and its fvcore handle (registered on ``import ops``).
+"""FLOP count of routed attention, its fvcore handle and ``FlopCounterMode`` formulas (registered on ``import ops``;
+conventions in :mod:`ops._flops`).
 
 Every query sees ``topk`` regions of ``S = H * W / R`` tokens: ``B * heads * H * W * topk * S`` (query, key) pairs,
 each ``head_dim`` multiply-adds for QK^T and ``value_dim`` for AV. The routing itself (region means, the ``R x R``
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from .._flops import register_fvcore_handle
+from .._flops import register_flop_formula, register_fvcore_handle
+from . import custom_op as _custom_op  # noqa: F401  (defines the ops the formulas attach to)
 
 __all__ = ['routed_flops']
 
@@ -31,3 +33,17 @@ def _routed_flop_jit(inputs: list, outputs: list) -> Counter:
 
 
 register_fvcore_handle(OP_NAME, _routed_flop_jit)
+
+
+def _routed_forward_formula(query, key, value, indices, n_win, scale, valid_shape, backend, *, out_shape=None,
+                            **kwargs) -> int:
+    return 2 * routed_flops(query, value[-1], indices[1], indices[2])
+
+
+def _routed_backward_formula(grad_out, grad_lse, query, key, value, out, lse, indices, n_win, scale, valid_shape,
+                             backend, *, out_shape=None, **kwargs) -> int:
+    return 4 * routed_flops(query, value[-1], indices[1], indices[2])
+
+
+register_flop_formula(OP_NAME, _routed_forward_formula)
+register_flop_formula('attnzoo::routed_backward', _routed_backward_formula)

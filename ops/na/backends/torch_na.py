@@ -1,7 +1,10 @@
 """Pure-PyTorch tiled backend: fast on CPU, memory linear in tokens, explicit FlashAttention-style backward.
 
-How it works (DESIGN §1b):
+How it works (docs/design.md, 'Fused local attention'):
 
+* Blocked patterns (windows that partition the grid once dilation groups are folded into the batch: a window
+  covering the whole map, Swin/MaxViT blocks and grids) run as batched dense attention on SDPA's fused CPU
+  kernel with the rpb as an additive bias (:mod:`.torch_blocks`); everything below is the general path.
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
 * Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
@@ -30,11 +33,17 @@ from functools import lru_cache
 import torch
 
 from ..pattern import NASpec, axis_window
+from . import torch_blocks
 
 __all__ = ['forward', 'backward', 'forward_with_dropout']
 
-# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (4M fp32 = 16 MiB).
-_CHUNK_ELEMENTS = 1 << 22
+_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (256K fp32 = 1 MiB: in cache;
+# 16 MiB chunks were 1.35x slower at 56x56).
+_CHUNK_ELEMENTS = 1 << 18
+# Upper bound on the elements of one flash chunk's gathered keys [B, heads, tiles, H_k, D] (256K fp32 = 1 MiB, as
+# many for the values): small enough to stay in cache, and the forward's memory within ~2x of dense SDPA's
+_FLASH_CHUNK_ELEMENTS = 1 << 18
 # Plans whose bias indices (int32 per (query slot, halo key)) stay below this many elements keep them cached.
 _CACHE_ELEMENTS = 1 << 21
 
@@ -103,9 +112,20 @@ def _tile_candidates(length: int, kernel: int, stride: int, dilation: int) -> li
     return sorted(cands)
 
 
+def _flash_tile_cost(tq: int, hk: int, head_dim: int) -> float:
+    """Modelled CPU time (ns) of one (batch, head, tile) of the flash path, measured on x86 at head_dim 32: the
+    kernel runs queries in blocks of 32 (a block pays for at least 16 rows), each with a fixed cost; gathering a
+    halo key (k and v) or a query costs ~0.25 ns per float; the bias ~0.25 ns per pair; ~3 us per tile."""
+    blocks, rows = -(-tq // 32), min(tq, 32)
+    return (blocks * (max(rows, 16) * hk * 0.0625 * head_dim + 2000) + (2 * hk + 2 * tq) * 0.25 * head_dim
+            + 0.25 * tq * hk + 3000)
+
+
 @lru_cache(maxsize=256)
-def _choose_tiles(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int) -> tuple[int, ...]:
-    """Pick per-axis tile sizes minimising a simple cost model (matmul work + per-element and per-tile cost)."""
+def _choose_tiles(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int,
+                  flash: bool = False) -> tuple[int, ...]:
+    """Pick per-axis tile sizes minimising a simple cost model (matmul work + per-element and per-tile cost), of
+    the explicit chunk math or (``flash``) of the fused kernel."""
     per_axis = []
     for axis, length in enumerate(shape):
         k, s, d, c = spec.kernel_size[axis], spec.stride[axis], spec.dilation[axis], spec.is_causal[axis]
@@ -119,8 +139,10 @@ def _choose_tiles(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: 
         tq = math.prod(t for t, _, _ in combo)
         hk = math.prod(h for _, h, _ in combo) + n_extra
         nt = math.prod(n for _, _, n in combo)
-        # measured on CPU: small tiles run the batched matmuls inefficiently, and each tile has a fixed cost
-        cost = nt * (tq * hk * (2 * head_dim + 24) * max(1., 16 / tq) + 70000)
+        if flash:
+            cost = nt * _flash_tile_cost(tq, hk, head_dim)
+        else:  # measured on CPU: small tiles run the batched matmuls inefficiently, and each tile has a fixed cost
+            cost = nt * (tq * hk * (2 * head_dim + 24) * max(1., 16 / tq) + 70000)
         if cost < best_cost:
             best, best_cost = tuple(t for t, _, _ in combo), cost
     return best
@@ -138,8 +160,9 @@ def _product(lists):
 class _Plan:
     """All axes' tilings combined: flat token indices of query slots and halo keys, per-chunk bias indices."""
 
-    def __init__(self, shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str):
-        tiles = _choose_tiles(shape, spec, head_dim, n_extra)
+    def __init__(self, shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str,
+                 flash: bool = False):
+        tiles = _choose_tiles(shape, spec, head_dim, n_extra, flash)
         valid = spec.valid_shape or shape
         self.axes = [
             _axis_plan(n, spec.kernel_size[a], spec.stride[a], spec.dilation[a], spec.is_causal[a], valid[a],
@@ -162,6 +185,9 @@ class _Plan:
         for a, ax in enumerate(self.axes):
             inv = inv[..., None] + (ax.inv // ax.tile) * tile_strides[a] * self.tq + (ax.inv % ax.tile) * in_strides[a]
         self.inv = inv.reshape(-1)
+        # per query slot: does it see any key (the N-D window is the product of the axes' windows)
+        self.seen = self._combine([(~ax.mask.any(-1)).long() for ax in self.axes]).reshape(-1) == 0
+        self.every_query_sees_a_key = bool(self.seen[~self.q_pad].all())
         self._cache_bias = self.n_tiles * self.tq * self.hk <= _CACHE_ELEMENTS
         self._bias_index: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -205,8 +231,9 @@ class _Plan:
 
 
 @lru_cache(maxsize=16)
-def _plan(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str) -> _Plan:
-    return _Plan(shape, spec, head_dim, n_extra, device)
+def _plan(shape: tuple[int, ...], spec: NASpec, head_dim: int, n_extra: int, device: str,
+          flash: bool = False) -> _Plan:
+    return _Plan(shape, spec, head_dim, n_extra, device, flash)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -230,10 +257,19 @@ def _bias_table(rpb: torch.Tensor | None, heads: int, size: int, dtype: torch.dt
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[:, :, index]`` for ``x`` of shape ``[B, H, N, ...]`` (index_select on a 3-D view: the fast CPU path)."""
+    """``x[:, :, index]`` for contiguous ``x`` of shape ``[B, H, N, ...]``, as one row gather on a 2-D view (on CPU
+    about 5x faster than ``index_select`` along dim 1 of a 3-D view)."""
     b, h, n = x.shape[:3]
-    out = x.reshape(b * h, n, -1).index_select(1, index)
+    offsets = torch.arange(0, b * h * n, n, device=x.device)
+    out = x.reshape(b * h * n, -1).index_select(0, (offsets[:, None] + index).reshape(-1))
     return out.view(b, h, index.numel(), *x.shape[3:])
+
+
+def _bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[:, index]`` for the ``[heads, size + 1]`` bias table, as a 1-D gather."""
+    rows, size = table.shape
+    offsets = torch.arange(0, rows * size, size, device=table.device)
+    return table.reshape(-1).index_select(0, (offsets[:, None] + index).reshape(-1)).view(rows, -1)
 
 
 def _add_at(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
@@ -251,7 +287,7 @@ def _chunks(plan: _Plan, bh: int):
 
 def _scores(plan: _Plan, t0: int, t1: int, qt: torch.Tensor, kh: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Masked, biased logits ``[B, H, c, tq, hk]`` of one chunk; ``qt`` is already scaled."""
-    bias = table.index_select(1, plan.bias_index(t0, t1)).view(table.shape[0], t1 - t0, plan.tq, plan.hk)
+    bias = _bias(table, plan.bias_index(t0, t1)).view(table.shape[0], t1 - t0, plan.tq, plan.hk)
     s = qt @ kh.transpose(-1, -2)
     return s.add_(bias) if not torch.is_grad_enabled() else s + bias
 
@@ -300,11 +336,54 @@ def _run(q, k, v, spec, scale, rpb, add_k, add_v, dropout_p: float = 0.0):
     return out, lse
 
 
+def _run_flash(q, k, v, spec, scale, rpb, add_k, add_v):
+    """Inference forward on CPU: each chunk of tiles (query tile x key halo; tiles folded into the heads) is one
+    call of SDPA's fused flash kernel with the rpb and the pattern as one additive bias per tile and head, shared
+    by the batch."""
+    b, *shape, h, d = q.shape
+    dtype = _compute_dtype(q)
+    n_extra = 0 if add_k is None else add_k.shape[1]
+    plan = _plan(tuple(shape), spec, d, n_extra, str(q.device), True)
+    qf, kf, vf = _heads_first(q, dtype), _heads_first(k, dtype), _heads_first(v, dtype)
+    table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
+    ak = None if add_k is None else add_k.transpose(1, 2).to(dtype)[:, :, None]  # [B or 1, H, 1, E, D]
+    av = None if add_v is None else add_v.transpose(1, 2).to(dtype)[:, :, None]
+    tq, hk = plan.tq, plan.hk
+    outs, lses = [], []
+    step = max(1, _FLASH_CHUNK_ELEMENTS // (b * h * (hk + n_extra) * d))
+    for t0 in range(0, plan.n_tiles, step):
+        t1 = min(t0 + step, plan.n_tiles)
+        c = t1 - t0
+        kidx = plan.k_flat[t0:t1].reshape(-1)
+        qt = _take(qf, plan.q_flat[t0:t1].reshape(-1)).view(b, h * c, tq, d)
+        kh, vh = _take(kf, kidx).view(b, h, c, hk, d), _take(vf, kidx).view(b, h, c, hk, d)
+        bias = _bias(table, plan.bias_index(t0, t1)).view(-1, c, tq, hk).expand(h, c, tq, hk)
+        if ak is not None:
+            kh = torch.cat([kh, ak.expand(b, h, c, n_extra, d)], 3)
+            vh = torch.cat([vh, av.expand(b, h, c, n_extra, d)], 3)
+            bias = torch.nn.functional.pad(bias, (0, n_extra))
+        o, lse = _FLASH(qt, kh.view(b, h * c, -1, d), vh.view(b, h * c, -1, d),
+                        attn_mask=bias.reshape(1, h * c, tq, -1), scale=scale)
+        outs.append(o.reshape(b, h, c * tq, d))
+        lses.append(lse.reshape(b, h, c * tq))
+    out = _take(torch.cat(outs, 2), plan.inv)
+    lse = _take(torch.cat(lses, 2), plan.inv)
+    if n_extra == 0 and not plan.every_query_sees_a_key:
+        lse = lse.masked_fill(~plan.seen[plan.inv], float('-inf'))  # flash gives 0 (and output 0) for such rows
+    out = out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]).to(q.dtype)
+    return out, lse.transpose(1, 2).reshape(b, *shape, h)
+
+
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, scale: float,
             rpb: torch.Tensor | None = None, add_k: torch.Tensor | None = None,
             add_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])``; lse is float32 (float64 for float64 inputs)."""
     with torch.no_grad():
+        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
+        if lay is not None:
+            return torch_blocks.forward(q, k, v, lay, scale, rpb, add_k, add_v)
+        if q.device.type == 'cpu':
+            return _run_flash(q, k, v, spec, scale, rpb, add_k, add_v)
         return _run(q, k, v, spec, scale, rpb, add_k, add_v)
 
 
@@ -322,6 +401,10 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones), recomputed from
     ``lse``; the extra tokens still contribute to ``dq`` when their own gradients are not needed."""
     with torch.no_grad():
+        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
+        if lay is not None:
+            return torch_blocks.backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse,
+                                         need_rpb, need_extra)
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse,
                          need_rpb and rpb is not None, need_extra and add_k is not None)
 
@@ -363,7 +446,9 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         _add_at(dk, kidx, ds.transpose(-1, -2) @ qt4)
         _add_at(dv, kidx, p.transpose(-1, -2) @ dot4)
         if dtable is not None:
-            dtable.index_add_(1, plan.bias_index(t0, t1).long(), ds.sum(0).view(h, -1))  # int32 index: slow
+            size = dtable.shape[1]
+            flat = torch.arange(0, h * size, size, device=q.device)[:, None] + plan.bias_index(t0, t1)
+            dtable.view(-1).index_add_(0, flat.reshape(-1), ds.sum(0).reshape(-1))  # a 1-D scatter: the fast one
         if ak is not None:
             pe = (qt @ ak.transpose(-1, -2)).sub_(lse_t.view(b, h, -1, 1)).exp_()  # [B, H, c*tq, E]
             dse = (dot @ av.transpose(-1, -2)).sub_(delta_t.view(b, h, -1, 1)).mul_(pe)

@@ -1,6 +1,6 @@
 """Triton backend: fused neighborhood attention, forward and backward (kernels in ``_triton_kernels``).
 
-Design (DESIGN.md §1b):
+Design (docs/design.md, 'Fused local attention'):
 
 * **One 3-D kernel.** 1-D and 2-D problems get leading unit axes (length, kernel, stride, dilation 1), so the same
   kernels serve every rank; tensors keep their ``[B, *S, H, D]`` layout and strides (only the last dim must be

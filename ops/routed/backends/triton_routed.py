@@ -1,6 +1,6 @@
 """Triton backend of routed attention: fused forward and backward, no gathered K/V (kernels in ``_triton_kernels``).
 
-Design (DESIGN.md §1b, routing):
+Design (docs/design.md, 'Fused local attention', routing):
 
 * **No permutation, no copy.** Tensors keep their ``[B, H, W, heads, D]`` layout; a program addresses a token by
   its map coordinates, computed from its region number and its position in the region.

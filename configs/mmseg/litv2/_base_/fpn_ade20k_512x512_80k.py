@@ -22,7 +22,9 @@ model = dict(
         model_name=None,
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        out_norm=(False, True, True, True),  # the official backbone: no norm on level 0
+        # the official mmseg backbone (segmentation/mmseg/models/backbones/litv2.py) normalises all four levels;
+        # only the detection one skips level 0
+        out_norm=True,
         pad_multiple=1,  # LITv2 takes any size; no padding beyond the data preprocessor's, as officially
         frozen_stages=-1,
         with_cp=False,

@@ -1,0 +1,217 @@
+"""The torch backend's exact fast path for patterns whose windows partition the grid: batched dense attention.
+
+A pattern is *blocked* when on every axis, once the dilation groups are folded into the batch, each query's keys
+are exactly its block of ``k`` consecutive group tokens: a non-causal axis with ``border='clamp'``, ``length %
+dilation == 0`` and either ``k == length / dilation`` (the window covers the whole axis or group: plain attention,
+e.g. DiNAT's 7x7 stage and its dilated 56/d8, 28/d4, 14/d2 layers) or ``stride == k`` with ``k`` dividing the group
+length (Swin/MaxViT windows, MaxViT grids). Neighborhood attention is then dense attention inside each block with
+the rpb as one additive ``[heads, n, n]`` bias (``table[key - query + k - 1]`` is the same in every block), and
+``valid_shape`` as ``-inf`` entries of a per-block bias.
+
+Forward: SDPA's fused CPU flash kernel (``aten._scaled_dot_product_flash_attention_for_cpu``), which also returns
+the log-sum-exp the backward needs; memory linear in tokens (blocks of ``n`` tokens). Backward: the same kernel's
+backward when no bias gradient and no ``grad_lse`` is needed, else explicit FlashAttention math in chunks of blocks
+(``ds = p * (dO V^T - delta)``; the rpb gradient is ``ds`` summed over blocks and batch, scattered into the table).
+Extra keys are appended to every block's keys (zero bias), their gradients summed over blocks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from ..pattern import NASpec
+
+__all__ = ['Layout', 'layout', 'forward', 'backward']
+
+_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+# Upper bound on one backward chunk's logits [blocks * heads, n, n + extra] (4M fp32 = 16 MiB)
+_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a blocked pattern maps ``[B, *S, H, D]`` onto ``[B * W, H, n, D]`` blocks."""
+
+    view: tuple[int, ...]  # per axis (blocks per group, k, dilation), flattened
+    perm: tuple[int, ...]  # permutation of [B, *view, H, D] to [B, (blocks, dilation) per axis, H, k per axis, D]
+    inv_perm: tuple[int, ...]
+    n_blocks: int  # W: blocks per image (over all dilation groups)
+    n: int  # tokens per block
+    rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block
+    valid: torch.Tensor | None  # [W, n] key validity per block (valid_shape), None when every key is real
+
+
+def _axis(length: int, k: int, s: int, d: int, causal: bool, border: str) -> int | None:
+    """Blocks per dilation group on one axis, or None when the axis' windows do not partition it."""
+    if causal or border != 'clamp' or length % d:
+        return None
+    group = length // d
+    if k == group:
+        return 1
+    if s == k and group % k == 0:
+        return group // k
+    return None
+
+
+@lru_cache(maxsize=128)
+def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
+    """The block layout of ``spec`` on grid ``shape``, or None when the pattern is not blocked (see module doc)."""
+    if any(isinstance(x, torch.SymInt) for x in (*shape, *(spec.valid_shape or ()))):
+        return None
+    blocks = []
+    for a, length in enumerate(shape):
+        nb = _axis(length, spec.kernel_size[a], spec.stride[a], spec.dilation[a], spec.is_causal[a], spec.border)
+        if nb is None:
+            return None
+        blocks.append(nb)
+    m = len(shape)
+    ks, ds = spec.kernel_size, spec.dilation
+    view = tuple(x for a in range(m) for x in (blocks[a], ks[a], ds[a]))
+    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), 1 + 3 * m, *(2 + 3 * a for a in range(m)),
+            2 + 3 * m)
+    inv_perm = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+    n = math.prod(ks)
+    rel_strides = [math.prod(2 * x - 1 for x in ks[a + 1:]) for a in range(m)]
+    rel, valid = torch.zeros((), dtype=torch.long), torch.ones((), dtype=torch.bool)
+    for a in range(m):  # rel: [q per axis, k per axis]; valid: [(blocks, dilation) per axis, k per axis]
+        pos = torch.arange(ks[a])
+        shape_r = [1] * (2 * m)
+        shape_r[a] = shape_r[m + a] = ks[a]
+        rel = rel + ((pos[None, :] - pos[:, None] + ks[a] - 1) * rel_strides[a]).view(shape_r)
+        if spec.valid_shape is not None:
+            orig = (torch.arange(blocks[a])[:, None, None] * ks[a] + pos) * ds[a] + torch.arange(ds[a])[:, None]
+            shape_v = [1] * (3 * m)
+            shape_v[2 * a], shape_v[2 * a + 1], shape_v[2 * m + a] = blocks[a], ds[a], ks[a]
+            valid = valid & (orig < spec.valid_shape[a]).view(shape_v)
+    rel = rel.reshape(n, n)
+    if spec.valid_shape is None:
+        valid = None
+    else:
+        valid = valid.reshape(-1, n)
+        if not bool(valid.any(-1).all()):
+            return None  # a block without real keys: its queries see nothing (the general path handles that)
+    return Layout(view, perm, inv_perm, math.prod(blocks) * math.prod(ds), n, rel.to(device),
+                  None if valid is None else valid.to(device))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _to_blocks(x: torch.Tensor, lay: Layout, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, *S, H, D]`` -> contiguous ``[B * W, H, n, D]`` in ``dtype``."""
+    b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    x = x.to(dtype).reshape(b, *lay.view, h, d).permute(lay.perm)
+    return x.reshape(b * lay.n_blocks, h, lay.n, d)
+
+
+def _from_blocks(x: torch.Tensor, lay: Layout, bsh: torch.Size) -> torch.Tensor:
+    """``[B * W, H, n, t]`` -> ``[*bsh, t]`` with ``bsh = (B, *S, H)``."""
+    blocked = [lay.view[i] for i in range(len(lay.view)) if i % 3 != 1]  # (blocks, dilation) per axis
+    x = x.reshape(bsh[0], *blocked, bsh[-1], *lay.view[1::3], x.shape[-1]).permute(lay.inv_perm)
+    return x.reshape(*bsh, x.shape[-1])
+
+
+def _bias(lay: Layout, rpb: torch.Tensor | None, heads: int, n_extra: int, batch: int, dtype) -> torch.Tensor | None:
+    """Additive bias ``[1 or B * W, H, n, n + E]`` (rpb, -inf on invalid keys, 0 on extra keys), or None."""
+    if rpb is None and lay.valid is None:
+        return None
+    if rpb is None:
+        bias = torch.zeros(1, 1, lay.n, lay.n, dtype=dtype, device=lay.rel.device)
+    else:
+        bias = rpb.to(dtype).reshape(heads, -1).index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
+    if lay.valid is not None:
+        mask = torch.zeros(lay.n_blocks, 1, 1, lay.n, dtype=dtype, device=bias.device)
+        mask.masked_fill_(~lay.valid[:, None, None, :], float('-inf'))
+        bias = (bias + mask).expand(batch, lay.n_blocks, bias.shape[1], lay.n, lay.n)
+        bias = bias.reshape(batch * lay.n_blocks, -1, lay.n, lay.n)
+    if n_extra:
+        bias = torch.nn.functional.pad(bias, (0, n_extra))
+    if bias.shape[1] != heads:
+        bias = bias.expand(bias.shape[0], heads, -1, -1)
+    return bias.contiguous()
+
+
+def _extra(x: torch.Tensor | None, lay: Layout, batch: int, dtype) -> torch.Tensor | None:
+    """Extra tokens ``[B or 1, E, H, D]`` -> ``[B * W, H, E, D]`` (the same for every block of an image)."""
+    if x is None:
+        return None
+    x = x.transpose(1, 2).to(dtype)
+    return x.expand(batch, *x.shape[1:]).repeat_interleave(lay.n_blocks, 0)
+
+
+def _inputs(q, k, v, lay, rpb, add_k, add_v):
+    dtype = _compute_dtype(q)
+    b, h = q.shape[0], q.shape[-2]
+    qb, kb, vb = (_to_blocks(x, lay, dtype) for x in (q, k, v))
+    if add_k is not None:
+        kb = torch.cat([kb, _extra(add_k, lay, b, dtype)], 2)
+        vb = torch.cat([vb, _extra(add_v, lay, b, dtype)], 2)
+    bias = _bias(lay, rpb, h, 0 if add_k is None else add_k.shape[1], b, dtype)
+    return qb, kb, vb, bias
+
+
+def forward(q, k, v, lay: Layout, scale: float, rpb=None, add_k=None, add_v=None):
+    """``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])`` of a blocked pattern (see module doc)."""
+    qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
+    out, lse = _FLASH(qb, kb, vb, attn_mask=bias, scale=scale)
+    return _from_blocks(out, lay, q.shape[:-1]).to(q.dtype), _from_blocks(lse[..., None], lay, q.shape[:-1])[..., 0]
+
+
+def _split_extra(g: torch.Tensor, lay: Layout, add: torch.Tensor | None, like: torch.Tensor):
+    """Split a key-side gradient ``[B * W, H, n + E, D]`` into the grid part and the extra tokens' part."""
+    if add is None:
+        return _from_blocks(g, lay, like.shape[:-1]).to(like.dtype), None
+    grid, extra = g[:, :, :lay.n], g[:, :, lay.n:]
+    extra = extra.reshape(like.shape[0], lay.n_blocks, *extra.shape[1:]).sum(1)  # [B, H, E, D]
+    if add.shape[0] != like.shape[0]:
+        extra = extra.sum(0, keepdim=True)
+    return _from_blocks(grid, lay, like.shape[:-1]).to(like.dtype), extra.transpose(1, 2).to(add.dtype)
+
+
+def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, add_k=None, add_v=None,
+             grad_lse=None, need_rpb: bool = True, need_extra: bool = True):
+    """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` of a blocked pattern (``None`` for absent/unneeded)."""
+    dtype = _compute_dtype(q)
+    qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
+    dob, ob = _to_blocks(grad_out, lay, dtype), _to_blocks(out, lay, dtype)
+    lseb = _to_blocks(lse[..., None], lay, dtype)[..., 0]  # [B * W, H, n]
+    need_rpb = need_rpb and rpb is not None
+    if not need_rpb and grad_lse is None:
+        dq, dk, dv = _FLASH_BWD(dob, qb, kb, vb, ob, lseb, 0.0, False, attn_mask=bias, scale=scale)
+    else:
+        delta = (dob * ob).sum(-1)
+        if grad_lse is not None:
+            delta = delta - _to_blocks(grad_lse[..., None], lay, dtype)[..., 0]
+        dq, dk, dv = torch.empty_like(qb), torch.empty_like(kb), torch.empty_like(vb)
+        dbias = torch.zeros(qb.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
+        bw, h, n, m = qb.shape[0], qb.shape[1], lay.n, kb.shape[2]
+        step = max(1, _CHUNK_ELEMENTS // (h * n * m))
+        for c0 in range(0, bw, step):
+            c1 = min(bw, c0 + step)
+            qc, kc, vc, doc = qb[c0:c1], kb[c0:c1], vb[c0:c1], dob[c0:c1]
+            s = (qc @ kc.transpose(-1, -2)).mul_(scale)
+            if bias is not None:
+                s.add_(bias if bias.shape[0] == 1 else bias[c0:c1])
+            p = s.sub_(lseb[c0:c1, :, :, None]).exp_()
+            ds = (doc @ vc.transpose(-1, -2)).sub_(delta[c0:c1, :, :, None]).mul_(p)
+            torch.matmul(ds, kc, out=dq[c0:c1]).mul_(scale)
+            torch.matmul(ds.transpose(-1, -2), qc, out=dk[c0:c1]).mul_(scale)
+            torch.matmul(p.transpose(-1, -2), doc, out=dv[c0:c1])
+            if dbias is not None:
+                dbias += ds[..., :n].sum(0)
+    drpb = None
+    if need_rpb:
+        drpb = torch.zeros(rpb.shape[0], rpb[0].numel(), dtype=dtype, device=q.device)
+        drpb.index_add_(1, lay.rel.reshape(-1), dbias.reshape(dbias.shape[0], -1))
+        drpb = drpb.reshape(rpb.shape).to(rpb.dtype)
+    dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
+    dk, dak = _split_extra(dk, lay, add_k, k)
+    dv, dav = _split_extra(dv, lay, add_v, v)
+    if not need_extra:
+        dak = dav = None
+    return dq, dk, dv, drpb, dak, dav

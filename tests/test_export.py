@@ -1,0 +1,80 @@
+"""Whole zoo models through torch.export with dynamic batch/height/width and through ONNX (one file, onnxruntime) at
+two input sizes, against eager within 1e-4 of the logits' scale. Reduced configs of each family (one block per stage,
+narrow widths: the same code paths as the full models, export in seconds)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import backbones  # noqa: F401
+
+ort = pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxscript')
+
+ONE = (1, 1, 1, 1)
+# family -> (model, reduced kwargs); the families whose export with dynamic sizes is supported
+FAMILIES = {
+    'nat': ('nat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2))),
+    'dinat': ('dinat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2), dilations=((1,), (2,), (2,), (1,)))),
+    'ravlt': ('ravlt_tiny', dict(depths=ONE)),
+    'biformer': ('biformer_tiny', dict(depths=ONE, embed_dims=(16, 32, 48, 64), head_dim=8)),
+    'transnext': ('transnext_micro', dict(depths=ONE, embed_dims=(16, 24, 32, 40), num_heads=(2, 2, 4, 4))),
+}
+SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
+
+
+def _rel(got, ref) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_export_dynamic_and_onnx(family):
+    name, kwargs = FAMILIES[family]
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    inputs = [torch.randn(b, 3, h, w) for b, h, w in SIZES]
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(model, (inputs[0],), dynamic_shapes=({0: auto, 2: auto, 3: auto},))
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in inputs]
+        for x, ref in zip(inputs, refs):
+            assert _rel(program.module()(x).numpy(), ref) < 1e-4
+    proto = torch.onnx.export(program, dynamo=True, verbose=False).model_proto
+    assert {n.domain for n in proto.graph.node} <= {''}  # default domain only: no plugin needed
+    session = ort.InferenceSession(proto.SerializeToString(), providers=['CPUExecutionProvider'])
+    for x, ref in zip(inputs, refs):
+        assert _rel(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], ref) < 1e-4
+
+
+TINY_NAT = ['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1,1)', 'embed_dim=16', 'num_heads=(1,1,2,2)']
+
+
+def test_onnx_export_script(tmp_path):
+    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another."""
+    import onnx_export
+    out = tmp_path / 'nat.onnx'
+    result = onnx_export.main([str(out), *TINY_NAT, '--img-size', '96', '-b', '2', '--dynamic-size',
+                               '--check-forward'])
+    assert out.is_file() and len(result['checks']) == 2
+    assert {tuple(c['shape'][2:]) for c in result['checks']} == {(96, 96), (72, 108)}
+    assert all(c['max_rel_diff'] < 1e-4 for c in result['checks'])
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--model', 'nat_minii'], 'unknown model'),
+    (['--model', 'nat_mini', '--training'], 'dropout / drop-path in training mode'),
+    (['--model', 'nat_mini', '--opset', '17'], 'opset 18 or newer'),
+    (['--model', 'nat_mini', '--img-size', '0'], 'must be >= 1'),
+    (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
+])
+def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
+    """Bad requests: one line on stderr, exit status 2, no traceback, no file."""
+    import onnx_export
+    import zoo_common
+    out = tmp_path / 'x.onnx'
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert not out.exists()

@@ -1,0 +1,74 @@
+"""The torch backend's CPU paths beyond the conformance kit: the blocked fast path (torch_blocks) is taken exactly
+where the windows partition the grid and matches the reference there; the flash tiled forward handles queries that
+see no key."""
+from __future__ import annotations
+
+import pytest
+import torch
+from _na_cases import Case, check_against_reference, make_inputs, run
+
+from ops.na.backends import torch_blocks
+from ops.na.pattern import make_spec
+
+BLOCKED = [
+    Case((7, 7), (7, 7), rpb=True),  # the window covers the map: plain attention with the rpb as a bias
+    Case((14, 14), (7, 7), dilation=(2, 2), rpb=True),  # DiNAT's dilated layer: each group is covered
+    Case((12,), (3,), stride=(3,), rpb=True),  # blocks (Swin / MaxViT windows)
+    Case((6, 9), (3, 3), stride=(3, 3), rpb=True, valid=(5, 8)),  # blocks with masked padding
+    Case((8, 8), (2, 2), dilation=(4, 4), rpb=True, valid=(7, 7), extra=2),  # MaxViT grid, masked, extra tokens
+    Case((7, 7), (7, 7), extra=3, extra_batch1=True),
+    Case((4, 4, 4), (2, 2, 2), stride=(2, 2, 2), rpb=True),
+    Case((6, 6, 3), (3, 3, 3), dilation=(2, 2, 1), rpb=True, extra=1),
+]
+NOT_BLOCKED = [
+    Case((10,), (4,), stride=(4,)),  # 4 does not divide 10: the last window is clamped and overlaps
+    Case((7, 7), (7, 7), causal=(True, False)),
+    Case((7, 7), (7, 7), border='mask'),
+    Case((9,), (3,), dilation=(2,)),  # unequal dilation groups
+    Case((8,), (2,), stride=(2,), valid=(1,)),  # blocks of padding only: their queries see nothing
+]
+
+
+def _norm(case: Case) -> Case:
+    nd = len(case.shape)
+    return Case(case.shape, case.kernel, case.stride or (1,) * nd, case.dilation or (1,) * nd,
+                case.causal or (False,) * nd, case.rpb, case.extra, case.valid, border=case.border,
+                extra_batch1=case.extra_batch1)
+
+
+def _layout(case: Case):
+    c = _norm(case)
+    spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
+    return torch_blocks.layout(c.shape, spec, 'cpu')
+
+
+@pytest.mark.parametrize('case', BLOCKED, ids=str)
+def test_blocked_fast_path_matches_reference(case):
+    assert _layout(case) is not None
+    check_against_reference('torch', _norm(case), torch.float64, grad_lse=case.extra == 0)
+
+
+@pytest.mark.parametrize('case', NOT_BLOCKED, ids=str)
+def test_blocked_fast_path_only_where_windows_partition(case):
+    assert _layout(case) is None
+
+
+def test_blocked_fast_path_without_bias_gradient_uses_flash_backward():
+    case = _norm(BLOCKED[0])
+    inputs = make_inputs(case, torch.float64)
+    q, k, v = (inputs[n].requires_grad_() for n in ('query', 'key', 'value'))
+    ref = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = run('torch', case, inputs, return_lse=False)  # rpb does not require grad: flash backward
+    exp = run('reference', case, dict(inputs, query=ref[0], key=ref[1], value=ref[2]), return_lse=False)
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(exp, ref, grad)):
+        torch.testing.assert_close(a, b)
+
+
+def test_flash_forward_query_that_sees_no_key():
+    # clamp border, stride 1: the windows of queries 8.. lie entirely beyond valid_shape=2
+    case = _norm(Case((12,), (3,), rpb=True, valid=(2,)))
+    assert _layout(case) is None
+    check_against_reference('torch', case, torch.float64)
+    out, lse = run('torch', case, make_inputs(case, torch.float64))
+    assert torch.isneginf(lse[:, 8:]).all() and (out[:, 8:] == 0).all()
