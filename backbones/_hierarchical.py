@@ -66,11 +66,13 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     head: nn.Module
     feature_info: list[dict[str, Any]]
     stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
+    stem_feature = False  # True: the stem's output is feature level 0 (``feature_info[0]``), stage i level i + 1
 
     @classmethod
     def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
-        """timm's ``feature_cfg`` for a model built from ``args`` (popping ``out_indices``): every stage by default."""
-        return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(len(args['depths'])))))
+        """timm's ``feature_cfg`` for a model built from ``args`` (popping ``out_indices``): every level by default."""
+        levels = len(args['depths']) + cls.stem_feature
+        return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(levels))))
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """The image -> the first stage's input."""
@@ -131,25 +133,30 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stage outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
+        """Feature-level outputs (NCHW or NHWC) for ``indices`` (last n if int, all if None), and the final features.
 
-        ``norm`` applies the final norm to the last stage's output (the only one it is sized for).
+        The levels are the stages' outputs, preceded by the stem's with ``stem_feature``; ``norm`` applies the final
+        norm to the last stage's output (the only one it is sized for).
         """
         if output_fmt not in ('NCHW', 'NHWC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        first = int(self.stem_feature)
+        take_indices, max_index = feature_take_indices(len(self.stages) + first, indices)
+        last = len(self.stages) - 1 + first
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1 - first]
         intermediates = []
+
+        def take(x_inter: torch.Tensor) -> None:
+            intermediates.append((x_inter.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x_inter).contiguous())
+
         x = self._stem(x)
+        if first and 0 in take_indices:
+            take(x)
         i = 0
-        for i, stage in enumerate(stages):
+        for i, stage in enumerate(stages, start=first):
             x = stage(x)
             if i in take_indices:
-                x_inter = self._final_on_intermediate(x) if norm and i == last else x
-                if output_fmt == 'NHWC':
-                    x_inter = x_inter.permute(0, 2, 3, 1)
-                intermediates.append(x_inter.contiguous())
+                take(self._final_on_intermediate(x) if norm and i == last else x)
         if intermediates_only:
             return intermediates
         if i == last:
@@ -163,9 +170,10 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
             prune_head: bool = True,
     ) -> list[int]:
         """Drop the stages (and norm / head) that the given intermediates do not need; returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
+        first = int(self.stem_feature)
+        take_indices, max_index = feature_take_indices(len(self.stages) + first, indices)
+        prune_end = max_index + 1 - first < len(self.stages)
+        self.stages = self.stages[:max_index + 1 - first]
         width_changed = (prune_norm or prune_end) and self._prune_final()
         if prune_end or width_changed:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']

@@ -50,14 +50,13 @@ from timm.layers import (
 )
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq, named_apply
-from timm.models._features import feature_take_indices
 from torch import nn
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import check_image
-from .checkpoint import Layout, PretrainedMixin, stage_summary
+from ._hierarchical import HierarchicalModel, check_image
+from .checkpoint import Layout, stage_summary
 
 __all__ = ['MaxViTNA']
 
@@ -294,7 +293,7 @@ def _resize_rpb(table: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> 
     return resize_rel_pos_bias_table(table, new_window_size=window, new_bias_shape=tuple(target.shape))
 
 
-class MaxViTNA(PretrainedMixin, nn.Module):
+class MaxViTNA(HierarchicalModel):
     """MaxViT (official TF configuration) with block/grid attention on ``ops.na2d``; any input size."""
 
     # timm's maxvit_*_tf_* layout but for the bias tables' name; tables of another partition size resized
@@ -302,6 +301,8 @@ class MaxViTNA(PretrainedMixin, nn.Module):
         name='MaxViT (timm maxvit_*_tf_* layout)', marker=r'\.attn_grid\.attn\.rpb$',
         renames=(('.attn.rel_pos.relative_position_bias_table', '.attn.rpb'),), resize={r'\.attn\.rpb$': _resize_rpb},
         summary=stage_summary('attn_block.norm1.weight'))
+    stem_pattern = r'^stem'
+    stem_feature = True  # feature level 0 is the stride-2 stem (timm's MaxViT)
 
     def __init__(
             self,
@@ -359,7 +360,6 @@ class MaxViTNA(PretrainedMixin, nn.Module):
         self.num_features = self.embed_dim = embed_dim[-1]
         self.head_hidden_size = head_hidden_size or embed_dim[-1]
         self.drop_rate = drop_rate
-        self.grad_checkpointing = False
 
         self.stem = Stem(in_chans, stem_width, **dd)
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')]
@@ -382,11 +382,6 @@ class MaxViTNA(PretrainedMixin, nn.Module):
             for block in stage.blocks:
                 block.init_weights()
 
-    @classmethod
-    def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
-        """The stem and every stage by default."""
-        return dict(flatten_sequential=True, out_indices=args.pop('out_indices', tuple(range(len(args['depths']) + 1))))
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith('.rpb')}
@@ -395,87 +390,13 @@ class MaxViTNA(PretrainedMixin, nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)', None), (r'^norm', (99999,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the stem and stage outputs (indices 0..4; int n = the last n).
-
-        Args:
-            x: Input images.
-            indices: Take the last n if int, all if None, those listed if a sequence.
-            norm: Apply the final norm to the last intermediate (an identity here: the norm is in the head).
-            stop_early: Stop after the last requested intermediate.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans)
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        last_idx = len(self.stages)
-        stages = self.stages[:max_index] if stop_early and not torch.jit.is_scripting() else self.stages
-        feat_idx = 0
-        for stage in stages:
-            feat_idx += 1
-            x = stage(x)
-            if feat_idx in take_indices:
-                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if feat_idx == last_idx:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: int | list[int] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> list[int]:
-        """Drop the stages (and optionally norm/head) not needed for ``indices``."""
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self.stages = self.stages[:max_index]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_chans)
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.stem(x)
 
 
 def _releases(size: str, res: int) -> dict[str, dict[str, Any]]:

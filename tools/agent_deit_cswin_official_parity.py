@@ -19,7 +19,7 @@ Usage (from the attnzoo root)::
 ``--write`` builds reduced official models (``FIXTURES``: every attention letter, Agent-CSWin also with stripe
 windows, odd patch grids) with perturbed random weights, runs each at its build size (the official models reject
 any other), and saves ``<name>_official.pt``: our constructor arguments, the official-layout state dict (fp16
-values, run in fp32) and the logits. ``tests/test_agent_deit_cswin.py`` loads them through ``checkpoint_filter_fn``
+values, run in fp32) and the logits. ``tests/test_agent_deit_cswin.py`` loads them through ``backbones.checkpoint.fit``
 and compares. ``--check`` does the same for full-size variants at their build size in fp32 and fp64.
 """
 from __future__ import annotations

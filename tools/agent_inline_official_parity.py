@@ -17,7 +17,7 @@ Usage (from the attnzoo root)::
 window stage and one whose map equals the window; PVT with a spatial-reduction stage) with perturbed random
 weights, runs them at their build size (the only size the official classification models accept), and saves each
 official-layout state dict (fp16 values, run in fp32) with the logits as ``tests/data/<name>_official.pt``;
-``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``checkpoint_filter_fn`` and compare.
+``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``backbones.checkpoint.fit`` and compare.
 ``--check`` builds a full variant both ways and prints the largest logit difference at its build size (fp32, fp64);
 ``--downstream`` compares an Agent variant's stage outputs with the official detection backbone (its mmdet / mmcv
 imports stubbed here) at a non-build, non-multiple-of-32 size with the official downstream agent grids.

@@ -24,7 +24,7 @@ global attention + LePE stage 4) with ``auto_pad=True``, ``stl`` the BiFormer-ST
 merging, no CPE), whose BRA modules get ``auto_pad`` switched on for the size that does not divide. It runs both in
 eval mode at 224x224 (nothing padded) and 200x232 (stage maps 50x58, 25x29, 13x15: padded to multiples of 7 in
 stages 1-3) and saves their official-layout state dicts (fp16 values, run in fp32) with the logits;
-``tests/test_biformer.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check`` compares a real
+``tests/test_biformer.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check`` compares a real
 variant (random perturbed weights) at 224 and, with auto_pad, at 200x232, in fp32 and fp64, and prints the largest
 differences.
 """

@@ -16,7 +16,7 @@ statistic moved off its init; LayerScale and slot scales made large enough to ma
 design (overlapped stem, CPE, residual-dw MLP, alternating GLMix / MHSA stage 3, LayerScale, token-labelling head),
 ``stl`` the STL design (patch stem, BN-first transitions, learnable slots, NLC MHSA stage 4). It runs both in eval
 mode at 64x64 and 72x96 and saves their official-layout state dicts (fp16 values, run in fp32) with the logits;
-``tests/test_glnet.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check`` compares a real
+``tests/test_glnet.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check`` compares a real
 variant at 224 and 256 and prints the largest differences.
 """
 from __future__ import annotations

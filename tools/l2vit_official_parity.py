@@ -13,7 +13,7 @@ Usage (from the attnzoo root)::
 ``--write`` builds a reduced official model (``FIXTURE_CFG``: two blocks per stage, so every stage has an LWA and
 an LGA block) with perturbed random weights, runs it at ``FIXTURE_SIZES`` (the second odd and non-square: the
 stem and merges pad, and every LWA map is padded to the window) and saves its official-layout state dict (fp16
-values, run in fp32) with the logits; ``tests/test_l2vit.py`` loads it through ``checkpoint_filter_fn`` and
+values, run in fp32) with the logits; ``tests/test_l2vit.py`` loads it through ``backbones.checkpoint.fit`` and
 compares. ``--check`` does the same for a real variant at 224 and 200x232 (not a multiple of 7 at any stage) in
 fp32 and fp64, printing the largest differences.
 

@@ -17,7 +17,7 @@ Usage (from the attnzoo root, mmcv and mmdet installed, e.g. ``make install-det`
 ``--write`` builds a reduced official model (``FIXTURE_CFG``) with perturbed random weights (every parameter and
 BatchNorm statistic moved off its init, offsets of about a pixel), runs the classification model at 64 and 96 and
 the detection backbone at 80x88 (stage-3 map 5x5: Hi-Fi padding), and saves its official-layout state dict (fp16
-values, run in fp32) with the outputs. ``tests/test_litv2.py`` loads it through ``checkpoint_filter_fn`` and
+values, run in fp32) with the outputs. ``tests/test_litv2.py`` loads it through ``backbones.checkpoint.fit`` and
 compares. ``--check`` does the same for a real variant at 224 and 256 (the official model rebuilt per size) and
 prints the largest differences.
 """

@@ -13,7 +13,7 @@ Usage (from the attnzoo root)::
 ``--write`` builds a reduced official model (``FIXTURE_CFG``) with perturbed random weights (every parameter and
 BatchNorm statistic moved off its init), runs it at ``FIXTURE_SIZES`` (one of them odd and non-square: the
 official model forwards at any size, rebuilding its RoPE tables), and saves its official-layout state dict
-(fp16 values, run in fp32) with the logits. ``tests/test_ravlt.py`` loads it through ``checkpoint_filter_fn`` and
+(fp16 values, run in fp32) with the logits. ``tests/test_ravlt.py`` loads it through ``backbones.checkpoint.fit`` and
 compares. ``--check`` does the same for a real variant at 224 and 256 in fp32 and fp64, printing the largest
 differences.
 """

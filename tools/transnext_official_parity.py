@@ -18,7 +18,7 @@ the small-init local biases, learnable tokens and query embeddings made large en
 TransNeXt design (aggregated attention in stages 1-3, full attention in stage 4), ``aaaa`` the all-aggregated one
 (sr 16/8/4/2). Each runs in eval mode at 64x64 (built for 64, ``pretrain_size`` 64) and at 96x96 (rebuilt for 96,
 ``pretrain_size`` 64: extrapolated coordinates); the official-layout state dicts (fp16 values, run in fp32) and the
-logits are saved; ``tests/test_transnext.py`` loads them through ``checkpoint_filter_fn`` and compares. ``--check``
+logits are saved; ``tests/test_transnext.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check``
 compares a real variant at its size and at ``--sizes`` (default 256; official rebuilt, ``pretrain_size`` as ours).
 """
 from __future__ import annotations
