@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ['check_attn_kinds', 'check_letters', 'parse_attn_code']
+__all__ = ['check_attn_kinds', 'check_letters', 'kind_kwargs', 'parse_attn_code']
 
 Letters = Mapping[str, 'str | tuple[str, str]']
 
@@ -79,3 +80,9 @@ def check_letters(letters: Letters, kinds: Sequence[str], where: str) -> None:
         unknown = sorted(set(kind if pair else (kind,)) - set(kinds))
         if unknown:
             raise ValueError(f'{where}: letter {letter!r} names {unknown}; the skeleton builds {tuple(kinds)}')
+
+
+def kind_kwargs(attn_kwargs: Mapping[str, Mapping[str, Any]] | None, kind: str, index: int) -> dict[str, Any]:
+    """The extra arguments ``attn_kwargs`` (kind -> keyword arguments) gives the attention class of ``kind`` at
+    ``index`` (a stage; DeiT's: a block): each value as given, or a tuple / list's entry ``index``."""
+    return {k: (v[index] if isinstance(v, (tuple, list)) else v) for k, v in (attn_kwargs or {}).get(kind, {}).items()}

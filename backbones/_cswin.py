@@ -32,8 +32,8 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._attn_kinds import check_attn_kinds
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentBiases, inline_parts, inline_residual, pool_agents
+from ._attn_kinds import check_attn_kinds, kind_kwargs
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
@@ -191,15 +191,8 @@ class InLineStripeAttention(StripeBranch):
                  kernel_func: str = 'identity', attn_drop: float = 0., device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if kernel_func not in INLINE_KERNELS:
-            raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
         self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
-        self.kernel_func = kernel_func
-        self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd),
-            nn.GELU(),
-            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd),
-        )
+        self.kernel_func, self.residual = inline_parts(dim, num_heads, kernel_func, dd)
 
     def attend(self, q, k, v, window, x_mean=None, **kwargs):
         b, h, w, c = q.shape
@@ -370,8 +363,7 @@ class CSWin(HierarchicalModel):
             blocks = []
             for kind in self.attn_kinds[i]:
                 split = split_size[i] if kind == 'stripe' else la_split_size[i]
-                extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
-                         for k, v in (attn_kwargs or {}).get(kind, {}).items()}
+                extra = kind_kwargs(attn_kwargs, kind, i)
                 extra.setdefault('attn_drop', attn_drop_rate)
                 if kind == 'stripe':
                     extra.setdefault('mask_padding', mask_stripe_padding)

@@ -39,7 +39,7 @@ from ._agent_inline import (
     pool_agents,
     resize_agent_bias,
 )
-from ._attn_kinds import check_attn_kinds
+from ._attn_kinds import check_attn_kinds, kind_kwargs
 from ._hierarchical import check_image
 from .checkpoint import Layout, PretrainedMixin
 
@@ -238,10 +238,8 @@ class DeiT(PretrainedMixin, nn.Module):
         dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         blocks = []
         for i, kind in enumerate(self.attn_kinds[0]):
-            extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
-                     for k, v in (attn_kwargs or {}).get(kind, {}).items()}
             attn = attentions[kind](embed_dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
-                                      proj_drop=proj_drop_rate, **extra, **dd)
+                                    proj_drop=proj_drop_rate, **kind_kwargs(attn_kwargs, kind, i), **dd)
             blocks.append(DeiTBlock(embed_dim, attn, mlp_ratio, proj_drop_rate, dpr[i], **dd))
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size)

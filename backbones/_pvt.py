@@ -35,10 +35,10 @@ from torch import nn
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_summary
 from ._attn_kinds import check_attn_kinds
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
-from .checkpoint import HEAD_FC, Layout, stage_summary
+from .checkpoint import HEAD_FC, Layout
 
 __all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'PVT_KINDS']
 
@@ -181,14 +181,6 @@ def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module)
     return grid.reshape(1, -1, pos.shape[-1]).to(pos.dtype)
 
 
-_STAGES = stage_summary('norm2.weight')
-
-
-def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
-    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, - spatial reduction)':
-                                        attention_layout(state_dict)})
-
-
 class PVT(HierarchicalModel):
     """PVT-v1 with a per-stage attention choice (Agent-PVT, InLine-PVT).
 
@@ -212,7 +204,8 @@ class PVT(HierarchicalModel):
     # The official layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}`` per stage (from 1); position embeddings
     # and agent biases of another build size resized.
     checkpoint_layout = Layout(
-        name='PVT-skeleton', marker=r'^stages\.\d+\.pos_embed$', summary=_summary,
+        name='PVT-skeleton', marker=r'^stages\.\d+\.pos_embed$',
+        summary=attention_summary('A agent, I InLine, - spatial reduction'),
         renames=(('patch_embed1.', 'patch_embed.'), ('patch_embed{i}.', 'stages.{i-1}.downsample.'),
                  ('pos_embed{i}', 'stages.{i-1}.pos_embed'), ('block{i}.', 'stages.{i-1}.blocks.'), *HEAD_FC),
         resize={**AGENT_BIAS_RESIZE, r'^stages\.\d+\.pos_embed$': _resize_pos_embed})

@@ -41,10 +41,10 @@ from torch import nn
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_summary
 from ._attn_kinds import check_attn_kinds
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
-from .checkpoint import HEAD_FC, Layout, stage_summary
+from .checkpoint import HEAD_FC, Layout
 
 __all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
 
@@ -146,14 +146,6 @@ def _resize_window_table(table: torch.Tensor, target: torch.Tensor, owner: nn.Mo
     return resize_rel_pos_bias_table(table, new_window_size=owner.window_size, new_bias_shape=tuple(target.shape))
 
 
-_STAGES = stage_summary('norm2.weight')
-
-
-def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
-    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, W window)':
-                                        attention_layout(state_dict)})
-
-
 class Swin(HierarchicalModel):
     """Swin with a per-block attention choice (Agent-Swin, InLine-Swin).
 
@@ -178,7 +170,8 @@ class Swin(HierarchicalModel):
     # The official layout: ``layers.{i}`` with the downsampling at their end; the derived buffers dropped; agent
     # biases and window tables of another build size resized.
     checkpoint_layout = Layout(
-        name='Swin-skeleton', marker=r'^stages\.\d+\.blocks\.\d+\.attn\.', summary=_summary,
+        name='Swin-skeleton', marker=r'^stages\.\d+\.blocks\.\d+\.attn\.',
+        summary=attention_summary('A agent, I InLine, W window'),
         renames=(('layers.{i}.downsample.', 'stages.{i+1}.downsample.'), ('layers.', 'stages.'), *HEAD_FC),
         derived=('relative_position_index', 'attn_mask'),
         resize={**AGENT_BIAS_RESIZE, r'\.relative_position_bias_table$': _resize_window_table})

@@ -24,8 +24,8 @@ equal to the official models' at the build size. The official downstream configs
 """
 from __future__ import annotations
 
-from ._family import Family, Variant, register
-from ._skeletons import DEIT_CFG, SKELETONS, tsinghua
+from ._family import Variant
+from ._skeletons import DEIT_CFG, register_leaplab, tsinghua
 
 __all__: list[str] = []  # the entrypoints (timm's register_model adds them)
 
@@ -45,17 +45,13 @@ _CSWIN = dict(skeleton='cswin', attn_type='AABB', attn_kwargs={'agent': {'agent_
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
 _NO_CROP = dict(crop_pct=1.0)  # evaluated without a center crop (the official TEST.CROP: False; default crop 0.875)
 
-register(Family(
-    'agent', __name__, SKELETONS, cache_per_model=True,
-    # the CSwin runs were trained with EMA (main_ema.py); the Swin / PVT / DeiT releases hold only `model`
-    ema=frozenset({'agent_cswin_tiny', 'agent_cswin_small', 'agent_cswin_base', 'agent_cswin_base_384'}),
+register_leaplab(
+    'agent', __name__, 'Agent-Attention', 'arXiv:2312.08874',
+    'Agent Attention: On the Integration of Softmax and Linear Attention',
     # what the letters of the official ATTN_TYPE codes mean per skeleton (M<n>: a stage's first n blocks agents, as
     # the official Swin / CSWin code; DeiT has no code: agent_layer=n is n A blocks, then B)
     letters=dict(swin=dict(A='agent', B='window', M=('agent', 'window')), pvt=dict(A='agent', B='sra'),
                  deit=dict(A='agent', B='softmax'), cswin=dict(A='agent', B='stripe', M=('agent', 'stripe'))),
-    cfg=dict(first_conv='patch_embed.proj', license='unknown', origin_url='https://github.com/LeapLabTHU/Agent-Attention',
-             paper_ids='arXiv:2312.08874',
-             paper_name='Agent Attention: On the Integration of Softmax and Linear Attention'),
     variants=dict(
         agent_swin_tiny=Variant('agent_swin_tiny: 29M params, 4.5 GFLOPs at 224 (official README).',
                                 dict(_SWIN_T, attn_type='AAAB', drop_path_rate=0.2), tsinghua('a2ddc1190c224f768a41')),
@@ -104,4 +100,4 @@ register(Family(
         agent_cswin_base_384=Variant('agent_cswin_base_384: 73M params, 46.3 GFLOPs at 384 (official README).',
                                      dict(_CSWIN_B, img_size=384, split_size=(1, 2, 12, 12), drop_path_rate=0.7),
                                      tsinghua('1239be0df44b47719432')),
-    )))
+    ))
