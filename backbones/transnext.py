@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath
+from timm.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -377,14 +377,15 @@ class TransNeXt(HierarchicalModel):
     """TransNeXt.
 
     Args:
-        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: 'avg' or ''.
         depths, embed_dims, num_heads, mlp_ratios, sr_ratios: per stage.
         window_size: per stage, the aggregated-attention window (None: full attention).
         pretrain_size: the pretraining image size (normalises the relative coordinates of the position bias).
         fixed_pool_size: pool the aggregated attention's tokens to this size instead of ``H / sr``.
         qkv_bias: biases of the q / kv / qkv projections.
-        drop_rate: projection / MLP dropout (and the classifier's). drop_path_rate: stochastic depth, linear from 0.
+        drop_path_rate: stochastic depth, linear from 0.
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate`` (here also
+            the projection / MLP dropout).
 
     Every stage ends with its LayerNorm (the official backbone's per-level outputs), so the final norm is inside
     the last stage and ``forward_intermediates(norm=...)`` has nothing more to apply.
@@ -392,6 +393,7 @@ class TransNeXt(HierarchicalModel):
 
     # The official state dict holds no buffers (its tables are not persistent); should a file hold them anyway,
     # they are dropped: ours are derived from the input size.
+    group_tail = ((r'^stages\.(\d+)\.norm', (99999,)),)  # each stage's norm after that stage's blocks
     checkpoint_layout = Layout(
         name='TransNeXt', marker=r'\.attn\.temperature$', summary=stage_summary('norm1.weight'),
         derived=(r'relative_pos_index\d*', r'relative_coords_table\d*', 'seq_length_scale', 'padding_mask'),
@@ -401,9 +403,6 @@ class TransNeXt(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             depths: Sequence[int] = (2, 2, 15, 2),
             embed_dims: Sequence[int] = (48, 96, 192, 384),
             num_heads: Sequence[int] = (2, 4, 8, 16),
@@ -413,33 +412,26 @@ class TransNeXt(HierarchicalModel):
             pretrain_size: int = 224,
             fixed_pool_size: int | None = None,
             qkv_bias: bool = True,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             device=None,
             dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
+        super().__init__(**kwargs)
         dd = {'device': device, 'dtype': dtype}
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         window_size=window_size)
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={global_pool!r}")
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        if self.global_pool not in ('avg', ''):
+            raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={self.global_pool!r}")
         self.pretrain_size = pretrain_size
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], 7, 4, **dd)
+        self.patch_embed = PatchEmbed(self.in_chans, embed_dims[0], 7, 4, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        stages, self.feature_info = [], []
-        for i in range(n):
-            stages.append(TransNeXtStage(
-                embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
-                sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2),
-                dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=i > 0, qkv_bias=qkv_bias, drop=drop_rate,
-                fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the last stage's norm is the final norm
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([TransNeXtStage(
+            embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
+            sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2), dpr[sum(depths[:i]):sum(depths[:i + 1])],
+            downsample=i > 0, qkv_bias=qkv_bias, drop=self.drop_rate,
+            fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd) for i in range(n)], embed_dims)
+        self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the last stage's norm is the final norm
         for m in self.modules():
             self._init_weights(m)
 
@@ -458,18 +450,6 @@ class TransNeXt(HierarchicalModel):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        """The shared grouping, with each stage's norm after that stage's blocks."""
-        return dict(
-            stem=self.stem_pattern,
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^stages\.(\d+)\.norm', (99999,)),
-            ],
-        )
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
