@@ -128,7 +128,8 @@ class LePEStripeAttention(StripeBranch):
     def attend(self, q, k, v, window, token_grid=None, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
-        out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
+        padding = 'masked' if self.mask_padding else 'zeros'  # 'zeros': the official (centred by the caller)
+        out = ops.window_attention(q, k, v, window, scale=self.scale, padding=padding,
                                    dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
 

@@ -95,7 +95,8 @@ class HiLo(nn.Module):
         outs = []
         if self.h_heads:
             q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
-            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale, token_grid=(H, W))  # divisible: no pad
+            # divisible (the tokens were padded above): nothing to pad, so no mask ('zeros')
+            hifi = ops.window_attention(q, k, v, self.ws, padding='zeros', scale=self.scale, token_grid=(H, W))
             outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
         if self.l_heads:
             # queries of padded tokens would be cropped away: only the real tokens query

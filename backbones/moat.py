@@ -186,7 +186,7 @@ class MOATAttention(nn.Module):
             flat = (B, H * W, self.num_heads, self.head_dim)
             out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias, token_grid=(H, W))
         else:
-            out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
+            out = ops.window_attention(q, k, v, self.window_size, padding='masked', rpb=self.table(*self.window_size))
         return self.o(out.reshape(B, H, W, C))
 
     def extra_repr(self) -> str:
