@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -230,6 +230,7 @@ class InLineStripeAttention(StripeBranch):
 BranchFactory = Callable[..., StripeBranch]
 
 
+@register_notrace_module  # torch.fx: a leaf (chunked branches zipped per head group)
 class CSWinBlock(nn.Module):
     """Pre-norm block with two stripe attention branches over halves of the channels and heads, or one over the whole
     map where the stage's build ``resolution`` equals ``split_size`` or in the ``last_stage`` (the official rule)."""
