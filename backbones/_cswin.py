@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -216,6 +216,7 @@ ATTENTIONS: dict[str, BranchFactory] = dict(stripe=LePEStripeAttention, agent=Ag
                                             inline=InLineStripeAttention)  # CSWin.KINDS, CSWin's own first
 
 
+@register_notrace_module  # torch.fx: a leaf (chunked branches zipped per head group)
 class CSWinBlock(nn.Module):
     """Pre-norm block with two stripe attention branches over halves of the channels and heads, or one over the whole
     map where the stage's build ``resolution`` equals ``split_size`` or in the ``last_stage`` (the official rule)."""

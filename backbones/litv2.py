@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates, register_notrace_module
 from torchvision.ops import deform_conv2d
 
 import ops
@@ -50,6 +50,7 @@ _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
 
 
+@register_notrace_module  # torch.fx: a leaf (window padding and pooled grid from the map size)
 class HiLo(nn.Module):
     """HiLo attention on an NHWC token map; parameters ``h_qkv``/``h_proj`` (Hi-Fi), ``l_q``/``l_kv``/``l_proj``.
 

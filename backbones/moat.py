@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, register_notrace_function
 from timm.layers.helpers import get_device_dtype
 
 import ops
@@ -64,6 +64,7 @@ _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilo
 _LN_EPS = 1e-5
 
 
+@register_notrace_function  # torch.fx: a leaf (TF 'SAME' padding from the input size)
 def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
     element at the bottom/right, padded elements left out of each average."""

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import DropPath, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -235,6 +235,7 @@ class PatchEmbed(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+@register_notrace_module  # torch.fx: a leaf (pool size and tables from the map size)
 class TransNeXtStage(nn.Module):
     """Optional downsample, ``depth`` blocks on tokens, the stage norm; NCHW in and out.
 

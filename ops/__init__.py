@@ -16,8 +16,11 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
+import torch.fx
+
 from . import _export, na, routed
 from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
+from ._fx import register_fx_leaves
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
 from .dense import StageTables, agent_attention, dense_attention, relative_position_cpb, transnext_stage_tables
@@ -43,6 +46,15 @@ from .na import (
 )
 from .routed import region_routing, routed_attention
 
+# torch.fx: each public op is one leaf node of a symbolic trace (ops._fx)
+FX_LEAVES = (na1d, na2d, na3d, neighborhood_attention, na_av, window_attention, grid_attention, merge_attentions,
+             pad_to_multiple, crop, dense_attention, agent_attention, linear_attention, rope_2d, apply_rope,
+             region_routing, routed_attention, NeighborhoodAttention1D, NeighborhoodAttention2D,
+             NeighborhoodAttention3D, WindowAttention1D, WindowAttention2D, WindowAttention3D)
+for _leaf in FX_LEAVES:
+    if not isinstance(_leaf, type):
+        torch.fx.wrap(_leaf.__name__)
+register_fx_leaves(FX_LEAVES)
 _export.install()  # the ONNX lowerings reach torch.onnx.export without loading onnxscript now (ops._export)
 
 __all__ = [
