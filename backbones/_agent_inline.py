@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 from torch import nn
 
 import ops
@@ -221,6 +221,7 @@ def inline_parts(dim: int, num_heads: int, kernel_func: str, dd: dict) -> tuple[
                                       nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd))
 
 
+@register_notrace_module  # torch.fx: a leaf (agent grid and bias sizes from the map)
 class AgentAttention(AgentBiases, _QKV):
     """Agent attention over a whole NHWC map (Agent-Swin's and Agent-PVT's ``AgentAttention``, sr_ratio 1).
 
@@ -267,6 +268,7 @@ class AgentAttention(AgentBiases, _QKV):
                 f'build_size={self.query_size}, agent_shape={self.agent_shape or self.grid}')
 
 
+@register_notrace_module  # torch.fx: a leaf (map checks and sizes)
 class InLineAttention(_QKV):
     """InLine attention over a whole NHWC map (InLine-Swin's and InLine-PVT's ``InLineAttention``, sr_ratio 1).
 

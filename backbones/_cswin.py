@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -128,7 +128,8 @@ class LePEStripeAttention(StripeBranch):
     def attend(self, q, k, v, window, token_grid=None, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
-        out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
+        padding = 'masked' if self.mask_padding else 'zeros'  # 'zeros': the official (centred by the caller)
+        out = ops.window_attention(q, k, v, window, scale=self.scale, padding=padding,
                                    dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
 
@@ -208,6 +209,7 @@ ATTENTIONS: dict[str, BranchFactory] = dict(stripe=LePEStripeAttention, agent=Ag
                                             inline=InLineStripeAttention)  # CSWin.KINDS, CSWin's own first
 
 
+@register_notrace_module  # torch.fx: a leaf (chunked branches zipped per head group)
 class CSWinBlock(nn.Module):
     """Pre-norm block with two stripe attention branches over halves of the channels and heads, or one over the whole
     map where the stage's build ``resolution`` equals ``split_size`` or in the ``last_stage`` (the official rule)."""

@@ -24,7 +24,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import Attention, DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    register_notrace_function,
+    resample_abs_pos_embed,
+    trunc_normal_,
+)
 from timm.layers.helpers import get_device_dtype
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -154,6 +162,17 @@ class DeiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), grid))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+@register_notrace_function  # torch.fx: a leaf (the grid and the resize depend on the input size)
+def embed_tokens(x: torch.Tensor, cls_token: torch.Tensor, pos: torch.Tensor, build_grid: tuple[int, int]
+                 ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patches ``[B, H, W, C]`` -> class token + patch tokens with position embeddings (resampled from the build
+    grid to the patch grid), and the patch grid. Public: torch.fx autowraps no ``_``-prefixed function."""
+    grid = (int(x.shape[1]), int(x.shape[2]))
+    if grid != tuple(build_grid):
+        pos = resample_abs_pos_embed(pos, grid, build_grid, num_prefix_tokens=1)
+    return torch.cat([cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos, grid
 
 
 def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
@@ -298,12 +317,7 @@ class DeiT(PretrainedMixin, nn.Module):
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
         check_image(x, self.in_chans, self.patch_size, 'one patch')
-        x = self.patch_embed(x)
-        grid = (int(x.shape[1]), int(x.shape[2]))
-        pos = self.pos_embed
-        if grid != tuple(self.patch_embed.grid_size):
-            pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, num_prefix_tokens=1)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos
+        x, grid = embed_tokens(self.patch_embed(x), self.cls_token, self.pos_embed, self.patch_embed.grid_size)
         return self.pos_drop(x), grid
 
     def _block(self, blk: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The timm contract of a hierarchical backbone (stem -> stages -> norm -> ClassifierHead), written once.
 
-A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_embed`` (the stem), ``self.stages``
-(an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
-the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
-``self.num_features``, with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
-it overrides ``no_weight_decay`` (none by default) and ``group_matcher`` where its own differ. A model
+A family's model subclasses :class:`HierarchicalModel`, passes the arguments every model shares (``in_chans``,
+``num_classes``, ``global_pool``, ``drop_rate``) on to its ``__init__`` and builds ``self.patch_embed`` (the stem),
+then the stages (:class:`Stage` or its own NCHW stages with a ``grad_checkpointing`` flag; :meth:`_set_stages` sets
+``self.stages`` and ``self.feature_info``), then the final norm (on the last stage's output) and the classifier
+(:meth:`_set_head`), with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
+it overrides ``no_weight_decay`` (none by default) and ``group_tail`` / ``group_matcher`` where its own differ. A model
 whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
 whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm's ``custom_load``) comes from
 :class:`~backbones.checkpoint.PretrainedMixin`.
@@ -15,19 +16,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import ClassifierHead, trunc_normal_
 from timm.layers.helpers import get_device_dtype
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'check_image', 'stage_count', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
     """The input check of every zoo model: ``ValueError`` unless ``x`` is an image batch ``[B, in_chans, H, W]`` of
-    at least ``min_size`` px per side (``why``: what needs that size, for the message)."""
+    at least ``min_size`` px per side (``why``: what needs that size, for the message). Skipped under torch.fx
+    symbolic tracing (a ``Proxy`` has no sizes; the traced graph's ops check their own inputs)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(f'expected an image batch [B, {in_chans}, H, W] (in_chans={in_chans}), got a tensor of shape '
                          f'{tuple(x.shape)}')
@@ -59,7 +64,39 @@ def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,))
     return True
 
 
+class Stage(nn.Module):
+    """``downsample`` (None: none), then ``blocks`` (gradient-checkpointed with ``grad_checkpointing``); NCHW in and
+    out, the blocks on NHWC maps unless ``nhwc`` is False."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: Sequence[nn.Module], nhwc: bool = True):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.nhwc = nhwc
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if not self.nhwc:
+            return self.run_blocks(x)
+        return self.run_blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class HierarchicalModel(PretrainedMixin, nn.Module):
+    """The shared contract (see the module docstring).
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        drop_rate: classifier dropout.
+    """
+
     patch_embed: nn.Module
     stages: nn.Sequential
     norm: nn.Module
@@ -67,6 +104,30 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     feature_info: list[dict[str, Any]]
     stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
     stem_feature = False  # True: the stem's output is feature level 0 (``feature_info[0]``), stage i level i + 1
+    # group_matcher's groups after the stages' blocks: (regex, ordinal) as timm's
+    group_tail: tuple[tuple[str, tuple[int, ...]], ...] = ((r'^norm', (99999,)),)
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.):
+        super().__init__()
+        self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
+        self.drop_rate = drop_rate
+
+    def _set_stages(self, stages: Sequence[nn.Module], widths: Sequence[int]) -> None:
+        """``self.stages`` and their feature levels: stage ``i`` gives ``widths[i]`` channels at stride ``4 * 2 ** i``
+        (after the stem's level, with ``stem_feature``)."""
+        self.stages = nn.Sequential(*stages)
+        self.feature_info = [*getattr(self, 'feature_info', ()), *(
+            dict(num_chs=w, reduction=4 * 2 ** i, module=f'stages.{i}') for i, w in enumerate(widths))]
+
+    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None, device=None,
+                  dtype=None) -> None:
+        """The final ``norm`` and the classifier ``head`` on ``num_features`` channels (by default timm's
+        ``ClassifierHead`` with the shared arguments)."""
+        self.num_features = self.head_hidden_size = num_features
+        self.norm = norm
+        self.head = head if head is not None else ClassifierHead(
+            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate, device=device,
+            dtype=dtype)
 
     @classmethod
     def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +159,7 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
             blocks=r'^stages\.(\d+)' if coarse else [
                 (r'^stages\.(\d+)\.downsample', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
+                *self.group_tail,
             ],
         )
 

@@ -29,7 +29,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    calculate_drop_path_rates,
+    register_notrace_module,
+    trunc_normal_,
+)
 from timm.models import checkpoint_seq
 from torch import nn
 
@@ -123,6 +131,7 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
+@register_notrace_module  # torch.fx: a leaf (position embedding resized to the map size)
 class PVTStage(nn.Module):
     """Patch embedding (``downsample``; none for stage 1, whose embedding is the model's stem), the position
     embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then one block per entry of ``kinds``; NCHW in and

@@ -33,6 +33,7 @@ from timm.layers import (
     LayerNorm2d,
     Mlp,
     calculate_drop_path_rates,
+    register_notrace_module,
     resize_rel_pos_bias_table,
 )
 from timm.models import checkpoint_seq
@@ -52,6 +53,7 @@ ATTN_KINDS = ('window', 'agent', 'inline')
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
 
 
+@register_notrace_module  # torch.fx: a leaf (shift chosen from the map size)
 class SwinBlock(nn.Module):
     """Pre-norm Swin block on an NHWC map: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
 
