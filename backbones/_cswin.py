@@ -27,14 +27,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, register_notrace_module
-from torch.utils.checkpoint import checkpoint
+from timm.layers import DropPath, LayerNorm2d, Mlp, register_notrace_module
 
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentBiases, inline_parts, inline_residual, pool_agents
 from ._attn_kinds import check_attn_kinds, kind_kwargs
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['ATTENTIONS', 'AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
@@ -272,25 +271,6 @@ class Stem(nn.Module):
         return self.norm(self.proj(x))
 
 
-class CSWinStage(nn.Module):
-    """Optional downsample, then CSWin blocks on the NHWC map (NCHW in and out)."""
-
-    def __init__(self, blocks: Sequence[nn.Module], downsample: nn.Module | None):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample or nn.Identity()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)
-        for blk in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x.permute(0, 3, 1, 2)
-
-
 class CSWin(HierarchicalModel):
     """CSWin with a choice of attention per block.
 
@@ -348,7 +328,7 @@ class CSWin(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool, head_drop_rate)
         dd = {'device': device, 'dtype': dtype}
         n = stage_count(depths, num_heads=num_heads, split_size=split_size, attn_kinds=attn_kinds)
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
@@ -356,12 +336,10 @@ class CSWin(HierarchicalModel):
         attentions = {**ATTENTIONS, **(attentions or {})}
         self.attn_kinds = check_attn_kinds(attn_kinds, depths, tuple(attentions))
         self.img_size = img_size
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.patch_embed = Stem(in_chans, embed_dim, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        stages, self.feature_info, dim, j = [], [], embed_dim, 0
+        stages, dims, j = [], [embed_dim * 2 ** i for i in range(n)], 0
         for i in range(n):
-            out_dim = embed_dim * 2 ** i
             blocks = []
             for kind in self.attn_kinds[i]:
                 split = split_size[i] if kind == 'stripe' else la_split_size[i]
@@ -370,16 +348,12 @@ class CSWin(HierarchicalModel):
                 if kind == 'stripe':
                     extra.setdefault('mask_padding', mask_stripe_padding)
                 blocks.append(CSWinBlock(
-                    out_dim, num_heads[i], attentions[kind], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
+                    dims[i], num_heads[i], attentions[kind], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
                     drop_rate, dpr[j], **dd, **extra))
                 j += 1
-            stages.append(CSWinStage(blocks, Downsample(dim, out_dim, **dd) if i else None))
-            self.feature_info.append(dict(num_chs=out_dim, reduction=4 * 2 ** i, module=f'stages.{i}'))
-            dim = out_dim
-        self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = dim
-        self.norm = LayerNorm2d(dim, eps=1e-5, **dd)
-        self.head = ClassifierHead(dim, num_classes, pool_type=global_pool, drop_rate=head_drop_rate, **dd)
+            stages.append(Stage(Downsample(dims[i - 1], dims[i], **dd) if i else None, blocks))
+        self._set_stages(stages, dims)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd), **dd)
         self.apply(self._init_weights)
 
     @staticmethod

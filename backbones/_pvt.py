@@ -30,7 +30,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
     DropPath,
     LayerNorm2d,
     Mlp,
@@ -242,31 +241,22 @@ class PVT(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool, drop_rate)
         dd = {'device': device, 'dtype': dtype}
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
         self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
         self.patch_embed = _Stem(in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        grid = (img_size[0] // 4, img_size[1] // 4)
-        for i in range(n):
-            if i:
-                grid = (grid[0] // 2, grid[1] // 2)
-            stages.append(PVTStage(
-                embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0, build_grid=grid,
-                drop_path=dpr[i], num_heads=num_heads[i], sr_ratio=sr_ratios[i],
-                agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
-                mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the official models have no final norm
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([PVTStage(
+            embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0,
+            build_grid=(img_size[0] // 4 // 2 ** i, img_size[1] // 4 // 2 ** i), drop_path=dpr[i],
+            num_heads=num_heads[i], sr_ratio=sr_ratios[i], agent_num=int(agent_num[i]), agent_shape=agent_shapes[i],
+            kernel_func=kernel_func, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+            attn_drop=attn_drop_rate, **dd) for i in range(n)], embed_dims)
+        self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the official models have no final norm
         self.apply(trunc_normal_init)  # the official init
 
     @torch.jit.ignore
