@@ -104,6 +104,7 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     feature_info: list[dict[str, Any]]
     stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
     stem_feature = False  # True: the stem's output is feature level 0 (``feature_info[0]``), stage i level i + 1
+    stage_entry = r'downsample'  # group_matcher: a stage's parameters in front of its blocks (a regex)
     # group_matcher's groups after the stages' blocks: (regex, ordinal) as timm's
     group_tail: tuple[tuple[str, tuple[int, ...]], ...] = ((r'^norm', (99999,)),)
 
@@ -157,7 +158,7 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         return dict(
             stem=self.stem_pattern,
             blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
+                (rf'^stages\.(\d+)\.{self.stage_entry}', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
                 *self.group_tail,
             ],

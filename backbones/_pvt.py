@@ -209,6 +209,7 @@ class PVT(HierarchicalModel):
 
     KINDS = PVT_KINDS
     stem_pattern = r'^patch_embed|^stages\.0\.pos_embed'
+    stage_entry, group_tail = r'(?:downsample|pos_embed)', ()  # no final norm
     # The official layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}`` per stage (from 1); position embeddings
     # and agent biases of another build size resized.
     checkpoint_layout = Layout(
@@ -258,14 +259,4 @@ class PVT(HierarchicalModel):
             attn_drop=attn_drop_rate, **dd) for i in range(n)], embed_dims)
         self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the official models have no final norm
         self.apply(trunc_normal_init)  # the official init
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=self.stem_pattern,
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.(?:downsample|pos_embed)', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
 
