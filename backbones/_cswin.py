@@ -215,18 +215,18 @@ class CSWinBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, branch: BranchFactory, split_size: int, resolution: int,
                  last_stage: bool = False, mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
-                 drop_path: float = 0., device=None, dtype=None, **branch_kwargs: Any):
+                 drop_path: float = 0., device=None, dtype=None, **attn_kwargs: Any):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.dim = dim
         self.norm1 = nn.LayerNorm(dim, **dd)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
         if resolution == split_size or last_stage:
-            self.attns = nn.ModuleList([branch(dim, num_heads, -1, split_size, resolution, **branch_kwargs, **dd)])
+            self.attns = nn.ModuleList([branch(dim, num_heads, -1, split_size, resolution, **attn_kwargs, **dd)])
         else:
             if num_heads % 2 or dim % 2:
                 raise ValueError(f'stripe blocks split dim and heads in two, got dim {dim}, {num_heads} heads')
-            self.attns = nn.ModuleList([branch(dim // 2, num_heads // 2, i, split_size, resolution, **branch_kwargs,
+            self.attns = nn.ModuleList([branch(dim // 2, num_heads // 2, i, split_size, resolution, **attn_kwargs,
                                                **dd) for i in range(2)])
         self.proj = nn.Linear(dim, dim, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()

@@ -87,6 +87,8 @@ class Family:
             if skeletons and row.args.get('skeleton') not in self.model:
                 raise ValueError(f'{self.name}: {variant} must name its skeleton, one of {sorted(self.model)}')
         for skeleton, letters in (self.letters or {}).items():
+            if not skeletons or skeleton not in self.model:
+                raise ValueError(f'{self.name}: letters are per skeleton of the family, got {skeleton!r}')
             check_letters(letters, self.model[skeleton].KINDS, f'{self.name} letters of {skeleton}')
 
     def ema_first(self, variant: str) -> bool:

@@ -143,6 +143,8 @@ def test_letter_codes_and_attn_kinds():
         _meta('agent_pvt_tiny', **SHORT, attn_kinds=['agent'] * 4)
     with pytest.raises(ValueError, match=r"letter 'A' names \['agnet'\]; the skeleton builds"):
         Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(pvt={'A': 'agnet', 'B': 'sra'}))
+    with pytest.raises(ValueError, match="letters are per skeleton of the family, got 'vit'"):
+        Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(vit={'A': 'agent'}))
     with pytest.raises(ValueError, match='M to a .leading, trailing. pair'):
         Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(swin={'A': 'agent', 'M': 'agent'}))
 
