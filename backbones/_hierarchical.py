@@ -92,6 +92,8 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         num_classes: classifier outputs (0 for no classifier).
         global_pool: classifier pooling type.
         drop_rate: classifier dropout.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs), kept as
+            ``factory_kwargs`` for the family's constructor and :meth:`_set_head`.
     """
 
     patch_embed: nn.Module
@@ -104,10 +106,12 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     # group_matcher's groups after the stages' blocks: (regex, ordinal) as timm's
     group_tail: tuple[tuple[str, tuple[int, ...]], ...] = ((r'^norm', (99999,)),)
 
-    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.):
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.,
+                 device=None, dtype=None):
         super().__init__()
         self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
         self.drop_rate = drop_rate
+        self.factory_kwargs = {'device': device, 'dtype': dtype}
 
     def _set_stages(self, stages: Sequence[nn.Module], widths: Sequence[int]) -> None:
         """``self.stages`` and their feature levels: stage ``i`` gives ``widths[i]`` channels at stride ``4 * 2 ** i``
@@ -116,15 +120,14 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         self.feature_info = [*getattr(self, 'feature_info', ()), *(
             dict(num_chs=w, reduction=4 * 2 ** i, module=f'stages.{i}') for i, w in enumerate(widths))]
 
-    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None, device=None,
-                  dtype=None) -> None:
+    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None) -> None:
         """The final ``norm`` and the classifier ``head`` on ``num_features`` channels (by default timm's
         ``ClassifierHead`` with the shared arguments)."""
         self.num_features = self.head_hidden_size = num_features
         self.norm = norm
         self.head = head if head is not None else ClassifierHead(
-            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate, device=device,
-            dtype=dtype)
+            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            **self.factory_kwargs)
 
     @classmethod
     def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:

@@ -232,8 +232,8 @@ class LITv2(HierarchicalModel):
         qk_scale: attention logit scale (``None``: head_dim ** -0.5).
         proj_drop_rate: dropout in the MLP (the official ``drop_rate``).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     checkpoint_layout = Layout(
@@ -255,12 +255,10 @@ class LITv2(HierarchicalModel):
             qk_scale: float | None = None,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, has_msa=has_msa, window_sizes=window_sizes)
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
         self.patch_embed = PatchEmbed(self.in_chans, dims[0], **dd)
@@ -269,7 +267,7 @@ class LITv2(HierarchicalModel):
         self._set_stages([Stage(DTM(dims[i - 1], dims[i], **dd) if i else None, [LITBlock(
             dims[i], num_heads[i], bool(has_msa[i]), window_sizes[i], alpha, mlp_ratio, qkv_bias, qk_scale,
             proj_drop_rate, rate, **dd) for rate in dpr[i]]) for i in range(num_stages)], dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(self._init_weights)
 
     @staticmethod

@@ -207,8 +207,8 @@ class NAT(HierarchicalModel):
         proj_drop_rate: dropout after the attention projection and in the MLP.
         attn_drop_rate: attention-probability dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     # The official checkpoints (NAT / DiNAT: ``levels``, DiNAT_s: ``layers``; downsampling at a level's end);
@@ -235,12 +235,10 @@ class NAT(HierarchicalModel):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
-        dd = {'device': device, 'dtype': dtype}
         super().__init__(**kwargs)
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, dilations=dilations)
         if stem_type not in ('conv', 'patch'):
             raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
@@ -253,7 +251,7 @@ class NAT(HierarchicalModel):
             dilations=None if dilations is None else dilations[i], downsample=downsample_type if i > 0 else None,
             drop_path=dpr[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, layer_scale=layer_scale,
             proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd) for i in range(num_stages)], dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(trunc_normal_init)  # the official init (convs and rpb tables keep their own)
 
     @torch.jit.ignore
