@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 from torch import nn
 
 import ops
@@ -201,6 +201,7 @@ def _check_map(module: nn.Module, x: torch.Tensor) -> None:
                          f'shape {tuple(x.shape)}')
 
 
+@register_notrace_module  # torch.fx: a leaf (agent grid and bias sizes from the map)
 class AgentAttention(AgentBiases, _QKV):
     """Agent attention over a whole NHWC map (Agent-Swin's and Agent-PVT's ``AgentAttention``, sr_ratio 1).
 
@@ -249,6 +250,7 @@ class AgentAttention(AgentBiases, _QKV):
                 f'build_size={self.query_size}, agent_shape={self.agent_shape or self.grid}')
 
 
+@register_notrace_module  # torch.fx: a leaf (map checks and sizes)
 class InLineAttention(_QKV):
     """InLine attention over a whole NHWC map (InLine-Swin's and InLine-PVT's ``InLineAttention``, sr_ratio 1).
 

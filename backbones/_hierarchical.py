@@ -29,7 +29,10 @@ __all__ = ['HierarchicalModel', 'Stage', 'check_image', 'stage_count', 'trunc_no
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
     """The input check of every zoo model: ``ValueError`` unless ``x`` is an image batch ``[B, in_chans, H, W]`` of
-    at least ``min_size`` px per side (``why``: what needs that size, for the message)."""
+    at least ``min_size`` px per side (``why``: what needs that size, for the message). Skipped under torch.fx
+    symbolic tracing (a ``Proxy`` has no sizes; the traced graph's ops check their own inputs)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(f'expected an image batch [B, {in_chans}, H, W] (in_chans={in_chans}), got a tensor of shape '
                          f'{tuple(x.shape)}')

@@ -29,13 +29,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    calculate_drop_path_rates,
+    register_notrace_module,
+    trunc_normal_,
+)
 from timm.models import checkpoint_seq
 from torch import nn
 
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._attn_kinds import check_attn_kinds
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
@@ -122,6 +131,7 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
+@register_notrace_module  # torch.fx: a leaf (position embedding resized to the map size)
 class PVTStage(nn.Module):
     """Patch embedding (``downsample``; none for stage 1, whose embedding is the model's stem), the position
     embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then one block per entry of ``kinds``; NCHW in and
@@ -192,7 +202,8 @@ class PVT(HierarchicalModel):
     """PVT-v1 with a per-stage attention choice (Agent-PVT, InLine-PVT).
 
     Args:
-        attn_kinds: per stage, the kind of each block (one of ``PVT_KINDS``; the official models keep one per stage).
+        attn_kinds: per stage, the kind of each block, one of ``PVT_KINDS`` (:mod:`backbones._attn_kinds`; the
+            official models keep one per stage); ``None``: spatial-reduction attention everywhere (PVT).
         img_size: the build input size (position embeddings and agent biases are sized to its stage grids).
         in_chans, num_classes, global_pool: as timm.
         embed_dims, depths, num_heads, mlp_ratios: per stage.
@@ -205,6 +216,7 @@ class PVT(HierarchicalModel):
             (the official ``drop_rate``); attn_drop_rate; drop_path_rate: stochastic depth, linear over all blocks.
     """
 
+    KINDS = PVT_KINDS
     stem_pattern = r'^patch_embed|^stages\.0\.pos_embed'
     # The official layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}`` per stage (from 1); position embeddings
     # and agent biases of another build size resized.
@@ -216,7 +228,7 @@ class PVT(HierarchicalModel):
 
     def __init__(
             self,
-            attn_kinds: Sequence[Sequence[str]],
+            attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -242,8 +254,7 @@ class PVT(HierarchicalModel):
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
-        if [len(k) for k in attn_kinds] != list(depths):
-            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
+        self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.num_features = self.head_hidden_size = embed_dims[-1]

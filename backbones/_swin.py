@@ -33,6 +33,7 @@ from timm.layers import (
     LayerNorm2d,
     Mlp,
     calculate_drop_path_rates,
+    register_notrace_module,
     resize_rel_pos_bias_table,
 )
 from timm.models import checkpoint_seq
@@ -42,6 +43,7 @@ from torch import nn
 import ops
 
 from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._attn_kinds import check_attn_kinds
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
@@ -51,6 +53,7 @@ ATTN_KINDS = ('window', 'agent', 'inline')
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
 
 
+@register_notrace_module  # torch.fx: a leaf (shift chosen from the map size)
 class SwinBlock(nn.Module):
     """Pre-norm Swin block on an NHWC map: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
 
@@ -157,8 +160,8 @@ class Swin(HierarchicalModel):
     """Swin with a per-block attention choice (Agent-Swin, InLine-Swin).
 
     Args:
-        attn_kinds: per stage, the kind of each block (:func:`backbones._family.parse_attn_code` makes them from an
-            official code).
+        attn_kinds: per stage, the kind of each block, one of ``ATTN_KINDS`` (:mod:`backbones._attn_kinds`; a family's
+            letters turn an official code into them); ``None``: window attention everywhere (Swin).
         img_size: the build input size: the agent biases are sized to its stage maps (the official ``img_size``).
         in_chans, num_classes, global_pool: as timm.
         embed_dim, depths, num_heads: stage-1 width (doubling per stage), blocks and heads per stage.
@@ -173,6 +176,7 @@ class Swin(HierarchicalModel):
         attn_drop_rate: on attention probabilities; drop_path_rate: stochastic depth, linear over all blocks.
     """
 
+    KINDS = ATTN_KINDS
     # The official layout: ``layers.{i}`` with the downsampling at their end; the derived buffers dropped; agent
     # biases and window tables of another build size resized.
     checkpoint_layout = Layout(
@@ -183,7 +187,7 @@ class Swin(HierarchicalModel):
 
     def __init__(
             self,
-            attn_kinds: Sequence[Sequence[str]],
+            attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -209,8 +213,7 @@ class Swin(HierarchicalModel):
         num_stages = stage_count(depths, num_heads=num_heads, agent_num=agent_num, agent_shapes=agent_shapes,
                                  attn_kinds=attn_kinds)
         agent_shapes = [None] * num_stages if agent_shapes is None else list(agent_shapes)
-        if [len(k) for k in attn_kinds] != list(depths):
-            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
+        self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]

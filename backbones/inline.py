@@ -45,8 +45,10 @@ register(Family(
     'inline', __name__, SKELETONS, cache_per_model=True,
     # the CSwin runs were trained with EMA (main_ema.py); the Swin / PVT / DeiT releases hold only `model`
     ema=frozenset({'inline_cswin_tiny', 'inline_cswin_small', 'inline_cswin_base', 'inline_cswin_base_384'}),
-    # the official letters per skeleton (Swin: M mixes the first and the second kind)
-    letters=dict(swin={'I': 'inline', 'S': 'window'}, pvt={'I': 'inline', 'S': 'sra'}),
+    # what the letters of the official ATTN_TYPE codes mean per skeleton (M<n>: a stage's first n blocks InLine, as
+    # the official Swin / CSWin code; DeiT has no code: every block is InLine)
+    letters=dict(swin=dict(I='inline', S='window', M=('inline', 'window')), pvt=dict(I='inline', S='sra'),
+                 deit=dict(I='inline', S='softmax'), cswin=dict(I='inline', S='stripe', M=('inline', 'stripe'))),
     cfg=dict(first_conv='patch_embed.proj', license='unknown', origin_url='https://github.com/LeapLabTHU/InLine',
              paper_ids='arXiv:2412.06590',
              paper_name='Bridging the Divide: Reconsidering Softmax and Linear Attention'),

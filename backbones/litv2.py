@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates, register_notrace_module
 from torchvision.ops import deform_conv2d
 
 import ops
@@ -50,6 +50,7 @@ _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
 
 
+@register_notrace_module  # torch.fx: a leaf (window padding and pooled grid from the map size)
 class HiLo(nn.Module):
     """HiLo attention on an NHWC token map; parameters ``h_qkv``/``h_proj`` (Hi-Fi), ``l_q``/``l_kv``/``l_proj``.
 
@@ -95,7 +96,8 @@ class HiLo(nn.Module):
         outs = []
         if self.h_heads:
             q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
-            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale, token_grid=(H, W))  # divisible: no pad
+            # divisible (the tokens were padded above): nothing to pad, so no mask ('zeros')
+            hifi = ops.window_attention(q, k, v, self.ws, padding='zeros', scale=self.scale, token_grid=(H, W))
             outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
         if self.l_heads:
             # queries of padded tokens would be cropped away: only the real tokens query

@@ -18,7 +18,7 @@ neighborhood-attention op, ``tf`` that the configuration and weights are those o
 
 * any input size: timm asserts every feature map is divisible by the partition size; here a map that is not is
   zero-padded to a multiple (bottom/right) for attention, padded keys are masked out, and the output is cropped
-  back (``ops.window_attention`` / ``ops.grid_attention`` with ``mask_padding=True``).
+  back (``ops.window_attention`` / ``ops.grid_attention`` with ``padding='masked'``).
 * each attention is one op call on the map (no partition/reverse permutes); ``attn_drop`` is not offered (0 in
   every official config).
 
@@ -194,7 +194,7 @@ class PartitionAttention(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.dim_head).unbind(3)
         attention = ops.grid_attention if self.grid else ops.window_attention
-        x = attention(q, k, v, self.partition_size, mask_padding=True, rpb=self.rpb)
+        x = attention(q, k, v, self.partition_size, padding='masked', rpb=self.rpb)
         return self.proj_drop(self.proj(x.reshape(B, H, W, C)))
 
 

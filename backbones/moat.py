@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, register_notrace_function
 from timm.layers.helpers import get_device_dtype
 
 import ops
@@ -64,6 +64,7 @@ _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilo
 _LN_EPS = 1e-5
 
 
+@register_notrace_function  # torch.fx: a leaf (TF 'SAME' padding from the input size)
 def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
     element at the bottom/right, padded elements left out of each average."""
@@ -186,7 +187,7 @@ class MOATAttention(nn.Module):
             flat = (B, H * W, self.num_heads, self.head_dim)
             out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias, token_grid=(H, W))
         else:
-            out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
+            out = ops.window_attention(q, k, v, self.window_size, padding='masked', rpb=self.table(*self.window_size))
         return self.o(out.reshape(B, H, W, C))
 
     def extra_repr(self) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -46,6 +46,7 @@ __all__ = ['RAVLT', 'RALAttention']
 _LN_EPS = 1e-6
 
 
+@register_notrace_module  # torch.fx: a leaf (RoPE tables unpacked)
 class RALAttention(nn.Module):
     """RALA (``linear=True``) or RoPE softmax attention on an NCHW map, with LePE and the output gate.
 

@@ -187,8 +187,8 @@ class _Mixed(torch.nn.Module):
     def forward(self, x):
         b, h, w, c = x.shape
         q, k, v = self.qkv(x).reshape(b, h, w, 3, 2, 8).unbind(3)
-        x = x + ops.window_attention(q, k, v, 4).reshape(b, h, w, c)
-        x = x + ops.grid_attention(q, k, v, 2, mask_padding=True).reshape(b, h, w, c)
+        x = x + ops.window_attention(q, k, v, 4, padding='zeros').reshape(b, h, w, c)
+        x = x + ops.grid_attention(q, k, v, 2).reshape(b, h, w, c)
         return self.na(x if self.swin is None else x + self.swin(x))
 
 

@@ -13,14 +13,10 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
 from backbones.checkpoint import fit
-from backbones.transnext import (
-    AggregatedAttention,
-    Attention,
-    TransNeXt,
-    _stage_tables,
-    relative_position_cpb,
-    stage_tables,
-)
+from backbones.transnext import AggregatedAttention, Attention, TransNeXt
+from ops import relative_position_cpb
+from ops import transnext_stage_tables as stage_tables
+from ops.dense.cpb import _stage_tables
 
 FIXTURE = Path(__file__).parent / 'data' / 'transnext_official.pt'
 PARAMS = dict(transnext_micro=12_809_304, transnext_tiny=28_258_960, transnext_small=49_741_564,
