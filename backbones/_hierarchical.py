@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.layers import ClassifierHead, trunc_normal_
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, LayerNorm2d, trunc_normal_
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
@@ -24,7 +25,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'PatchStem', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
@@ -62,6 +63,25 @@ def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,))
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     return True
+
+
+class PatchStem(nn.Module):
+    """Non-overlapping ``patch_size`` patches (the image zero-padded to a multiple, bottom / right, as the official
+    downstream stems) and a LayerNorm (eps 1e-5, nn.LayerNorm's default); checks the input (``min_size``, ``why``:
+    :func:`check_image`). The Swin-layout stem of DiNAT_s, LITv2 and the Swin skeleton."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, min_size: int = 1, why: str = '',
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_chans, self.patch_size, self.min_size, self.why = in_chans, patch_size, min_size, why
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(x, self.in_chans, self.min_size, self.why)
+        p = self.patch_size
+        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
 
 
 class Stage(nn.Module):
