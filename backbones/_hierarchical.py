@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.layers import ClassifierHead, trunc_normal_
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, LayerNorm2d, trunc_normal_
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
@@ -24,7 +25,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'PatchStem', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
@@ -64,6 +65,25 @@ def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,))
     return True
 
 
+class PatchStem(nn.Module):
+    """Non-overlapping ``patch_size`` patches (the image zero-padded to a multiple, bottom / right, as the official
+    downstream stems) and a LayerNorm (eps 1e-5, nn.LayerNorm's default); checks the input (``min_size``, ``why``:
+    :func:`check_image`). The Swin-layout stem of DiNAT_s, LITv2 and the Swin skeleton."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, min_size: int = 1, why: str = '',
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_chans, self.patch_size, self.min_size, self.why = in_chans, patch_size, min_size, why
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(x, self.in_chans, self.min_size, self.why)
+        p = self.patch_size
+        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+
+
 class Stage(nn.Module):
     """``downsample`` (None: none), then ``blocks`` (gradient-checkpointed with ``grad_checkpointing``); NCHW in and
     out, the blocks on NHWC maps unless ``nhwc`` is False."""
@@ -95,6 +115,8 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         num_classes: classifier outputs (0 for no classifier).
         global_pool: classifier pooling type.
         drop_rate: classifier dropout.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs), kept as
+            ``factory_kwargs`` for the family's constructor and :meth:`_set_head`.
     """
 
     patch_embed: nn.Module
@@ -108,10 +130,12 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     # group_matcher's groups after the stages' blocks: (regex, ordinal) as timm's
     group_tail: tuple[tuple[str, tuple[int, ...]], ...] = ((r'^norm', (99999,)),)
 
-    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.):
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.,
+                 device=None, dtype=None):
         super().__init__()
         self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
         self.drop_rate = drop_rate
+        self.factory_kwargs = {'device': device, 'dtype': dtype}
 
     def _set_stages(self, stages: Sequence[nn.Module], widths: Sequence[int]) -> None:
         """``self.stages`` and their feature levels: stage ``i`` gives ``widths[i]`` channels at stride ``4 * 2 ** i``
@@ -120,15 +144,14 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         self.feature_info = [*getattr(self, 'feature_info', ()), *(
             dict(num_chs=w, reduction=4 * 2 ** i, module=f'stages.{i}') for i, w in enumerate(widths))]
 
-    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None, device=None,
-                  dtype=None) -> None:
+    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None) -> None:
         """The final ``norm`` and the classifier ``head`` on ``num_features`` channels (by default timm's
         ``ClassifierHead`` with the shared arguments)."""
         self.num_features = self.head_hidden_size = num_features
         self.norm = norm
         self.head = head if head is not None else ClassifierHead(
-            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate, device=device,
-            dtype=dtype)
+            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            **self.factory_kwargs)
 
     @classmethod
     def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:

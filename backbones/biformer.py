@@ -197,8 +197,8 @@ class BiFormer(HierarchicalModel):
         swin_layout: 4x4 patch stem and BN + 2x2 conv merging (BiFormer-STL) instead of the overlapping 3x3 convs.
         mask_padding: leave padded tokens out of BRA's routing and keys (see the module docstring).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     stem_pattern = r'^stem'
@@ -225,12 +225,10 @@ class BiFormer(HierarchicalModel):
             swin_layout: bool = False,
             mask_padding: bool = False,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, qk_dims=qk_dims, mlp_ratios=mlp_ratios, topks=topks)
         qk_dims = tuple(embed_dims) if qk_dims is None else tuple(qk_dims)
         if not isinstance(n_win, int) or isinstance(n_win, bool) or n_win < 1:
@@ -247,7 +245,7 @@ class BiFormer(HierarchicalModel):
             down = None if i == 0 else _downsample(embed_dims[i - 1], embed_dims[i], swin_layout, dd)
             stages.append(Stage(down, blocks))
         self._set_stages(stages, embed_dims)
-        self._set_head(embed_dims[-1], nn.BatchNorm2d(embed_dims[-1], **dd), **dd)
+        self._set_head(embed_dims[-1], nn.BatchNorm2d(embed_dims[-1], **dd))
         self.apply(trunc_normal_init)  # the official init (convs and norms: PyTorch defaults)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:

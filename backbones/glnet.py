@@ -312,8 +312,8 @@ class GLNet(HierarchicalModel):
         norm_first_transition: BatchNorm before the transition conv (official ``transition_layout='norm.proj'``).
         layerscale: LayerScale init (<= 0: none). token_label_head: the ``*_tklb`` auxiliary head.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate``.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate``, ``device``,
+            ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     stem_pattern = r'^stem'
@@ -341,12 +341,10 @@ class GLNet(HierarchicalModel):
             layerscale: float = -1.,
             token_label_head: bool = False,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, mlp_ratios=mlp_ratios, mixing_modes=mixing_modes)
         self.stem = _stem(self.in_chans, embed_dims[0], overlapped_stem, dd)
         total = sum(depths)

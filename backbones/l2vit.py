@@ -193,8 +193,8 @@ class L2ViT(HierarchicalModel):
         mlp_ratio: MLP hidden width / block width.
         qkv_bias: bias in the ``qkv`` projections (the official blocks' default, True).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     checkpoint_layout = Layout(
@@ -214,12 +214,10 @@ class L2ViT(HierarchicalModel):
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads)
         if window_padding not in ('tokens', 'masked'):
             raise ValueError(f"window_padding must be 'tokens' (official) or 'masked', got {window_padding!r}")
@@ -231,7 +229,7 @@ class L2ViT(HierarchicalModel):
             LWABlock(embed_dims[i], num_heads[i], window_size, drop_path=rate, window_padding=window_padding,
                      **common) if j % 2 == 0 else LGABlock(embed_dims[i], num_heads[i], drop_path=rate, **common)
             for j, rate in enumerate(dpr[i])]) for i in range(n)], embed_dims)
-        self._set_head(embed_dims[-1], LayerNorm2d(embed_dims[-1], eps=_LN_EPS, **dd), **dd)
+        self._set_head(embed_dims[-1], LayerNorm2d(embed_dims[-1], eps=_LN_EPS, **dd))
         # the official init (norms and temperatures as built; the [heads, 1, 1] temperatures are decayed, as in
         # the official optimizer)
         self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))

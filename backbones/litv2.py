@@ -41,7 +41,7 @@ from torchvision.ops import deform_conv2d
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, PatchStem, Stage, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
@@ -202,23 +202,6 @@ class DTM(nn.Module):
         return self.act_layer(self.norm_layer(self.dconv(x)))
 
 
-class PatchEmbed(nn.Module):
-    """4x4 patches (image zero-padded to a multiple of 4, as the official detection stem) and a LayerNorm."""
-
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.in_chans, self.patch_size = in_chans, patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 stride-2 token mergings after the stride-4 stem')
-        p = self.patch_size
-        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
-        return self.norm(self.proj(x))
-
-
 class LITv2(HierarchicalModel):
     """LITv2.
 
@@ -234,8 +217,8 @@ class LITv2(HierarchicalModel):
         qk_scale: attention logit scale (``None``: head_dim ** -0.5).
         proj_drop_rate: dropout in the MLP (the official ``drop_rate``).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     checkpoint_layout = Layout(
@@ -257,21 +240,20 @@ class LITv2(HierarchicalModel):
             qk_scale: float | None = None,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, has_msa=has_msa, window_sizes=window_sizes)
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.patch_embed = PatchEmbed(self.in_chans, dims[0], **dd)
+        self.patch_embed = PatchStem(self.in_chans, dims[0], min_size=_MIN_SIZE,
+                                     why='three 2x2 stride-2 token mergings after the stride-4 stem', **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         # a stage merges tokens (DTM) at its start, then its blocks run on NHWC maps
         self._set_stages([Stage(DTM(dims[i - 1], dims[i], **dd) if i else None, [LITBlock(
             dims[i], num_heads[i], bool(has_msa[i]), window_sizes[i], alpha, mlp_ratio, qkv_bias, qk_scale,
             proj_drop_rate, rate, **dd) for rate in dpr[i]]) for i in range(num_stages)], dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(self._init_weights)
 
     @staticmethod

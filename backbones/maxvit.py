@@ -289,8 +289,6 @@ class MaxViTNA(HierarchicalModel):
             mlp_ratio: float = 4.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         """
@@ -306,11 +304,11 @@ class MaxViTNA(HierarchicalModel):
             mlp_ratio: MLP expansion of the transformer layers.
             proj_drop_rate: Dropout after attention/MLP projections.
             drop_path_rate: Stochastic depth rate, linear over blocks.
-            device, dtype: Where and in which dtype to create the parameters (timm's factory kwargs).
-            **kwargs: The shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (before the classifier).
+            **kwargs: The shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (before the classifier),
+                ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
         """
-        dd = {'device': device, 'dtype': dtype}
         super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dim=embed_dim)
         img_size = to_2tuple(img_size)
         window_size = to_2tuple(window_size) if window_size is not None else (img_size[0] // 32, img_size[1] // 32)

@@ -251,12 +251,10 @@ class MOAT(HierarchicalModel):
             global_attention_at_end: bool = False,
             pool_size: int = 2,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, block_types=block_types, dims=dims, rpb_sizes=rpb_sizes)
         if any(t not in ('mbconv', 'moat') for t in block_types):
             raise ValueError(f"block_types must be 'mbconv' or 'moat', got {block_types}")

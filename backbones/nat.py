@@ -35,7 +35,7 @@ from timm.models.swin_transformer import PatchMerging
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, PatchStem, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -58,24 +58,6 @@ class ConvTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans)
-        return self.norm(self.proj(x))
-
-
-class PatchEmbed(nn.Module):
-    """DiNAT_s stem (Swin's): non-overlapping 4x4 patches and a LayerNorm; H, W zero-padded to a multiple of 4."""
-
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
-        dd = {'device': device, 'dtype': dtype}
-        super().__init__()
-        self.in_chans = in_chans
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_chans)
-        p = self.patch_size
-        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         return self.norm(self.proj(x))
 
 
@@ -207,8 +189,8 @@ class NAT(HierarchicalModel):
         proj_drop_rate: dropout after the attention projection and in the MLP.
         attn_drop_rate: attention-probability dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     # The official checkpoints (NAT / DiNAT: ``levels``, DiNAT_s: ``layers``; downsampling at a level's end);
@@ -235,25 +217,23 @@ class NAT(HierarchicalModel):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
-        dd = {'device': device, 'dtype': dtype}
         super().__init__(**kwargs)
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, dilations=dilations)
         if stem_type not in ('conv', 'patch'):
             raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
         self.stem_type, self.kernel_size = stem_type, kernel_size
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.patch_embed = (ConvTokenizer if stem_type == 'conv' else PatchEmbed)(self.in_chans, dims[0], **dd)
+        self.patch_embed = (ConvTokenizer if stem_type == 'conv' else PatchStem)(self.in_chans, dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self._set_stages([NATStage(
             dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], kernel_size,
             dilations=None if dilations is None else dilations[i], downsample=downsample_type if i > 0 else None,
             drop_path=dpr[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, layer_scale=layer_scale,
             proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd) for i in range(num_stages)], dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(trunc_normal_init)  # the official init (convs and rpb tables keep their own)
 
     @torch.jit.ignore

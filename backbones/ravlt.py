@@ -197,8 +197,8 @@ class RAVLT(HierarchicalModel):
         projection: width of the 1x1 conv before pooling.
         layer_scale_init_values: per stage, the layer-scale init (``None``: no layer-scale).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
-        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     group_tail = ((r'^stages\.(\d+)\.rope_angle', (0,)), (r'^(?:proj|norm)\.', (99999,)))
@@ -219,12 +219,10 @@ class RAVLT(HierarchicalModel):
             projection: int = 1024,
             layer_scale_init_values: Sequence[float | None] = (1., 1., 1., 1.),
             drop_path_rate: float = 0.1,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, linear_stages=linear_stages,
                         layer_scale_init_values=layer_scale_init_values)
         self.patch_embed = Stem(self.in_chans, embed_dims[0], **dd)
@@ -234,7 +232,7 @@ class RAVLT(HierarchicalModel):
             downsample=i > 0, drop_path=dpr[i], mlp_ratio=mlp_ratio,
             layer_scale_init_value=layer_scale_init_values[i], **dd) for i in range(n)], embed_dims)
         self.proj = nn.Conv2d(embed_dims[-1], projection, 1, **dd)
-        self._set_head(projection, nn.BatchNorm2d(projection, **dd), **dd)
+        self._set_head(projection, nn.BatchNorm2d(projection, **dd))
         self.act = nn.SiLU()
         self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))  # the official init
 

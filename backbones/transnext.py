@@ -287,9 +287,8 @@ class TransNeXt(HierarchicalModel):
         fixed_pool_size: pool the aggregated attention's tokens to this size instead of ``H / sr``.
         qkv_bias: biases of the q / kv / qkv projections.
         drop_path_rate: stochastic depth, linear from 0.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
         **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate`` (here also
-            the projection / MLP dropout).
+            the projection / MLP dropout), ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
 
     Every stage ends with its LayerNorm (the official backbone's per-level outputs), so the final norm is inside
     the last stage and ``forward_intermediates(norm=...)`` has nothing more to apply.
@@ -317,12 +316,10 @@ class TransNeXt(HierarchicalModel):
             fixed_pool_size: int | None = None,
             qkv_bias: bool = True,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
             **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        dd = {'device': device, 'dtype': dtype}
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         window_size=window_size)
         if self.global_pool not in ('avg', ''):
@@ -335,7 +332,7 @@ class TransNeXt(HierarchicalModel):
             sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2), dpr[sum(depths[:i]):sum(depths[:i + 1])],
             downsample=i > 0, qkv_bias=qkv_bias, drop=self.drop_rate,
             fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd) for i in range(n)], embed_dims)
-        self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the last stage's norm is the final norm
+        self._set_head(embed_dims[-1], nn.Identity())  # the last stage's norm is the final norm
         for m in self.modules():
             self._init_weights(m)
 
