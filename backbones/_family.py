@@ -119,8 +119,9 @@ class Family:
         cls = self.model_class(args)
         if self.letters is not None and skeleton in self.letters:
             args['attn_kinds'] = parse_attn_code(args.pop('attn_type'), args['depths'], self.letters[skeleton])
+        feature_cfg = {**cls.feature_cfg(args), **(args.pop('feature_cfg', None) or {})}  # caller's wins
         return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=pretrained_filter,
-                                    feature_cfg=cls.feature_cfg(args), **args)
+                                    feature_cfg=feature_cfg, **args)
 
 
 FAMILIES: dict[str, Family] = {}

@@ -67,6 +67,7 @@ _LN_EPS = 1e-6  # the official norm_layer (blocks and stage norms); patch embedd
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached for later calls, autograd ones too: never inference tensors
 def _axis_coords(q_len: int, k_len: int, pretrain_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One axis of the relative coordinates: sorted distinct values ``[U]`` and each (query, key) pair's index
     ``[q_len, k_len]`` into them. Keys sit at the mean position of their adaptive-pooling bin; coordinates are
@@ -113,6 +114,7 @@ class StageTables:
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached for later calls, autograd ones too: never inference tensors
 def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
                   device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     table, ih, iw = relative_position_cpb(size, pool, pretrain)
