@@ -133,8 +133,9 @@ class Family:
                 raise TypeError(f'{variant}: attn_type needs the letters of the family; give attn_kinds')
             depths = args['depths'] if 'depths' in args else (args['depth'],)  # DeiT: one stage
             args['attn_kinds'] = parse_attn_code(code, depths, self.letters[skeleton])
+        feature_cfg = {**cls.feature_cfg(args), **(args.pop('feature_cfg', None) or {})}  # caller's wins
         return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=pretrained_filter,
-                                    feature_cfg=cls.feature_cfg(args), **args)
+                                    feature_cfg=feature_cfg, **args)
 
 
 FAMILIES: dict[str, Family] = {}

@@ -25,6 +25,7 @@ __all__ = ['StageTables', 'relative_position_cpb', 'transnext_stage_tables']
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached for later calls, autograd ones too: never inference tensors
 def _axis_coords(q_len: int, k_len: int, pretrain_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One axis of the relative coordinates: sorted distinct values ``[U]`` and each (query, key) pair's index
     ``[q_len, k_len]`` into them. Keys sit at the mean position of their adaptive-pooling bin; coordinates are
@@ -71,6 +72,7 @@ class StageTables:
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached for later calls, autograd ones too: never inference tensors
 def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
                   device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     table, ih, iw = relative_position_cpb(size, pool, pretrain)
