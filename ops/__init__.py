@@ -17,6 +17,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 """
 from . import _export, na, routed
 from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
+from ._pool import adaptive_avg_pool2d
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
 from .dense import agent_attention, dense_attention
@@ -46,7 +47,7 @@ _export.install()  # the ONNX lowerings reach torch.onnx.export without loading 
 
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
-    'pad_to_multiple', 'crop', 'window_attention', 'grid_attention',
+    'pad_to_multiple', 'crop', 'adaptive_avg_pool2d', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
