@@ -328,8 +328,8 @@ class CSWin(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__(in_chans, num_classes, global_pool, head_drop_rate)
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(in_chans, num_classes, global_pool, head_drop_rate, device=device, dtype=dtype)
+        dd = self.factory_kwargs
         n = stage_count(depths, num_heads=num_heads, split_size=split_size, attn_kinds=attn_kinds)
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
         la_split_size = tuple(la_split_size or resolutions)
@@ -353,7 +353,7 @@ class CSWin(HierarchicalModel):
                 j += 1
             stages.append(Stage(Downsample(dims[i - 1], dims[i], **dd) if i else None, blocks))
         self._set_stages(stages, dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd))
         self.apply(self._init_weights)
 
     @staticmethod

@@ -242,8 +242,8 @@ class PVT(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__(in_chans, num_classes, global_pool, drop_rate)
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(in_chans, num_classes, global_pool, drop_rate, device=device, dtype=dtype)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
@@ -257,6 +257,6 @@ class PVT(HierarchicalModel):
             num_heads=num_heads[i], sr_ratio=sr_ratios[i], agent_num=int(agent_num[i]), agent_shape=agent_shapes[i],
             kernel_func=kernel_func, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
             attn_drop=attn_drop_rate, **dd) for i in range(n)], embed_dims)
-        self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the official models have no final norm
+        self._set_head(embed_dims[-1], nn.Identity())  # the official models have no final norm
         self.apply(trunc_normal_init)  # the official init
 

@@ -192,8 +192,8 @@ class Swin(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__(in_chans, num_classes, global_pool, drop_rate)
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(in_chans, num_classes, global_pool, drop_rate, device=device, dtype=dtype)
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, agent_num=agent_num, agent_shapes=agent_shapes,
                                  attn_kinds=attn_kinds)
         agent_shapes = [None] * num_stages if agent_shapes is None else list(agent_shapes)
@@ -208,7 +208,7 @@ class Swin(HierarchicalModel):
             agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd)
             for i in range(num_stages)], dims)
-        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd), **dd)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd))
         self.apply(trunc_normal_init)  # the official init (norms and convs keep PyTorch's)
 
     @torch.jit.ignore
