@@ -4,7 +4,9 @@ How it works (docs/design.md, 'Fused local attention'):
 
 * Blocked patterns (windows that partition the grid once dilation groups are folded into the batch: a window
   covering the whole map, Swin/MaxViT blocks and grids) run as batched dense attention on SDPA's fused CPU
-  kernel with the rpb as an additive bias (:mod:`.torch_blocks`); everything below is the general path.
+  kernel with the rpb as an additive bias (:mod:`.torch_blocks`). Small maps that the window nearly covers
+  (:data:`_DENSE_BOUND`) run the CPU inference forward as one dense flash call with the pattern and rpb as an
+  ``[H, N, N]`` bias (:func:`_run_dense`); everything below is the general path.
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
 * Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
