@@ -94,3 +94,17 @@ def test_dense_forward_on_nearly_covered_maps_matches_reference(case):
 def test_dense_forward_not_taken_on_sparse_maps():
     spec = make_spec((14, 14), 3)  # bound 196 / 9 > 4: query tiles
     assert torch_na._dense_index((14, 14), spec, 'cpu') is None
+
+
+def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ops.na.custom_op import eager_ok
+    q = torch.randn(1, 7, 7, 1, 4)
+    assert eager_ok(q, None, torch.nn.Parameter(torch.zeros(1)))
+    assert not eager_ok(q.to('meta'))
+    with FlopCounterMode(display=False):
+        assert not eager_ok(q)
+    with torch.device('cpu'):  # a torch function mode
+        assert not eager_ok(q)
+    assert not torch.jit.trace(lambda x: x * float(eager_ok(x)), q, check_trace=False)(q).any()
