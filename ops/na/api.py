@@ -115,7 +115,7 @@ def neighborhood_attention(
     impl = get_backend('na', name)
     if _recorder.active is not None:
         _maps.record(query, key, spec, scale, rpb, additional_keys, token_grid)
-    if dropout and hasattr(impl, 'forward_with_dropout'):
+    if dropout and impl.forward_with_dropout is not None:
         with autocast_off(query.device.type):
             return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
                                              float(dropout_p))
