@@ -165,7 +165,7 @@ class GLMixBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.slot_init == 'ada_avgpool':  # pooled before the position embedding, as the official block
-            init_slots = F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
+            init_slots = ops.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
         else:
             init_slots = self.init_slots
         if hasattr(self, 'pos_conv'):
