@@ -1,13 +1,13 @@
 """The torch backend's CPU paths beyond the conformance kit: the blocked fast path (torch_blocks) is taken exactly
-where the windows partition the grid and matches the reference there; the flash tiled forward handles queries that
-see no key."""
+where the windows partition the grid and matches the reference there; small maps that the window nearly covers
+take the dense forward; the flash tiled forward handles queries that see no key."""
 from __future__ import annotations
 
 import pytest
 import torch
 from _na_cases import Case, check_against_reference, make_inputs, run
 
-from ops.na.backends import torch_blocks
+from ops.na.backends import torch_blocks, torch_na
 from ops.na.pattern import make_spec
 
 BLOCKED = [
@@ -26,6 +26,14 @@ NOT_BLOCKED = [
     Case((7, 7), (7, 7), border='mask'),
     Case((9,), (3,), dilation=(2,)),  # unequal dilation groups
     Case((8,), (2,), stride=(2,), valid=(1,)),  # blocks of padding only: their queries see nothing
+]
+
+
+DENSE = [  # small maps whose window covers most of them: one dense flash call with the pattern as a bias
+    Case((6, 6), (5, 5), rpb=True),
+    Case((7, 7), (5, 5), rpb=True, border='mask', valid=(6, 7)),
+    Case((8,), (5,), causal=(True,), rpb=True),
+    Case((4, 4, 3), (3, 3, 3), rpb=True),
 ]
 
 
@@ -72,3 +80,31 @@ def test_flash_forward_query_that_sees_no_key():
     check_against_reference('torch', case, torch.float64)
     out, lse = run('torch', case, make_inputs(case, torch.float64))
     assert torch.isneginf(lse[:, 8:]).all() and (out[:, 8:] == 0).all()
+
+
+@pytest.mark.parametrize('case', DENSE, ids=str)
+def test_dense_forward_on_nearly_covered_maps_matches_reference(case):
+    c = _norm(case)
+    spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
+    assert _layout(case) is None and torch_na._dense_index(c.shape, spec, 'cpu') is not None
+    check_against_reference('torch', c, torch.float64, grad_lse=True)
+    check_against_reference('torch', c, torch.float32, backward=False)
+
+
+def test_dense_forward_not_taken_on_sparse_maps():
+    spec = make_spec((14, 14), 3)  # bound 196 / 9 > 4: query tiles
+    assert torch_na._dense_index((14, 14), spec, 'cpu') is None
+
+
+def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ops.na.custom_op import eager_ok
+    q = torch.randn(1, 7, 7, 1, 4)
+    assert eager_ok(q, None, torch.nn.Parameter(torch.zeros(1)))
+    assert not eager_ok(q.to('meta'))
+    with FlopCounterMode(display=False):
+        assert not eager_ok(q)
+    with torch.device('cpu'):  # a torch function mode
+        assert not eager_ok(q)
+    assert not torch.jit.trace(lambda x: x * float(eager_ok(x)), q, check_trace=False)(q).any()
