@@ -4,7 +4,8 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 
 * :mod:`ops.na` — generalized neighborhood attention (NATTEN-compatible ``na1d/na2d/na3d``; windows, grids);
 * :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath),
-  and agent attention as two such calls;
+  agent attention as two such calls, and TransNeXt's position-bias tables over pooled keys
+  (``transnext_stage_tables``, a custom op under ``torch.compile``);
 * :mod:`ops.linear` — kernelised linear attention (RALA's, L2ViT's and InLine's variants), the state in fp32;
 * :mod:`ops.routed` — bi-level routing attention (BiFormer): top-k region routing, token attention over the routed
   regions without a gathered copy of K/V.
@@ -22,7 +23,7 @@ from ._export import add_onnx_lowering_module, onnx_translation_table, register_
 from ._fx import register_fx_leaves
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
-from .dense import agent_attention, dense_attention
+from .dense import StageTables, agent_attention, dense_attention, relative_position_cpb, transnext_stage_tables
 from .linear import apply_rope, linear_attention, rope_2d
 from .maps import AttentionMap, TokenGrid, attention_maps, record_attention
 from .merge import merge_attentions
@@ -62,7 +63,8 @@ __all__ = [
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
-    'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
+    'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'StageTables', 'relative_position_cpb',
+    'transnext_stage_tables', 'routed', 'region_routing', 'routed_attention',
     'onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module',
     'AttentionMap', 'TokenGrid', 'attention_maps', 'record_attention',
 ]

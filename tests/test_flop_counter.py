@@ -42,7 +42,7 @@ CASES = {
     'na2d-mask-causal': (lambda q, k, v: ops.na2d(q, k, v, (3, 5), is_causal=(True, False), border='mask'),
                          _qkv(1, 7, 8, 2, 4)),
     'na1d': (lambda q, k, v: ops.na1d(q, k, v, 5, stride=2), _qkv(2, 17, 1, 8)),
-    'window-padded': (lambda q, k, v: ops.window_attention(q, k, v, 4, mask_padding=True), _qkv(1, 6, 7, 2, 8)),
+    'window-padded': (lambda q, k, v: ops.window_attention(q, k, v, 4), _qkv(1, 6, 7, 2, 8)),
     'na_av': (lambda w, v: ops.na_av(w, v, 3, border='mask'), (torch.randn(1, 6, 7, 2, 9), torch.randn(1, 6, 7, 2, 8))),
     'routed': (lambda q, k, v, idx: ops.routed_attention(q, k, v, idx, 3),
                (*_qkv(2, 6, 9, 2, 8), torch.randint(0, 9, (2, 9, 4)))),
