@@ -26,6 +26,7 @@ FAMILIES = {
     'biformer_stl': ('biformer_stl', dict(depths=ONE)),
     'litv2': ('litv2_small', dict(depths=ONE)),
     'agent_pvt': ('agent_pvt_tiny', dict(depths=ONE)),
+    'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
