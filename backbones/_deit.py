@@ -303,9 +303,9 @@ class DeiT(PretrainedMixin, nn.Module):
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
         check_image(x, self.in_chans, self.patch_size, 'one patch')
         x = self.patch_embed(x)
-        grid = (int(x.shape[1]), int(x.shape[2]))
+        grid = (x.shape[1], x.shape[2])  # no int(): symbolic when exported
         pos = self.pos_embed
-        if grid != tuple(self.patch_embed.grid_size):
+        if torch.compiler.is_compiling() or grid != tuple(self.patch_embed.grid_size):  # compiled: no size guard
             pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, num_prefix_tokens=1)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos
         return self.pos_drop(x), grid
