@@ -28,6 +28,7 @@ FAMILIES = {
     'agent_pvt': ('agent_pvt_tiny', dict(depths=ONE)),
     'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
     'agent_deit': ('agent_deit_tiny', dict(depth=2)),
+    'inline_deit': ('inline_deit_tiny', dict(depth=2)),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
