@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 from torch import nn
 
 import ops
 
-from .checkpoint import stage_depths
+from .checkpoint import stage_depths, stage_summary
 
-__all__ = ['AGENT_BIAS_RESIZE', 'AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'attention_layout',
-           'inline_residual', 'pool_agents', 'resize_agent_bias', 'resize_bias_axes', 'INLINE_KERNELS']
+__all__ = ['AGENT_BIAS_RESIZE', 'AgentBiases', 'AgentAttention', 'InLineAttention', 'agent_grid', 'attention_summary',
+           'inline_parts', 'inline_residual', 'pool_agents', 'resize_agent_bias', 'resize_bias_axes', 'INLINE_KERNELS']
 
 INLINE_KERNELS = ('identity', 'relu', 'leakyrelu', 'exp')  # the official kernel_func choices
 
@@ -99,17 +100,23 @@ def resize_bias_axes(bias: torch.Tensor, target: torch.Tensor, owner: nn.Module 
 AGENT_BIAS_RESIZE = {r'\.(?:ah|aw|ha|wa)_bias$': resize_bias_axes}  # for the skeletons' checkpoint layouts
 
 _KIND_KEYS = {'an_bias': 'A', 'residual.0.weight': 'I', 'relative_position_bias_table': 'W'}
+_STAGES = stage_summary('norm2.weight')
 
 
-def attention_layout(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Per stage, one letter per block of a zoo-layout state dict: A(gent), I(nLine), W(indow), - (none of these):
-    what a skeleton's checkpoint summary compares."""
-    letters: dict[tuple[int, int], str] = {}
-    for k in state_dict:
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', k)
-        if m and m.group(3) in _KIND_KEYS:
-            letters[int(m.group(1)), int(m.group(2))] = _KIND_KEYS[m.group(3)]
-    return [''.join(letters.get((s, b), '-') for b in range(d)) for s, d in enumerate(stage_depths(state_dict))]
+def attention_summary(legend: str) -> Callable[[Mapping[str, torch.Tensor]], dict[str, Any]]:
+    """A Swin / PVT skeleton checkpoint's summary (what the fit compares with the model's): blocks per stage, and per
+    stage one letter per block of a zoo-layout state dict, A(gent), I(nLine), W(indow), ``-`` none of these
+    (``legend`` says what that is)."""
+    def summary(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        letters: dict[tuple[int, int], str] = {}
+        for k in state_dict:
+            m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', k)
+            if m and m.group(3) in _KIND_KEYS:
+                letters[int(m.group(1)), int(m.group(2))] = _KIND_KEYS[m.group(3)]
+        per_block = [''.join(letters.get((s, b), '-') for b in range(d))
+                     for s, d in enumerate(stage_depths(state_dict))]
+        return dict(_STAGES(state_dict), **{f'attention per block ({legend})': per_block})
+    return summary
 
 
 class AgentBiases(nn.Module):
@@ -160,7 +167,8 @@ class AgentBiases(nn.Module):
 
 
 class _QKV(nn.Module):
-    """q, k, v projections as one ``qkv`` linear (Swin) or ``q`` + ``kv`` (PVT), split into heads on NHWC maps."""
+    """q, k, v projections as one ``qkv`` linear (Swin) or ``q`` + ``kv`` (PVT), split into heads on NHWC maps, and
+    the output projection ``proj``."""
 
     def _init_qkv(self, dim: int, num_heads: int, qkv_bias: bool, separate_q: bool, dd: dict) -> None:
         if dim % num_heads:
@@ -174,7 +182,15 @@ class _QKV(nn.Module):
         else:
             self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
 
+    def _init_proj(self, dim: int, proj_drop: float, dd: dict) -> None:
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ``[B, H, W, heads, head_dim]`` of an NHWC map (checked)."""
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f'{type(self).__name__} expects an NHWC map [batch, height, width, {self.dim}], got '
+                             f'shape {tuple(x.shape)}')
         b, h, w, _ = x.shape
         heads = (self.num_heads, self.head_dim)  # split in the one reshape: no guards on the map size when exported
         if self.separate_q:
@@ -199,12 +215,17 @@ def inline_residual(residual: nn.Module, mean: torch.Tensor, v: torch.Tensor) ->
     return out.reshape(bv, c, h, w)
 
 
-def _check_map(module: nn.Module, x: torch.Tensor) -> None:
-    if x.dim() != 4 or x.shape[-1] != module.dim:
-        raise ValueError(f'{type(module).__name__} expects an NHWC map [batch, height, width, {module.dim}], got '
-                         f'shape {tuple(x.shape)}')
+def inline_parts(dim: int, num_heads: int, kernel_func: str, dd: dict) -> tuple[str, nn.Sequential]:
+    """What every InLine attention module holds besides its projections: ``kernel_func`` (checked against
+    ``INLINE_KERNELS``) and ``residual``, the net that makes the per-image 3x3 kernels from the mean token (1x1 conv
+    grouped by head, GELU, 1x1 grouped conv to 9 taps per channel; :func:`inline_residual`)."""
+    if kernel_func not in INLINE_KERNELS:
+        raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
+    return kernel_func, nn.Sequential(nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd), nn.GELU(),
+                                      nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd))
 
 
+@register_notrace_module  # torch.fx: a leaf (agent grid and bias sizes from the map)
 class AgentAttention(AgentBiases, _QKV):
     """Agent attention over a whole NHWC map (Agent-Swin's and Agent-PVT's ``AgentAttention``, sr_ratio 1).
 
@@ -232,13 +253,11 @@ class AgentAttention(AgentBiases, _QKV):
         self.agent_shape = None if agent_shape is None else _pair(tuple(agent_shape), 'agent_shape')
         self.attn_drop = attn_drop
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
-        self.proj = nn.Linear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_proj(dim, proj_drop, dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_map(self, x)
-        b, h, w, c = x.shape
         q, k, v = self._project(x)
+        b, h, w, c = x.shape
         agent_shape = self.agent_shape or self.grid
         agents = pool_agents(q, agent_shape)
         bias1, bias2 = self.biases((h, w), agent_shape=agent_shape)
@@ -253,6 +272,7 @@ class AgentAttention(AgentBiases, _QKV):
                 f'build_size={self.query_size}, agent_shape={self.agent_shape or self.grid}')
 
 
+@register_notrace_module  # torch.fx: a leaf (map checks and sizes)
 class InLineAttention(_QKV):
     """InLine attention over a whole NHWC map (InLine-Swin's and InLine-PVT's ``InLineAttention``, sr_ratio 1).
 
@@ -273,22 +293,13 @@ class InLineAttention(_QKV):
                  kernel_func: str = 'identity', proj_drop: float = 0., device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if kernel_func not in INLINE_KERNELS:
-            raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
         self._init_qkv(dim, num_heads, qkv_bias, separate_q, dd)
-        self.kernel_func = kernel_func
-        self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd),
-            nn.GELU(),
-            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd),
-        )
-        self.proj = nn.Linear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.kernel_func, self.residual = inline_parts(dim, num_heads, kernel_func, dd)
+        self._init_proj(dim, proj_drop, dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_map(self, x)
-        b, h, w, c = x.shape
         q, k, v = self._project(x)
+        b, h, w, c = x.shape
         out = ops.linear_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), feature_map=self.kernel_func,
                                    normalizer='inline', scale=self.scale, token_grid=(h, w)).reshape(b, h, w, c)
         residual = inline_residual(self.residual, x.mean(dim=(1, 2)), v.reshape(b, h, w, c).permute(0, 3, 1, 2))

@@ -8,11 +8,11 @@ CSWin Transformer (Dong et al., CVPR 2022; https://github.com/microsoft/CSWin-Tr
   output is split channel-wise into two branches of half the width and heads: vertical stripes ``(H, sw)`` and
   horizontal stripes ``(sw, W)``; a block whose stage resolution equals its split (or in the last stage) has one
   full-width branch over the whole map. Each branch adds LePE (a depthwise 3x3 conv of ``v`` inside its window);
-* the attention letter per block (the official ``ATTN_TYPE`` per stage, e.g. ``AABB`` / ``IISS``; ``M<n>``: the
-  first ``n`` blocks of that stage linear, the rest softmax): ``B`` / ``S`` CSWin's softmax stripe attention
-  (:class:`LePEStripeAttention`, :func:`ops.window_attention` with the stripe as a non-square window); ``A`` Agent
-  and ``I`` InLine attention, whose blocks use the ``la_split_size`` stripe (the whole map in every released model,
-  so they run as one global branch).
+* the attention kind per block (``attn_kinds``, :mod:`backbones._attn_kinds`; the official ``ATTN_TYPE`` codes
+  ``AABB`` / ``IISS`` / ``M<n>`` become them through the family's letters): ``'stripe'`` CSWin's softmax stripe
+  attention (:class:`LePEStripeAttention`, :func:`ops.window_attention` with the stripe as a non-square window);
+  ``'agent'`` and ``'inline'`` attention, whose blocks use the ``la_split_size`` stripe (the whole map in every
+  released model, so they run as one global branch).
 
 Any input size (the official models assert their build resolution): a branch's window is taken from the actual map
 (``(H, sw)`` / ``(sw, W)`` / ``(H, W)``). Stripes that do not divide the map are zero-padded on q, k and v, centred,
@@ -21,41 +21,23 @@ as the official CSWin segmentation backbone does (the padded keys stay unmasked 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp
-from torch.utils.checkpoint import checkpoint
+from timm.layers import DropPath, LayerNorm2d, Mlp, register_notrace_module
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, INLINE_KERNELS, AgentBiases, inline_residual, pool_agents
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentBiases, inline_parts, inline_residual, pool_agents
+from ._attn_kinds import check_attn_kinds, kind_kwargs
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
-           'expand_attn_code', 'stripe_window', 'window_conv']
-
-SOFTMAX_LETTERS = frozenset('BS')  # CSWin's own stripe attention in the Agent ('B') and InLine ('S') codes
-
-
-def expand_attn_code(code: str, depths: Sequence[int], linear: str, softmax: str) -> list[str]:
-    """The official per-stage code (``'AABB'``, ``'IISS'``, ``'AAMB2'``) -> one string of block letters per stage.
-
-    ``M`` in a stage means: the first ``n`` blocks ``linear``, the rest ``softmax``, ``n`` read from the code's tail.
-    """
-    m = re.fullmatch(rf'([A-Z]{{{len(depths)}}})(\d*)', code)
-    if not m or ('M' in m.group(1)) != bool(m.group(2)):
-        raise ValueError(f'attn_type must be one letter per stage ({len(depths)}), with M<n> for a mixed stage, '
-                         f'got {code!r}')
-    n_mixed = int(m.group(2) or 0)
-    return [linear * min(n_mixed, d) + softmax * max(d - n_mixed, 0) if c == 'M' else c * d
-            for c, d in zip(m.group(1), depths)]
-
+__all__ = ['ATTENTIONS', 'AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineStripeAttention', 'LePEStripeAttention',
+           'stripe_window', 'window_conv']
 
 def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> torch.Tensor:
     """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out."""
@@ -145,7 +127,8 @@ class LePEStripeAttention(StripeBranch):
     def attend(self, q, k, v, window, token_grid=None, **kwargs):
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
-        out = ops.window_attention(q, k, v, window, scale=self.scale, mask_padding=self.mask_padding,
+        padding = 'masked' if self.mask_padding else 'zeros'  # 'zeros': the official (centred by the caller)
+        out = ops.window_attention(q, k, v, window, scale=self.scale, padding=padding,
                                    dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
 
@@ -208,15 +191,8 @@ class InLineStripeAttention(StripeBranch):
                  kernel_func: str = 'identity', attn_drop: float = 0., device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if kernel_func not in INLINE_KERNELS:
-            raise ValueError(f'kernel_func must be one of {INLINE_KERNELS}, got {kernel_func!r}')
         self._init_branch(dim, num_heads, idx, split_size, resolution, dd)
-        self.kernel_func = kernel_func
-        self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads, **dd),
-            nn.GELU(),
-            nn.Conv1d(dim, dim * 9, kernel_size=1, groups=num_heads, **dd),
-        )
+        self.kernel_func, self.residual = inline_parts(dim, num_heads, kernel_func, dd)
 
     def attend(self, q, k, v, window, x_mean=None, **kwargs):
         b, h, w, c = q.shape
@@ -228,26 +204,29 @@ class InLineStripeAttention(StripeBranch):
 
 
 BranchFactory = Callable[..., StripeBranch]
+ATTENTIONS: dict[str, BranchFactory] = dict(stripe=LePEStripeAttention, agent=AgentStripeAttention,
+                                            inline=InLineStripeAttention)  # CSWin.KINDS, CSWin's own first
 
 
+@register_notrace_module  # torch.fx: a leaf (chunked branches zipped per head group)
 class CSWinBlock(nn.Module):
     """Pre-norm block with two stripe attention branches over halves of the channels and heads, or one over the whole
     map where the stage's build ``resolution`` equals ``split_size`` or in the ``last_stage`` (the official rule)."""
 
     def __init__(self, dim: int, num_heads: int, branch: BranchFactory, split_size: int, resolution: int,
                  last_stage: bool = False, mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
-                 drop_path: float = 0., device=None, dtype=None, **branch_kwargs: Any):
+                 drop_path: float = 0., device=None, dtype=None, **attn_kwargs: Any):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.dim = dim
         self.norm1 = nn.LayerNorm(dim, **dd)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
         if resolution == split_size or last_stage:
-            self.attns = nn.ModuleList([branch(dim, num_heads, -1, split_size, resolution, **branch_kwargs, **dd)])
+            self.attns = nn.ModuleList([branch(dim, num_heads, -1, split_size, resolution, **attn_kwargs, **dd)])
         else:
             if num_heads % 2 or dim % 2:
                 raise ValueError(f'stripe blocks split dim and heads in two, got dim {dim}, {num_heads} heads')
-            self.attns = nn.ModuleList([branch(dim // 2, num_heads // 2, i, split_size, resolution, **branch_kwargs,
+            self.attns = nn.ModuleList([branch(dim // 2, num_heads // 2, i, split_size, resolution, **attn_kwargs,
                                                **dd) for i in range(2)])
         self.proj = nn.Linear(dim, dim, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -292,38 +271,22 @@ class Stem(nn.Module):
         return self.norm(self.proj(x))
 
 
-class CSWinStage(nn.Module):
-    """Optional downsample, then CSWin blocks on the NHWC map (NCHW in and out)."""
-
-    def __init__(self, blocks: Sequence[nn.Module], downsample: nn.Module | None):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample or nn.Identity()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)
-        for blk in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x.permute(0, 3, 1, 2)
-
-
 class CSWin(HierarchicalModel):
     """CSWin with a choice of attention per block.
 
     Args:
-        branches: letter -> branch class (a :class:`StripeBranch`), by default ``B`` / ``S``
-            :class:`LePEStripeAttention`, ``A`` :class:`AgentStripeAttention`, ``I`` :class:`InLineStripeAttention`.
-        attn_type: the official per-stage code (``'AABB'``, ``'IISS'``; ``M<n>`` mixes, see :func:`expand_attn_code`).
+        attn_kinds: per stage, the kind of each block (see the module docstring); ``None``: ``'stripe'`` everywhere
+            (CSWin).
+        attentions: kind -> branch class (a :class:`StripeBranch`) over :data:`ATTENTIONS` (``'stripe'``
+            :class:`LePEStripeAttention`, ``'agent'`` :class:`AgentStripeAttention`, ``'inline'``
+            :class:`InLineStripeAttention`).
         img_size: the build resolution: it decides which blocks are one global branch (stage resolution == split)
             and sizes the resolution-dependent parameters of the linear attentions; any input size runs.
-        split_size: stripe width per stage of the softmax (``B``/``S``) blocks.
-        la_split_size: stripe width per stage of the linear (``A``/``I``) blocks (the official ``CSWIN_LA_SPLIT_SIZE``).
-        branch_kwargs: per letter, extra keyword arguments for its branch class, each a value or a per-stage tuple
-            (e.g. ``{'A': {'agent_num': (9, 16, 49, 49)}}``).
+        split_size: stripe width per stage of the ``'stripe'`` blocks.
+        la_split_size: stripe width per stage of the other blocks (the official ``CSWIN_LA_SPLIT_SIZE``; default the
+            stage maps).
+        attn_kwargs: per kind, extra keyword arguments for its branch class, each a value or a per-stage tuple
+            (e.g. ``{'agent': {'agent_num': (9, 16, 49, 49)}}``).
         embed_dim, depths, num_heads, mlp_ratio, qkv_bias: widths and blocks (width doubles per stage).
         mask_stripe_padding: stripes that do not divide the map: end-pad and mask the padded keys (the correct
             behaviour) instead of the official segmentation backbone's centred, unmasked zero padding (the default).
@@ -332,6 +295,7 @@ class CSWin(HierarchicalModel):
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
 
+    KINDS = tuple(ATTENTIONS)
     # The official layout: ``stage1_conv_embed``, ``stage{i}.{j}`` blocks (from 1), ``merge{i}`` in front of stage i;
     # agent biases of another build window resized.
     checkpoint_layout = Layout(
@@ -351,9 +315,9 @@ class CSWin(HierarchicalModel):
             num_heads: Sequence[int] = (2, 4, 8, 16),
             split_size: Sequence[int] = (1, 2, 7, 7),
             la_split_size: Sequence[int] | None = None,
-            attn_type: str = 'BBBB',
-            branches: Mapping[str, BranchFactory] | None = None,
-            branch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+            attn_kinds: Sequence[Sequence[str]] | None = None,
+            attentions: Mapping[str, BranchFactory] | None = None,
+            attn_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
             mask_stripe_padding: bool = False,
@@ -364,46 +328,32 @@ class CSWin(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool, head_drop_rate)
         dd = {'device': device, 'dtype': dtype}
-        n = stage_count(depths, num_heads=num_heads, split_size=split_size)
+        n = stage_count(depths, num_heads=num_heads, split_size=split_size, attn_kinds=attn_kinds)
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
         la_split_size = tuple(la_split_size or resolutions)
-        branches = {'B': LePEStripeAttention, 'S': LePEStripeAttention, 'A': AgentStripeAttention,
-                    'I': InLineStripeAttention, **(branches or {})}
-        letters = ''.join(branches)
-        linear = next((c for c in attn_type if c.isalpha() and c not in SOFTMAX_LETTERS | {'M'}), 'A')
-        softmax = next((c for c in attn_type if c in SOFTMAX_LETTERS), 'B')
-        per_stage = expand_attn_code(attn_type, depths, linear, softmax)
-        unknown = set(''.join(per_stage)) - set(letters)
-        if unknown:
-            raise ValueError(f'attn_type {attn_type!r} uses {sorted(unknown)}; this model knows {sorted(letters)}')
-        self.attn_type, self.img_size = attn_type, img_size
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        attentions = {**ATTENTIONS, **(attentions or {})}
+        self.attn_kinds = check_attn_kinds(attn_kinds, depths, tuple(attentions))
+        self.img_size = img_size
         self.patch_embed = Stem(in_chans, embed_dim, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        stages, self.feature_info, dim, j = [], [], embed_dim, 0
+        stages, dims, j = [], [embed_dim * 2 ** i for i in range(n)], 0
         for i in range(n):
-            out_dim = embed_dim * 2 ** i
             blocks = []
-            for letter in per_stage[i]:
-                split = split_size[i] if letter in SOFTMAX_LETTERS else la_split_size[i]
-                extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
-                         for k, v in (branch_kwargs or {}).get(letter, {}).items()}
+            for kind in self.attn_kinds[i]:
+                split = split_size[i] if kind == 'stripe' else la_split_size[i]
+                extra = kind_kwargs(attn_kwargs, kind, i)
                 extra.setdefault('attn_drop', attn_drop_rate)
-                if letter in SOFTMAX_LETTERS:
+                if kind == 'stripe':
                     extra.setdefault('mask_padding', mask_stripe_padding)
                 blocks.append(CSWinBlock(
-                    out_dim, num_heads[i], branches[letter], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
+                    dims[i], num_heads[i], attentions[kind], split, resolutions[i], i == n - 1, mlp_ratio, qkv_bias,
                     drop_rate, dpr[j], **dd, **extra))
                 j += 1
-            stages.append(CSWinStage(blocks, Downsample(dim, out_dim, **dd) if i else None))
-            self.feature_info.append(dict(num_chs=out_dim, reduction=4 * 2 ** i, module=f'stages.{i}'))
-            dim = out_dim
-        self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = dim
-        self.norm = LayerNorm2d(dim, eps=1e-5, **dd)
-        self.head = ClassifierHead(dim, num_classes, pool_type=global_pool, drop_rate=head_drop_rate, **dd)
+            stages.append(Stage(Downsample(dims[i - 1], dims[i], **dd) if i else None, blocks))
+        self._set_stages(stages, dims)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd), **dd)
         self.apply(self._init_weights)
 
     @staticmethod

@@ -6,9 +6,9 @@ modify it: a 16x16 patch embedding, a class token and learned absolute position 
 (LayerNorm eps 1e-6, ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``), a final LayerNorm and the class token's
 classifier. Parameter names are timm's (= the official ones), so official checkpoints load as saved.
 
-Each block's attention is a letter (``attn_type``, one per block): ``S`` / ``B`` softmax attention (timm's
-``Attention`` parameters, :func:`ops.dense_attention` underneath), ``A`` Agent (:class:`AgentDeiTAttention`), ``I``
-InLine (:class:`InLineDeiTAttention`). Every attention takes the tokens
+Each block's attention is a kind (``attn_kinds``: one stage of ``depth`` blocks, :mod:`backbones._attn_kinds`):
+``'softmax'`` (timm's ``Attention`` parameters, :func:`ops.dense_attention` underneath), ``'agent'``
+(:class:`AgentDeiTAttention`), ``'inline'`` (:class:`InLineDeiTAttention`). Every attention takes the tokens
 ``[B, 1 + H*W, C]`` (class token first) and the patch grid ``(H, W)``, so the linear attentions, which reshape the
 patch tokens into a map, run on any grid (the official code derives a square grid from the token count).
 
@@ -24,7 +24,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import Attention, DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    register_notrace_function,
+    resample_abs_pos_embed,
+    trunc_normal_,
+)
 from timm.layers.helpers import get_device_dtype
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -39,12 +47,12 @@ from ._agent_inline import (
     pool_agents,
     resize_agent_bias,
 )
+from ._attn_kinds import check_attn_kinds, kind_kwargs
 from ._hierarchical import check_image
 from .checkpoint import Layout, PretrainedMixin
 
-__all__ = ['AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention']
+__all__ = ['ATTENTIONS', 'AgentDeiTAttention', 'DeiT', 'DeiTBlock', 'InLineDeiTAttention', 'SoftmaxAttention']
 
-SOFTMAX_LETTERS = frozenset('BS')
 _LN_EPS = 1e-6
 _POOLS = ('token', 'avg', '')
 
@@ -133,6 +141,8 @@ class InLineDeiTAttention(InLineAttention):
 
 
 AttentionFactory = Callable[..., nn.Module]
+ATTENTIONS: dict[str, AttentionFactory] = dict(softmax=SoftmaxAttention, agent=AgentDeiTAttention,
+                                               inline=InLineDeiTAttention)  # DeiT.KINDS, DeiT's own first
 
 
 class DeiTBlock(nn.Module):
@@ -154,6 +164,17 @@ class DeiTBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
+@register_notrace_function  # torch.fx: a leaf (the grid and the resize depend on the input size)
+def embed_tokens(x: torch.Tensor, cls_token: torch.Tensor, pos: torch.Tensor, build_grid: tuple[int, int]
+                 ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patches ``[B, H, W, C]`` -> class token + patch tokens with position embeddings (resampled from the build
+    grid to the patch grid), and the patch grid. Public: torch.fx autowraps no ``_``-prefixed function."""
+    grid = (x.shape[1], x.shape[2])  # no int(): symbolic when exported
+    if torch.compiler.is_compiling() or grid != tuple(build_grid):  # compiled: no guard on the build size
+        pos = resample_abs_pos_embed(pos, grid, build_grid, num_prefix_tokens=1)
+    return torch.cat([cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos, grid
+
+
 def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
     """Position embeddings of another grid, resampled to the model's (timm's ``resample_abs_pos_embed``)."""
     if pos.ndim != 3 or pos.shape[-1] != target.shape[-1]:
@@ -172,11 +193,11 @@ class DeiT(PretrainedMixin, nn.Module):
     Args:
         img_size: the build resolution: sizes the position embeddings and the linear attentions' resolution-dependent
             parameters (``grid_size`` = img_size // patch_size); any input size runs.
-        attn_type: one letter per block (``'AAAA' + 'B' * 8`` for Agent-DeiT-B), or one letter for every block
-            (default ``'S'``); see the module docstring.
-        attentions: letter -> attention class, by default ``S`` / ``B`` :class:`SoftmaxAttention`, ``A``
-            :class:`AgentDeiTAttention`, ``I`` :class:`InLineDeiTAttention`.
-        attn_kwargs: per letter, extra keyword arguments for its class, each a value or a per-block tuple.
+        attn_kinds: the kind of each block, as one stage (``[['agent'] * 4 + ['softmax'] * 8]`` for Agent-DeiT-B);
+            ``None``: ``'softmax'`` everywhere (DeiT).
+        attentions: kind -> attention class over :data:`ATTENTIONS` (``'softmax'`` :class:`SoftmaxAttention`,
+            ``'agent'`` :class:`AgentDeiTAttention`, ``'inline'`` :class:`InLineDeiTAttention`).
+        attn_kwargs: per kind, extra keyword arguments for its class, each a value or a per-block tuple.
         patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the ViT geometry.
         global_pool: ``'token'`` (the class token, DeiT's), ``'avg'`` (the patch tokens' mean) or ``''``.
         dynamic_img_pad: zero-pad the input at the end to a multiple of the patch size (timm's option).
@@ -186,6 +207,7 @@ class DeiT(PretrainedMixin, nn.Module):
         device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
     """
 
+    KINDS = tuple(ATTENTIONS)
     output_fmt = 'NLC'
     # The official layout is timm's (ours); position embeddings and agent biases of another grid are resized.
     checkpoint_layout = Layout(name='DeiT', marker=r'^cls_token$', summary=_summary, classifier=('head',),
@@ -203,7 +225,7 @@ class DeiT(PretrainedMixin, nn.Module):
             num_heads: int = 3,
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
-            attn_type: str | None = None,
+            attn_kinds: Sequence[Sequence[str]] | None = None,
             attentions: Mapping[str, AttentionFactory] | None = None,
             attn_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             dynamic_img_pad: bool = True,
@@ -219,17 +241,12 @@ class DeiT(PretrainedMixin, nn.Module):
         dd = {'device': device, 'dtype': dtype}
         if global_pool not in _POOLS:
             raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
-        attn_type = attn_type or 'S'
-        attn_type = attn_type * depth if len(attn_type) == 1 else attn_type
-        attentions = {'S': SoftmaxAttention, 'B': SoftmaxAttention, 'A': AgentDeiTAttention, 'I': InLineDeiTAttention,
-                      **(attentions or {})}
-        if len(attn_type) != depth or set(attn_type) - set(attentions):
-            raise ValueError(f'attn_type needs one letter, or one per block ({depth}), out of {sorted(attentions)}, '
-                             f'got {attn_type!r}')
+        attentions = {**ATTENTIONS, **(attentions or {})}
+        self.attn_kinds = check_attn_kinds(attn_kinds, (depth,), tuple(attentions))
         self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1
-        self.attn_type, self.patch_size = attn_type, patch_size
+        self.patch_size = patch_size
         self.grad_checkpointing = False
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, flatten=False, output_fmt='NHWC',
                                       strict_img_size=False, dynamic_img_pad=dynamic_img_pad, **dd)
@@ -239,11 +256,9 @@ class DeiT(PretrainedMixin, nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         blocks = []
-        for i, letter in enumerate(attn_type):
-            extra = {k: (v[i] if isinstance(v, (tuple, list)) else v)
-                     for k, v in (attn_kwargs or {}).get(letter, {}).items()}
-            attn = attentions[letter](embed_dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
-                                      proj_drop=proj_drop_rate, **extra, **dd)
+        for i, kind in enumerate(self.attn_kinds[0]):
+            attn = attentions[kind](embed_dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
+                                    proj_drop=proj_drop_rate, **kind_kwargs(attn_kwargs, kind, i), **dd)
             blocks.append(DeiTBlock(embed_dim, attn, mlp_ratio, proj_drop_rate, dpr[i], **dd))
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size)
@@ -302,12 +317,7 @@ class DeiT(PretrainedMixin, nn.Module):
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> class token + patch tokens with position embeddings, and the patch grid."""
         check_image(x, self.in_chans, self.patch_size, 'one patch')
-        x = self.patch_embed(x)
-        grid = (x.shape[1], x.shape[2])  # no int(): symbolic when exported
-        pos = self.pos_embed
-        if torch.compiler.is_compiling() or grid != tuple(self.patch_embed.grid_size):  # compiled: no size guard
-            pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, num_prefix_tokens=1)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos
+        x, grid = embed_tokens(self.patch_embed(x), self.cls_token, self.pos_embed, self.patch_embed.grid_size)
         return self.pos_drop(x), grid
 
     def _block(self, blk: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

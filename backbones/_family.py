@@ -10,7 +10,9 @@ A family module defines its model class (a :class:`~backbones._hierarchical.Hier
 * ``ema``: which weights a checkpoint holding raw and EMA ones gives by default (True / False, or the set of variants
   whose default is EMA), checked at registration;
 * ``read_weights``: the family's own reader of weight files that are not torch checkpoints (MOAT's TF1 releases);
-* ``letters``: the official attention letter codes, per skeleton (Agent, InLine), read by :func:`parse_attn_code`.
+* ``letters``: for families on the shared skeletons (Agent, InLine), what the letters of their official attention
+  codes mean, per skeleton (:mod:`backbones._attn_kinds`): a variant's ``attn_type`` code becomes the skeleton's
+  ``attn_kinds``.
 
 :func:`register` writes the module's ``default_cfgs`` and one timm entrypoint per variant into the module, so timm
 finds them as it finds its own (``timm.list_models(module=...)``, ``create_model``, ``get_pretrained_cfg``,
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -30,7 +32,9 @@ import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, model_entrypoint, register_model
 
-__all__ = ['FAMILIES', 'Family', 'Variant', 'ZOO_CFG', 'family_of', 'parse_attn_code', 'register', 'release_url']
+from ._attn_kinds import Letters, check_letters, parse_attn_code
+
+__all__ = ['FAMILIES', 'Family', 'Variant', 'ZOO_CFG', 'family_of', 'register', 'release_url']
 
 # What a release's pretrained cfg is unless its family or the release says otherwise.
 ZOO_CFG: dict[str, Any] = dict(
@@ -66,7 +70,7 @@ class Family:
     cfg: Mapping[str, Any]
     ema: bool | frozenset[str] = True
     read_weights: Callable[[str], dict[str, Any]] | None = None
-    letters: Mapping[str, Mapping[str, str]] | None = None
+    letters: Mapping[str, Letters] | None = None
     cache_per_model: bool = False
 
     def __post_init__(self) -> None:
@@ -82,6 +86,10 @@ class Family:
                 raise ValueError(f'{self.name}: {variant} needs at least one release tag')
             if skeletons and row.args.get('skeleton') not in self.model:
                 raise ValueError(f'{self.name}: {variant} must name its skeleton, one of {sorted(self.model)}')
+        for skeleton, letters in (self.letters or {}).items():
+            if not skeletons or skeleton not in self.model:
+                raise ValueError(f'{self.name}: letters are per skeleton of the family, got {skeleton!r}')
+            check_letters(letters, self.model[skeleton].KINDS, f'{self.name} letters of {skeleton}')
 
     def ema_first(self, variant: str) -> bool:
         """Whether ``variant``'s default weights are the EMA ones when a checkpoint holds both."""
@@ -114,13 +122,20 @@ class Family:
             # timm reads such a file itself (EMA weights first, no family reader): the zoo's loader reads it instead,
             # as it reads the releases (PretrainedMixin), so a file gives the same weights everywhere
             kwargs['pretrained_cfg_overlay'] = dict(overlay, custom_load=True)
+        if 'attn_kinds' in kwargs and 'attn_type' in kwargs:
+            raise TypeError(f'{variant}: give attn_type (a letter code) or attn_kinds (words), not both')
         args = dict(self.variants[variant].args, **kwargs)
         skeleton = args.get('skeleton')
         cls = self.model_class(args)
-        if self.letters is not None and skeleton in self.letters:
-            args['attn_kinds'] = parse_attn_code(args.pop('attn_type'), args['depths'], self.letters[skeleton])
+        code = args.pop('attn_type', None)
+        if code is not None and 'attn_kinds' not in kwargs:
+            if skeleton not in (self.letters or {}):
+                raise TypeError(f'{variant}: attn_type needs the letters of the family; give attn_kinds')
+            depths = args['depths'] if 'depths' in args else (args['depth'],)  # DeiT: one stage
+            args['attn_kinds'] = parse_attn_code(code, depths, self.letters[skeleton])
+        feature_cfg = {**cls.feature_cfg(args), **(args.pop('feature_cfg', None) or {})}  # caller's wins
         return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=pretrained_filter,
-                                    feature_cfg=cls.feature_cfg(args), **args)
+                                    feature_cfg=feature_cfg, **args)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -168,24 +183,4 @@ def release_url(url: str, variant: str, ext: str = '.pth') -> tuple[str, str] | 
         return url
     base = os.path.basename(urlparse(url).path) or 'checkpoint'
     return url, f'attnzoo-{variant}-{base}{"" if os.path.splitext(base)[1] else ext}'
-
-
-def parse_attn_code(code: str, depths: Sequence[int], letters: Mapping[str, str]) -> list[list[str]]:
-    """Per stage, the attention kind of each block, from an official letter code.
-
-    One letter per stage (``'AAAB'``), mapped through ``letters`` (letter -> kind); ``M`` mixes a stage: its first
-    ``n`` blocks are the first kind of ``letters``, the rest the second, ``n`` being the digits after the stage
-    letters (``'AAMB2'``), as the official ``BasicLayer``.
-    """
-    n = len(depths)
-    head, tail = code[:n], code[n:]
-    bad = [c for c in head if c != 'M' and c not in letters]
-    if len(head) < n or bad or (tail and ('M' not in head or not tail.isdigit())) or ('M' in head and not tail):
-        raise ValueError(f'attn_type must be {n} letters from {sorted(letters)} or M, followed by the number of '
-                         f'leading {next(iter(letters.values()))} blocks when an M is present (e.g. AAMB2 / IIMS2), '
-                         f'got {code!r}')
-    mixed = tuple(letters.values())[:2]
-    mix = int(tail) if tail else 0
-    return [[(mixed[0] if j < mix else mixed[1]) if c == 'M' else letters[c] for j in range(d)]
-            for c, d in zip(head, depths)]
 

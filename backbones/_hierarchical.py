@@ -1,10 +1,11 @@
 """The timm contract of a hierarchical backbone (stem -> stages -> norm -> ClassifierHead), written once.
 
-A family's model subclasses :class:`HierarchicalModel` and builds ``self.patch_embed`` (the stem), ``self.stages``
-(an ``nn.Sequential`` of NCHW stages, each with a ``grad_checkpointing`` flag), ``self.norm`` (the final norm, on
-the last stage's output), ``self.head`` (timm's ``ClassifierHead``), ``self.feature_info`` (one entry per stage) and
-``self.num_features``, with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
-it overrides ``no_weight_decay`` (none by default) and ``group_matcher`` where its own differ. A model
+A family's model subclasses :class:`HierarchicalModel`, passes the arguments every model shares (``in_chans``,
+``num_classes``, ``global_pool``, ``drop_rate``) on to its ``__init__`` and builds ``self.patch_embed`` (the stem),
+then the stages (:class:`Stage` or its own NCHW stages with a ``grad_checkpointing`` flag; :meth:`_set_stages` sets
+``self.stages`` and ``self.feature_info``), then the final norm (on the last stage's output) and the classifier
+(:meth:`_set_head`), with the helpers here (:func:`stage_count`, :func:`check_image`, :func:`trunc_normal_init`);
+it overrides ``no_weight_decay`` (none by default) and ``group_tail`` / ``group_matcher`` where its own differ. A model
 whose final features are more than a norm (RAVLT: 1x1 conv -> BN -> Swish) overrides the ``_final*`` hooks; one
 whose stem is not ``patch_embed`` overrides ``_stem``. ``load_pretrained`` (timm's ``custom_load``) comes from
 :class:`~backbones.checkpoint.PretrainedMixin`.
@@ -15,19 +16,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, LayerNorm2d, trunc_normal_
 from timm.layers.helpers import get_device_dtype
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from .checkpoint import PretrainedMixin
 
-__all__ = ['HierarchicalModel', 'check_image', 'stage_count', 'trunc_normal_init']
+__all__ = ['HierarchicalModel', 'PatchStem', 'Stage', 'check_image', 'stage_count', 'trunc_normal_init']
 
 
 def check_image(x: torch.Tensor, in_chans: int, min_size: int = 1, why: str = '') -> None:
     """The input check of every zoo model: ``ValueError`` unless ``x`` is an image batch ``[B, in_chans, H, W]`` of
-    at least ``min_size`` px per side (``why``: what needs that size, for the message)."""
+    at least ``min_size`` px per side (``why``: what needs that size, for the message). Skipped under torch.fx
+    symbolic tracing (a ``Proxy`` has no sizes; the traced graph's ops check their own inputs)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(f'expected an image batch [B, {in_chans}, H, W] (in_chans={in_chans}), got a tensor of shape '
                          f'{tuple(x.shape)}')
@@ -59,7 +65,60 @@ def trunc_normal_init(module: nn.Module, types: tuple[type, ...] = (nn.Linear,))
     return True
 
 
+class PatchStem(nn.Module):
+    """Non-overlapping ``patch_size`` patches (the image zero-padded to a multiple, bottom / right, as the official
+    downstream stems) and a LayerNorm (eps 1e-5, nn.LayerNorm's default); checks the input (``min_size``, ``why``:
+    :func:`check_image`). The Swin-layout stem of DiNAT_s, LITv2 and the Swin skeleton."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, min_size: int = 1, why: str = '',
+                 device=None, dtype=None):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.in_chans, self.patch_size, self.min_size, self.why = in_chans, patch_size, min_size, why
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNorm2d(embed_dim, eps=1e-5, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(x, self.in_chans, self.min_size, self.why)
+        p = self.patch_size
+        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+
+
+class Stage(nn.Module):
+    """``downsample`` (None: none), then ``blocks`` (gradient-checkpointed with ``grad_checkpointing``); NCHW in and
+    out, the blocks on NHWC maps unless ``nhwc`` is False."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: Sequence[nn.Module], nhwc: bool = True):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.nhwc = nhwc
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if not self.nhwc:
+            return self.run_blocks(x)
+        return self.run_blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class HierarchicalModel(PretrainedMixin, nn.Module):
+    """The shared contract (see the module docstring).
+
+    Args:
+        in_chans: input image channels.
+        num_classes: classifier outputs (0 for no classifier).
+        global_pool: classifier pooling type.
+        drop_rate: classifier dropout.
+        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs), kept as
+            ``factory_kwargs`` for the family's constructor and :meth:`_set_head`.
+    """
+
     patch_embed: nn.Module
     stages: nn.Sequential
     norm: nn.Module
@@ -67,6 +126,32 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
     feature_info: list[dict[str, Any]]
     stem_pattern = r'^patch_embed'  # group_matcher's stem (parameter names before the first stage)
     stem_feature = False  # True: the stem's output is feature level 0 (``feature_info[0]``), stage i level i + 1
+    stage_entry = r'downsample'  # group_matcher: a stage's parameters in front of its blocks (a regex)
+    # group_matcher's groups after the stages' blocks: (regex, ordinal) as timm's
+    group_tail: tuple[tuple[str, tuple[int, ...]], ...] = ((r'^norm', (99999,)),)
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', drop_rate: float = 0.,
+                 device=None, dtype=None):
+        super().__init__()
+        self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
+        self.drop_rate = drop_rate
+        self.factory_kwargs = {'device': device, 'dtype': dtype}
+
+    def _set_stages(self, stages: Sequence[nn.Module], widths: Sequence[int]) -> None:
+        """``self.stages`` and their feature levels: stage ``i`` gives ``widths[i]`` channels at stride ``4 * 2 ** i``
+        (after the stem's level, with ``stem_feature``)."""
+        self.stages = nn.Sequential(*stages)
+        self.feature_info = [*getattr(self, 'feature_info', ()), *(
+            dict(num_chs=w, reduction=4 * 2 ** i, module=f'stages.{i}') for i, w in enumerate(widths))]
+
+    def _set_head(self, num_features: int, norm: nn.Module, head: nn.Module | None = None) -> None:
+        """The final ``norm`` and the classifier ``head`` on ``num_features`` channels (by default timm's
+        ``ClassifierHead`` with the shared arguments)."""
+        self.num_features = self.head_hidden_size = num_features
+        self.norm = norm
+        self.head = head if head is not None else ClassifierHead(
+            num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            **self.factory_kwargs)
 
     @classmethod
     def feature_cfg(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +181,9 @@ class HierarchicalModel(PretrainedMixin, nn.Module):
         return dict(
             stem=self.stem_pattern,
             blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
+                (rf'^stages\.(\d+)\.{self.stage_entry}', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
+                *self.group_tail,
             ],
         )
 

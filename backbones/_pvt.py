@@ -29,15 +29,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    calculate_drop_path_rates,
+    register_notrace_module,
+    trunc_normal_,
+)
 from timm.models import checkpoint_seq
 from torch import nn
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_summary
+from ._attn_kinds import check_attn_kinds
 from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
-from .checkpoint import HEAD_FC, Layout, stage_summary
+from .checkpoint import HEAD_FC, Layout
 
 __all__ = ['PVT', 'PVTBlock', 'SpatialReductionAttention', 'PVT_KINDS']
 
@@ -122,6 +130,7 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
+@register_notrace_module  # torch.fx: a leaf (position embedding resized to the map size)
 class PVTStage(nn.Module):
     """Patch embedding (``downsample``; none for stage 1, whose embedding is the model's stem), the position
     embedding ``pos_embed [1, H0 * W0, C]`` of the build grid, then one block per entry of ``kinds``; NCHW in and
@@ -180,19 +189,12 @@ def _resize_pos_embed(pos: torch.Tensor, target: torch.Tensor, owner: nn.Module)
     return grid.reshape(1, -1, pos.shape[-1]).to(pos.dtype)
 
 
-_STAGES = stage_summary('norm2.weight')
-
-
-def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
-    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, - spatial reduction)':
-                                        attention_layout(state_dict)})
-
-
 class PVT(HierarchicalModel):
     """PVT-v1 with a per-stage attention choice (Agent-PVT, InLine-PVT).
 
     Args:
-        attn_kinds: per stage, the kind of each block (one of ``PVT_KINDS``; the official models keep one per stage).
+        attn_kinds: per stage, the kind of each block, one of ``PVT_KINDS`` (:mod:`backbones._attn_kinds`; the
+            official models keep one per stage); ``None``: spatial-reduction attention everywhere (PVT).
         img_size: the build input size (position embeddings and agent biases are sized to its stage grids).
         in_chans, num_classes, global_pool: as timm.
         embed_dims, depths, num_heads, mlp_ratios: per stage.
@@ -205,18 +207,21 @@ class PVT(HierarchicalModel):
             (the official ``drop_rate``); attn_drop_rate; drop_path_rate: stochastic depth, linear over all blocks.
     """
 
+    KINDS = PVT_KINDS
     stem_pattern = r'^patch_embed|^stages\.0\.pos_embed'
+    stage_entry, group_tail = r'(?:downsample|pos_embed)', ()  # no final norm
     # The official layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}`` per stage (from 1); position embeddings
     # and agent biases of another build size resized.
     checkpoint_layout = Layout(
-        name='PVT-skeleton', marker=r'^stages\.\d+\.pos_embed$', summary=_summary,
+        name='PVT-skeleton', marker=r'^stages\.\d+\.pos_embed$',
+        summary=attention_summary('A agent, I InLine, - spatial reduction'),
         renames=(('patch_embed1.', 'patch_embed.'), ('patch_embed{i}.', 'stages.{i-1}.downsample.'),
                  ('pos_embed{i}', 'stages.{i-1}.pos_embed'), ('block{i}.', 'stages.{i-1}.blocks.'), *HEAD_FC),
         resize={**AGENT_BIAS_RESIZE, r'^stages\.\d+\.pos_embed$': _resize_pos_embed})
 
     def __init__(
             self,
-            attn_kinds: Sequence[Sequence[str]],
+            attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -237,41 +242,21 @@ class PVT(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool, drop_rate)
         dd = {'device': device, 'dtype': dtype}
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
-        if [len(k) for k in attn_kinds] != list(depths):
-            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
+        self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
         self.patch_embed = _Stem(in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        grid = (img_size[0] // 4, img_size[1] // 4)
-        for i in range(n):
-            if i:
-                grid = (grid[0] // 2, grid[1] // 2)
-            stages.append(PVTStage(
-                embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0, build_grid=grid,
-                drop_path=dpr[i], num_heads=num_heads[i], sr_ratio=sr_ratios[i],
-                agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
-                mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the official models have no final norm
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([PVTStage(
+            embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0,
+            build_grid=(img_size[0] // 4 // 2 ** i, img_size[1] // 4 // 2 ** i), drop_path=dpr[i],
+            num_heads=num_heads[i], sr_ratio=sr_ratios[i], agent_num=int(agent_num[i]), agent_shape=agent_shapes[i],
+            kernel_func=kernel_func, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+            attn_drop=attn_drop_rate, **dd) for i in range(n)], embed_dims)
+        self._set_head(embed_dims[-1], nn.Identity(), **dd)  # the official models have no final norm
         self.apply(trunc_normal_init)  # the official init
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=self.stem_pattern,
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.(?:downsample|pos_embed)', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
 

@@ -28,22 +28,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
     DropPath,
     LayerNorm2d,
     Mlp,
     calculate_drop_path_rates,
+    register_notrace_module,
     resize_rel_pos_bias_table,
 )
-from timm.models import checkpoint_seq
 from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
 import ops
 
-from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_layout
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
-from .checkpoint import HEAD_FC, Layout, stage_summary
+from ._agent_inline import AGENT_BIAS_RESIZE, AgentAttention, InLineAttention, attention_summary
+from ._attn_kinds import check_attn_kinds
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
+from .checkpoint import HEAD_FC, Layout
 
 __all__ = ['Swin', 'SwinBlock', 'ATTN_KINDS']
 
@@ -51,6 +51,7 @@ ATTN_KINDS = ('window', 'agent', 'inline')
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 mergings as 1 (as timm's / the official padding)
 
 
+@register_notrace_module  # torch.fx: a leaf (shift chosen from the map size)
 class SwinBlock(nn.Module):
     """Pre-norm Swin block on an NHWC map: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
 
@@ -97,29 +98,22 @@ class SwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SwinStage(nn.Module):
-    """Optional patch merging (``dim`` -> ``out_dim``), then one block per entry of ``kinds``; NCHW in and out."""
+class SwinStage(Stage):
+    """Optional patch merging (``dim`` -> ``out_dim``; timm's, on the NHWC map), then one block per entry of
+    ``kinds``; NCHW in and out."""
 
     def __init__(self, dim: int, out_dim: int, kinds: Sequence[str], downsample: bool, num_heads: int,
                  window_size: int, build_size: int, drop_path: Sequence[float], device=None, dtype=None,
                  **block_kwargs: Any):
-        super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        self.grad_checkpointing = False
-        self.downsample = PatchMerging(dim, out_dim, **dd) if downsample else nn.Identity()
         small = max(7, window_size // 8)  # the official window of B / S blocks
-        self.blocks = nn.Sequential(*[SwinBlock(
+        super().__init__(PatchMerging(dim, out_dim, **dd) if downsample else None, [SwinBlock(
             out_dim, num_heads, kind, window_size=small, shift_size=small // 2 if j % 2 else 0,
             build_size=min(window_size, build_size), drop_path=drop_path[j], **block_kwargs, **dd)
             for j, kind in enumerate(kinds)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x.permute(0, 2, 3, 1))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
+        return self.run_blocks(self.downsample(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
 
 
 class PatchEmbed(nn.Module):
@@ -145,20 +139,12 @@ def _resize_window_table(table: torch.Tensor, target: torch.Tensor, owner: nn.Mo
     return resize_rel_pos_bias_table(table, new_window_size=owner.window_size, new_bias_shape=tuple(target.shape))
 
 
-_STAGES = stage_summary('norm2.weight')
-
-
-def _summary(state_dict: dict[str, Any]) -> dict[str, Any]:
-    return dict(_STAGES(state_dict), **{'attention per block (A agent, I InLine, W window)':
-                                        attention_layout(state_dict)})
-
-
 class Swin(HierarchicalModel):
     """Swin with a per-block attention choice (Agent-Swin, InLine-Swin).
 
     Args:
-        attn_kinds: per stage, the kind of each block (:func:`backbones._family.parse_attn_code` makes them from an
-            official code).
+        attn_kinds: per stage, the kind of each block, one of ``ATTN_KINDS`` (:mod:`backbones._attn_kinds`; a family's
+            letters turn an official code into them); ``None``: window attention everywhere (Swin).
         img_size: the build input size: the agent biases are sized to its stage maps (the official ``img_size``).
         in_chans, num_classes, global_pool: as timm.
         embed_dim, depths, num_heads: stage-1 width (doubling per stage), blocks and heads per stage.
@@ -173,17 +159,19 @@ class Swin(HierarchicalModel):
         attn_drop_rate: on attention probabilities; drop_path_rate: stochastic depth, linear over all blocks.
     """
 
+    KINDS = ATTN_KINDS
     # The official layout: ``layers.{i}`` with the downsampling at their end; the derived buffers dropped; agent
     # biases and window tables of another build size resized.
     checkpoint_layout = Layout(
-        name='Swin-skeleton', marker=r'^stages\.\d+\.blocks\.\d+\.attn\.', summary=_summary,
+        name='Swin-skeleton', marker=r'^stages\.\d+\.blocks\.\d+\.attn\.',
+        summary=attention_summary('A agent, I InLine, W window'),
         renames=(('layers.{i}.downsample.', 'stages.{i+1}.downsample.'), ('layers.', 'stages.'), *HEAD_FC),
         derived=('relative_position_index', 'attn_mask'),
         resize={**AGENT_BIAS_RESIZE, r'\.relative_position_bias_table$': _resize_window_table})
 
     def __init__(
             self,
-            attn_kinds: Sequence[Sequence[str]],
+            attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
             in_chans: int = 3,
             num_classes: int = 1000,
@@ -204,30 +192,23 @@ class Swin(HierarchicalModel):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool, drop_rate)
         dd = {'device': device, 'dtype': dtype}
         num_stages = stage_count(depths, num_heads=num_heads, agent_num=agent_num, agent_shapes=agent_shapes,
                                  attn_kinds=attn_kinds)
         agent_shapes = [None] * num_stages if agent_shapes is None else list(agent_shapes)
-        if [len(k) for k in attn_kinds] != list(depths):
-            raise ValueError(f'attn_kinds must give one kind per block, got {attn_kinds} for depths {depths}')
+        self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.num_features = self.head_hidden_size = dims[-1]
         self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
-            stages.append(SwinStage(
-                dims[max(i - 1, 0)], dims[i], attn_kinds[i], downsample=i > 0, num_heads=num_heads[i],
-                window_size=window_size, build_size=min(img_size) // 4 // 2 ** i, drop_path=dpr[i],
-                agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = LayerNorm2d(self.num_features, eps=1e-5, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([SwinStage(
+            dims[max(i - 1, 0)], dims[i], attn_kinds[i], downsample=i > 0, num_heads=num_heads[i],
+            window_size=window_size, build_size=min(img_size) // 4 // 2 ** i, drop_path=dpr[i],
+            agent_num=int(agent_num[i]), agent_shape=agent_shapes[i], kernel_func=kernel_func,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd)
+            for i in range(num_stages)], dims)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=1e-5, **dd), **dd)
         self.apply(trunc_normal_init)  # the official init (norms and convs keep PyTorch's)
 
     @torch.jit.ignore

@@ -24,8 +24,8 @@ equal to the official models' at the build size. The official downstream configs
 """
 from __future__ import annotations
 
-from ._family import Family, Variant, register
-from ._skeletons import DEIT_CFG, SKELETONS, tsinghua
+from ._family import Variant
+from ._skeletons import DEIT_CFG, register_leaplab, tsinghua
 
 __all__: list[str] = []  # the entrypoints (timm's register_model adds them)
 
@@ -40,20 +40,18 @@ _SWIN_B = dict(skeleton='swin', embed_dim=128, depths=(2, 2, 18, 2), num_heads=(
 _PVT = dict(skeleton='pvt', embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
             sr_ratios=(8, 4, 2, 1), attn_type='AAAA')
 _DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='A')
-_DEIT_S = dict(_DEIT, embed_dim=384, num_heads=6, attn_kwargs={'A': {'agent_num': 49}}, drop_path_rate=0.1)
-_CSWIN = dict(skeleton='cswin', attn_type='AABB', branch_kwargs={'A': {'agent_num': (9, 16, 49, 49)}})
+_DEIT_S = dict(_DEIT, embed_dim=384, num_heads=6, attn_kwargs={'agent': {'agent_num': 49}}, drop_path_rate=0.1)
+_CSWIN = dict(skeleton='cswin', attn_type='AABB', attn_kwargs={'agent': {'agent_num': (9, 16, 49, 49)}})
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
 _NO_CROP = dict(crop_pct=1.0)  # evaluated without a center crop (the official TEST.CROP: False; default crop 0.875)
 
-register(Family(
-    'agent', __name__, SKELETONS, cache_per_model=True,
-    # the CSwin runs were trained with EMA (main_ema.py); the Swin / PVT / DeiT releases hold only `model`
-    ema=frozenset({'agent_cswin_tiny', 'agent_cswin_small', 'agent_cswin_base', 'agent_cswin_base_384'}),
-    # the official letters per skeleton (Swin: M mixes the first and the second kind)
-    letters=dict(swin={'A': 'agent', 'B': 'window'}, pvt={'A': 'agent', 'B': 'sra'}),
-    cfg=dict(first_conv='patch_embed.proj', license='unknown', origin_url='https://github.com/LeapLabTHU/Agent-Attention',
-             paper_ids='arXiv:2312.08874',
-             paper_name='Agent Attention: On the Integration of Softmax and Linear Attention'),
+register_leaplab(
+    'agent', __name__, 'Agent-Attention', 'arXiv:2312.08874',
+    'Agent Attention: On the Integration of Softmax and Linear Attention',
+    # what the letters of the official ATTN_TYPE codes mean per skeleton (M<n>: a stage's first n blocks agents, as
+    # the official Swin / CSWin code; DeiT has no code: agent_layer=n is n A blocks, then B)
+    letters=dict(swin=dict(A='agent', B='window', M=('agent', 'window')), pvt=dict(A='agent', B='sra'),
+                 deit=dict(A='agent', B='softmax'), cswin=dict(A='agent', B='stripe', M=('agent', 'stripe'))),
     variants=dict(
         agent_swin_tiny=Variant('agent_swin_tiny: 29M params, 4.5 GFLOPs at 224 (official README).',
                                 dict(_SWIN_T, attn_type='AAAB', drop_path_rate=0.2), tsinghua('a2ddc1190c224f768a41')),
@@ -80,7 +78,7 @@ register(Family(
         agent_pvt_large=Variant('agent_pvt_large: 48.7M params, 10.4 GFLOPs at 224 (official README).',
                                 dict(_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3), tsinghua('040cfe0cfbbe4762ad09')),
         agent_deit_tiny=Variant('agent_deit_tiny: 6.0M params, 1.2 GFLOPs at 224 (official README).',
-                                dict(_DEIT, embed_dim=192, num_heads=3, attn_kwargs={'A': {'agent_num': 49}},
+                                dict(_DEIT, embed_dim=192, num_heads=3, attn_kwargs={'agent': {'agent_num': 49}},
                                      drop_path_rate=0.), tsinghua('57e0904221824ee7b7af', **DEIT_CFG)),
         agent_deit_small=Variant('agent_deit_small: 22.7M params, 4.4 GFLOPs at 224 (official README).', _DEIT_S,
                                  tsinghua('fdd43304372541db8ea7', **DEIT_CFG)),
@@ -89,7 +87,7 @@ register(Family(
         # agents in the first 4 blocks (the official agent_layer=4)
         agent_deit_base=Variant('agent_deit_base: 87.2M params, 17.6 GFLOPs at 224 (official README).',
                                 dict(_DEIT, embed_dim=768, num_heads=12, attn_type='A' * 4 + 'B' * 8,
-                                     attn_kwargs={'A': {'agent_num': 81}}, drop_path_rate=0.3),
+                                     attn_kwargs={'agent': {'agent_num': 81}}, drop_path_rate=0.3),
                                 tsinghua('5115f15fdd7e4ab58fbc', **DEIT_CFG)),
         agent_cswin_tiny=Variant('agent_cswin_tiny: 21M params, 4.3 GFLOPs at 224 (official README).',
                                  dict(_CSWIN, embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16),
@@ -102,4 +100,4 @@ register(Family(
         agent_cswin_base_384=Variant('agent_cswin_base_384: 73M params, 46.3 GFLOPs at 384 (official README).',
                                      dict(_CSWIN_B, img_size=384, split_size=(1, 2, 12, 12), drop_path_rate=0.7),
                                      tsinghua('1239be0df44b47719432')),
-    )))
+    ))

@@ -41,13 +41,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp
-from timm.models import checkpoint_seq
+from timm.layers import DropPath, Mlp
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'GlobalAttentionLePE']
@@ -172,22 +171,6 @@ class BiFormerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class BiFormerStage(nn.Module):
-    """Optional downsample (NCHW), then ``blocks`` on NHWC; NCHW in and out."""
-
-    def __init__(self, downsample: nn.Module | None, blocks: Sequence[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample if downsample is not None else nn.Identity()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)
-        x = checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
-            self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
 def _stem(in_chans: int, dim: int, swin_layout: bool, dd: dict) -> nn.Sequential:
     if swin_layout:
         return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4, **dd), nn.BatchNorm2d(dim, **dd))
@@ -206,7 +189,6 @@ class BiFormer(HierarchicalModel):
     """BiFormer (and the Swin-layout BiFormer-STL).
 
     Args:
-        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: timm pool type.
         depths: blocks per stage. embed_dims: widths per stage. head_dim: channels per BRA head
             (heads = ``qk_dims[i] // head_dim``). qk_dims: BRA q / k widths per stage (default: the stage widths).
         mlp_ratios: MLP hidden width / width, per stage. topks: routed regions per stage (-2: global attention).
@@ -214,8 +196,9 @@ class BiFormer(HierarchicalModel):
         side_dwconv: LePE kernel. cpe_ks: block position-embedding kernel (0: none, as STL).
         swin_layout: 4x4 patch stem and BN + 2x2 conv merging (BiFormer-STL) instead of the overlapping 3x3 convs.
         mask_padding: leave padded tokens out of BRA's routing and keys (see the module docstring).
-        drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     stem_pattern = r'^stem'
@@ -230,9 +213,6 @@ class BiFormer(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             depths: Sequence[int] = (4, 4, 18, 4),
             embed_dims: Sequence[int] = (64, 128, 256, 512),
             head_dim: int = 32,
@@ -244,34 +224,28 @@ class BiFormer(HierarchicalModel):
             cpe_ks: int = 3,
             swin_layout: bool = False,
             mask_padding: bool = False,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, qk_dims=qk_dims, mlp_ratios=mlp_ratios, topks=topks)
         qk_dims = tuple(embed_dims) if qk_dims is None else tuple(qk_dims)
         if not isinstance(n_win, int) or isinstance(n_win, bool) or n_win < 1:
             raise ValueError(f'n_win must be an int >= 1, got {n_win!r}')
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
         self.swin_layout = swin_layout
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.stem = _stem(in_chans, embed_dims[0], swin_layout, dd)
+        self.stem = _stem(self.in_chans, embed_dims[0], swin_layout, dd)
         total = sum(depths)
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(n):
             blocks = [BiFormerBlock(
                 embed_dims[i], qk_dims[i] // head_dim, n_win, topks[i], qk_dims[i], mlp_ratios[i], side_dwconv,
                 cpe_ks, dpr[sum(depths[:i]) + j], mask_padding, **dd) for j in range(depths[i])]
             down = None if i == 0 else _downsample(embed_dims[i - 1], embed_dims[i], swin_layout, dd)
-            stages.append(BiFormerStage(down, blocks))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.BatchNorm2d(self.num_features, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+            stages.append(Stage(down, blocks))
+        self._set_stages(stages, embed_dims)
+        self._set_head(embed_dims[-1], nn.BatchNorm2d(embed_dims[-1], **dd))
         self.apply(trunc_normal_init)  # the official init (convs and norms: PyTorch defaults)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:

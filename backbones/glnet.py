@@ -34,13 +34,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d
-from timm.layers.helpers import get_device_dtype
-from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['GLNet', 'GLMixBlock', 'MultiheadAttention']
@@ -231,34 +229,24 @@ class MHSANCHWBlock(nn.Module):
 _MIXING_MODES = ('glmix', 'mha', 'mha_nchw', 'glmix.mha_nchw')
 
 
-class GLNetStage(nn.Module):
-    """Optional downsample, then ``depth`` blocks of one mixing mode; NCHW in and out."""
+def _stage(dim: int, depth: int, num_heads: int, mixing_mode: str, drop_path: Sequence[float],
+           downsample: nn.Module | None = None, num_slots: int = 64, slot_init: str = 'ada_avgpool',
+           local_dw_ks: int = 5, mlp_ratio: float = 4., mlp_dw: bool = False, cpe_ks: int = 0,
+           layerscale: float = -1., device=None, dtype=None) -> Stage:
+    """Optional downsample, then ``depth`` blocks of one mixing mode; NCHW in and out (the blocks too)."""
+    dd = {'device': device, 'dtype': dtype}
+    if mixing_mode not in _MIXING_MODES:
+        raise ValueError(f'mixing_mode must be one of {_MIXING_MODES}, got {mixing_mode!r}')
+    common = dict(mlp_ratio=mlp_ratio, layerscale=layerscale, **dd)
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mixing_mode: str, drop_path: Sequence[float],
-                 downsample: nn.Module | None = None, num_slots: int = 64, slot_init: str = 'ada_avgpool',
-                 local_dw_ks: int = 5, mlp_ratio: float = 4., mlp_dw: bool = False, cpe_ks: int = 0,
-                 layerscale: float = -1., device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        if mixing_mode not in _MIXING_MODES:
-            raise ValueError(f'mixing_mode must be one of {_MIXING_MODES}, got {mixing_mode!r}')
-        self.grad_checkpointing = False
-        self.downsample = downsample if downsample is not None else nn.Identity()
-        common = dict(mlp_ratio=mlp_ratio, layerscale=layerscale, **dd)
-
-        def block(i: int) -> nn.Module:
-            if mixing_mode == 'mha':
-                return MHSABlock(dim, num_heads, drop_path=drop_path[i], **common)
-            if mixing_mode == 'mha_nchw' or (mixing_mode == 'glmix.mha_nchw' and i % 2):
-                return MHSANCHWBlock(dim, num_heads, mlp_dw=mlp_dw, cpe_ks=cpe_ks, drop_path=drop_path[i], **common)
-            return GLMixBlock(dim, num_heads, num_slots, slot_init, local_dw_ks, mlp_dw=mlp_dw, cpe_ks=cpe_ks,
-                              drop_path=drop_path[i], **common)
-        self.blocks = nn.Sequential(*[block(i) for i in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and not torch.jit.is_scripting() else \
-            self.blocks(x)
+    def block(i: int) -> nn.Module:
+        if mixing_mode == 'mha':
+            return MHSABlock(dim, num_heads, drop_path=drop_path[i], **common)
+        if mixing_mode == 'mha_nchw' or (mixing_mode == 'glmix.mha_nchw' and i % 2):
+            return MHSANCHWBlock(dim, num_heads, mlp_dw=mlp_dw, cpe_ks=cpe_ks, drop_path=drop_path[i], **common)
+        return GLMixBlock(dim, num_heads, num_slots, slot_init, local_dw_ks, mlp_dw=mlp_dw, cpe_ks=cpe_ks,
+                          drop_path=drop_path[i], **common)
+    return Stage(downsample, [block(i) for i in range(depth)], nhwc=False)
 
 
 def _stem(in_chans: int, dim: int, overlapped: bool, dd: dict) -> nn.Sequential:
@@ -282,11 +270,14 @@ class GLNetHead(nn.Module):
     def __init__(self, dim: int, num_classes: int, pool_type: str = 'avg', aux: bool = False, drop_rate: float = 0.,
                  device=None, dtype=None):
         super().__init__()
-        self.aux = aux
+        self.aux, self.in_features = aux, dim
         self.drop = nn.Dropout(drop_rate)
-        self.reset(dim, num_classes, pool_type, device=device, dtype=dtype)
+        self.reset(num_classes, pool_type, device=device, dtype=dtype)
 
-    def reset(self, dim: int, num_classes: int, pool_type: str | None = None, device=None, dtype=None) -> None:
+    def reset(self, num_classes: int, pool_type: str | None = None, in_features: int | None = None, device=None,
+              dtype=None) -> None:
+        """timm's ``ClassifierHead.reset``: a new classifier (and pooling, unless None) on ``in_features``."""
+        dim = self.in_features = in_features or self.in_features
         if pool_type is not None:
             if pool_type not in ('avg', ''):
                 raise ValueError(f"GLNet pools with 'avg' (or '' for none), got global_pool={pool_type!r}")
@@ -312,7 +303,6 @@ class GLNet(HierarchicalModel):
     """GLNet.
 
     Args:
-        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: 'avg' or ''.
         depths: blocks per stage. embed_dims: widths per stage. head_dim: channels per attention head.
         mlp_ratios: MLP hidden width / width, per stage.
         mixing_modes: per stage, 'glmix', 'mha' (NLC MHSA blocks), 'mha_nchw' or 'glmix.mha_nchw' (alternating).
@@ -321,8 +311,9 @@ class GLNet(HierarchicalModel):
         overlapped_stem: 3x3 stride-2 conv stem / transitions (4G/9G/16G) instead of 4x4 / 2x2 patches (STL).
         norm_first_transition: BatchNorm before the transition conv (official ``transition_layout='norm.proj'``).
         layerscale: LayerScale init (<= 0: none). token_label_head: the ``*_tklb`` auxiliary head.
-        drop_rate: classifier dropout. drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate``, ``device``,
+            ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     stem_pattern = r'^stem'
@@ -335,9 +326,6 @@ class GLNet(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             depths: Sequence[int] = (2, 2, 6, 2),
             embed_dims: Sequence[int] = (96, 192, 384, 768),
             head_dim: int = 32,
@@ -352,40 +340,28 @@ class GLNet(HierarchicalModel):
             norm_first_transition: bool = True,
             layerscale: float = -1.,
             token_label_head: bool = False,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, mlp_ratios=mlp_ratios, mixing_modes=mixing_modes)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.stem = _stem(in_chans, embed_dims[0], overlapped_stem, dd)
+        self.stem = _stem(self.in_chans, embed_dims[0], overlapped_stem, dd)
         total = sum(depths)
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(n):
             down = None if i == 0 else _transition(embed_dims[i - 1], embed_dims[i], overlapped_stem,
                                                    norm_first_transition, dd)
-            stages.append(GLNetStage(
+            stages.append(_stage(
                 embed_dims[i], depths[i], embed_dims[i] // head_dim, mixing_modes[i],
                 dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=down, num_slots=num_slots, slot_init=slot_init,
                 local_dw_ks=local_dw_ks, mlp_ratio=mlp_ratios[i], mlp_dw=mlp_dw, cpe_ks=cpe_ks,
                 layerscale=layerscale, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.BatchNorm2d(self.num_features, **dd)
-        self.head = GLNetHead(self.num_features, num_classes, global_pool, aux=token_label_head, drop_rate=drop_rate,
-                              **dd)
+        self._set_stages(stages, embed_dims)
+        self._set_head(embed_dims[-1], nn.BatchNorm2d(embed_dims[-1], **dd), GLNetHead(
+            embed_dims[-1], self.num_classes, self.global_pool, aux=token_label_head, drop_rate=self.drop_rate, **dd))
         self.apply(trunc_normal_init)  # the official init (attention out_proj included)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(self.num_features, num_classes, global_pool, **get_device_dtype(self))
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans)

@@ -23,8 +23,8 @@ weights load by default.
 """
 from __future__ import annotations
 
-from ._family import Family, Variant, register
-from ._skeletons import DEIT_CFG, SKELETONS, tsinghua
+from ._family import Variant
+from ._skeletons import DEIT_CFG, register_leaplab, tsinghua
 
 __all__: list[str] = []  # the entrypoints (timm's register_model adds them)
 
@@ -41,15 +41,13 @@ _DEIT = dict(skeleton='deit', patch_size=16, depth=12, attn_type='I', drop_path_
 _CSWIN = dict(skeleton='cswin', attn_type='IISS')
 _CSWIN_B = dict(_CSWIN, embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
 
-register(Family(
-    'inline', __name__, SKELETONS, cache_per_model=True,
-    # the CSwin runs were trained with EMA (main_ema.py); the Swin / PVT / DeiT releases hold only `model`
-    ema=frozenset({'inline_cswin_tiny', 'inline_cswin_small', 'inline_cswin_base', 'inline_cswin_base_384'}),
-    # the official letters per skeleton (Swin: M mixes the first and the second kind)
-    letters=dict(swin={'I': 'inline', 'S': 'window'}, pvt={'I': 'inline', 'S': 'sra'}),
-    cfg=dict(first_conv='patch_embed.proj', license='unknown', origin_url='https://github.com/LeapLabTHU/InLine',
-             paper_ids='arXiv:2412.06590',
-             paper_name='Bridging the Divide: Reconsidering Softmax and Linear Attention'),
+register_leaplab(
+    'inline', __name__, 'InLine', 'arXiv:2412.06590',
+    'Bridging the Divide: Reconsidering Softmax and Linear Attention',
+    # what the letters of the official ATTN_TYPE codes mean per skeleton (M<n>: a stage's first n blocks InLine, as
+    # the official Swin / CSWin code; DeiT has no code: every block is InLine)
+    letters=dict(swin=dict(I='inline', S='window', M=('inline', 'window')), pvt=dict(I='inline', S='sra'),
+                 deit=dict(I='inline', S='softmax'), cswin=dict(I='inline', S='stripe', M=('inline', 'stripe'))),
     variants=dict(
         inline_swin_tiny=Variant('inline_swin_tiny: README 30M params, 4.5 GFLOPs at 224.',
                                  dict(skeleton='swin', embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
@@ -93,4 +91,4 @@ register(Family(
         inline_cswin_base_384=Variant('inline_cswin_base_384: an official config at 384, no README row or released '
                                       'weights.', dict(_CSWIN_B, img_size=384, split_size=(1, 2, 12, 12),
                                                        drop_path_rate=0.7), tsinghua(None)),
-    )))
+    ))

@@ -31,17 +31,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
-from timm.models import checkpoint_seq
+from timm.layers import DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['L2ViT', 'LinearAttention']
@@ -180,38 +180,10 @@ class Downsample(nn.Module):
         return self.proj(F.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2)))
 
 
-class L2ViTStage(nn.Module):
-    """Optional downsample, then ``depth`` blocks alternating LWA (even index) and LGA; NCHW in and out."""
-
-    def __init__(self, dim: int, out_dim: int, depth: int, num_heads: int, downsample: bool,
-                 drop_path: Sequence[float], window_size: int, window_padding: str, mlp_ratio: float,
-                 qkv_bias: bool, device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.grad_checkpointing = False
-        self.downsample = Downsample(dim, out_dim, **dd) if downsample else nn.Identity()
-        common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, **dd)
-        self.blocks = nn.Sequential(*[
-            LWABlock(out_dim, num_heads, window_size, drop_path=drop_path[i], window_padding=window_padding, **common)
-            if i % 2 == 0 else LGABlock(out_dim, num_heads, drop_path=drop_path[i], **common)
-            for i in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
 class L2ViT(HierarchicalModel):
     """L2ViT.
 
     Args:
-        in_chans: input image channels.
-        num_classes: classifier outputs (0 for no classifier).
-        global_pool: classifier pooling type.
         embed_dims: width per stage.
         depths: blocks per stage (LWA and LGA alternate, LWA first).
         num_heads: attention heads per stage.
@@ -220,9 +192,9 @@ class L2ViT(HierarchicalModel):
             before ``qkv``, unmasked) or ``'masked'`` (padded keys masked); see :class:`ops.WindowAttention2D`.
         mlp_ratio: MLP hidden width / block width.
         qkv_bias: bias in the ``qkv`` projections (the official blocks' default, True).
-        drop_rate: classifier dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     checkpoint_layout = Layout(
@@ -234,9 +206,6 @@ class L2ViT(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dims: Sequence[int] = (96, 192, 384, 768),
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -244,30 +213,23 @@ class L2ViT(HierarchicalModel):
             window_padding: str = 'tokens',
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads)
         if window_padding not in ('tokens', 'masked'):
             raise ValueError(f"window_padding must be 'tokens' (official) or 'masked', got {window_padding!r}")
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
-        self.patch_embed = Stem(in_chans, embed_dims[0], **dd)
+        self.patch_embed = Stem(self.in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(n):
-            stages.append(L2ViTStage(
-                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], downsample=i > 0,
-                drop_path=dpr[i], window_size=window_size, window_padding=window_padding, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, **dd)
+        # a stage downsamples at its start, then LWA (even index) and LGA blocks alternate on NHWC maps
+        self._set_stages([Stage(Downsample(embed_dims[i - 1], embed_dims[i], **dd) if i else None, [
+            LWABlock(embed_dims[i], num_heads[i], window_size, drop_path=rate, window_padding=window_padding,
+                     **common) if j % 2 == 0 else LGABlock(embed_dims[i], num_heads[i], drop_path=rate, **common)
+            for j, rate in enumerate(dpr[i])]) for i in range(n)], embed_dims)
+        self._set_head(embed_dims[-1], LayerNorm2d(embed_dims[-1], eps=_LN_EPS, **dd))
         # the official init (norms and temperatures as built; the [heads, 1, 1] temperatures are decayed, as in
         # the official optimizer)
         self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))

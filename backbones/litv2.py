@@ -35,14 +35,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
-from timm.models import checkpoint_seq
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates, register_notrace_module
 from torchvision.ops import deform_conv2d
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, PatchStem, Stage, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['LITv2', 'HiLo', 'DeformConv2dPack']
@@ -51,6 +50,7 @@ _LN_EPS = 1e-5  # nn.LayerNorm's default, used everywhere by the official models
 _MIN_SIZE = 29  # ceil(29 / 4) = 8 tokens survive three 2x2 stride-2 mergings as 1
 
 
+@register_notrace_module  # torch.fx: a leaf (window padding and pooled grid from the map size)
 class HiLo(nn.Module):
     """HiLo attention on an NHWC token map; parameters ``h_qkv``/``h_proj`` (Hi-Fi), ``l_q``/``l_kv``/``l_proj``.
 
@@ -96,7 +96,8 @@ class HiLo(nn.Module):
         outs = []
         if self.h_heads:
             q, k, v = self.h_qkv(xp).view(B, Hp, Wp, 3, self.h_heads, self.head_dim).unbind(3)
-            hifi = ops.window_attention(q, k, v, self.ws, scale=self.scale, token_grid=(H, W))  # divisible: no pad
+            # divisible (the tokens were padded above): nothing to pad, so no mask ('zeros')
+            hifi = ops.window_attention(q, k, v, self.ws, padding='zeros', scale=self.scale, token_grid=(H, W))
             outs.append(self.h_proj(ops.crop(hifi, (H, W), dims=(1, 2)).reshape(B, H, W, self.h_dim)))
         if self.l_heads:
             # queries of padded tokens would be cropped away: only the real tokens query
@@ -201,53 +202,10 @@ class DTM(nn.Module):
         return self.act_layer(self.norm_layer(self.dconv(x)))
 
 
-class PatchEmbed(nn.Module):
-    """4x4 patches (image zero-padded to a multiple of 4, as the official detection stem) and a LayerNorm."""
-
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.in_chans, self.patch_size = in_chans, patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 stride-2 token mergings after the stride-4 stem')
-        p = self.patch_size
-        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
-        return self.norm(self.proj(x))
-
-
-class LITStage(nn.Module):
-    """Optional DTM, then ``depth`` blocks; NCHW in and out, NHWC inside."""
-
-    def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, drop_path: Sequence[float],
-                 device=None, dtype=None, **block_kwargs: Any):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.grad_checkpointing = False
-        if not downsample and dim != out_dim:
-            raise ValueError(f'a stage without token merging keeps its width, got dim={dim}, out_dim={out_dim}')
-        self.downsample = DTM(dim, out_dim, **dd) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[LITBlock(out_dim, drop_path=drop_path[i], **block_kwargs, **dd)
-                                      for i in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
-
-
 class LITv2(HierarchicalModel):
     """LITv2.
 
     Args:
-        in_chans: input image channels.
-        num_classes: classifier outputs (0 for no classifier).
-        global_pool: classifier pooling type.
         embed_dim: width of the first stage; stage ``i`` has ``embed_dim * 2 ** i`` channels.
         depths: blocks per stage.
         num_heads: attention heads per stage.
@@ -257,10 +215,10 @@ class LITv2(HierarchicalModel):
         mlp_ratio: MLP hidden width / block width.
         qkv_bias: bias in the HiLo q / kv / qkv projections (the official config default, True).
         qk_scale: attention logit scale (``None``: head_dim ** -0.5).
-        drop_rate: classifier dropout.
         proj_drop_rate: dropout in the MLP (the official ``drop_rate``).
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     checkpoint_layout = Layout(
@@ -271,9 +229,6 @@ class LITv2(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dim: int = 96,
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -283,34 +238,22 @@ class LITv2(HierarchicalModel):
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
             qk_scale: float | None = None,
-            drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, has_msa=has_msa, window_sizes=window_sizes)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.in_chans = in_chans
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
-
+        self.patch_embed = PatchStem(self.in_chans, dims[0], min_size=_MIN_SIZE,
+                                     why='three 2x2 stride-2 token mergings after the stride-4 stem', **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages = []
-        self.feature_info = []
-        for i in range(num_stages):
-            stages.append(LITStage(
-                dims[max(i - 1, 0)], dims[i], depths[i], downsample=i > 0, drop_path=dpr[i],
-                num_heads=num_heads[i], has_msa=bool(has_msa[i]), window_size=window_sizes[i], alpha=alpha,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, proj_drop=proj_drop_rate, **dd))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        # a stage merges tokens (DTM) at its start, then its blocks run on NHWC maps
+        self._set_stages([Stage(DTM(dims[i - 1], dims[i], **dd) if i else None, [LITBlock(
+            dims[i], num_heads[i], bool(has_msa[i]), window_sizes[i], alpha, mlp_ratio, qkv_bias, qk_scale,
+            proj_drop_rate, rate, **dd) for rate in dpr[i]]) for i in range(num_stages)], dims)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(self._init_weights)
 
     @staticmethod

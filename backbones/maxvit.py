@@ -18,7 +18,7 @@ neighborhood-attention op, ``tf`` that the configuration and weights are those o
 
 * any input size: timm asserts every feature map is divisible by the partition size; here a map that is not is
   zero-padded to a multiple (bottom/right) for attention, padded keys are masked out, and the output is cropped
-  back (``ops.window_attention`` / ``ops.grid_attention`` with ``mask_padding=True``).
+  back (``ops.window_attention`` / ``ops.grid_attention`` with ``padding='masked'``).
 * each attention is one op call on the map (no partition/reverse permutes); ``attn_drop`` is not offered (0 in
   every official config).
 
@@ -49,13 +49,13 @@ from timm.layers import (
     to_2tuple,
 )
 from timm.layers.helpers import get_device_dtype
-from timm.models import checkpoint_seq, named_apply
+from timm.models import named_apply
 from torch import nn
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count
 from .checkpoint import Layout, stage_summary
 
 __all__ = ['MaxViTNA']
@@ -194,31 +194,21 @@ class PartitionAttention(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.dim_head).unbind(3)
         attention = ops.grid_attention if self.grid else ops.window_attention
-        x = attention(q, k, v, self.partition_size, mask_padding=True, rpb=self.rpb)
+        x = attention(q, k, v, self.partition_size, padding='masked', rpb=self.rpb)
         return self.proj_drop(self.proj(x.reshape(B, H, W, C)))
 
 
 class PartitionTransformer(nn.Module):
-    """Pre-norm transformer layer (partition attention + MLP) on a channels-last map."""
+    """Pre-norm transformer layer (partition attention + MLP) on a channels-last map; ``attn_kwargs``:
+    :class:`PartitionAttention`'s ``grid`` and ``dim_head``."""
 
-    def __init__(
-            self,
-            dim: int,
-            partition_size: tuple[int, int],
-            grid: bool = False,
-            dim_head: int = 32,
-            mlp_ratio: float = 4.,
-            act_layer: str = 'gelu_tanh',
-            norm_eps: float = 1e-5,
-            proj_drop: float = 0.,
-            drop_path: float = 0.,
-            device=None,
-            dtype=None,
-    ):
+    def __init__(self, dim: int, partition_size: tuple[int, int], mlp_ratio: float = 4., act_layer: str = 'gelu_tanh',
+                 norm_eps: float = 1e-5, proj_drop: float = 0., drop_path: float = 0., device=None, dtype=None,
+                 **attn_kwargs: Any):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
-        self.attn = PartitionAttention(dim, partition_size, grid=grid, dim_head=dim_head, proj_drop=proj_drop, **dd)
+        self.attn = PartitionAttention(dim, partition_size, proj_drop=proj_drop, **attn_kwargs, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=get_act_layer(act_layer), drop=proj_drop, **dd)
@@ -267,24 +257,6 @@ class MaxViTBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class MaxViTStage(nn.Module):
-    """A stride-2 stage of MaxViT blocks."""
-
-    def __init__(self, in_chs: int, out_chs: int, depth: int, drop_path: Sequence[float], **block_kwargs: Any):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.blocks = nn.Sequential(*[
-            MaxViTBlock(in_chs if i == 0 else out_chs, out_chs, stride=2 if i == 0 else 1, drop_path=drop_path[i],
-                        **block_kwargs)
-            for i in range(depth)
-        ])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 def _resize_rpb(table: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
     """A bias table of another partition size (e.g. 224 weights in a 384 model), resized as timm does."""
     if table.ndim != 3 or table.shape[0] != target.shape[0]:
@@ -315,14 +287,9 @@ class MaxViTNA(HierarchicalModel):
             grid_size: int | tuple[int, int] | None = None,
             dim_head: int = 32,
             mlp_ratio: float = 4.,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
         """
         Args:
@@ -335,47 +302,35 @@ class MaxViTNA(HierarchicalModel):
             grid_size: Grid-attention grid (default ``window_size``).
             dim_head: Channels per attention head.
             mlp_ratio: MLP expansion of the transformer layers.
-            in_chans: Input image channels.
-            num_classes: Classifier outputs (0: no classifier).
-            global_pool: Head pooling type.
-            drop_rate: Dropout before the classifier.
             proj_drop_rate: Dropout after attention/MLP projections.
             drop_path_rate: Stochastic depth rate, linear over blocks.
-            device: Device to create the parameters on (timm's factory kwargs).
-            dtype: Parameter dtype (timm's factory kwargs).
+            **kwargs: The shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (before the classifier),
+                ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
         """
-        dd = {'device': device, 'dtype': dtype}
-        super().__init__()
-        if len(embed_dim) != len(depths):
-            raise ValueError(f'embed_dim ({embed_dim}) and depths ({depths}) must have the same length')
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
+        n = stage_count(depths, embed_dim=embed_dim)
         img_size = to_2tuple(img_size)
         window_size = to_2tuple(window_size) if window_size is not None else (img_size[0] // 32, img_size[1] // 32)
         grid_size = to_2tuple(grid_size) if grid_size is not None else window_size
         if min(window_size) < 1 or min(grid_size) < 1:
             raise ValueError(f'window_size {window_size} and grid_size {grid_size} must be >= 1 (img_size >= 32)')
         self.window_size, self.grid_size = window_size, grid_size
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.embed_dim = embed_dim[-1]
-        self.head_hidden_size = head_hidden_size or embed_dim[-1]
-        self.drop_rate = drop_rate
+        self.embed_dim = embed_dim[-1]
 
-        self.stem = Stem(in_chans, stem_width, **dd)
+        self.stem = Stem(self.in_chans, stem_width, **dd)
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module='stem')]
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, in_chs, reduction = [], stem_width, 2
-        for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
-            stages.append(MaxViTStage(
-                in_chs, dim, depth, dpr[i], window_size=window_size, grid_size=grid_size, dim_head=dim_head,
-                mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, **dd))
-            in_chs, reduction = dim, reduction * 2
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the final norm lives in the head, after pooling (as the official models)
-        self.head = NormMlpClassifierHead(
-            self.num_features, num_classes, hidden_size=self.head_hidden_size, pool_type=global_pool,
-            drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5), **dd)
+        block = partial(MaxViTBlock, window_size=window_size, grid_size=grid_size, dim_head=dim_head,
+                        mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate, **dd)
+        self._set_stages([Stage(None, [  # a stride-2 stage: its first block downsamples
+            block(([stem_width, *embed_dim][i] if j == 0 else embed_dim[i]), embed_dim[i], 2 if j == 0 else 1,
+                  drop_path=rate) for j, rate in enumerate(dpr[i])], nhwc=False) for i in range(n)], embed_dim)
+        # the final norm lives in the head, after pooling (as the official models)
+        self._set_head(embed_dim[-1], nn.Identity(), NormMlpClassifierHead(
+            embed_dim[-1], self.num_classes, hidden_size=head_hidden_size or embed_dim[-1],
+            pool_type=self.global_pool, drop_rate=self.drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5), **dd))
+        self.head_hidden_size = head_hidden_size or embed_dim[-1]
 
         named_apply(_conv_init, self.stem)
         for stage in self.stages:

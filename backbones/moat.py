@@ -48,14 +48,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, register_notrace_function
 from timm.layers.helpers import get_device_dtype
-from timm.models import checkpoint_seq
 
 import ops
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count
+from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count
 from .checkpoint import Layout, read_checkpoint, stage_summary
 
 __all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same', 'from_tf', 'read_tf_checkpoint',
@@ -65,6 +64,7 @@ _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilo
 _LN_EPS = 1e-5
 
 
+@register_notrace_function  # torch.fx: a leaf (TF 'SAME' padding from the input size)
 def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
     element at the bottom/right, padded elements left out of each average."""
@@ -187,7 +187,7 @@ class MOATAttention(nn.Module):
             flat = (B, H * W, self.num_heads, self.head_dim)
             out = ops.dense_attention(q.reshape(flat), k.reshape(flat), v.reshape(flat), bias=bias, token_grid=(H, W))
         else:
-            out = ops.window_attention(q, k, v, self.window_size, mask_padding=True, rpb=self.table(*self.window_size))
+            out = ops.window_attention(q, k, v, self.window_size, padding='masked', rpb=self.table(*self.window_size))
         return self.o(out.reshape(B, H, W, C))
 
     def extra_repr(self) -> str:
@@ -195,24 +195,13 @@ class MOATAttention(nn.Module):
 
 
 class MOATBlock(MBConvBlock):
-    """MBConv (no SE; carries the stage's stride) then ``x + attention(LayerNorm(x))`` (NCHW in and out)."""
+    """MBConv (no SE; carries the stage's stride) then ``x + attention(LayerNorm(x))`` (NCHW in and out);
+    ``mbconv``: :class:`MBConvBlock`'s ``stride``, ``expansion``, ``pool_size``, ``drop_path``."""
 
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            stride: int = 1,
-            expansion: int = 4,
-            pool_size: int = 2,
-            head_dim: int = 32,
-            window_size: Sequence[int] | None = None,
-            rpb_size: int | None = 7,
-            drop_path: float = 0.,
-            device=None,
-            dtype=None,
-    ):
+    def __init__(self, in_chs: int, out_chs: int, head_dim: int = 32, window_size: Sequence[int] | None = None,
+                 rpb_size: int | None = 7, device=None, dtype=None, **mbconv: Any):
         dd = {'device': device, 'dtype': dtype}
-        super().__init__(in_chs, out_chs, stride, expansion, None, pool_size, drop_path, **dd)
+        super().__init__(in_chs, out_chs, se_ratio=None, **mbconv, **dd)
         self.attention_norm = nn.LayerNorm(out_chs, eps=_LN_EPS, **dd)
         self.attention = MOATAttention(out_chs, head_dim, window_size, rpb_size, **dd)
 
@@ -237,18 +226,6 @@ class MOATStem(nn.Module):
         return self.conv2(self.act1(self.norm1(self.conv1(x))))
 
 
-class MOATStage(nn.Module):
-    def __init__(self, blocks: list[nn.Module]):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-        self.grad_checkpointing = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 class MOAT(HierarchicalModel):
     """MOAT (see the module docstring). ``window_size``: None (global attention everywhere, the ImageNet setting) or
     one entry per stage (None or ``(h, w)``; the MBConv stages ignore theirs), e.g. ``(None, None, (14, 14), (7, 7))``
@@ -261,9 +238,6 @@ class MOAT(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             stem_size: Sequence[int] = (64, 64),
             block_types: Sequence[str] = ('mbconv', 'mbconv', 'moat', 'moat'),
             depths: Sequence[int] = (2, 3, 7, 2),
@@ -276,24 +250,20 @@ class MOAT(HierarchicalModel):
             rel_pos_bias: bool = True,
             global_attention_at_end: bool = False,
             pool_size: int = 2,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, block_types=block_types, dims=dims, rpb_sizes=rpb_sizes)
         if any(t not in ('mbconv', 'moat') for t in block_types):
             raise ValueError(f"block_types must be 'mbconv' or 'moat', got {block_types}")
         windows = [None] * n if window_size is None else list(window_size)
         if len(windows) != n:
             raise ValueError(f'window_size needs one entry per stage ({n}) or None, got {window_size!r}')
-        self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.stem = MOATStem(in_chans, stem_size, **dd)
+        self.stem = MOATStem(self.in_chans, stem_size, **dd)
         total, index = sum(depths), 0
-        in_chs, stages, self.feature_info = stem_size[-1], [], []
+        in_chs, stages = stem_size[-1], []
         for s in range(n):
             blocks = []
             for b in range(depths[s]):
@@ -307,12 +277,12 @@ class MOAT(HierarchicalModel):
                                             window_size=None if last_global else windows[s],
                                             rpb_size=rpb_sizes[s] if rel_pos_bias else None, **common))
                 in_chs, index = dims[s], index + 1
-            stages.append(MOATStage(blocks))
-            self.feature_info.append(dict(num_chs=dims[s], reduction=2 ** (s + 2), module=f'stages.{s}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the final LayerNorm follows the pooling, in the head
-        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                          norm_layer=partial(LayerNorm2d, eps=_LN_EPS), **dd)
+            stages.append(Stage(None, blocks, nhwc=False))
+        self._set_stages(stages, dims)
+        # the final LayerNorm follows the pooling, in the head
+        self._set_head(dims[-1], nn.Identity(), NormMlpClassifierHead(
+            dims[-1], self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=_LN_EPS), **dd))
         self.apply(self._init_weights)
 
     @staticmethod

@@ -29,14 +29,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
-from timm.models import checkpoint_seq
+from timm.layers import DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
 from timm.models.swin_transformer import PatchMerging
 
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
-from ._hierarchical import HierarchicalModel, check_image, stage_count, trunc_normal_init
+from ._hierarchical import HierarchicalModel, PatchStem, Stage, check_image, stage_count, trunc_normal_init
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -59,24 +58,6 @@ class ConvTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans)
-        return self.norm(self.proj(x))
-
-
-class PatchEmbed(nn.Module):
-    """DiNAT_s stem (Swin's): non-overlapping 4x4 patches and a LayerNorm; H, W zero-padded to a multiple of 4."""
-
-    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4, device=None, dtype=None):
-        dd = {'device': device, 'dtype': dtype}
-        super().__init__()
-        self.in_chans = in_chans
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **dd)
-        self.norm = LayerNorm2d(embed_dim, eps=_LN_EPS, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_chans)
-        p = self.patch_size
-        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         return self.norm(self.proj(x))
 
 
@@ -131,7 +112,7 @@ class NATBlock(nn.Module):
         return x
 
 
-class NATStage(nn.Module):
+class NATStage(Stage):
     """Optional downsampling, then ``depth`` blocks with per-block dilations; NCHW in and out, NHWC inside."""
 
     def __init__(
@@ -149,23 +130,16 @@ class NATStage(nn.Module):
             **block_kwargs: Any,
     ):
         dd = {'device': device, 'dtype': dtype}
-        super().__init__()
-        self.grad_checkpointing = False
-        if downsample == 'conv':
-            self.downsample = ConvDownsample(dim, out_dim, **dd)
-        elif downsample == 'merge':
-            self.downsample = PatchMerging(dim, out_dim, **dd)
-        elif downsample is None:
-            if dim != out_dim:
-                raise ValueError(f'a stage without downsampling keeps its width, got dim={dim}, out_dim={out_dim}')
-            self.downsample = nn.Identity()
-        else:
+        if downsample not in ('conv', 'merge', None):
             raise ValueError(f"downsample must be 'conv', 'merge' or None, got {downsample!r}")
+        if downsample is None and dim != out_dim:
+            raise ValueError(f'a stage without downsampling keeps its width, got dim={dim}, out_dim={out_dim}')
         dilations = [1] * depth if dilations is None else list(dilations)
         if len(dilations) != depth:
             raise ValueError(f'need one dilation per block: depth={depth} but dilations={dilations}')
         drop_path = list(drop_path) if isinstance(drop_path, Sequence) else [drop_path] * depth
-        self.blocks = nn.Sequential(*[
+        down = dict(conv=ConvDownsample, merge=PatchMerging).get(downsample)
+        super().__init__(None if down is None else down(dim, out_dim, **dd), [
             NATBlock(out_dim, num_heads, kernel_size, dilation=dilations[i], drop_path=drop_path[i], **dd,
                      **block_kwargs)
             for i in range(depth)])
@@ -175,11 +149,7 @@ class NATStage(nn.Module):
         # official channel order) and the blocks work on NHWC
         conv = isinstance(self.downsample, ConvDownsample)
         x = self.downsample(x if conv else x.permute(0, 2, 3, 1))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)
+        return self.run_blocks(x).permute(0, 3, 1, 2)
 
 
 def _resize_rpb(rpb: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:
@@ -205,9 +175,6 @@ class NAT(HierarchicalModel):
     """NAT / DiNAT / DiNAT_s (one class: stem, downsampling and dilation schedule are arguments).
 
     Args:
-        in_chans: input image channels.
-        num_classes: classifier outputs (0 for no classifier).
-        global_pool: classifier pooling type.
         embed_dim: width of the first stage; stage ``i`` has ``embed_dim * 2 ** i`` channels.
         depths: blocks per stage.
         num_heads: attention heads per stage.
@@ -219,12 +186,11 @@ class NAT(HierarchicalModel):
         layer_scale: initial layer-scale value (``None``: no layer scale).
         stem_type: ``'conv'`` (NAT / DiNAT tokenizer) or ``'patch'`` (DiNAT_s 4x4 patches).
         downsample_type: ``'conv'`` (NAT / DiNAT) or ``'merge'`` (DiNAT_s patch merging).
-        drop_rate: classifier dropout.
         proj_drop_rate: dropout after the attention projection and in the MLP.
         attn_drop_rate: attention-probability dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device: device to create the parameters on (timm's factory kwargs).
-        dtype: parameter dtype (timm's factory kwargs).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     # The official checkpoints (NAT / DiNAT: ``levels``, DiNAT_s: ``layers``; downsampling at a level's end);
@@ -237,9 +203,6 @@ class NAT(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dim: int = 64,
             depths: Sequence[int] = (3, 4, 18, 5),
             num_heads: Sequence[int] = (2, 4, 8, 16),
@@ -251,57 +214,26 @@ class NAT(HierarchicalModel):
             layer_scale: float | None = None,
             stem_type: str = 'conv',
             downsample_type: str = 'conv',
-            drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.2,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        dd = {'device': device, 'dtype': dtype}
-        super().__init__()
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, dilations=dilations)
         if stem_type not in ('conv', 'patch'):
             raise ValueError(f"stem_type must be 'conv' or 'patch', got {stem_type!r}")
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.in_chans = in_chans
-        self.stem_type = stem_type
-        self.kernel_size = kernel_size
+        self.stem_type, self.kernel_size = stem_type, kernel_size
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.num_features = self.head_hidden_size = dims[-1]
-
-        if stem_type == 'conv':
-            self.patch_embed = ConvTokenizer(in_chans, dims[0], **dd)
-        else:
-            self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
-
+        self.patch_embed = (ConvTokenizer if stem_type == 'conv' else PatchStem)(self.in_chans, dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages = []
-        self.feature_info = []
-        for i in range(num_stages):
-            stages.append(NATStage(
-                dim=dims[max(i - 1, 0)],
-                out_dim=dims[i],
-                depth=depths[i],
-                num_heads=num_heads[i],
-                kernel_size=kernel_size,
-                dilations=None if dilations is None else dilations[i],
-                downsample=downsample_type if i > 0 else None,
-                drop_path=dpr[i],
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                layer_scale=layer_scale,
-                proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate,
-                **dd,
-            ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-
-        self.norm = LayerNorm2d(self.num_features, eps=_LN_EPS, **dd)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([NATStage(
+            dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], kernel_size,
+            dilations=None if dilations is None else dilations[i], downsample=downsample_type if i > 0 else None,
+            drop_path=dpr[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, layer_scale=layer_scale,
+            proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd) for i in range(num_stages)], dims)
+        self._set_head(dims[-1], LayerNorm2d(dims[-1], eps=_LN_EPS, **dd))
         self.apply(trunc_normal_init)  # the official init (convs and rpb tables keep their own)
 
     @torch.jit.ignore

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -46,6 +46,7 @@ __all__ = ['RAVLT', 'RALAttention']
 _LN_EPS = 1e-6
 
 
+@register_notrace_module  # torch.fx: a leaf (RoPE tables unpacked)
 class RALAttention(nn.Module):
     """RALA (``linear=True``) or RoPE softmax attention on an NCHW map, with LePE and the output gate.
 
@@ -188,9 +189,6 @@ class RAVLT(HierarchicalModel):
     """RAVLT.
 
     Args:
-        in_chans: input image channels.
-        num_classes: classifier outputs (0 for no classifier).
-        global_pool: classifier pooling type.
         embed_dims: width per stage.
         depths: blocks per stage.
         num_heads: attention heads per stage.
@@ -198,11 +196,12 @@ class RAVLT(HierarchicalModel):
         mlp_ratio: FFN hidden width / block width.
         projection: width of the 1x1 conv before pooling.
         layer_scale_init_values: per stage, the layer-scale init (``None``: no layer-scale).
-        drop_rate: classifier dropout.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
+    group_tail = ((r'^stages\.(\d+)\.rope_angle', (0,)), (r'^(?:proj|norm)\.', (99999,)))
     checkpoint_layout = Layout(
         name='RAVLT', marker=r'\.attn\.qkvo\.weight$', summary=stage_summary('pos.weight'),
         resize={r'^head\.fc\.weight$': _flat_head},
@@ -212,9 +211,6 @@ class RAVLT(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dims: Sequence[int] = (64, 128, 256, 512),
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (1, 2, 4, 8),
@@ -222,44 +218,23 @@ class RAVLT(HierarchicalModel):
             mlp_ratio: float = 3.5,
             projection: int = 1024,
             layer_scale_init_values: Sequence[float | None] = (1., 1., 1., 1.),
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, linear_stages=linear_stages,
                         layer_scale_init_values=layer_scale_init_values)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
-        self.patch_embed = Stem(in_chans, embed_dims[0], **dd)
+        self.patch_embed = Stem(self.in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(n):
-            stages.append(RAVLTStage(
-                embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], bool(linear_stages[i]),
-                downsample=i > 0, drop_path=dpr[i], mlp_ratio=mlp_ratio,
-                layer_scale_init_value=layer_scale_init_values[i], **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = projection
+        self._set_stages([RAVLTStage(
+            embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], bool(linear_stages[i]),
+            downsample=i > 0, drop_path=dpr[i], mlp_ratio=mlp_ratio,
+            layer_scale_init_value=layer_scale_init_values[i], **dd) for i in range(n)], embed_dims)
         self.proj = nn.Conv2d(embed_dims[-1], projection, 1, **dd)
-        self.norm = nn.BatchNorm2d(projection, **dd)
+        self._set_head(projection, nn.BatchNorm2d(projection, **dd))
         self.act = nn.SiLU()
-        self.head = ClassifierHead(projection, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.apply(partial(trunc_normal_init, types=(nn.Conv2d, nn.Linear)))  # the official init
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^stages\.(\d+)\.rope_angle', (0,)),
-                (r'^(?:proj|norm)\.', (99999,)),
-            ],
-        )
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         """The head's 1x1 conv -> BN -> Swish on the last stage's output (``forward_features``)."""

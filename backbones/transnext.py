@@ -24,10 +24,10 @@ https://arxiv.org/abs/2311.17132. Official code and weights (Apache-2.0): https:
   their 384 fine-tunes, 256 for ``transnext_micro_aaaa_256``). The official detection code interpolates a
   bias computed at ``img_size`` instead (TransNeXt issue #11); ours is the exact bias at every size. Maps smaller
   than ``sr`` pool to one token (the official code would build an empty pool). Under ``torch.compile`` the tables
-  come from one op (``attnzoo::transnext_stage_tables``: their row count is ``torch.unique``'s, data-dependent), so
-  ``fullgraph=True`` holds with static sizes (a graph per size) and with ``dynamic=True`` (one graph for all sizes,
-  checked with aot_eager; inductor's CPU codegen fails on a symbolic stride order elsewhere in the model, as it did
-  before this op).
+  come from one op (``attnzoo::transnext_stage_tables``, :mod:`ops.dense.cpb`: their row count is
+  ``torch.unique``'s, data-dependent), so ``fullgraph=True`` holds with static sizes (a graph per size) and with
+  ``dynamic=True`` (one graph for all sizes, checked with aot_eager; inductor's CPU codegen fails on a symbolic
+  stride order elsewhere in the model, as it did before this op).
 * Attention dropout is not offered (every official configuration has ``attn_drop_rate=0``).
 
 Layout differences from the official module (``TransNeXt.checkpoint_layout`` maps official checkpoints onto ours):
@@ -40,121 +40,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath
+from timm.layers import DropPath, register_notrace_module
 from torch.utils.checkpoint import checkpoint
 
 import ops
-from ops.na.pattern import axis_window
+from ops import StageTables, transnext_stage_tables
 
 from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel, check_image, stage_count
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
-__all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU', 'relative_position_cpb']
+__all__ = ['TransNeXt', 'AggregatedAttention', 'Attention', 'ConvGLU']
 
 _LN_EPS = 1e-6  # the official norm_layer (blocks and stage norms); patch embeddings and the pool norm use 1e-5
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Resolution-dependent tables (computed on CPU, cached per size and device)
-
-
-@lru_cache(maxsize=64)
-def _axis_coords(q_len: int, k_len: int, pretrain_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One axis of the relative coordinates: sorted distinct values ``[U]`` and each (query, key) pair's index
-    ``[q_len, k_len]`` into them. Keys sit at the mean position of their adaptive-pooling bin; coordinates are
-    ``(q - k) / (pretrain_len - 1) * 8`` (the official formula, float32)."""
-    q = torch.arange(q_len, dtype=torch.float32)
-    k = F.adaptive_avg_pool1d(q[None], k_len)[0]
-    rel = (q[:, None] - k[None, :]) / (pretrain_len - 1) * 8
-    values, index = torch.unique(rel.reshape(-1), return_inverse=True)
-    return values, index.view(q_len, k_len)
-
-
-def relative_position_cpb(query_size: tuple[int, int], key_size: tuple[int, int], pretrain_size: tuple[int, int]):
-    """The official ``get_relative_position_cpb`` tables, factorised per axis.
-
-    Returns the coordinate table ``[Uh * Uw, 2]`` (log-spaced: ``sign(x) log2(|x| + 1) / 3``) and per axis the
-    index ``[q, k]`` into its values; pair ``((qh, qw), (kh, kw))`` reads row ``ih[qh, kh] * Uw + iw[qw, kw]``.
-    The official 2-D ``torch.unique`` of the pairs gives the same rows in the same (sorted) order: the pairs are the
-    full product of the per-axis values.
-    """
-    (vh, ih), (vw, iw) = (_axis_coords(q, k, p) for q, k, p in zip(query_size, key_size, pretrain_size))
-    table = torch.stack(torch.meshgrid(vh, vw, indexing='ij'), -1).reshape(-1, 2)
-    table = torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / torch.log2(torch.tensor(8, dtype=torch.float32))
-    return table, ih, iw
-
-
-@dataclass(frozen=True)
-class StageTables:
-    """One stage's run-time tables at one input size."""
-
-    table: torch.Tensor  # [Uh, Uw, 2] log-spaced relative coordinates of the distinct (H, W) value pairs
-    ih: torch.Tensor  # [Hq, Hk] index into the H values
-    iw: torch.Tensor  # [Wq, Wk] index into the W values
-    scale: torch.Tensor  # [N] length scale of every query
-
-    def bias(self, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
-        """``[heads, N, M]``: the CPB MLP on the distinct coordinates, gathered for every (query, key) pair (two
-        row gathers, W first while the rows are short, then one transposing copy)."""
-        mlp = fc2(F.relu(fc1(self.table.to(fc1.weight.dtype)))).permute(2, 0, 1)  # [heads, Uh, Uw]
-        heads = mlp.shape[0]
-        (hq, hk), (wq, wk) = self.ih.shape, self.iw.shape
-        grid = mlp.index_select(2, self.iw.reshape(-1))  # [heads, Uh, Wq * Wk]
-        grid = grid.index_select(1, self.ih.reshape(-1)).view(heads, hq, hk, wq, wk)
-        return grid.transpose(2, 3).reshape(heads, hq * wq, hk * wk)
-
-
-@lru_cache(maxsize=64)
-def _stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
-                  device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    table, ih, iw = relative_position_cpb(size, pool, pretrain)
-    n_pool = pool[0] * pool[1]
-    if window is None:  # full attention: log(N) for every query (a float64 scalar officially)
-        scale = torch.full((size[0] * size[1],), math.log(n_pool), dtype=torch.float64)
-    else:  # valid keys of the border-masked window + pooled tokens (float32, as the official buffer)
-        counts = [axis_window(n, window, 1, 1, False, border='mask')[1] for n in size]
-        local = (counts[0][:, None] * counts[1][None, :]).reshape(-1).to(torch.float32)
-        scale = torch.log(local + n_pool)
-    table = table.view(int(ih.max()) + 1, int(iw.max()) + 1, 2)
-    return table.to(device), ih.to(device), iw.to(device), scale.to(device)
-
-
-@torch.library.custom_op('attnzoo::transnext_stage_tables', mutates_args=())
-def _stage_tables_op(h: int, w: int, ph: int, pw: int, pth: int, ptw: int, window: int, device: torch.device
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The cached tables as an op, so that torch.compile keeps symbolic sizes: ``torch.unique`` gives the number of
-    distinct coordinate values, which no shape formula does (copies: an op's outputs are its own)."""
-    tables = _stage_tables((h, w), (ph, pw), (pth, ptw), window or None, str(device))
-    return tuple(t.clone() for t in tables)
-
-
-@_stage_tables_op.register_fake
-def _(h, w, ph, pw, pth, ptw, window, device):
-    ctx = torch.library.get_ctx()
-    uh, uw = ctx.new_dynamic_size(), ctx.new_dynamic_size()
-    scale_dtype = torch.float64 if window == 0 else torch.float32
-    return (torch.empty(uh, uw, 2, device=device), torch.empty(h, ph, dtype=torch.long, device=device),
-            torch.empty(w, pw, dtype=torch.long, device=device), torch.empty(h * w, dtype=scale_dtype, device=device))
-
-
-ops.add_onnx_lowering_module('backbones._transnext_onnx')  # the op's ONNX lowering (loaded when exporting)
-
-
-def stage_tables(size: tuple[int, int], pool: tuple[int, int], pretrain: tuple[int, int], window: int | None,
-                 device: torch.device) -> StageTables:
-    """The tables of a stage at map ``size`` with ``pool`` keys (``window`` None: full attention, no local part);
-    computed on CPU once per (sizes, device) and cached; any size under torch.compile, static or dynamic."""
-    if torch.compiler.is_compiling():
-        return StageTables(*_stage_tables_op(*size, *pool, *pretrain, window or 0, torch.device(device)))
-    return StageTables(*_stage_tables(tuple(size), tuple(pool), tuple(pretrain), window or None, str(device)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +235,7 @@ class PatchEmbed(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+@register_notrace_module  # torch.fx: a leaf (pool size and tables from the map size)
 class TransNeXtStage(nn.Module):
     """Optional downsample, ``depth`` blocks on tokens, the stage norm; NCHW in and out.
 
@@ -354,7 +258,7 @@ class TransNeXtStage(nn.Module):
 
     def tables(self, H: int, W: int, device: torch.device) -> StageTables:
         pool = self.blocks[0].attn.pool_size(H, W) if len(self.blocks) else (H, W)
-        return stage_tables((H, W), pool, (self.pretrain_size,) * 2, self.window_size, device)
+        return transnext_stage_tables((H, W), pool, (self.pretrain_size,) * 2, self.window_size, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -377,14 +281,14 @@ class TransNeXt(HierarchicalModel):
     """TransNeXt.
 
     Args:
-        in_chans: input image channels. num_classes: classifier outputs (0: none). global_pool: 'avg' or ''.
         depths, embed_dims, num_heads, mlp_ratios, sr_ratios: per stage.
         window_size: per stage, the aggregated-attention window (None: full attention).
         pretrain_size: the pretraining image size (normalises the relative coordinates of the position bias).
         fixed_pool_size: pool the aggregated attention's tokens to this size instead of ``H / sr``.
         qkv_bias: biases of the q / kv / qkv projections.
-        drop_rate: projection / MLP dropout (and the classifier's). drop_path_rate: stochastic depth, linear from 0.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+        drop_path_rate: stochastic depth, linear from 0.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool`` ('avg' or ''), ``drop_rate`` (here also
+            the projection / MLP dropout), ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
 
     Every stage ends with its LayerNorm (the official backbone's per-level outputs), so the final norm is inside
     the last stage and ``forward_intermediates(norm=...)`` has nothing more to apply.
@@ -392,6 +296,7 @@ class TransNeXt(HierarchicalModel):
 
     # The official state dict holds no buffers (its tables are not persistent); should a file hold them anyway,
     # they are dropped: ours are derived from the input size.
+    group_tail = ((r'^stages\.(\d+)\.norm', (99999,)),)  # each stage's norm after that stage's blocks
     checkpoint_layout = Layout(
         name='TransNeXt', marker=r'\.attn\.temperature$', summary=stage_summary('norm1.weight'),
         derived=(r'relative_pos_index\d*', r'relative_coords_table\d*', 'seq_length_scale', 'padding_mask'),
@@ -401,9 +306,6 @@ class TransNeXt(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             depths: Sequence[int] = (2, 2, 15, 2),
             embed_dims: Sequence[int] = (48, 96, 192, 384),
             num_heads: Sequence[int] = (2, 4, 8, 16),
@@ -413,33 +315,24 @@ class TransNeXt(HierarchicalModel):
             pretrain_size: int = 224,
             fixed_pool_size: int | None = None,
             qkv_bias: bool = True,
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        super().__init__(**kwargs)
+        dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         window_size=window_size)
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={global_pool!r}")
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        if self.global_pool not in ('avg', ''):
+            raise ValueError(f"TransNeXt pools with 'avg' (or '' for none), got global_pool={self.global_pool!r}")
         self.pretrain_size = pretrain_size
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], 7, 4, **dd)
+        self.patch_embed = PatchEmbed(self.in_chans, embed_dims[0], 7, 4, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        stages, self.feature_info = [], []
-        for i in range(n):
-            stages.append(TransNeXtStage(
-                embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
-                sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2),
-                dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=i > 0, qkv_bias=qkv_bias, drop=drop_rate,
-                fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the last stage's norm is the final norm
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self._set_stages([TransNeXtStage(
+            embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
+            sr_ratios[i], window_size[i], pretrain_size // 2 ** (i + 2), dpr[sum(depths[:i]):sum(depths[:i + 1])],
+            downsample=i > 0, qkv_bias=qkv_bias, drop=self.drop_rate,
+            fixed_pool_size=None if sr_ratios[i] == 1 else fixed_pool_size, **dd) for i in range(n)], embed_dims)
+        self._set_head(embed_dims[-1], nn.Identity())  # the last stage's norm is the final norm
         for m in self.modules():
             self._init_weights(m)
 
@@ -458,18 +351,6 @@ class TransNeXt(HierarchicalModel):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        """The shared grouping, with each stage's norm after that stage's blocks."""
-        return dict(
-            stem=self.stem_pattern,
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^stages\.(\d+)\.norm', (99999,)),
-            ],
-        )
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -78,7 +78,7 @@ def bench_hilo(args: argparse.Namespace, official_cls: Any) -> list[dict[str, An
     contexts = {}
     if device == 'cuda':
         name = 'ours, window attention only, tiled triton kernels'
-        impls[name], contexts[name] = window_only, ops.get_backend('na', 'triton').tiled_only
+        impls[name], contexts[name] = window_only, ops.get_backend('na', 'triton').extra['tiled_only']
     if official_cls is not None:
         official = official_cls.HiLo(DIM, HEADS, qkv_bias=True, window_size=WS, alpha=ALPHA)
         official.load_state_dict(ours.state_dict())

@@ -314,7 +314,8 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
     peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
     left_out = []
     if on_gpu:
-        peers = {'triton': _ours('triton'), 'triton_tiled': _ours('triton', ops.get_backend('na', 'triton').tiled_only),
+        tiled_only = ops.get_backend('na', 'triton').extra['tiled_only']
+        peers = {'triton': _ours('triton'), 'triton_tiled': _ours('triton', tiled_only),
                  'flex': _flex(compiled=True), **peers, 'sdpa_cudnn': _sdpa('cudnn')}
         if not args.gpu_torch:
             peers.pop('torch')

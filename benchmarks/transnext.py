@@ -37,11 +37,9 @@ sys.path.insert(0, str(ROOT / 'tools'))
 
 import _parity  # noqa: E402  (tools/: our model built and loaded as the parity scripts do)
 
-from backbones.transnext import (  # noqa: E402
-    AggregatedAttention,
-    stage_tables,
-)
+from backbones.transnext import AggregatedAttention  # noqa: E402
 from benchmarks import _common as bench  # noqa: E402
+from ops import transnext_stage_tables as stage_tables  # noqa: E402
 
 STAGES = {'stage 1': (48, 2, 8, 4), 'stage 2': (96, 4, 4, 8)}  # dim, heads, sr, stride (transnext_micro)
 MODEL, MODEL_SIZE = 'transnext_micro', 224

@@ -4,7 +4,8 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 
 * :mod:`ops.na` — generalized neighborhood attention (NATTEN-compatible ``na1d/na2d/na3d``; windows, grids);
 * :mod:`ops.dense` — dense cross-attention of N queries over M keys with an additive bias (SDPA underneath),
-  and agent attention as two such calls;
+  agent attention as two such calls, and TransNeXt's position-bias tables over pooled keys
+  (``transnext_stage_tables``, a custom op under ``torch.compile``);
 * :mod:`ops.linear` — kernelised linear attention (RALA's, L2ViT's and InLine's variants), the state in fp32;
 * :mod:`ops.routed` — bi-level routing attention (BiFormer): top-k region routing, token attention over the routed
   regions without a gathered copy of K/V.
@@ -15,12 +16,15 @@ One sub-package per op family, each with its semantics, backends, custom-op regi
 Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with declared capabilities),
 :mod:`ops._checks` (input checks and the autocast rule), :mod:`ops.merge` (exact lse merging).
 """
+import torch.fx
+
 from . import _export, na, routed
 from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
+from ._fx import register_fx_leaves
 from ._pool import adaptive_avg_pool2d
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
 from ._shape import crop, pad_to_multiple
-from .dense import agent_attention, dense_attention
+from .dense import StageTables, agent_attention, dense_attention, relative_position_cpb, transnext_stage_tables
 from .linear import apply_rope, linear_attention, rope_2d
 from .maps import AttentionMap, TokenGrid, attention_maps, record_attention
 from .merge import merge_attentions
@@ -43,6 +47,15 @@ from .na import (
 )
 from .routed import region_routing, routed_attention
 
+# torch.fx: each public op is one leaf node of a symbolic trace (ops._fx)
+FX_LEAVES = (na1d, na2d, na3d, neighborhood_attention, na_av, window_attention, grid_attention, merge_attentions,
+             pad_to_multiple, crop, adaptive_avg_pool2d, dense_attention, agent_attention, linear_attention, rope_2d,
+             apply_rope, region_routing, routed_attention, NeighborhoodAttention1D, NeighborhoodAttention2D,
+             NeighborhoodAttention3D, WindowAttention1D, WindowAttention2D, WindowAttention3D)
+for _leaf in FX_LEAVES:
+    if not isinstance(_leaf, type):
+        torch.fx.wrap(_leaf.__name__)
+register_fx_leaves(FX_LEAVES)
 _export.install()  # the ONNX lowerings reach torch.onnx.export without loading onnxscript now (ops._export)
 
 __all__ = [
@@ -51,7 +64,8 @@ __all__ = [
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
-    'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'routed', 'region_routing', 'routed_attention',
+    'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'StageTables', 'relative_position_cpb',
+    'transnext_stage_tables', 'routed', 'region_routing', 'routed_attention',
     'onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module',
     'AttentionMap', 'TokenGrid', 'attention_maps', 'record_attention',
 ]

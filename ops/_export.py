@@ -25,7 +25,7 @@ import torch
 __all__ = ['onnx_translation_table', 'register_onnx_lowerings', 'add_onnx_lowering_module']
 
 _REGISTRY_MODULE = 'onnxscript.function_libs.torch_lib.registration'
-_MODULES = ['ops._shape_onnx', 'ops.na.onnx', 'ops.routed.onnx']
+_MODULES = ['ops._shape_onnx', 'ops.na.onnx', 'ops.routed.onnx', 'ops.dense.onnx_cpb']
 
 
 def add_onnx_lowering_module(module: str) -> None:

@@ -1,42 +1,59 @@
 """One backend registry for every op family, keyed by ``(op, backend)``, with declared capabilities.
 
-An op family (``ops/na``, ``ops/dense``, ...) registers each of its backends once::
+A backend is a named object: each backend module ends with its :class:`Backend` record, which holds its entry
+points by reference (so grep and a call-graph tool follow ``BACKEND.forward`` to the function) and what it can
+do, and the op family's ``backends`` package registers it::
 
-    register_backend('na', 'triton', 'ops.na.backends.triton_na', devices=('cuda',), priority=20,
-                     probe=triton_support.unavailable_reason)
+    # ops/na/backends/triton_na.py
+    BACKEND = Backend('na', 'triton', forward, backward, check_inputs=check_inputs, devices=('cuda',), priority=20,
+                      probe=_triton.unavailable_reason, ...)
+    # ops/na/backends/__init__.py
+    register_backend(triton_na.BACKEND)
 
-and asks the registry which one runs a call (:func:`resolve_backend`). Nothing here knows a backend by name:
-what a backend can do is its :class:`Backend` entry — device types, dtypes, attention dropout, deterministic
-backward, a ``probe`` for run-time availability (a library version, an interpreter mode), and its ``priority``
-in automatic dispatch (the highest-priority backend that can serve a call wins; ``auto=False`` keeps oracles such
-as ``reference`` out of automatic dispatch). A backend module may define ``check_inputs(...)`` (the op family
-decides its arguments) raising ``ValueError`` / ``TypeError`` for a request it cannot serve; automatic dispatch
-then moves on to the next backend, while a backend named by the caller raises with the reason.
+and asks the registry which one runs a call (:func:`resolve_backend`), then calls the record's entry points
+(``get_backend(op, name).forward(...)``). Nothing here knows a backend by name: what a backend can do is its
+record — device types, dtypes, attention dropout, deterministic backward, a ``probe`` for run-time availability
+(a library version, an interpreter mode), and its ``priority`` in automatic dispatch (the highest-priority
+backend that can serve a call wins; ``auto=False`` keeps oracles such as ``reference`` out of automatic
+dispatch). A backend may give ``check_inputs(...)`` (the op family decides its arguments) raising ``ValueError`` /
+``TypeError`` for a request it cannot serve; automatic dispatch then moves on to the next backend, while a
+backend named by the caller raises with the reason.
+
+Lazy imports: registering a record imports its module, so a backend module must import cheaply everywhere. The
+Triton backends keep ``import triton`` (slow, and failing where Triton is absent or too old) out of module
+import: their kernels live in ``_triton_kernels`` / ``_triton_small`` modules that the host code imports on
+first use, and at registration only where the ``probe`` says Triton can run (so no import happens inside a
+``torch.compile`` trace). A CPU machine thus registers the ``triton`` backends (listed, refused with the
+probe's reason) without importing Triton.
 """
 from __future__ import annotations
 
 import functools
-import importlib
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from types import ModuleType
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ['Backend', 'register_backend', 'get_backend', 'backend_entry', 'backend_names', 'available_backends',
-           'check_backend', 'resolve_backend', 'op_names']
+__all__ = ['Backend', 'register_backend', 'get_backend', 'backend_names', 'available_backends', 'check_backend',
+           'resolve_backend', 'op_names']
 
 ALL_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
 class Backend:
-    """What one implementation of an op can do (declared at registration, checked on every call)."""
+    """One implementation of an op: its entry points (functions of its module, by reference) and what it can do
+    (declared here, checked on every call). The signatures of the entry points are the op family's (its
+    ``backends`` package docstring)."""
 
     op: str
     name: str
-    module: str  # import path, imported on first use (or at registration when ``preload``)
+    forward: Callable
+    backward: Callable | None = None  # custom-op backends; None where the forward is differentiable by autograd
+    forward_with_dropout: Callable | None = None  # differentiable forward with attention dropout, if it has one
+    check_inputs: Callable | None = None  # raises ValueError / TypeError for a request it cannot serve
+    extra: Mapping[str, Callable] = field(default_factory=dict, compare=False)  # op-specific entry points, hooks
     devices: tuple[str, ...] = ('*',)  # device types it runs on ('*' = any)
     dtypes: tuple[torch.dtype, ...] = ALL_FLOAT
     dropout: bool = False  # supports attention dropout (dropout_p > 0)
@@ -57,21 +74,14 @@ class Backend:
 
 
 _REGISTRY: dict[tuple[str, str], Backend] = {}
-_MODULES: dict[tuple[str, str], ModuleType] = {}
 
 
-def register_backend(op: str, name: str, module: str, *, preload: bool = False, **capabilities) -> Backend:
-    """Register backend ``name`` of op family ``op``, implemented by module path ``module``.
-
-    ``capabilities`` are :class:`Backend` fields. ``preload=True`` imports the module now (do it for backends that
-    can run in this process, so that no import happens inside a ``torch.compile`` trace).
-    """
-    entry = Backend(op, name, module, **capabilities)
-    _REGISTRY[op, name] = entry
-    _MODULES.pop((op, name), None)
-    if preload:
-        get_backend(op, name)
-    return entry
+def register_backend(backend: Backend) -> Backend:
+    """Register ``backend`` under ``(backend.op, backend.name)`` (replacing any earlier record of that name)."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f'register_backend takes a Backend record, got {type(backend).__name__}')
+    _REGISTRY[backend.op, backend.name] = backend
+    return backend
 
 
 def op_names() -> list[str]:
@@ -87,19 +97,11 @@ def backend_names(op: str = 'na') -> list[str]:
     return [e.name for e in sorted(entries, key=lambda e: -e.priority)]
 
 
-def backend_entry(op: str, name: str) -> Backend:
+def get_backend(op: str, name: str) -> Backend:
+    """The registered :class:`Backend` ``name`` of ``op`` (its entry points and capabilities)."""
     if (op, name) not in _REGISTRY:
         raise ValueError(f'backend must be None or one of {backend_names(op)} for {op!r}, got {name!r}')
     return _REGISTRY[op, name]
-
-
-def get_backend(op: str, name: str) -> ModuleType:
-    """The module implementing backend ``name`` of ``op`` (imported on first use)."""
-    entry = backend_entry(op, name)
-    mod = _MODULES.get((op, name))
-    if mod is None:
-        mod = _MODULES[op, name] = importlib.import_module(entry.module)
-    return mod
 
 
 def available_backends(device: torch.device | str = 'cpu', op: str = 'na') -> list[str]:
@@ -125,16 +127,15 @@ def check_backend(op: str, name: str, device: torch.device, dtype: torch.dtype, 
                   check_args: tuple = ()) -> None:
     """Raise a clear error when backend ``name`` of ``op`` cannot serve this call.
 
-    ``check_args`` go to the backend module's ``check_inputs`` when it has one.
+    ``check_args`` go to the backend's ``check_inputs`` when it has one.
     """
-    entry = backend_entry(op, name)
+    entry = get_backend(op, name)
     reason = _capability_reason(entry, device, dtype, dropout)
     if reason is not None:
         raise RuntimeError(f'backend={name!r} cannot serve this {op} call: {reason}')
-    check = getattr(get_backend(op, name), 'check_inputs', None)
-    if check is not None:
+    if entry.check_inputs is not None:
         try:
-            check(*check_args)
+            entry.check_inputs(*check_args)
         except (ValueError, TypeError, RuntimeError) as e:
             raise type(e)(f'backend={name!r} cannot serve this {op} call: {e}') from None
 

@@ -1,12 +1,11 @@
-"""What the Agent and InLine tests share about the Swin / PVT skeletons: the official checkpoint layouts (the inverse
-of the filters' renaming, with the official derived buffers) and the frozen-fixture check."""
+"""What the Agent and InLine tests share about the skeletons: the official Swin / PVT checkpoint layouts (the inverse
+of the filters' renaming, with the official derived buffers) and the frozen-fixture check of all four."""
 import re
 from pathlib import Path
 
 import torch
 from _parity import fixture_input
 
-from backbones._family import parse_attn_code
 from backbones._skeletons import SKELETONS
 from backbones.checkpoint import fit
 
@@ -44,16 +43,14 @@ def block_kinds(model) -> list[str]:
     return [''.join(letter[b.kind] for b in s.blocks) for s in model.stages]
 
 
-def check_fixture(name: str, letters: dict) -> None:
-    """A fixture of tools/agent_inline_official_parity.py: the official model's logits at its build size (perturbed
-    weights, fp32) from our skeleton loaded through the filter, within 1e-4."""
+def check_fixture(name: str) -> None:
+    """A fixture of tools/agent_inline_official_parity.py / agent_deit_cswin_official_parity.py: the official model's
+    logits at its build size (perturbed weights, fp32) from our skeleton, built from the fixture's constructor
+    arguments and loaded through the checkpoint fit, within 1e-4."""
     fixture = torch.load(DATA / f'{name}_official.pt', weights_only=True)
-    args = dict(fixture['args'])
-    code = args.pop('attn_type')
-    model = SKELETONS[fixture['skeleton']](
-        attn_kinds=parse_attn_code(code, args['depths'], letters[fixture['skeleton']]), **args).eval()
+    model = SKELETONS[fixture['skeleton']](**fixture['args']).eval()
     state = {k: v.float() for k, v in fixture['state_dict'].items()}
-    assert any(k.startswith(('layers.', 'block1.')) for k in state)  # the official layout
+    assert fixture['skeleton'] == 'deit' or set(state) != set(model.state_dict())  # the official layout (DeiT's: ours)
     model.load_state_dict(fit({'model': state}, model), strict=True)
     with torch.no_grad():
         for (h, w), logits in fixture['logits'].items():

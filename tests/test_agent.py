@@ -10,6 +10,9 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 import backbones  # noqa: F401  (registers the models)
 from backbones import FAMILIES
 from backbones._agent_inline import AgentAttention
+from backbones._attn_kinds import parse_attn_code
+from backbones._family import Family
+from backbones._skeletons import SKELETONS
 from backbones.checkpoint import fit
 
 # the official code's counts (specs/official-params.csv)
@@ -29,7 +32,7 @@ def _meta(name: str, **kwargs):
 
 @pytest.mark.parametrize('fixture', ['agent_swin', 'agent_pvt'])
 def test_official_parity_fixture(fixture):
-    check_fixture(fixture, FAMILIES['agent'].letters)
+    check_fixture(fixture)
 
 
 @pytest.mark.parametrize('name', list(PARAMS))
@@ -122,12 +125,39 @@ def test_checkpoint_errors():
         fit(official, torch.nn.Linear(2, 2))
 
 
+def test_letter_codes_and_attn_kinds():
+    """One parser for the four skeletons, the letters each family declares; attn_kinds words in every constructor."""
+    letters = FAMILIES['agent'].letters
+    assert parse_attn_code('AAMB2', (2, 2, 4, 1), letters['swin']) == [
+        ['agent'] * 2, ['agent'] * 2, ['agent'] * 2 + ['window'] * 2, ['window']]
+    assert parse_attn_code('AAB', (3,), letters['deit']) == [['agent', 'agent', 'softmax']]  # one per block
+    assert parse_attn_code('A', (3,), letters['deit']) == [['agent'] * 3]  # one per stage
+    kinds = [['agent'], ['window'], ['agent'], ['window']]
+    model = _meta('agent_swin_tiny', **SHORT, attn_kinds=kinds)  # words override the table's code
+    assert block_kinds(model) == ['A', 'W', 'A', 'W'] and model.attn_kinds == tuple(map(tuple, kinds))
+    with pytest.raises(TypeError, match='not both'):
+        timm.create_model('agent_swin_tiny', attn_type='ABAB', attn_kinds=kinds)
+    with pytest.raises(ValueError, match=r"attn_kinds has \['agnet'\]; this model builds \('window', 'agent'"):
+        _meta('agent_swin_tiny', **SHORT, attn_kinds=[['agnet']] * 4)
+    with pytest.raises(ValueError, match='one kind per block'):
+        _meta('agent_pvt_tiny', **SHORT, attn_kinds=['agent'] * 4)
+    with pytest.raises(ValueError, match=r"letter 'A' names \['agnet'\]; the skeleton builds"):
+        Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(pvt={'A': 'agnet', 'B': 'sra'}))
+    with pytest.raises(ValueError, match="letters are per skeleton of the family, got 'vit'"):
+        Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(vit={'A': 'agent'}))
+    with pytest.raises(ValueError, match='M to a .leading, trailing. pair'):
+        Family('x', __name__, SKELETONS, variants={}, cfg={}, letters=dict(swin={'A': 'agent', 'M': 'agent'}))
+
+
 def test_bad_input():
-    with pytest.raises(ValueError, match='attn_type must be 4 letters'):
+    with pytest.raises(ValueError, match=r"attn_type 'AAXB' uses \['X'\]: not letters of this code \(letters \['A', "
+                                         r"'B', 'M'\]\)"):
         timm.create_model('agent_swin_tiny', attn_type='AAXB')
-    with pytest.raises(ValueError, match='followed by the number'):
+    with pytest.raises(ValueError, match='a mixed stage .M. needs the count of its leading blocks'):
         timm.create_model('agent_swin_tiny', attn_type='AAMB')
-    with pytest.raises(ValueError, match='attn_type must be 4 letters'):
+    with pytest.raises(ValueError, match="uses \\['M'\\]"):  # the official PVT has no mixed stages
+        timm.create_model('agent_pvt_tiny', attn_type='AAMB1')
+    with pytest.raises(ValueError, match=r'attn_type must be one letter per stage \(4\) or one per block \(8\)'):
         timm.create_model('agent_pvt_tiny', attn_type='AAA')
     with pytest.raises(ValueError, match='square number'):
         timm.create_model('agent_pvt_tiny', agent_num=(9, 16, 49, 50))

@@ -2,22 +2,20 @@
 attentions at another size against direct references of the official (downstream) rules, any input size, grads,
 official checkpoint layouts (EMA first for CSWin), bad input."""
 import re
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from _parity import fixture_input
+from _skeletons import check_fixture
 from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
 from backbones import family_of
-from backbones._cswin import CSWin, LePEStripeAttention, expand_attn_code
+from backbones._cswin import CSWin, LePEStripeAttention
 from backbones._deit import AgentDeiTAttention, DeiT
 from backbones.checkpoint import fit
 
-DATA = Path(__file__).parent / 'data'
 PARAMS = dict(  # the official code's counts (specs/official-params.csv)
     agent_deit_tiny=6_015_640, agent_deit_small=22_647_112, agent_deit_small_448=23_070_472,
     agent_deit_base=87_204_904, agent_cswin_tiny=20_458_672, agent_cswin_small=32_814_100,
@@ -40,14 +38,7 @@ def _meta(name: str, **kwargs) -> torch.nn.Module:
 @pytest.mark.parametrize('name', ['agent_deit', 'inline_deit', 'agent_cswin', 'inline_cswin'])
 def test_official_parity_fixture(name):
     """Written by tools/agent_deit_cswin_official_parity.py from the official code (perturbed weights, fp32)."""
-    fixture = torch.load(DATA / f'{name}_official.pt', weights_only=True)
-    cls = {'deit': DeiT, 'cswin': CSWin}[fixture['kind']]
-    model = cls(**fixture['cfg']).eval()
-    state = {k: v.float() for k, v in fixture['state_dict'].items()}
-    model.load_state_dict(fit({'model': state}, model), strict=True)
-    with torch.no_grad():
-        for (h, w), logits in fixture['logits'].items():
-            torch.testing.assert_close(model(fixture_input(h, w)), logits, atol=1e-4, rtol=0)
+    check_fixture(name)
 
 
 @pytest.mark.parametrize('name', list(PARAMS))
@@ -67,18 +58,20 @@ def test_variant_params_and_cfg(name):
 def test_registry_and_letter_codes():
     assert sorted(timm.list_models('agent_deit*') + timm.list_models('agent_cswin*') + timm.list_models('inline_deit*')
                   + timm.list_models('inline_cswin*')) == sorted(PARAMS)
-    assert _meta('agent_deit_base').attn_type == 'AAAABBBBBBBB'
-    assert expand_attn_code('AAMB2', (2, 2, 4, 1), 'A', 'B') == ['AA', 'AA', 'AABB', 'B']
+    assert _meta('agent_deit_base').attn_kinds == (('agent',) * 4 + ('softmax',) * 8,)  # agent_layer=4
+    assert _meta('inline_cswin_base').attn_kinds[2] == ('stripe',) * 29  # IISS
     with pytest.raises(ValueError, match='one letter per stage'):
-        expand_attn_code('AAB', (2, 2, 4, 1), 'A', 'B')
+        _meta('agent_cswin_tiny', attn_type='AAB')
     tiny = _meta('agent_cswin_tiny')
     # AABB: agents over the whole map in stages 1-2; stripes (two half branches) in stage 3; one branch in stage 4
     assert [len(s.blocks[0].attns) for s in tiny.stages] == [1, 1, 2, 1]
     assert type(tiny.stages[0].blocks[0].attns[0]).__name__ == 'AgentStripeAttention'
     assert tiny.stages[0].blocks[0].attns[0].ah_bias.shape == (1, 2, 9, 56, 1)
     assert isinstance(tiny.stages[2].blocks[0].attns[1], LePEStripeAttention)
-    with pytest.raises(ValueError, match="knows"):
-        CSWin(attn_type='XXBB', depths=(1, 1, 1, 1), embed_dim=8, num_heads=(2, 2, 2, 2), device='meta')
+    with pytest.raises(ValueError, match=r"has \['lepe'\]; this model builds \('stripe', 'agent', 'inline'\)"):
+        CSWin(attn_kinds=[['lepe']] * 4, depths=(1, 1, 1, 1), embed_dim=8, num_heads=(2, 2, 2, 2), device='meta')
+    with pytest.raises(ValueError, match='one kind per block'):
+        DeiT(attn_kinds=['agent'] * 2, depth=2, device='meta')
 
 
 def _agent_deit_reference(attn: AgentDeiTAttention, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -247,7 +247,7 @@ def test_padded_keys(mask):
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 5, 5, 1, 4, dtype=F64) for _ in range(3))
     with ops.record_attention([(4, 4)], (5, 5)) as rec:
-        ops.window_attention(q, k, v, 3, mask_padding=mask)
+        ops.window_attention(q, k, v, 3, padding='masked' if mask else 'zeros')
     (amap,) = rec.maps.values()
     assert amap.key_grid == (5, 5) and (amap.extra['padding'] == 0).all() == mask
     torch.testing.assert_close(amap.total(), torch.ones_like(amap.total()))

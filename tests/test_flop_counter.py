@@ -3,6 +3,8 @@
 backward twice forward, and a zoo model's attention ops all counted."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import timm
 import torch
@@ -40,7 +42,7 @@ CASES = {
     'na2d-mask-causal': (lambda q, k, v: ops.na2d(q, k, v, (3, 5), is_causal=(True, False), border='mask'),
                          _qkv(1, 7, 8, 2, 4)),
     'na1d': (lambda q, k, v: ops.na1d(q, k, v, 5, stride=2), _qkv(2, 17, 1, 8)),
-    'window-padded': (lambda q, k, v: ops.window_attention(q, k, v, 4, mask_padding=True), _qkv(1, 6, 7, 2, 8)),
+    'window-padded': (lambda q, k, v: ops.window_attention(q, k, v, 4), _qkv(1, 6, 7, 2, 8)),
     'na_av': (lambda w, v: ops.na_av(w, v, 3, border='mask'), (torch.randn(1, 6, 7, 2, 9), torch.randn(1, 6, 7, 2, 8))),
     'routed': (lambda q, k, v, idx: ops.routed_attention(q, k, v, idx, 3),
                (*_qkv(2, 6, 9, 2, 8), torch.randint(0, 9, (2, 9, 4)))),
@@ -77,3 +79,30 @@ def test_model_attention_counted(name, kwargs):
     key, counter_key = (('neighborhood_attention', 'na_forward') if name.startswith('nat') else
                         ('routed_attention', 'routed_forward'))
     assert fv_ops[key] > 0 and per_op[counter_key] == 2 * fv_ops[key]
+
+
+# fvcore's handles for elementwise work (norms, pooling, resizing): FlopCounterMode counts products only
+FVCORE_ELEMENTWISE = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm', 'aten::instance_norm',
+                      'aten::upsample_nearest2d', 'aten::upsample_bilinear2d', 'aten::adaptive_avg_pool2d',
+                      'aten::grid_sampler')
+ONE = (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize('name,kwargs', [
+    ('nat_mini', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2))),
+    ('biformer_tiny', dict(depths=ONE, embed_dims=(16, 32, 48, 64), head_dim=8)),  # routed + SDPA + matmul
+    ('maxvit_na_tiny_tf_224', dict(depths=ONE, embed_dim=(32, 64, 96, 128), stem_width=16)),
+    ('tiny_moat_0_no_pe', {}),  # SDPA with a bias (the CPU flash kernel)
+    ('agent_pvt_tiny', dict(depths=ONE))])  # agent attention, spatial-reduction SDPA, bilinear resizes
+def test_model_total_is_twice_fvcore(name, kwargs):
+    """A whole model: FlopCounterMode's total is exactly twice fvcore's over the products both count (fvcore's
+    elementwise handles off), so the two conventions differ by that factor alone."""
+    model = timm.create_model(name, **kwargs).eval()
+    x = torch.randn(1, 3, 96, 96)
+    fv = fvcore.FlopCountAnalysis(model, (x,))
+    fv.unsupported_ops_warnings(False)
+    fv.uncalled_modules_warnings(False)
+    fv.set_op_handle(**{op: lambda inputs, outputs: Counter() for op in FVCORE_ELEMENTWISE})  # counted as zero
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    assert fv.total() > 0 and counter.get_total_flops() == 2 * fv.total()

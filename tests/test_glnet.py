@@ -1,6 +1,5 @@
 """GLNet: GLMix and the MHSA layout against direct references, the frozen official-parity fixture, parameter counts,
 the token-labelling head, any input size, gradient checkpointing, official checkpoint mapping and EMA choice."""
-import re
 import sys
 from pathlib import Path
 
@@ -26,14 +25,8 @@ def _meta_model(name: str, **kwargs) -> GLNet:
         return timm.create_model(name, **kwargs)
 
 
-def _to_official(state_dict: dict) -> dict:
-    """Our layout -> the official one (the inverse of the filter's renaming), to build official-layout inputs."""
-    out = {}
-    for k, v in state_dict.items():
-        m = re.match(r'^stages\.(\d+)\.downsample\.(.*)$', k)
-        k = f'downsample_layers.{m.group(1)}.{m.group(2)}' if m else re.sub(r'^stem\.', 'downsample_layers.0.', k)
-        out[k.replace('head.fc.', 'head.').replace('head.aux_head.', 'tklb_aux_head.')] = v
-    return out
+# Our layout -> the official one, to build official-layout inputs: the layout's rename table inverted
+_to_official = GLNet.checkpoint_layout.to_official
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,16 +25,8 @@ def _meta_model(name: str, **kwargs) -> L2ViT:
         return timm.create_model(name, **kwargs)
 
 
-def _to_official(state_dict: dict) -> dict:
-    """Our layout -> the official one (the inverse of the filter's renaming), to build official-layout inputs."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^patch_embed\.proj\.', 'downsample_layers.0.proj.proj.', k)
-        k = re.sub(r'^patch_embed\.norm\.', 'downsample_layers.0.norm.', k)
-        k = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', k)
-        k = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.', k)
-        out[re.sub(r'^head\.fc\.', 'head.', k)] = v
-    return out
+# Our layout -> the official one, to build official-layout inputs: the layout's rename table inverted
+_to_official = L2ViT.checkpoint_layout.to_official
 
 
 def test_official_parity_fixture():

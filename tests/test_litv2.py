@@ -26,14 +26,8 @@ def _meta_model(name: str, **kwargs) -> LITv2:
         return timm.create_model(name, **kwargs)
 
 
-def _to_official(state_dict: dict) -> dict:
-    """Our layout -> the official one (the inverse of the filter's renaming), to build official-layout inputs."""
-    out = {}
-    for k, v in state_dict.items():
-        m = re.match(r'^stages\.(\d+)\.downsample\.(.*)$', k)
-        k = f'layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}' if m else re.sub(r'^stages\.', 'layers.', k)
-        out[k.replace('head.fc.', 'head.')] = v
-    return out
+# Our layout -> the official one, to build official-layout inputs: the layout's rename table inverted
+_to_official = LITv2.checkpoint_layout.to_official
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ NA_CASES = {
                                                             additional_values=av, return_lse=True)),
     'na2d-mask-causal': (lambda q, k, v: ops.na2d(q, k, v, (3, 5), is_causal=(True, False), border='mask',
                                                   return_lse=True)),
-    'window-pad-masked': (lambda q, k, v: ops.window_attention(q, k, v, 7, mask_padding=True)),
-    'grid-pad': (lambda q, k, v: ops.grid_attention(q, k, v, 4, mask_padding=True)),
+    'window-pad-masked': (lambda q, k, v: ops.window_attention(q, k, v, 7)),
+    'grid-pad': (lambda q, k, v: ops.grid_attention(q, k, v, 4)),
 }
 
 

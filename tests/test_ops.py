@@ -126,13 +126,13 @@ def _swin_rel_bias(table, w):
     return table[:, rel[0] + w[0] - 1, rel[1] + w[1] - 1]
 
 
-@pytest.mark.parametrize('mask_padding', [False, True])
-def test_window_attention_equals_swin_partition(mask_padding):
+@pytest.mark.parametrize('padding', ['zeros', 'masked'])
+def test_window_attention_equals_swin_partition(padding):
     torch.manual_seed(0)
     b, h, w, heads, d, win = 2, 10, 9, 2, 8, (4, 3)
     q, k, v = (torch.randn(b, h, w, heads, d, dtype=torch.float64) for _ in range(3))
     table = torch.randn(heads, 2 * win[0] - 1, 2 * win[1] - 1, dtype=torch.float64)
-    out = ops.window_attention(q, k, v, win, rpb=table.flip(1, 2), mask_padding=mask_padding)
+    out = ops.window_attention(q, k, v, win, rpb=table.flip(1, 2), padding=padding)
     hp, wp = 12, 9
     pad = (0, 0, 0, 0, 0, wp - w, 0, hp - h)
     qp, kp, vp = (F.pad(x, pad) for x in (q, k, v))
@@ -142,9 +142,19 @@ def test_window_attention_equals_swin_partition(mask_padding):
         x = x.reshape(b, hp // win[0], win[0], wp // win[1], win[1], *x.shape[3:])
         return x.transpose(2, 3).reshape(-1, win[0] * win[1], *x.shape[5:])
 
-    o = _partition_attention(qp, kp, vp, parts, _swin_rel_bias(table, win), valid if mask_padding else None)
+    o = _partition_attention(qp, kp, vp, parts, _swin_rel_bias(table, win), valid if padding == 'masked' else None)
     o = o.reshape(b, hp // win[0], wp // win[1], win[0], win[1], heads, d).transpose(2, 3).reshape(b, hp, wp, heads, d)
     torch.testing.assert_close(out, o[:, :h, :w])
+
+
+def test_partition_padding_defaults_to_masked():
+    """The functional default is the correct padding (padded keys masked); 'zeros' is the unmasked quirk."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 5, 6, 2, 8, dtype=torch.float64) for _ in range(3))
+    for fn in (ops.window_attention, ops.grid_attention):
+        out = fn(q, k, v, 4)
+        torch.testing.assert_close(out, fn(q, k, v, 4, padding='masked'))
+        assert not torch.allclose(out, fn(q, k, v, 4, padding='zeros'))
 
 
 def test_window_attention_clamp_is_natten_blocked():
@@ -155,13 +165,13 @@ def test_window_attention_clamp_is_natten_blocked():
     torch.testing.assert_close(out[:, 8:], ops.na1d(q[:, 6:], q[:, 6:], q[:, 6:], 4)[:, 2:])
 
 
-@pytest.mark.parametrize('mask_padding', [False, True])
-def test_grid_attention_equals_maxvit_partition(mask_padding):
+@pytest.mark.parametrize('padding', ['zeros', 'masked'])
+def test_grid_attention_equals_maxvit_partition(padding):
     torch.manual_seed(1)
     b, h, w, heads, d, g = 1, 7, 8, 2, 8, (2, 4)
     q, k, v = (torch.randn(b, h, w, heads, d, dtype=torch.float64) for _ in range(3))
     table = torch.randn(heads, 2 * g[0] - 1, 2 * g[1] - 1, dtype=torch.float64)
-    out = ops.grid_attention(q, k, v, g, rpb=table.flip(1, 2), mask_padding=mask_padding)
+    out = ops.grid_attention(q, k, v, g, rpb=table.flip(1, 2), padding=padding)
     hp, wp = 8, 8
     pad = (0, 0, 0, 0, 0, wp - w, 0, hp - h)
     qp, kp, vp = (F.pad(x, pad) for x in (q, k, v))
@@ -171,7 +181,7 @@ def test_grid_attention_equals_maxvit_partition(mask_padding):
         x = x.reshape(b, g[0], hp // g[0], g[1], wp // g[1], *x.shape[3:])
         return x.permute(0, 2, 4, 1, 3, *range(5, x.dim())).reshape(-1, g[0] * g[1], *x.shape[5:])
 
-    o = _partition_attention(qp, kp, vp, parts, _swin_rel_bias(table, g), valid if mask_padding else None)
+    o = _partition_attention(qp, kp, vp, parts, _swin_rel_bias(table, g), valid if padding == 'masked' else None)
     o = o.reshape(b, hp // g[0], wp // g[1], g[0], g[1], heads, d).permute(0, 3, 1, 4, 2, 5, 6)
     torch.testing.assert_close(out, o.reshape(b, hp, wp, heads, d)[:, :h, :w])
 
@@ -264,7 +274,7 @@ def test_fvcore_flop_count():
 
     class Grid(torch.nn.Module):  # helpers and padding under jit tracing (fvcore traces sizes as tensors)
         def forward(self, q):
-            return ops.grid_attention(q, q, q, 2, mask_padding=True)
+            return ops.grid_attention(q, q, q, 2)
 
     flops = FlopCountAnalysis(Grid(), (torch.randn(1, 5, 6, 2, 8),))
     assert flops.by_operator()['neighborhood_attention'] == 2 * 1 * 2 * 8 * (5 * 2) * (6 * 2)
@@ -368,6 +378,8 @@ BAD = [
     ('empty', lambda: ops.na1d(*(_q(0, 8, 2, 4),) * 3, 3), ValueError, 'empty'),
     ('window padding', lambda: ops.window_attention(*(_q(1, 8, 2, 4),) * 3, 4, padding='reflect'), ValueError,
      'padding'),
+    ('window tokens', lambda: ops.window_attention(*(_q(1, 8, 2, 4),) * 3, 4, padding='tokens'), ValueError,
+     r"WindowAttention2D\(padding='tokens'\)"),
     ('grid clamp', lambda: ops.grid_attention(*(_q(1, 8, 2, 4),) * 3, 4, padding='clamp'), ValueError, 'grid'),
     ('module rank', lambda: ops.NeighborhoodAttention2D(8, 2, 3)(_q(1, 8, 8)), ValueError, 'expects'),
     ('module heads', lambda: ops.NeighborhoodAttention2D(8, 3, 3), ValueError, 'num_heads'),

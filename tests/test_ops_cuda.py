@@ -91,7 +91,7 @@ def test_partitions_on_cuda_match_reference(fn, size, dtype):
     results = []
     for device, t, backend in (('cuda', dtype, None), ('cpu', torch.float64, 'reference')):
         inputs = [x.to(device, t).requires_grad_() for x in (*leaves, rpb)]
-        out = fn(*inputs[:3], size, mask_padding=True, rpb=inputs[3], backend=backend)
+        out = fn(*inputs[:3], size, rpb=inputs[3], backend=backend)
         results.append((out, torch.autograd.grad(out, inputs, grad.to(device, t))))
     (out, grads), (ref, ref_grads) = results
     assert out.dtype == dtype

@@ -2,6 +2,7 @@
 compilation, custom-op contracts (opcheck), and gradients computed only when needed."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -53,7 +54,7 @@ def test_dispatch_on_cuda_prefers_triton_and_falls_back_by_capability(fake_cuda_
 
 def test_dropout_moves_off_a_backend_without_it_and_warns_once(fake_cuda_triton, monkeypatch):
     cuda = fake_cuda_triton
-    entry = _registry.backend_entry('na', 'triton')
+    entry = _registry.get_backend('na', 'triton')
     if entry.dropout:  # the fused kernels implement dropout: the call stays there
         assert _registry.resolve_backend('na', None, cuda, torch.float16, True, _args()) == 'triton'
         return
@@ -67,22 +68,22 @@ def test_dropout_moves_off_a_backend_without_it_and_warns_once(fake_cuda_triton,
 
 def test_without_cuda_or_new_triton_the_triton_backend_reports_why(monkeypatch):
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
-    reason = _registry.backend_entry('na', 'triton').unavailable_reason(torch.device('cpu'))
+    reason = _registry.get_backend('na', 'triton').unavailable_reason(torch.device('cpu'))
     assert 'CUDA' in reason or 'triton' in reason
     monkeypatch.setattr(_triton, '_LIBRARY_REASON', 'triton 3.1.0 is too old for these kernels')
-    assert _registry.backend_entry('na', 'triton').unavailable_reason(torch.device('cuda')) == \
+    assert _registry.get_backend('na', 'triton').unavailable_reason(torch.device('cuda')) == \
         'triton 3.1.0 is too old for these kernels'
     assert 'triton' not in ops.available_backends('cuda')
 
 
 def test_registry_orders_by_priority_and_honours_capabilities(monkeypatch):
     monkeypatch.setattr(_registry, '_REGISTRY', dict(_registry._REGISTRY))
-    monkeypatch.setattr(_registry, '_MODULES', dict(_registry._MODULES))
     # a fake op family: 'fast' (highest priority, CUDA only, no determinism), 'slow' (anywhere), an oracle
-    _registry.register_backend('fake', 'oracle', 'ops.na.backends.reference', auto=False)
-    _registry.register_backend('fake', 'slow', 'ops.na.backends.reference', priority=1)
-    _registry.register_backend('fake', 'fast', 'ops.na.backends.reference', priority=5, devices=('cuda',),
-                               deterministic=False, dtypes=(torch.float16,))
+    impl = reference
+    _registry.register_backend(_registry.Backend('fake', 'oracle', impl.forward, auto=False))
+    _registry.register_backend(_registry.Backend('fake', 'slow', impl.forward, priority=1))
+    _registry.register_backend(_registry.Backend('fake', 'fast', impl.forward, priority=5, devices=('cuda',),
+                                                 deterministic=False, dtypes=(torch.float16,)))
     assert _registry.backend_names('fake') == ['fast', 'slow', 'oracle']
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
     assert _registry.resolve_backend('fake', None, cpu, torch.float16) == 'slow'
@@ -187,8 +188,8 @@ class _Mixed(torch.nn.Module):
     def forward(self, x):
         b, h, w, c = x.shape
         q, k, v = self.qkv(x).reshape(b, h, w, 3, 2, 8).unbind(3)
-        x = x + ops.window_attention(q, k, v, 4).reshape(b, h, w, c)
-        x = x + ops.grid_attention(q, k, v, 2, mask_padding=True).reshape(b, h, w, c)
+        x = x + ops.window_attention(q, k, v, 4, padding='zeros').reshape(b, h, w, c)
+        x = x + ops.grid_attention(q, k, v, 2).reshape(b, h, w, c)
         return self.na(x if self.swin is None else x + self.swin(x))
 
 
@@ -267,15 +268,15 @@ def test_opcheck_crop():
 
 @pytest.mark.parametrize('backend', ['torch', 'reference'])
 def test_bias_and_extra_gradients_are_computed_only_when_needed(backend, monkeypatch):
-    module = {'torch': torch_na, 'reference': reference}[backend]
+    entry = _registry.get_backend('na', backend)
     seen = []
-    original = module.backward
+    original = entry.backward
 
     def spy(*args, **kwargs):
         seen.append((kwargs['need_rpb'], kwargs['need_extra']))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, 'backward', spy)
+    monkeypatch.setitem(_registry._REGISTRY, ('na', backend), dataclasses.replace(entry, backward=spy))
     q = torch.randn(1, 8, 8, 2, 8, requires_grad=True)
     rpb = torch.randn(2, 5, 5)
     ak = torch.randn(1, 2, 2, 8)

@@ -476,7 +476,7 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch=90, dtype=to
             return lambda *args, **kwargs: launches.append((self.kernel, args, kwargs))
 
     for name in ('_routed_fwd_kernel', '_routed_bwd_dq_kernel', '_routed_bwd_dkv_kernel'):
-        monkeypatch.setattr(triton_routed, name, Capture(getattr(triton_routed, name)))
+        monkeypatch.setattr(triton_routed._kernels(), name, Capture(getattr(triton_routed._kernels(), name)))
     q, v = torch.randn(1, 14, 14, 2, 32, dtype=dtype), torch.randn(1, 14, 14, 2, 64, dtype=dtype)
     idx = torch.randint(0, 49, (1, 49, 4))
     grid = region_grid(14, 14, 7)

@@ -504,8 +504,9 @@ def test_triton_kernels_compile_for_gpu(monkeypatch, tmp_path, arch, dtype, dete
     if triton_na._INTERPRET:
         pytest.skip('this worker imported the kernels in interpreter mode')
     monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
-    launches = _capture_launches(monkeypatch, triton_na, ('_na_fwd_kernel', '_na_delta_kernel', '_na_bwd_dq_kernel',
-                                                          '_na_bwd_dkv_kernel', '_na_bwd_extra_kernel'))
+    launches = _capture_launches(monkeypatch, triton_na._kernels(), ('_na_fwd_kernel', '_na_delta_kernel',
+                                                                     '_na_bwd_dq_kernel', '_na_bwd_dkv_kernel',
+                                                                     '_na_bwd_extra_kernel'))
     monkeypatch.setattr(triton_na, '_INTERPRET', True)  # accept CPU tensors: nothing is launched
 
     spec = make_spec((10, 12), (5, 3), dilation=(2, 1), is_causal=(False, True))

@@ -25,17 +25,11 @@ def _meta_model(name: str, **kwargs) -> RAVLT:
 
 
 def _to_official(state_dict: dict) -> dict:
-    """Our layout -> the official one (the inverse of the filter's renaming), to build official-layout inputs."""
-    out = {}
-    for k, v in state_dict.items():
-        m = re.match(r'^stages\.(\d+)\.downsample\.(.*)$', k)
-        if m:
-            k = f'layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}'
-        k = re.sub(r'^stages\.(\d+)\.rope_angle$', r'layers.\1.RoPE.angle', k)
-        k = re.sub(r'\.norm([12])\.', r'.norm\1.norm.', re.sub(r'^stages\.', 'layers.', k))
-        if k.startswith('head.fc.'):
-            k, v = 'head.' + k[len('head.fc.'):], v[..., None, None] if v.dim() == 2 else v
-        out[k] = v
+    """Our layout -> the official one, to build official-layout inputs: the layout's rename table inverted, the
+    classifier as the official 1x1 conv."""
+    out = RAVLT.checkpoint_layout.to_official(state_dict)
+    if 'head.weight' in out:
+        out['head.weight'] = out['head.weight'][..., None, None]
     return out
 
 

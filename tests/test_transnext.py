@@ -2,7 +2,6 @@
 and gradients), the frozen official-parity fixture, parameter counts, run-time tables, any input size, gradient
 checkpointing and the official checkpoint mapping."""
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,10 @@ from _zoo import assert_grad_checkpointing_matches, assert_official_round_trip
 
 import backbones  # noqa: F401  (registers the models)
 from backbones.checkpoint import fit
-from backbones.transnext import (
-    AggregatedAttention,
-    Attention,
-    TransNeXt,
-    _stage_tables,
-    relative_position_cpb,
-    stage_tables,
-)
+from backbones.transnext import AggregatedAttention, Attention, TransNeXt
+from ops import relative_position_cpb
+from ops import transnext_stage_tables as stage_tables
+from ops.dense.cpb import _stage_tables
 
 FIXTURE = Path(__file__).parent / 'data' / 'transnext_official.pt'
 PARAMS = dict(transnext_micro=12_809_304, transnext_tiny=28_258_960, transnext_small=49_741_564,
@@ -30,16 +25,8 @@ PARAMS = dict(transnext_micro=12_809_304, transnext_tiny=28_258_960, transnext_s
 TINY = dict(depths=(1, 1, 2, 1), embed_dims=(16, 24, 32, 40), num_heads=(2, 2, 4, 4))
 
 
-def _to_official(state_dict: dict) -> dict:
-    """Our layout -> the official one (the inverse of the filter's renaming), to build official-layout inputs."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^patch_embed\.', 'patch_embed1.', k)
-        k = re.sub(r'^stages\.(\d+)\.downsample\.', lambda m: f'patch_embed{int(m.group(1)) + 1}.', k)
-        k = re.sub(r'^stages\.(\d+)\.blocks\.', lambda m: f'block{int(m.group(1)) + 1}.', k)
-        k = re.sub(r'^stages\.(\d+)\.norm\.', lambda m: f'norm{int(m.group(1)) + 1}.', k)
-        out[k.replace('mlp.dwconv.', 'mlp.dwconv.dwconv.').replace('head.fc.', 'head.')] = v
-    return out
+# Our layout -> the official one, to build official-layout inputs: the layout's rename table inverted
+_to_official = TransNeXt.checkpoint_layout.to_official
 
 
 # ----------------------------------------------------------------------------------------------------------------

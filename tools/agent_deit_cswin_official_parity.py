@@ -18,9 +18,10 @@ Usage (from the attnzoo root)::
 
 ``--write`` builds reduced official models (``FIXTURES``: every attention letter, Agent-CSWin also with stripe
 windows, odd patch grids) with perturbed random weights, runs each at its build size (the official models reject
-any other), and saves ``<name>_official.pt``: our constructor arguments, the official-layout state dict (fp16
-values, run in fp32) and the logits. ``tests/test_agent_deit_cswin.py`` loads them through ``backbones.checkpoint.fit``
-and compares. ``--check`` does the same for full-size variants at their build size in fp32 and fp64.
+any other), and saves ``<name>_official.pt`` as the Swin / PVT script does (its ``save_fixture``: our constructor
+arguments, the official-layout state dict in fp16 values, run in fp32, and the logits).
+``tests/test_agent_deit_cswin.py`` loads them through ``backbones.checkpoint.fit`` and compares. ``--check`` does the
+same for full-size variants at their build size in fp32 and fp64.
 """
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ from pathlib import Path
 import _parity
 import torch
 from _parity import SEED, fixture_input
+from agent_inline_official_parity import our_args, save_fixture
 from torch import nn
 
-# name: (official module, official constructor, official kwargs, our class ('deit' / 'cswin'), our kwargs, input)
+from backbones._skeletons import SKELETONS
+
+# name: (official module, official constructor, official kwargs, our skeleton ('deit' / 'cswin'), our kwargs with a
+# letter code as attn_type (DeiT has none: agent_layer=2 is AAB), input)
 _CSWIN_SMALL = dict(embed_dim=8, depth=[1, 2, 2, 1], num_heads=[2, 2, 4, 4], split_size=[1, 2, 2, 2], mlp_ratio=2.)
 _OURS_CSWIN = dict(embed_dim=8, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_size=(1, 2, 2, 2), mlp_ratio=2.)
 FIXTURES = {
@@ -43,7 +48,7 @@ FIXTURES = {
                    dict(img_size=80, patch_size=16, embed_dim=32, depth=3, num_heads=2, mlp_ratio=2., num_classes=10,
                         agent_num=[9] * 4, agent_layer=2),
                    'deit', dict(img_size=80, embed_dim=32, depth=3, num_heads=2, mlp_ratio=2., num_classes=10,
-                                attn_type='AAB', attn_kwargs={'A': {'agent_num': 9}}), (80, 80)),
+                                attn_type='AAB', attn_kwargs={'agent': {'agent_num': 9}}), (80, 80)),
     'inline_deit': ('inline.inline_deit', 'VisionTransformer',
                     dict(img_size=80, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2., num_classes=10),
                     'deit', dict(img_size=80, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2., num_classes=10,
@@ -54,7 +59,7 @@ FIXTURES = {
                     dict(img_size=64, num_classes=10, attn_type='AAMB1', agent_num=[4, 4, 4, 1],
                          la_split_size='16-4-4-2', **_CSWIN_SMALL),
                     'cswin', dict(img_size=64, num_classes=10, attn_type='AAMB1', la_split_size=(16, 4, 4, 2),
-                                  branch_kwargs={'A': {'agent_num': (4, 4, 4, 1)}}, **_OURS_CSWIN), (64, 64)),
+                                  attn_kwargs={'agent': {'agent_num': (4, 4, 4, 1)}}, **_OURS_CSWIN), (64, 64)),
     # the official InLine branch works on one window per image only: the linear blocks are global
     'inline_cswin': ('inline.inline_cswin', 'CSWinTransformer',
                      dict(img_size=64, num_classes=10, attn_type='IIMS1', la_split_size='16-8-4-2', **_CSWIN_SMALL),
@@ -142,14 +147,9 @@ def perturb_(model: nn.Module, gen: torch.Generator) -> None:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
-def our_class(kind: str) -> type:
-    from backbones._cswin import CSWin
-    from backbones._deit import DeiT
-    return {'deit': DeiT, 'cswin': CSWin}[kind]
-
-
 def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
-    for name, (module, ctor, official_kwargs, kind, ours_kwargs, size) in FIXTURES.items():
+    for name, (module, ctor, official_kwargs, skeleton, ours_kwargs, size) in FIXTURES.items():
+        family = module.split('.')[0]
         torch.manual_seed(SEED)
         official = getattr(official_module(roots, module), ctor)(**official_kwargs).eval()
         perturb_(official, torch.Generator().manual_seed(SEED))
@@ -157,12 +157,11 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         with torch.no_grad():
             logits = {size: official(fixture_input(*size))}
         # ours must agree before the fixture is written
-        ours = _parity.load_official_(our_class(kind)(**ours_kwargs).eval(), state, like=f'{name}_tiny')
+        ours = SKELETONS[skeleton](**our_args(family, skeleton, ours_kwargs)).eval()
+        _parity.load_official_(ours, state, like=f'{name}_tiny')
         with torch.no_grad():
             diff = (ours(fixture_input(*size)) - logits[size]).abs().max().item()
-        out = out_dir / f'{name}_official.pt'
-        torch.save(dict(kind=kind, cfg=ours_kwargs, state_dict=state, logits=logits), out)
-        print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); max |official - ours| = {diff:.2e}')
+        save_fixture(out_dir / f'{name}_official.pt', family, skeleton, ours_kwargs, state, logits, diff)
 
 
 def check_variant(roots: dict[str, Path], variant: str) -> None:

@@ -16,8 +16,9 @@ Usage (from the attnzoo root)::
 ``--write`` builds reduced official models (``FIXTURES``: every attention kind, a mixed ``M`` stage, a shifted
 window stage and one whose map equals the window; PVT with a spatial-reduction stage) with perturbed random
 weights, runs them at their build size (the only size the official classification models accept), and saves each
-official-layout state dict (fp16 values, run in fp32) with the logits as ``tests/data/<name>_official.pt``;
-``tests/test_agent.py`` / ``tests/test_inline.py`` load them through ``backbones.checkpoint.fit`` and compare.
+official-layout state dict (fp16 values, run in fp32) with the logits, the official letter code and our constructor
+arguments (:func:`our_args`) as ``tests/data/<name>_official.pt``; ``tests/test_agent.py`` / ``tests/test_inline.py``
+load them through ``backbones.checkpoint.fit`` and compare (``tests/_skeletons.py``).
 ``--check`` builds a full variant both ways and prints the largest logit difference at its build size (fp32, fp64);
 ``--downstream`` compares an Agent variant's stage outputs with the official detection backbone (its mmdet / mmcv
 imports stubbed here) at a non-build, non-multiple-of-32 size with the official downstream agent grids.
@@ -33,10 +34,12 @@ import torch
 from _parity import SEED, fixture_input
 
 import backbones  # noqa: F401  (registers the models)
-from backbones._family import FAMILIES, parse_attn_code
+from backbones._attn_kinds import parse_attn_code
+from backbones._family import FAMILIES
 from backbones._skeletons import SKELETONS
 
-# name: (repository, official file, our skeleton, our constructor arguments; the official ones are derived)
+# name: (repository, official file, our skeleton, our constructor arguments with the official letter code as
+# attn_type; the official ones are derived)
 FIXTURES = {
     'agent_swin': ('agent', 'agent_transformer/models/agent_swin.py', 'swin', dict(
         img_size=128, embed_dim=4, depths=(1, 2, 2, 1), num_heads=(1, 2, 2, 4), window_size=64,
@@ -91,13 +94,23 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
-def ours(skeleton: str, family: str, args: dict, **kwargs) -> torch.nn.Module:
-    """Our skeleton built from a fixture's arguments (the letter code parsed with the family's letters), as
-    ``tests/_skeletons.py`` builds it."""
-    args = dict(args, **kwargs)
+def our_args(family: str, skeleton: str, args: dict) -> dict:
+    """Our skeleton's constructor arguments from a fixture's: its letter code ``attn_type`` as ``attn_kinds``, read
+    with the family's letters (as ``timm.create_model`` reads a variant's)."""
+    args = dict(args)
     code = args.pop('attn_type')
-    kinds = parse_attn_code(code, tuple(args['depths']), FAMILIES[family].letters[skeleton])
-    return SKELETONS[skeleton](attn_kinds=kinds, **args).eval()
+    depths = args['depths'] if 'depths' in args else (args['depth'],)  # DeiT: one stage
+    args['attn_kinds'] = parse_attn_code(code, depths, FAMILIES[family].letters[skeleton])
+    return args
+
+
+def save_fixture(out: Path, family: str, skeleton: str, args: dict, state: dict, logits: dict,
+                 diff: float) -> None:
+    """Write a fixture as ``tests/_skeletons.py`` reads it: our constructor arguments (``args``: with the official
+    code as ``attn_type``, kept beside them), the official-layout state dict, the logits per input size."""
+    torch.save(dict(family=family, skeleton=skeleton, attn_type=args['attn_type'],
+                    args=our_args(family, skeleton, args), state_dict=state, logits=logits), out)
+    print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); max |official - ours| = {diff:.2e}')
 
 
 def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
@@ -112,13 +125,11 @@ def write_fixtures(roots: dict[str, Path], out_dir: Path) -> None:
         size = args['img_size']
         with torch.no_grad():
             logits = official(fixture_input(size, size))
-        model = _parity.load_official_(ours(skeleton, family, args), state, like=f'{family}_{skeleton}_tiny')
+        model = SKELETONS[skeleton](**our_args(family, skeleton, args)).eval()
+        _parity.load_official_(model, state, like=f'{family}_{skeleton}_tiny')
         with torch.no_grad():
             diff = (model(fixture_input(size, size)) - logits).abs().max().item()
-        out = out_dir / f'{name}_official.pt'
-        torch.save(dict(family=family, skeleton=skeleton, args=args, state_dict=state, logits={(size, size): logits}),
-                   out)
-        print(f'wrote {out} ({out.stat().st_size / 1024:.1f} KiB); max |official - ours| = {diff:.2e}')
+        save_fixture(out_dir / f'{name}_official.pt', family, skeleton, args, state, {(size, size): logits}, diff)
 
 
 def check_variant(roots: dict[str, Path], variant: str) -> None:

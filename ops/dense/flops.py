@@ -1,4 +1,5 @@
-"""fvcore FLOP handle for ``aten::scaled_dot_product_attention`` (fvcore 0.1.5 does not count it).
+"""fvcore FLOP handle for ``aten::scaled_dot_product_attention`` (fvcore 0.1.5 does not count it), and the
+``FlopCounterMode`` formula of the CPU flash-attention kernel SDPA runs on CPU (torch counts only its GPU kernels).
 
 Registered on ``import ops``, so it counts every SDPA call in a traced model (ours and timm's), with the
 convention of :mod:`ops.na.flops`: a multiply-add is one flop, ``N x M x head_dim`` for QK^T plus
@@ -10,7 +11,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from .._flops import ivalue, register_fvcore_handle
+import torch
+from torch.utils.flop_counter import flop_registry
+
+from .._flops import ivalue, register_flop_formula, register_fvcore_handle
 
 __all__ = ['sdpa_flops']
 
@@ -37,3 +41,23 @@ def _sdpa_flop_jit(inputs: list, outputs: list) -> Counter:
 
 
 register_fvcore_handle(OP_NAME, _sdpa_flop_jit)
+
+
+# FlopCounterMode: torch counts its CUDA SDPA kernels, not the CPU flash kernel that CPU SDPA calls run; the zoo's
+# convention (FlopCounterMode's own: twice fvcore's count, backward twice forward) for that one too.
+_CPU_FLASH = 'aten::_scaled_dot_product_flash_attention_for_cpu'
+
+
+def _cpu_flash_formula(query_shape, key_shape, value_shape, dropout_p=0., is_causal=False, **_) -> int:
+    return 2 * sdpa_flops(query_shape, key_shape, value_shape, is_causal)
+
+
+def _cpu_flash_backward_formula(grad_out_shape, query_shape, key_shape, value_shape, *args, is_causal=False,
+                                **_) -> int:
+    causal = args[3] if len(args) > 3 else is_causal  # out, logsumexp, dropout_p, is_causal
+    return 4 * sdpa_flops(query_shape, key_shape, value_shape, causal)
+
+
+if getattr(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, 'default', None) not in flop_registry:
+    register_flop_formula(_CPU_FLASH, _cpu_flash_formula)
+    register_flop_formula(_CPU_FLASH + '_backward', _cpu_flash_backward_formula)

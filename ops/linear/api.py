@@ -134,6 +134,6 @@ def linear_attention(query: Tensor, key: Tensor, value: Tensor, *, feature_map: 
                      float(scale) if normalizer == 'inline' else scale, normalizer, token_grid)
     with autocast_off(query.device.type):  # inputs are cast; the backends accumulate in fp32
         if normalizer == 'inline':
-            return impl.forward_inline(query, key, value, feature_map, float(scale))
+            return impl.extra['forward_inline'](query, key, value, feature_map, float(scale))
         return impl.forward(query, key, value, feature_map, key_reweight, sin, cos, key_reduce, float(eps),
                             clamp_min, scale)

@@ -1,7 +1,8 @@
 """Public functional API of neighborhood attention: ``na1d`` / ``na2d`` / ``na3d`` (NATTEN-compatible).
 
 Every argument is validated here, once, with errors that name it (shared wording: :mod:`ops._checks`); the call
-then runs as the custom op ``attnzoo::na_forward`` on the backend :func:`ops._registry.resolve_backend` picks.
+then runs as the custom op ``attnzoo::na_forward`` on the backend :func:`ops._registry.resolve_backend` picks
+(plain eager calls run the same backend functions without the op's dispatch: :func:`.custom_op.eager_ok`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .._checks import (
 from .._registry import get_backend, resolve_backend
 from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
+from . import custom_op
 from . import maps as _maps
 from .custom_op import spec_args
 from .pattern import BoolOrTuple, IntOrTuple, NASpec, make_spec
@@ -113,10 +115,15 @@ def neighborhood_attention(
     impl = get_backend('na', name)
     if _recorder.active is not None:
         _maps.record(query, key, spec, scale, rpb, additional_keys, token_grid)
-    if dropout and hasattr(impl, 'forward_with_dropout'):
+    if dropout and impl.forward_with_dropout is not None:
         with autocast_off(query.device.type):
             return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
                                              float(dropout_p))
+    if not dropout and custom_op.eager_ok(query, key, value, rpb, additional_keys, additional_values):
+        out, lse = custom_op.na_eager(query, key, value, spec, scale, rpb, additional_keys, additional_values, name)
+        if return_lse and _recorder.active is not None:
+            _recorder.active.bind_lse(lse)
+        return (out, lse) if return_lse else out
     # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it
     seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
     out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,

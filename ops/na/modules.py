@@ -23,7 +23,7 @@ from .._checks import spatial_sizes
 from .._shape import crop, pad_to_multiple
 from ..maps import _recorder
 from .api import neighborhood_attention
-from .partition import window_attention
+from .partition import PADDINGS, window_attention
 from .pattern import BoolOrTuple, IntOrTuple, to_tuple
 
 __all__ = ['NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
@@ -125,7 +125,7 @@ class NeighborhoodAttention3D(_NeighborhoodAttention):
     ndim = 3
 
 
-_WINDOW_PADDINGS = ('tokens', 'zeros', 'masked', 'clamp')
+_WINDOW_PADDINGS = ('tokens', *PADDINGS)  # the functional ones, and Swin's padding of the tokens before qkv
 
 
 class _WindowAttention(nn.Module):
@@ -208,8 +208,8 @@ class _WindowAttention(nn.Module):
                 q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
             x = self._shifted(q, k, v, 0, kwargs)
         else:
-            x = window_attention(q, k, v, self.window_size, padding='clamp' if self.padding == 'clamp' else 'zeros',
-                                 mask_padding=self.padding == 'masked', **kwargs)
+            padding = 'zeros' if self.padding == 'tokens' else self.padding  # 'tokens': q/k/v are multiples already
+            x = window_attention(q, k, v, self.window_size, padding=padding, **kwargs)
         x = crop(x.reshape(b, *x.shape[1:-2], self.num_heads * self.head_dim), shape, range(1, self.ndim + 1))
         return self.proj_drop(self.proj(x))
 
@@ -220,7 +220,7 @@ class _WindowAttention(nn.Module):
         if axis == self.ndim:
             if _recorder.active is not None:  # where this slab lies on the map
                 kwargs = {**kwargs, 'token_grid': _recorder.TokenGrid(kwargs['token_grid'], origin)}
-            return window_attention(q, k, v, self.window_size, mask_padding=True, **kwargs)
+            return window_attention(q, k, v, self.window_size, padding='masked', **kwargs)
         n, s = q.shape[axis + 1], min(self.shift_size[axis], q.shape[axis + 1])
         slabs = [(0, s), (s, n - s)] if s else [(0, n)]
         return torch.cat([self._shifted(*(t.narrow(axis + 1, a, m) for t in (q, k, v)), axis + 1, kwargs,

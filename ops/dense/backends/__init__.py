@@ -1,6 +1,7 @@
 """The dense cross-attention backends, registered as op ``'dense'`` in :mod:`ops._registry`.
 
-A backend is a module with (tensors ``[B, N, H, D]`` queries, ``[B, M, H, D]`` keys, ``[B, M, H, Dv]`` values;
+A backend is a module ending with its :class:`ops._registry.Backend` record ``BACKEND``, whose entry points
+are (tensors ``[B, N, H, D]`` queries, ``[B, M, H, D]`` keys, ``[B, M, H, Dv]`` values;
 ``bias`` ``None`` or broadcastable to ``[B, H, N, M]``; inputs already share one dtype)::
 
     forward(q, k, v, bias, scale, return_lse) -> (out [B, N, H, Dv] in q.dtype, lse [B, N, H] or None)
@@ -12,7 +13,7 @@ inputs); a query whose keys are all masked (bias ``-inf``) gets output 0 and lse
 from __future__ import annotations
 
 from ..._registry import register_backend
+from . import reference, sdpa
 
-register_backend('dense', 'reference', 'ops.dense.backends.reference', auto=False, preload=True)
-# deterministic: torch's SDPA dispatcher follows torch.use_deterministic_algorithms itself
-register_backend('dense', 'sdpa', 'ops.dense.backends.sdpa', dropout=True, priority=10, preload=True)
+register_backend(reference.BACKEND)
+register_backend(sdpa.BACKEND)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['forward', 'probabilities']
+from ..._registry import Backend
+
+__all__ = ['BACKEND', 'forward', 'probabilities']
 
 
 def probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None,
@@ -29,3 +31,6 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     probs, lse = probabilities(q, k, bias, scale)
     out = torch.einsum('bhnm,bmhe->bnhe', probs, v.to(probs.dtype)).to(q.dtype)
     return out, (lse.transpose(1, 2) if return_lse else None)
+
+
+BACKEND = Backend('dense', 'reference', forward, auto=False)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ['forward', 'forward_with_dropout']
+from ..._registry import Backend
+
+__all__ = ['BACKEND', 'forward', 'forward_with_dropout']
 
 
 def _heads_first(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -48,3 +50,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     out = (torch.matmul(weights.to(v.dtype), vh) / total.to(v.dtype)).to(v.dtype)
     lse = torch.where(seen, peak + total.log(), float('-inf')).squeeze(-1)
     return out.transpose(1, 2), lse.transpose(1, 2)
+
+
+# deterministic: torch's SDPA dispatcher follows torch.use_deterministic_algorithms itself
+BACKEND = Backend('dense', 'sdpa', forward, forward_with_dropout=forward_with_dropout, dropout=True, priority=10)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..._registry import Backend
 from ._common import feature, reweight, rotate, state_scale
 
-__all__ = ['forward', 'forward_inline', 'weights', 'inline_weights']
+__all__ = ['BACKEND', 'forward', 'forward_inline', 'weights', 'inline_weights']
 
 
 def weights(q, k, feature_map, key_reweight, sin, cos, key_reduce, eps, clamp_min, scale) -> torch.Tensor:
@@ -45,3 +46,6 @@ def inline_weights(q, k, feature_map, scale) -> torch.Tensor:
 def forward_inline(q, k, v, feature_map, scale):
     """InLine attention, ``out [B, N, H, Dv]`` in ``q.dtype``."""
     return torch.einsum('bhnm,bmhe->bnhe', inline_weights(q, k, feature_map, scale), v.to(torch.float64)).to(q.dtype)
+
+
+BACKEND = Backend('linear', 'reference', forward, extra={'forward_inline': forward_inline}, auto=False)

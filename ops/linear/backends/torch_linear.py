@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from ..._registry import Backend
 from ._common import feature, reweight, rotate, state_scale
 
-__all__ = ['forward']
+__all__ = ['BACKEND', 'forward']
 
 
 def forward(q, k, v, feature_map, key_reweight, sin, cos, key_reduce, eps, clamp_min, scale):
@@ -39,3 +40,6 @@ def forward_inline(q, k, v, feature_map, scale):
     num = torch.einsum('bnhd,bhde->bnhe', qf, state)
     correction = 1 - torch.einsum('bnhd,bhd->bnh', qf, kf.mean(1)) * scale
     return (num + correction[..., None] * vf.mean(1)[:, None]).to(q.dtype)
+
+
+BACKEND = Backend('linear', 'torch', forward, extra={'forward_inline': forward_inline}, priority=10)

@@ -1,6 +1,7 @@
 """The neighborhood-attention backends, registered as op ``'na'`` in :mod:`ops._registry`.
 
-A backend is a module with (``spec`` an :class:`ops.na.pattern.NASpec`; tensors ``[B, *S, H, D]``; ``add_k`` /
+A backend is a module ending with its :class:`ops._registry.Backend` record ``BACKEND``, whose entry points are
+(``spec`` an :class:`ops.na.pattern.NASpec`; tensors ``[B, *S, H, D]``; ``add_k`` /
 ``add_v`` ``[B or 1, n_extra, H, D]`` or ``None``)::
 
     forward(q, k, v, spec, scale, rpb, add_k, add_v) -> (out [B, *S, H, D] in q.dtype, lse [B, *S, H])
@@ -15,23 +16,18 @@ int64 tensor ``(seed, offset)`` of its random stream; the call stays in the cust
 ``-inf``. ``grad_lse`` (``[B, *S, H]`` or ``None``) is the gradient reaching ``lse`` (e.g. through
 :func:`ops.merge_attentions`); it enters FlashAttention's backward as ``delta = rowsum(dO * O) - grad_lse``.
 
-Adding a backend: write the module, add one ``register_backend('na', ...)`` line below with its capabilities,
-and run the conformance tests (``tests/_na_cases.py``) against it.
+Adding a backend: write the module with its ``BACKEND = Backend('na', name, forward, backward, ...capabilities)``,
+add one ``register_backend(module.BACKEND)`` line below, and run the conformance tests (``tests/_na_cases.py``)
+against it.
 """
 from __future__ import annotations
 
-import torch
-
-from ... import _triton
 from ..._registry import register_backend
+from . import av_reference, av_torch, reference, torch_na, triton_na
 
-register_backend('na', 'reference', 'ops.na.backends.reference', auto=False, preload=True)
-register_backend('na', 'torch', 'ops.na.backends.torch_na', dropout=True, priority=10, preload=True)
+register_backend(reference.BACKEND)
+register_backend(torch_na.BACKEND)
+register_backend(triton_na.BACKEND)  # imports no Triton until Triton can run (ops._registry)
 # the neighbourhood weighted sum (ops.na.na_av): reference oracle and the slot-loop torch path
-register_backend('na_av', 'reference', 'ops.na.backends.av_reference', auto=False, preload=True)
-register_backend('na_av', 'torch', 'ops.na.backends.av_torch', priority=10, preload=True)
-register_backend('na', 'triton', 'ops.na.backends.triton_na', devices=('cuda',),
-                 dtypes=(torch.float16, torch.bfloat16, torch.float32), dropout=True, priority=20,
-                 probe=_triton.unavailable_reason,
-                 preload=_triton.unavailable_reason(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
-                 is None)
+register_backend(av_reference.BACKEND)
+register_backend(av_torch.BACKEND)

@@ -6,9 +6,10 @@ import math
 
 import torch
 
+from ..._registry import Backend
 from ..pattern import NASpec, axis_neighbors
 
-__all__ = ['forward', 'backward', 'slot_keys']
+__all__ = ['BACKEND', 'forward', 'backward', 'slot_keys']
 
 
 def slot_keys(shape, spec: NASpec, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,3 +60,6 @@ def backward(grad_out: torch.Tensor, w: torch.Tensor, v: torch.Tensor, spec: NAS
     n, kk = keys.shape
     dw = (do @ vf.transpose(-1, -2)).gather(-1, keys.expand(b, h, n, kk)) * valid
     return (dw.transpose(1, 2).reshape(w.shape).to(w.dtype), dv.transpose(1, 2).reshape(v.shape).to(v.dtype))
+
+
+BACKEND = Backend('na_av', 'reference', forward, backward, auto=False)

@@ -15,9 +15,10 @@ from functools import lru_cache
 
 import torch
 
+from ..._registry import Backend
 from ..pattern import NASpec, axis_neighbors
 
-__all__ = ['forward', 'backward']
+__all__ = ['BACKEND', 'forward', 'backward']
 
 
 @lru_cache(maxsize=64)
@@ -139,3 +140,6 @@ def backward(grad_out: torch.Tensor, w: torch.Tensor, v: torch.Tensor, spec: NAS
 
         dv = visit(0, v.to(compute), 0, None)
         return dw.to(w.dtype), dv.to(v.dtype)
+
+
+BACKEND = Backend('na_av', 'torch', forward, backward, priority=10)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from ..._registry import Backend
 from ..pattern import NASpec, dense_mask, dense_rpb_index
 
-__all__ = ['forward', 'backward']
+__all__ = ['BACKEND', 'forward', 'backward']
 
 
 def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -100,3 +101,6 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                 dak, dav = dak.sum(0, keepdim=True), dav.sum(0, keepdim=True)
             dadd_k, dadd_v = dak.transpose(1, 2).to(add_k.dtype), dav.transpose(1, 2).to(add_v.dtype)
         return unflat(dq, q), unflat(dkeys[:, :, :n], k), unflat(dvals[:, :, :n], v), drpb, dadd_k, dadd_v
+
+
+BACKEND = Backend('na', 'reference', forward, backward, auto=False)

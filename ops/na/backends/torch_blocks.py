@@ -37,7 +37,7 @@ class Layout:
     """How a blocked pattern maps ``[B, *S, H, D]`` onto ``[B * W, H, n, D]`` blocks."""
 
     view: tuple[int, ...]  # per axis (blocks per group, k, dilation), flattened
-    perm: tuple[int, ...]  # permutation of [B, *view, H, D] to [B, (blocks, dilation) per axis, H, k per axis, D]
+    perm: tuple[int, ...]  # permutation of [B, *view, H, D] to [B, (blocks, dilation) per axis, k per axis, H, D]
     inv_perm: tuple[int, ...]
     n_blocks: int  # W: blocks per image (over all dilation groups)
     n: int  # tokens per block
@@ -71,7 +71,7 @@ def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
     m = len(shape)
     ks, ds = spec.kernel_size, spec.dilation
     view = tuple(x for a in range(m) for x in (blocks[a], ks[a], ds[a]))
-    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), 1 + 3 * m, *(2 + 3 * a for a in range(m)),
+    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), *(2 + 3 * a for a in range(m)), 1 + 3 * m,
             2 + 3 * m)
     inv_perm = tuple(sorted(range(len(perm)), key=perm.__getitem__))
     n = math.prod(ks)
@@ -103,16 +103,22 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _to_blocks(x: torch.Tensor, lay: Layout, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, *S, H, D]`` -> contiguous ``[B * W, H, n, D]`` in ``dtype``."""
+    """``[B, *S, H, D]`` -> ``[B * W, H, n, D]`` in ``dtype``, laid out as ``[B * W, n, H, D]`` (the flash kernel's
+    own layout: a window covering an undilated map needs no copy)."""
     b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    if lay.n_blocks == 1:
+        return x.to(dtype).reshape(b, lay.n, h, d).transpose(1, 2)
     x = x.to(dtype).reshape(b, *lay.view, h, d).permute(lay.perm)
-    return x.reshape(b * lay.n_blocks, h, lay.n, d)
+    return x.reshape(b * lay.n_blocks, lay.n, h, d).transpose(1, 2)
 
 
 def _from_blocks(x: torch.Tensor, lay: Layout, bsh: torch.Size) -> torch.Tensor:
     """``[B * W, H, n, t]`` -> ``[*bsh, t]`` with ``bsh = (B, *S, H)``."""
+    x = x.transpose(1, 2)
+    if lay.n_blocks == 1:
+        return x.reshape(*bsh, x.shape[-1])
     blocked = [lay.view[i] for i in range(len(lay.view)) if i % 3 != 1]  # (blocks, dilation) per axis
-    x = x.reshape(bsh[0], *blocked, bsh[-1], *lay.view[1::3], x.shape[-1]).permute(lay.inv_perm)
+    x = x.reshape(bsh[0], *blocked, *lay.view[1::3], bsh[-1], x.shape[-1]).permute(lay.inv_perm)
     return x.reshape(*bsh, x.shape[-1])
 
 
@@ -187,6 +193,8 @@ def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, a
         delta = (dob * ob).sum(-1)
         if grad_lse is not None:
             delta = delta - _to_blocks(grad_lse[..., None], lay, dtype)[..., 0]
+        # contiguous [B * W, H, n, D]: the batched matmuls run ~1.4x faster than on the flash layout
+        qb, kb, vb, dob = qb.contiguous(), kb.contiguous(), vb.contiguous(), dob.contiguous()
         dq, dk, dv = torch.empty_like(qb), torch.empty_like(kb), torch.empty_like(vb)
         dbias = torch.zeros(qb.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
         bw, h, n, m = qb.shape[0], qb.shape[1], lay.n, kb.shape[2]

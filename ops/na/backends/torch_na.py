@@ -32,10 +32,11 @@ from functools import lru_cache
 
 import torch
 
+from ..._registry import Backend
 from ..pattern import NASpec, axis_window
 from . import torch_blocks
 
-__all__ = ['forward', 'backward', 'forward_with_dropout']
+__all__ = ['BACKEND', 'forward', 'backward', 'forward_with_dropout']
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 # Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (256K fp32 = 1 MiB: in cache;
@@ -467,3 +468,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         dak = dak.transpose(1, 2).to(add_k.dtype)
         dav = dav.transpose(1, 2).to(add_v.dtype)
     return dq, dk, dv, drpb, dak, dav
+
+
+BACKEND = Backend('na', 'torch', forward, backward, forward_with_dropout=forward_with_dropout, dropout=True,
+                  priority=10)

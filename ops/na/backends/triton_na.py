@@ -41,24 +41,17 @@ Design (docs/design.md, 'Fused local attention'):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from ... import _triton
+from ..._registry import Backend
 from ..pattern import NASpec
-from . import _triton_small
-from ._triton_kernels import (
-    _na_bwd_dkv_kernel,
-    _na_bwd_dq_kernel,
-    _na_bwd_extra_kernel,
-    _na_delta_kernel,
-    _na_fwd_kernel,
-)
 
-__all__ = ['forward', 'backward', 'check_inputs', 'tiled_only']
+__all__ = ['BACKEND', 'forward', 'backward', 'check_inputs', 'tiled_only']
 
 _LOG2E = 1.4426950408889634
 _INTERPRET = _triton.interpreting()
@@ -75,10 +68,29 @@ _MAX_DRPB_TABLE = 4096
 _forced_tiles: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 
 
+@functools.cache
+def _kernels():
+    """The tiled kernels, imported on first use (``import triton`` is slow and fails where Triton is absent; this
+    module is imported wherever ``ops`` is, for :data:`BACKEND`)."""
+    from . import _triton_kernels
+    return _triton_kernels
+
+
+@functools.cache
+def _small():
+    """The small-window kernels (``_triton_small``), imported on first use as :func:`_kernels`."""
+    from . import _triton_small
+    return _triton_small
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def tiled_only():
     """Context manager: every problem to the tiled kernels, the small-window ones off (benchmarks measure the
-    path those replace); reached through the registry: ``ops.get_backend('na', 'triton').tiled_only()``."""
-    return _triton_small.disabled()
+    path those replace); reached through the registry: ``ops.get_backend('na', 'triton').extra['tiled_only']()``."""
+    return _small().disabled()
 
 
 def _pow2(n: int) -> int:
@@ -290,16 +302,16 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
     lse = torch.empty((batch, *spatial, heads), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float('-inf'))
-    if _triton_small.serves(spatial, spec, rpb, add_k, dropout_p):
+    if _small().serves(spatial, spec, rpb, add_k, dropout_p):
         with _device(q):
-            return _triton_small.forward(q, k, v, spec, scale)
+            return _small().forward(q, k, v, spec, scale)
     # large windows: 128-query tiles (two warpgroups per tile, and less halo per query)
     big_window = q.dtype != torch.float32 and math.prod(spec.kernel_size) >= 256
     geom = _geometry(spatial, spec, _tile_rows(q.dtype, head_dim), 128 if big_window else None)
     nd = len(spatial)
     n_qt = geom.tiles(geom.q_tile)
     with _device(q):
-        _na_fwd_kernel[(math.prod(geom.dilation) * math.prod(n_qt), heads, batch)](
+        _kernels()._na_fwd_kernel[(math.prod(geom.dilation) * math.prod(n_qt), heads, batch)](
             q, k, v, out, lse, q if rpb is None else rpb, q if add_k is None else add_k,
             q if add_v is None else add_v,
             *_strides5(q, nd), *_strides5(k, nd), *_strides5(v, nd), *_strides5(out, nd), *_strides5(lse, nd),
@@ -334,8 +346,8 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                  for t, need in ((rpb, need_rpb), (add_k, need_extra), (add_v, need_extra)))
         return dq.zero_(), dk.zero_(), dv.zero_(), *zeros
     with _device(q):
-        if _triton_small.serves(tuple(q.shape[1:-2]), spec, rpb, add_k, dropout_p):
-            return *_triton_small.backward(grad_out, q, k, v, out, lse, spec, scale, grad_lse), None, None, None
+        if _small().serves(tuple(q.shape[1:-2]), spec, rpb, add_k, dropout_p):
+            return *_small().backward(grad_out, q, k, v, out, lse, spec, scale, grad_lse), None, None, None
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, dq, dk, dv,
                          need_rpb, need_extra, drop)
 
@@ -354,7 +366,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     n_rows = lse.numel()
     block_r = 64
     glse = None if grad_lse is None else grad_lse.to(torch.float32).contiguous()
-    _na_delta_kernel[(triton.cdiv(n_rows, block_r),)](out, do, delta if glse is None else glse, delta, n_rows,
+    _kernels()._na_delta_kernel[(_cdiv(n_rows, block_r),)](out, do, delta if glse is None else glse, delta, n_rows,
                                                        head_dim, BLOCK_R=block_r, BLOCK_D=block_d,
                                                        HAS_GLSE=glse is not None)
 
@@ -374,7 +386,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         drpb_buf = torch.empty((batch * heads * n_qprog, math.prod(pg)), dtype=torch.float32, device=q.device)
     else:
         drpb_buf = torch.zeros((heads, math.prod(pg)), dtype=torch.float32, device=q.device)
-    _na_bwd_dq_kernel[(n_qprog, heads, batch)](
+    _kernels()._na_bwd_dq_kernel[(n_qprog, heads, batch)](
         q, k, v, do, lse, delta, dq, q if rpb is None else rpb, drpb_buf,
         q if add_k is None else add_k, q if add_v is None else add_v,
         *common, *_strides5(dq, nd), *_strides5(lse, nd), *_rpb_strides(rpb),
@@ -387,7 +399,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         **_launch_opts(geom_dq, head_dim, q.dtype))
 
     n_kt = geom.tiles(geom.kv_tile)
-    _na_bwd_dkv_kernel[(math.prod(geom.dilation) * math.prod(n_kt), heads, batch)](
+    _kernels()._na_bwd_dkv_kernel[(math.prod(geom.dilation) * math.prod(n_kt), heads, batch)](
         q, k, v, do, lse, delta, dk, dv, q if rpb is None else rpb,
         *common, *_strides5(lse, nd), *_rpb_strides(rpb), *_strides5(dk, nd), *_strides5(dv, nd),
         *shape_args, *n_kt, head_dim, scale * _LOG2E, scale, **drop,
@@ -414,15 +426,15 @@ def _extra_backward(q: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta:
     n_tokens, n_extra = math.prod(lengths), add_k.shape[1]
     block_m = 64
     block_e = min(64, max(16, _pow2(n_extra)))
-    n_eblocks = triton.cdiv(n_extra, block_e)
+    n_eblocks = _cdiv(n_extra, block_e)
     n_sm = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 2
     want = max(1, (4 * n_sm) // (batch * heads * n_eblocks))
-    n_chunks = min(triton.cdiv(n_tokens, block_m), want)
-    chunk = block_m * triton.cdiv(triton.cdiv(n_tokens, block_m), n_chunks)
-    n_chunks = triton.cdiv(n_tokens, chunk)
+    n_chunks = min(_cdiv(n_tokens, block_m), want)
+    chunk = block_m * _cdiv(_cdiv(n_tokens, block_m), n_chunks)
+    n_chunks = _cdiv(n_tokens, chunk)
     partial_k = torch.empty((n_chunks, batch, n_extra, heads, head_dim), dtype=torch.float32, device=q.device)
     partial_v = torch.empty_like(partial_k)
-    _na_bwd_extra_kernel[(n_eblocks * n_chunks, heads, batch)](
+    _kernels()._na_bwd_extra_kernel[(n_eblocks * n_chunks, heads, batch)](
         q, do, lse, delta, add_k, add_v, partial_k, partial_v,
         *_strides5(q, nd), *_strides5(do, nd), *_strides5(lse, nd),
         *_extra_strides(add_k), *_extra_strides(add_v),
@@ -432,3 +444,9 @@ def _extra_backward(q: torch.Tensor, do: torch.Tensor, lse: torch.Tensor, delta:
     dadd_k = partial_k.sum(dims).view(add_k.shape).to(add_k.dtype)
     dadd_v = partial_v.sum(dims).view(add_v.shape).to(add_v.dtype)
     return dadd_k, dadd_v
+
+
+BACKEND = Backend('na', 'triton', forward, backward, check_inputs=check_inputs, extra={'tiled_only': tiled_only},
+                  devices=('cuda',), dtypes=_DTYPES, dropout=True, priority=20, probe=_triton.unavailable_reason)
+if _triton.unavailable_reason(torch.device('cuda' if torch.cuda.is_available() else 'cpu')) is None:
+    _kernels(), _small()  # Triton can run here: import the kernels now, never inside a torch.compile trace

@@ -1,6 +1,7 @@
 """The routed-attention backends, registered as op ``'routed'`` in :mod:`ops._registry`.
 
-A backend is a module with (``q``, ``k`` ``[B, H, W, heads, D]``, ``v`` ``[B, H, W, heads, Dv]``, one dtype;
+A backend is a module ending with its :class:`ops._registry.Backend` record ``BACKEND``, whose entry points
+are (``q``, ``k`` ``[B, H, W, heads, D]``, ``v`` ``[B, H, W, heads, Dv]``, one dtype;
 ``indices`` int64 ``[B, R, topk]`` in range; ``grid`` an :class:`ops.routed.regions.RegionGrid`; ``valid_shape``
 ``None`` or ``(rows, cols)`` of unmasked keys)::
 
@@ -13,16 +14,9 @@ enters the backward as ``delta = rowsum(dO * O) - grad_lse``.
 """
 from __future__ import annotations
 
-import torch
-
-from ... import _triton
 from ..._registry import register_backend
+from . import reference, torch_routed, triton_routed
 
-register_backend('routed', 'reference', 'ops.routed.backends.reference', auto=False, preload=True)
-register_backend('routed', 'torch', 'ops.routed.backends.torch_routed', priority=10, preload=True)
-# deterministic by construction: dK/dV walk the inverse lists, no atomics
-register_backend('routed', 'triton', 'ops.routed.backends.triton_routed', devices=('cuda',),
-                 dtypes=(torch.float16, torch.bfloat16, torch.float32), priority=20,
-                 probe=_triton.unavailable_reason,
-                 preload=_triton.unavailable_reason(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
-                 is None)
+register_backend(reference.BACKEND)
+register_backend(torch_routed.BACKEND)
+register_backend(triton_routed.BACKEND)  # imports no Triton until Triton can run (ops._registry)

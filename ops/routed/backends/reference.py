@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from ..._registry import Backend
 from ..regions import RegionGrid, from_regions, to_regions, valid_tokens
 
-__all__ = ['forward', 'backward']
+__all__ = ['BACKEND', 'forward', 'backward']
 
 
 def _key_bias(indices: torch.Tensor, grid: RegionGrid, valid_shape, dtype) -> torch.Tensor:
@@ -65,3 +66,6 @@ def backward(grad_out, q, k, v, out, lse, indices, grid: RegionGrid, scale: floa
         dk = _grid_out(ds.transpose(-1, -2) @ qf * scale, grid).to(k.dtype)
         dv = _grid_out(probs.transpose(-1, -2) @ dof, grid).to(v.dtype)
     return dq, dk, dv
+
+
+BACKEND = Backend('routed', 'reference', forward, backward, auto=False)

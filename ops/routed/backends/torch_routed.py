@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from ..._registry import Backend
 from ..regions import RegionGrid, from_regions, to_regions, valid_tokens
 
-__all__ = ['forward', 'backward']
+__all__ = ['BACKEND', 'forward', 'backward']
 
 # Upper bound on the elements of one chunk's scores or gathered keys / values (1M fp32 = 4 MiB).
 _CHUNK_ELEMENTS = 1 << 20
@@ -160,3 +161,6 @@ def backward(grad_out, q, k, v, out, lse, indices, grid: RegionGrid, scale: floa
             dv.view(-1, s_ * dv_dim).index_add_(0, flat, dvc.reshape(-1, s_ * dv_dim))
         dq = from_regions(dq, grid).to(q.dtype)
         return dq, from_regions(dk, grid).to(k.dtype), from_regions(dv, grid).to(v.dtype)
+
+
+BACKEND = Backend('routed', 'torch', forward, backward, priority=10)

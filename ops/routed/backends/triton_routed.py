@@ -18,19 +18,28 @@ Design (docs/design.md, 'Fused local attention', routing):
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
 from ... import _triton
+from ..._registry import Backend
 from ..regions import RegionGrid
-from ._triton_kernels import _routed_bwd_dkv_kernel, _routed_bwd_dq_kernel, _routed_fwd_kernel
 
-__all__ = ['forward', 'backward', 'check_inputs', 'inverse_lists']
+__all__ = ['BACKEND', 'forward', 'backward', 'check_inputs', 'inverse_lists']
 
 _LOG2E = 1.4426950408889634
 _INTERPRET = _triton.interpreting()
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_YZ = 65535
+
+
+@functools.cache
+def _kernels():
+    """The kernels, imported on first use (``import triton`` is slow and fails where Triton is absent; this module
+    is imported wherever ``ops`` is, for :data:`BACKEND`)."""
+    from . import _triton_kernels
+    return _triton_kernels
 
 
 def _pow2(n: int) -> int:
@@ -99,7 +108,7 @@ def forward(q, k, v, indices, grid: RegionGrid, scale: float, valid_shape=None):
     qt = -(-grid.region_size // blk['region'])
     valid_h, valid_w = _valid(grid, valid_shape)
     with _device(q):
-        _routed_fwd_kernel[(grid.n_regions * qt, h, b)](
+        _kernels()._routed_fwd_kernel[(grid.n_regions * qt, h, b)](
             q, k, v, indices, out, lse, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(lse), *indices.stride()[:2],
             grid.n_w, indices.shape[-1], valid_h, valid_w, d, dv, scale * _LOG2E,
             RH=grid.rh, RW=grid.rw, QT=qt, BLOCK_M=blk['region'], BLOCK_N=blk['seq'], BLOCK_D=blk['BLOCK_D'],
@@ -140,13 +149,19 @@ def backward(grad_out, q, k, v, out, lse, indices, grid: RegionGrid, scale: floa
     strides = (*_s4(q), *_s4(k), *_s4(v), *_s4(grad_out), *_s4(lse))
     qt = -(-grid.region_size // blk['region'])
     with _device(q):
-        _routed_bwd_dq_kernel[(grid.n_regions * qt, h, b)](
+        _kernels()._routed_bwd_dq_kernel[(grid.n_regions * qt, h, b)](
             q, k, v, grad_out, lse, delta, indices, dq, *strides, *indices.stride()[:2],
             grid.n_w, indices.shape[-1], valid_h, valid_w, d, dv_dim, scale * _LOG2E, scale,
             QT=qt, BLOCK_M=blk['region'], BLOCK_N=blk['seq'], **common)
-        _routed_bwd_dkv_kernel[(grid.n_regions * qt, h, b)](
+        _kernels()._routed_bwd_dkv_kernel[(grid.n_regions * qt, h, b)](
             q, k, v, grad_out, lse, delta, offsets, query_regions, dk, dv, *strides,
             grid.n_regions, grid.n_w, valid_h, valid_w, d, dv_dim, scale * _LOG2E, scale,
             KT=qt, BLOCK_M=blk['seq'], BLOCK_N=blk['region'], **common)
     return dq, dk, dv
 
+
+# deterministic by construction: dK/dV walk the inverse lists, no atomics
+BACKEND = Backend('routed', 'triton', forward, backward, check_inputs=check_inputs, devices=('cuda',),
+                  dtypes=_DTYPES, priority=20, probe=_triton.unavailable_reason)
+if _triton.unavailable_reason(torch.device('cuda' if torch.cuda.is_available() else 'cpu')) is None:
+    _kernels()  # Triton can run here: import the kernels now, never inside a torch.compile trace

@@ -1,10 +1,10 @@
-"""ONNX lowering of ``attnzoo::transnext_stage_tables`` (:mod:`backbones.transnext`), default-domain ops.
+"""ONNX lowering of ``attnzoo::transnext_stage_tables`` (:mod:`ops.dense.cpb`), default-domain ops.
 
 The tables from the run-time map and pool sizes, in the eager op's float32 arithmetic: per axis the query
 positions, the pooled keys at the mean of their adaptive-pooling bin (``(start + end - 1) / 2``, exactly what
 ``adaptive_avg_pool1d`` of the positions gives), the relative coordinates ``(q - k) / (pretrain - 1) * 8`` and their
 sorted distinct values with each pair's index (ONNX ``Unique``, as ``torch.unique``); the log-spaced table and the
-length scales as :func:`backbones.transnext._stage_tables`. ``log2`` is ``Log(x) / Log(2)`` (ONNX has no Log2), one
+length scales as :func:`ops.dense.cpb._stage_tables`. ``log2`` is ``Log(x) / Log(2)`` (ONNX has no Log2), one
 rounding step away from torch's.
 """
 from __future__ import annotations
