@@ -62,7 +62,7 @@ def pool_agents(query: torch.Tensor, agent_shape: tuple[int, int]) -> torch.Tens
     """Agent tokens: the adaptive average pool of ``query [B, H, W, heads, D]`` to ``agent_shape``;
     returns ``[B, A, heads, D]`` (agents row-major over the grid)."""
     b, h, w, nh, d = query.shape
-    pooled = F.adaptive_avg_pool2d(query.reshape(b, h, w, nh * d).permute(0, 3, 1, 2), agent_shape)
+    pooled = ops.adaptive_avg_pool2d(query.reshape(b, h, w, nh * d).permute(0, 3, 1, 2), agent_shape)
     return pooled.flatten(2).transpose(1, 2).reshape(b, -1, nh, d)
 
 
@@ -73,7 +73,7 @@ def resize_agent_bias(bias: torch.Tensor, size: tuple[int, int], grid: tuple[int
     The official downstream rule: bilinear resize of the spatial axes to ``size``, then of the agent axes from
     ``grid`` to ``agent_shape`` (A' agents); each step is skipped where the size is already right (identity)."""
     heads = bias.shape[0]
-    if tuple(bias.shape[-2:]) != size:
+    if torch.compiler.is_compiling() or tuple(bias.shape[-2:]) != size:  # compiled: no guard on the map size
         bias = F.interpolate(bias, size=size, mode='bilinear')
     if agent_shape != grid:
         bias = bias.reshape(heads, *grid, -1).permute(0, 3, 1, 2)
@@ -192,12 +192,12 @@ class _QKV(nn.Module):
             raise ValueError(f'{type(self).__name__} expects an NHWC map [batch, height, width, {self.dim}], got '
                              f'shape {tuple(x.shape)}')
         b, h, w, _ = x.shape
-        shape = (b, h, w, self.num_heads, self.head_dim)
+        heads = (self.num_heads, self.head_dim)  # split in the one reshape: no guards on the map size when exported
         if self.separate_q:
-            k, v = self.kv(x).reshape(b, h, w, 2, self.dim).unbind(3)
-            return self.q(x).reshape(shape), k.reshape(shape), v.reshape(shape)
-        q, k, v = self.qkv(x).reshape(b, h, w, 3, self.dim).unbind(3)
-        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+            k, v = self.kv(x).reshape(b, h, w, 2, *heads).unbind(3)
+            return self.q(x).reshape(b, h, w, *heads), k, v
+        q, k, v = self.qkv(x).reshape(b, h, w, 3, *heads).unbind(3)
+        return q, k, v
 
 
 def inline_residual(residual: nn.Module, mean: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -206,8 +206,12 @@ def inline_residual(residual: nn.Module, mean: torch.Tensor, v: torch.Tensor) ->
     windows) share their image's kernels. Returns ``[B', C, H, W]``."""
     bv, c, h, w = v.shape
     kernels = residual(mean[..., None]).reshape(mean.shape[0], c, 1, 3, 3)
-    kernels = kernels.repeat_interleave(bv // mean.shape[0], dim=0).reshape(bv * c, 1, 3, 3)
-    out = F.conv2d(v.reshape(1, bv * c, h, w), kernels.to(v.dtype), padding=1, groups=bv * c)
+    kernels = kernels.repeat_interleave(bv // mean.shape[0], dim=0).to(v.dtype)  # [B', C, 1, 3, 3]
+    if torch.compiler.is_compiling():  # ONNX Conv takes no run-time group count: the 9 taps as multiply-adds
+        padded = F.pad(v, (1, 1, 1, 1))
+        return sum(kernels[:, :, 0, i, j, None, None] * padded[:, :, i:i + h, j:j + w]
+                   for i in range(3) for j in range(3))
+    out = F.conv2d(v.reshape(1, bv * c, h, w), kernels.reshape(bv * c, 1, 3, 3), padding=1, groups=bv * c)
     return out.reshape(bv, c, h, w)
 
 

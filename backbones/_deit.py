@@ -169,8 +169,8 @@ def embed_tokens(x: torch.Tensor, cls_token: torch.Tensor, pos: torch.Tensor, bu
                  ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Patches ``[B, H, W, C]`` -> class token + patch tokens with position embeddings (resampled from the build
     grid to the patch grid), and the patch grid. Public: torch.fx autowraps no ``_``-prefixed function."""
-    grid = (int(x.shape[1]), int(x.shape[2]))
-    if grid != tuple(build_grid):
+    grid = (x.shape[1], x.shape[2])  # no int(): symbolic when exported
+    if torch.compiler.is_compiling() or grid != tuple(build_grid):  # compiled: no guard on the build size
         pos = resample_abs_pos_embed(pos, grid, build_grid, num_prefix_tokens=1)
     return torch.cat([cls_token.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1) + pos, grid
 

@@ -91,7 +91,7 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
         if self.kind == 'window':
-            y = self.attn(y, shift=min(x.shape[1], x.shape[2]) > self.window_size)
+            y = self.attn(y, shift=any(self.attn.shift_size) and min(x.shape[1], x.shape[2]) > self.window_size)
         else:
             y = self.attn(y)
         x = x + self.drop_path(y)

@@ -23,6 +23,12 @@ FAMILIES = {
     'transnext': ('transnext_micro', dict(depths=ONE, embed_dims=(16, 24, 32, 40), num_heads=(2, 2, 4, 4))),
     'glnet': ('glnet_4g', dict(depths=ONE, embed_dims=(32, 64, 96, 128))),
     'glnet_stl': ('glnet_stl', dict(depths=ONE)),
+    'biformer_stl': ('biformer_stl', dict(depths=ONE)),
+    'litv2': ('litv2_small', dict(depths=ONE)),
+    'agent_pvt': ('agent_pvt_tiny', dict(depths=ONE)),
+    'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
+    'agent_deit': ('agent_deit_tiny', dict(depth=2)),
+    'inline_deit': ('inline_deit_tiny', dict(depth=2)),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
