@@ -291,8 +291,9 @@ class CSWin(HierarchicalModel):
         mask_stripe_padding: stripes that do not divide the map: end-pad and mask the padded keys (the correct
             behaviour) instead of the official segmentation backbone's centred, unmasked zero padding (the default).
         drop_rate, attn_drop_rate, drop_path_rate: dropout in the MLP / attention, stochastic depth (linear over
-            all blocks); ``head_drop_rate``: before the classifier.
-        device, dtype: where and in which dtype to create the parameters (timm's factory kwargs).
+            all blocks); ``head_drop_rate``: before the classifier (the base's ``drop_rate``).
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``device``, ``dtype``
+            (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     KINDS = tuple(ATTENTIONS)
@@ -306,9 +307,6 @@ class CSWin(HierarchicalModel):
 
     def __init__(
             self,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             img_size: int = 224,
             embed_dim: int = 64,
             depths: Sequence[int] = (2, 4, 18, 1),
@@ -325,10 +323,9 @@ class CSWin(HierarchicalModel):
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             head_drop_rate: float = 0.,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__(in_chans, num_classes, global_pool, head_drop_rate, device=device, dtype=dtype)
+        super().__init__(drop_rate=head_drop_rate, **kwargs)
         dd = self.factory_kwargs
         n = stage_count(depths, num_heads=num_heads, split_size=split_size, attn_kinds=attn_kinds)
         resolutions = [img_size // (4 * 2 ** i) for i in range(n)]
@@ -336,7 +333,7 @@ class CSWin(HierarchicalModel):
         attentions = {**ATTENTIONS, **(attentions or {})}
         self.attn_kinds = check_attn_kinds(attn_kinds, depths, tuple(attentions))
         self.img_size = img_size
-        self.patch_embed = Stem(in_chans, embed_dim, **dd)
+        self.patch_embed = Stem(self.in_chans, embed_dim, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         stages, dims, j = [], [embed_dim * 2 ** i for i in range(n)], 0
         for i in range(n):

@@ -196,15 +196,16 @@ class PVT(HierarchicalModel):
         attn_kinds: per stage, the kind of each block, one of ``PVT_KINDS`` (:mod:`backbones._attn_kinds`; the
             official models keep one per stage); ``None``: spatial-reduction attention everywhere (PVT).
         img_size: the build input size (position embeddings and agent biases are sized to its stage grids).
-        in_chans, num_classes, global_pool: as timm.
         embed_dims, depths, num_heads, mlp_ratios: per stage.
         sr_ratios: spatial reduction of the ``'sra'`` stages.
         agent_num: agents per stage; agent_shapes: per stage, the agent grid at run time (the official downstream
             ``downstream_agent_shapes``; ``None`` keeps the build grids).
         kernel_func: InLine's feature map.
         qkv_bias: bias in the q / kv projections.
-        drop_rate: classifier dropout; proj_drop_rate: after projections, in the MLP and on the position embedding
+        proj_drop_rate: after projections, in the MLP and on the position embedding
             (the official ``drop_rate``); attn_drop_rate; drop_path_rate: stochastic depth, linear over all blocks.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     KINDS = PVT_KINDS
@@ -223,9 +224,6 @@ class PVT(HierarchicalModel):
             self,
             attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dims: Sequence[int] = (64, 128, 320, 512),
             depths: Sequence[int] = (3, 4, 6, 3),
             num_heads: Sequence[int] = (1, 2, 5, 8),
@@ -235,21 +233,19 @@ class PVT(HierarchicalModel):
             agent_shapes: Sequence[Sequence[int] | None] | None = None,
             kernel_func: str = 'identity',
             qkv_bias: bool = True,
-            drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__(in_chans, num_classes, global_pool, drop_rate, device=device, dtype=dtype)
+        super().__init__(**kwargs)
         dd = self.factory_kwargs
         n = stage_count(depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios, sr_ratios=sr_ratios,
                         agent_num=agent_num, agent_shapes=agent_shapes, attn_kinds=attn_kinds)
         agent_shapes = [None] * n if agent_shapes is None else list(agent_shapes)
         self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.patch_embed = _Stem(in_chans, embed_dims[0], **dd)
+        self.patch_embed = _Stem(self.in_chans, embed_dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self._set_stages([PVTStage(
             embed_dims[max(i - 1, 0)], embed_dims[i], attn_kinds[i], downsample=i > 0,

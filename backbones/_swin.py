@@ -146,7 +146,6 @@ class Swin(HierarchicalModel):
         attn_kinds: per stage, the kind of each block, one of ``ATTN_KINDS`` (:mod:`backbones._attn_kinds`; a family's
             letters turn an official code into them); ``None``: window attention everywhere (Swin).
         img_size: the build input size: the agent biases are sized to its stage maps (the official ``img_size``).
-        in_chans, num_classes, global_pool: as timm.
         embed_dim, depths, num_heads: stage-1 width (doubling per stage), blocks and heads per stage.
         window_size: the official ``WINDOW_SIZE`` (the agent blocks' build window, clipped to the stage map; window
             blocks use ``max(7, window_size // 8)``).
@@ -155,8 +154,10 @@ class Swin(HierarchicalModel):
             ``None`` keeps the build grids.
         kernel_func: InLine's feature map.
         mlp_ratio, qkv_bias: as Swin.
-        drop_rate: classifier dropout; proj_drop_rate: after projections and in the MLP (the official ``drop_rate``);
+        proj_drop_rate: after projections and in the MLP (the official ``drop_rate``);
         attn_drop_rate: on attention probabilities; drop_path_rate: stochastic depth, linear over all blocks.
+        **kwargs: the shared ``in_chans``, ``num_classes``, ``global_pool``, ``drop_rate`` (classifier dropout),
+            ``device``, ``dtype`` (:class:`~backbones._hierarchical.HierarchicalModel`).
     """
 
     KINDS = ATTN_KINDS
@@ -173,9 +174,6 @@ class Swin(HierarchicalModel):
             self,
             attn_kinds: Sequence[Sequence[str]] | None = None,
             img_size: int | Sequence[int] = 224,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
             embed_dim: int = 96,
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -185,14 +183,12 @@ class Swin(HierarchicalModel):
             kernel_func: str = 'identity',
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
-            drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
-        super().__init__(in_chans, num_classes, global_pool, drop_rate, device=device, dtype=dtype)
+        super().__init__(**kwargs)
         dd = self.factory_kwargs
         num_stages = stage_count(depths, num_heads=num_heads, agent_num=agent_num, agent_shapes=agent_shapes,
                                  attn_kinds=attn_kinds)
@@ -200,7 +196,7 @@ class Swin(HierarchicalModel):
         self.attn_kinds = attn_kinds = check_attn_kinds(attn_kinds, depths, self.KINDS)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.patch_embed = PatchEmbed(in_chans, dims[0], **dd)
+        self.patch_embed = PatchEmbed(self.in_chans, dims[0], **dd)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self._set_stages([SwinStage(
             dims[max(i - 1, 0)], dims[i], attn_kinds[i], downsample=i > 0, num_heads=num_heads[i],
