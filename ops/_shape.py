@@ -32,7 +32,8 @@ def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int
     """
     dims = _dims(x, dims)
     mult = tuple(multiple) if isinstance(multiple, (list, tuple)) else (multiple,) * len(dims)
-    if len(mult) != len(dims) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+    if len(mult) != len(dims) or any(isinstance(m, bool) or not isinstance(m, (int, torch.SymInt)) or m < 1
+                                        for m in mult):  # SymInt: a size-derived window (exported)
         raise ValueError(f'multiple must be an int >= 1 or one per dim ({len(dims)}), got {multiple!r}')
     sizes = spatial_sizes(x, dims)
     pad = [0] * (2 * x.dim())
