@@ -121,13 +121,11 @@ def neighborhood_attention(
                                              float(dropout_p))
     if not dropout and custom_op.eager_ok(query, key, value, rpb, additional_keys, additional_values):
         out, lse = custom_op.na_eager(query, key, value, spec, scale, rpb, additional_keys, additional_values, name)
-        if return_lse and _recorder.active is not None:
-            _recorder.active.bind_lse(lse)
-        return (out, lse) if return_lse else out
-    # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it
-    seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
-    out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
-                                            additional_values, name, float(dropout_p), seed, border=spec.border)
+    else:
+        # fused dropout: the Philox (seed, offset) comes from torch's CPU generator, so torch.manual_seed reproduces it
+        seed = torch.randint(0, 2 ** 31 - 1, (2,), dtype=torch.int64) if dropout else None
+        out, lse = torch.ops.attnzoo.na_forward(query, key, value, *spec_args(spec), scale, rpb, additional_keys,
+                                                additional_values, name, float(dropout_p), seed, border=spec.border)
     if return_lse and _recorder.active is not None:
         _recorder.active.bind_lse(lse)
     return (out, lse) if return_lse else out
