@@ -4,9 +4,9 @@ How it works (docs/design.md, 'Fused local attention'):
 
 * Blocked patterns (windows that partition the grid once dilation groups are folded into the batch: a window
   covering the whole map, Swin/MaxViT blocks and grids) run as batched dense attention on SDPA's fused CPU
-  kernel with the rpb as an additive bias (:mod:`.torch_blocks`). Small maps that the window nearly covers
-  (:data:`_DENSE_BOUND`) run the CPU inference forward as one dense flash call with the pattern and rpb as an
-  ``[H, N, N]`` bias (:func:`_run_dense`); everything below is the general path.
+  kernel with the rpb as an additive bias (:mod:`.torch_blocks`); so do small maps that the window nearly covers
+  (on CPU: one block over the whole map, the pattern as ``-inf`` bias entries); everything below is the general
+  path.
 * Dilation: per axis the tokens are permuted so that each dilation group is contiguous (group ``g`` holds the
   original indices ``g, g + d, ...``); inside a group the pattern is plain neighborhood attention.
 * Tiles: each group is cut into query tiles of ``T`` tokens per axis (an N-D block of the grid). The keys a
@@ -35,7 +35,7 @@ from functools import lru_cache
 import torch
 
 from ..._registry import Backend
-from ..pattern import NASpec, axis_window, dense_mask, dense_rpb_index
+from ..pattern import NASpec, axis_window
 from . import torch_blocks
 
 __all__ = ['BACKEND', 'forward', 'backward', 'forward_with_dropout']
@@ -49,12 +49,6 @@ _CHUNK_ELEMENTS = 1 << 18
 _FLASH_CHUNK_ELEMENTS = 1 << 18
 # Plans whose bias indices (int32 per (query slot, halo key)) stay below this many elements keep them cached.
 _CACHE_ELEMENTS = 1 << 21
-# Small maps whose window covers most of them (dense pairs / pattern pairs <= _DENSE_BOUND, at most _DENSE_TOKENS
-# tokens) run the inference forward as one dense flash call with the pattern and rpb as an [H, N, N] bias: at
-# DiNAT's 14x14 stage (bound 4) 2.6 ms against 3.9-6.2 ms for query tiles, dense SDPA 2.4 ms (1 thread, batch 4)
-_DENSE_BOUND, _DENSE_TOKENS = 4.0, 256
-# Lower clamp of the backward's softmax exponent: exp(-87) = 1.6e-38 is still a normal float32
-_EXP_MIN = -87.0
 
 
 @dataclass(frozen=True)
@@ -408,35 +402,13 @@ def _run_flash(q, k, v, spec, scale, rpb, add_k, add_v):
     return out.reshape(*q.shape[:-1], v.shape[-1]).to(q.dtype), lse.reshape(b, *shape, h)
 
 
-@lru_cache(maxsize=16)
-def _dense_index(shape: tuple[int, ...], spec: NASpec, device: str) -> torch.Tensor | None:
-    """``[N * N]`` int index into the bias table of :func:`_bias_table` (``rpb_size``: masked) when the pattern is
-    dense enough for :func:`_run_dense` and every query sees a key, else None."""
-    if any(isinstance(x, torch.SymInt) for x in (*shape, *(spec.valid_shape or ()))):
-        return None
-    n = math.prod(shape)
-    if n > _DENSE_TOKENS:
-        return None
-    mask = dense_mask(spec, shape)
-    if n * n > _DENSE_BOUND * int(mask.sum()) or not bool(mask.any(1).all()):
-        return None
-    strides = [math.prod(2 * k - 1 for k in spec.kernel_size[a + 1:]) for a in range(len(shape))]
-    rel = sum(i * st for i, st in zip(dense_rpb_index(spec, shape), strides))
-    size = math.prod(2 * k - 1 for k in spec.kernel_size)
-    return torch.where(mask, rel, size).reshape(-1).to(device)
-
-
-def _run_dense(q, k, v, spec, index, scale, rpb):
-    """Inference forward of a small, nearly covered map: one flash call over all tokens with an ``[H, N, N]`` bias
-    (the rpb where the pattern allows, -inf elsewhere)."""
-    b, *shape, h, d = q.shape
-    n, dtype = math.prod(shape), _compute_dtype(q)
-    table = _bias_table(rpb, h, math.prod(2 * x - 1 for x in spec.kernel_size), dtype, q.device)
-    # rows of the transposed table: a gather of heads-long rows (~3x faster than gathering per head)
-    bias = torch.nn.functional.embedding(index, table.t().contiguous()).view(n, n, -1).permute(2, 0, 1)
-    qf, kf, vf = (x.to(dtype).reshape(b, n, h, d).transpose(1, 2) for x in (q, k, v))
-    out, lse = _FLASH(qf, kf, vf, attn_mask=bias.contiguous().expand(h, n, n)[None], scale=scale)
-    return out.transpose(1, 2).reshape(q.shape).to(q.dtype), lse.transpose(1, 2).reshape(b, *shape, h)
+def _layout(q: torch.Tensor, spec: NASpec) -> torch_blocks.Layout | None:
+    """The batched dense path's layout: blocked patterns anywhere, small nearly covered maps on CPU."""
+    shape, device = tuple(q.shape[1:-2]), str(q.device)
+    lay = torch_blocks.layout(shape, spec, device)
+    if lay is None and q.device.type == 'cpu':
+        lay = torch_blocks.dense_layout(shape, spec, device)
+    return lay
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, scale: float,
@@ -444,13 +416,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: NASpec, sca
             add_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])``; lse is float32 (float64 for float64 inputs)."""
     with torch.no_grad():
-        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
+        lay = _layout(q, spec)
         if lay is not None:
             return torch_blocks.forward(q, k, v, lay, scale, rpb, add_k, add_v)
-        if q.device.type == 'cpu' and add_k is None:
-            index = _dense_index(tuple(q.shape[1:-2]), spec, str(q.device))
-            if index is not None:
-                return _run_dense(q, k, v, spec, index, scale, rpb)
         if q.device.type == 'cpu':
             return _run_flash(q, k, v, spec, scale, rpb, add_k, add_v)
         return _run(q, k, v, spec, scale, rpb, add_k, add_v)
@@ -470,8 +438,12 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` (``None`` for absent or unneeded ones), recomputed from
     ``lse``; the extra tokens still contribute to ``dq`` when their own gradients are not needed."""
     with torch.no_grad():
-        lay = torch_blocks.layout(tuple(q.shape[1:-2]), spec, str(q.device))
-        if lay is not None:
+        lay = _layout(q, spec)
+        # a small map's dense layout backs its backward with the flash kernel; where that cannot serve (the rpb
+        # gradient or grad_lse: explicit math), the query tiles do less work than the whole map (DiNAT-T's 14x14
+        # stage, 1 thread, batch 4, interleaved runs: 17 ms against 23-26 ms)
+        explicit = (need_rpb and rpb is not None) or grad_lse is not None
+        if lay is not None and (lay.pair is None or not explicit):
             return torch_blocks.backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse,
                                          need_rpb, need_extra)
         return _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse,
@@ -515,7 +487,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         # the float32 denormal range and the masked pairs zeroed by the mask: torch.exp is ~9x slower on -inf and
         # ~100x slower where the result is denormal (56x56 DiNAT-T stage 1 backward: 98 -> 60 ms)
         p = (_class_bias(plan, table, cls)[:, None] - lse_t).view(-1, tq, hk)
-        p = p.baddbmm_(qt.view(-1, tq, d), kh.view(-1, hk, d).transpose(1, 2)).clamp_(min=_EXP_MIN).exp_()
+        p = p.baddbmm_(qt.view(-1, tq, d), kh.view(-1, hk, d).transpose(1, 2)).clamp_(min=torch_blocks.EXP_MIN).exp_()
         p = p.view(b, h, c, tq, hk).mul_(mask)
         ds = (dot4 @ vh.transpose(-1, -2)).sub_(delta_t).mul_(p)  # [B, H, c, tq, hk]
         dq = ds @ kh
