@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square input size (default: the model's pretrained input size)")
     parser.add_argument('--batch-size', '-b', type=int, default=1, metavar='N', help='example batch size')
     parser.add_argument('--dynamic-size', action='store_true', help='dynamic height and width (batch always is)')
-    parser.add_argument('--opset', type=int, default=18, metavar='N', help='ONNX opset (18 or newer)')
+    parser.add_argument('--opset', type=int, default=None, metavar='N',
+                        help="ONNX opset, 18 or newer (default: the exporter's; LITv2's DeformConv needs 19)")
     parser.add_argument('--training', action='store_true', help='export in training mode (no dropout allowed)')
     parser.add_argument('--check-forward', action='store_true', help='run the file in onnxruntime against eager')
     return parser
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for package in ('onnxscript', 'onnx') + (('onnxruntime',) if args.check_forward else ()):
         if importlib.util.find_spec(package) is None:
             raise CliError(f'needs {package}: pip install onnx onnxscript onnxruntime (the [onnx] extra)')
-    if args.opset < 18:
+    if args.opset is not None and args.opset < 18:
         raise CliError(f'--opset {args.opset}: the lowerings need opset 18 or newer')
     import timm
 
@@ -119,8 +120,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if fixed := [f'{axes[i]} = {shape[i]}' for i in axes if isinstance(shape[i], int)]:
         raise CliError(f'{args.model}: the exported input is fixed at {", ".join(fixed)} (the model specialises '
                        f'it under torch.export); no file written')
+    opset = program.model.opset_imports['']
+    if opset < 19 and any(node.op_type == 'DeformConv' for node in program.model.graph.all_nodes()):
+        raise CliError(f'--opset {opset}: {args.model} has a deformable convolution (ONNX DeformConv, opset 19 or '
+                       'newer); no file written')
     program.save(args.output)
-    print(f'{args.model}: wrote {args.output} (opset {args.opset}, dynamic {", ".join(axes.values())})')
+    print(f'{args.model}: wrote {args.output} (opset {opset}, dynamic {", ".join(axes.values())})')
     result: dict[str, Any] = {'output': args.output, 'checks': []}
     if args.check_forward:
         import onnxruntime as ort

@@ -84,7 +84,7 @@ def build(name: str) -> torch.nn.Module:
     return timm.create_model(name).eval()
 
 
-def source_key(opset: int) -> str:
+def source_key(opset: int | None) -> str:
     """What an exported file depends on besides the model name: opset, exporter versions, the zoo's sources."""
     import onnxscript
     digest = hashlib.sha1(f'seeded {opset} {torch.__version__} {onnxscript.__version__}'.encode())
@@ -93,9 +93,9 @@ def source_key(opset: int) -> str:
     return digest.hexdigest()[:12]
 
 
-def export_model(name: str, path: str, opset: int) -> float:
-    """Export ``name`` (eval mode, its pretrained input size, dynamic batch) to ``path``; returns the seconds taken.
-    Raises when the exported file's batch is not dynamic (the model's code specialised it)."""
+def export_model(name: str, path: str, opset: int | None) -> tuple[float, int]:
+    """Export ``name`` (eval mode, its pretrained input size, dynamic batch) to ``path``; returns the seconds taken
+    and the file's opset. Raises when the exported file's batch is not dynamic (the model's code specialised it)."""
     model = build(name)
     x = torch.randn(EXPORT_BATCH, *model.pretrained_cfg['input_size'])
     t0 = time.perf_counter()
@@ -107,10 +107,10 @@ def export_model(name: str, path: str, opset: int) -> float:
         raise RuntimeError(f'the exported batch is fixed at {batch} (the model specialises it)')
     program.save(path + '.part')
     os.replace(path + '.part', path)
-    return seconds
+    return seconds, program.model.opset_imports['']
 
 
-def _export_worker(name: str, path: str, opset: int, conn) -> None:
+def _export_worker(name: str, path: str, opset: int | None, conn) -> None:
     torch.set_num_threads(1)
     try:
         conn.send(('ok', export_model(name, path, opset)))
@@ -118,7 +118,8 @@ def _export_worker(name: str, path: str, opset: int, conn) -> None:
         conn.send(('error', f'{type(e).__name__}: {first_line(e)}'[:300]))
 
 
-def export_files(models: list[str], cache: Path, opset: int, jobs: int, timeout: float) -> dict[str, dict[str, Any]]:
+def export_files(models: list[str], cache: Path, opset: int | None, jobs: int, timeout: float
+                 ) -> dict[str, dict[str, Any]]:
     """Model -> ``{'path', 'export_s'}`` (``export_s`` None: reused from the cache) or ``{'error'}``. Each export
     runs in a process of its own, at most ``jobs`` at once, each killed after ``timeout`` seconds. Export
     errors are cached beside the files (``<file>.error``), timeouts are not (they depend on the machine's load)."""
@@ -129,7 +130,9 @@ def export_files(models: list[str], cache: Path, opset: int, jobs: int, timeout:
         path = cache / f'{name}-opset{opset}-{key}.onnx'
         error = path.with_suffix('.error')
         if path.is_file():
-            results[name] = dict(path=str(path), export_s=None)
+            import onnx
+            version = {o.domain: o.version for o in onnx.load(path, load_external_data=False).opset_import}['']
+            results[name] = dict(path=str(path), export_s=None, opset=version)
         elif error.is_file():
             results[name] = dict(error=error.read_text())
         else:
@@ -152,8 +155,8 @@ def export_files(models: list[str], cache: Path, opset: int, jobs: int, timeout:
             name, path, process, receive, start = entry
             if receive.poll():
                 status, value = receive.recv()
-                results[name] = dict(path=str(path), export_s=round(value, 1)) if status == 'ok' else \
-                    dict(error=f'export: {value}')
+                results[name] = dict(path=str(path), export_s=round(value[0], 1), opset=value[1]) \
+                    if status == 'ok' else dict(error=f'export: {value}')
                 if status != 'ok':
                     path.with_suffix('.error').write_text(results[name]['error'])
             elif not process.is_alive():
@@ -205,16 +208,18 @@ def model_rows(label: str, name: str, exported: dict[str, Any], args: argparse.N
             rows.append(dict(base, batch=batch, error=f'run: {type(e).__name__}: {first_line(e)}'[:300]))
             continue
         rel = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
-        rows.append(dict(base, batch=batch, export_s=exported['export_s'], eager_ms=round(eager['ms'], 2),
-                         onnx_ms=round(onnx['ms'], 2), ratio=round(eager['ms'] / onnx['ms'], 3), max_rel_diff=rel,
+        rows.append(dict(base, batch=batch, opset=exported['opset'], export_s=exported['export_s'],
+                         eager_ms=round(eager['ms'], 2), onnx_ms=round(onnx['ms'], 2),
+                         ratio=round(eager['ms'] / onnx['ms'], 3), max_rel_diff=rel,
                          load=round(load, 1)))
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], labels: list[str]) -> str:
     lines = [f"# onnxruntime vs eager PyTorch on {meta['device']}", '',
              f"torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, onnxscript {meta['onnxscript']}, timm "
-             f"{meta['timm']}, opset {meta['opset']}. One ONNX file per model with a dynamic batch "
+             f"{meta['timm']}, opset {meta['opset'] or 'the exporter default'} (the JSON rows say which). One ONNX "
+             "file per model with a dynamic batch "
              f"(`torch.onnx.export(dynamo=True)`, default optimisation), run at batch 1 and 8; one thread each "
              f"(torch; onnxruntime intra- and inter-op), median process CPU time of {meta['iters']} calls after "
              f"{meta['warmup']} warm-up. Ratio = eager / onnxruntime (> 1: onnxruntime faster); diff = max |onnx - "
@@ -239,6 +244,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if errors:
         lines += ['', 'Not measured:', '']
         lines += [f"- {', '.join(where)}: {error.replace('|', '/')}" for error, where in errors.items()]
+    if missing := sorted(set(labels) - {r['family'] for r in rows}):
+        lines += ['', 'No run yet (not in these results): ' + ', '.join(missing) + '.']
     return '\n'.join(lines) + '\n'
 
 
@@ -256,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help='families to measure (e.g. nat agent-deit; "agent" = every Agent skeleton); default all')
     parser.add_argument('--models', nargs='*', default=None, help='models to measure instead of families')
     parser.add_argument('--batches', nargs='*', type=int, default=[1, 8])
-    parser.add_argument('--opset', type=int, default=18)
+    parser.add_argument('--opset', type=int, default=None,
+                        help="ONNX opset (default: the exporter's; LITv2's DeformConv needs 19 or newer)")
     parser.add_argument('--jobs', type=int, default=1, help='exports at once (one worker process each)')
     parser.add_argument('--export-timeout', type=float, default=300, metavar='S', help='per model')
     parser.add_argument('--cache-dir', default=None, help='keep the exported files here (default: a temporary dir)')
@@ -287,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = []
         for label, name in chosen.items():
             rows += model_rows(label, name, exported[name], args)
+            for r in rows[-len(args.batches):]:  # no path of this machine in the results
+                if 'error' in r:
+                    r['error'] = r['error'].replace(str(cache), '<cache-dir>')
             gc.collect()
             print(*(f"{r['model']} b{r['batch']}: " + (r['error'] if 'error' in r else
                     f"eager {r['eager_ms']:.1f} ms, onnxruntime {r['onnx_ms']:.1f} ms, ratio {r['ratio']:.2f}")
@@ -296,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.update and out.is_file():
         rows = merge_rows(json.loads(out.read_text())['rows'], rows, labels)
     result = dict(meta=meta, rows=rows)
-    _common.write_results('export', result, markdown(rows, meta), args.device)
+    _common.write_results('export', result, markdown(rows, meta, labels), args.device)
     return result
 
 

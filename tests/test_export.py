@@ -85,6 +85,8 @@ def test_onnx_export_script(tmp_path):
     (['--model', 'nat_mini', '--opset', '17'], 'opset 18 or newer'),
     (['--model', 'nat_mini', '--img-size', '0'], 'must be >= 1'),
     (['--model', 'nat_mini', '--batch-size', '0'], 'must be >= 1'),
+    (['--model', 'litv2_small', '--model-kwargs', 'depths=(1,1,1,1)', '--img-size', '64', '--opset', '18'],
+     'deformable convolution (ONNX DeformConv, opset 19 or newer)'),
     (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
 ])
 def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
