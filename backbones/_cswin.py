@@ -41,12 +41,16 @@ __all__ = ['ATTENTIONS', 'AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineS
            'stripe_window', 'window_conv']
 
 def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> torch.Tensor:
-    """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out."""
+    """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out; compiled,
+    the windows are stripes spanning the map's height or width (:func:`_windows`)."""
     b, h, w, c = x.shape
     wh, ww = window
     # exported: the whole-map shortcut only where it holds at every size (no guard on the stripe count)
     if statically_known_true(wh == h) and statically_known_true(ww == w):
         return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    if torch.compiler.is_compiling():  # the stripes merged with the batch at once (see _windows)
+        x = conv(_windows(x, window, 1).flatten(3).permute(0, 3, 1, 2))
+        return _merge_windows(x.permute(0, 2, 3, 1), b, h, w)
     x = x.reshape(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(-1, c, wh, ww)
     x = conv(x)
     return x.reshape(b, h // wh, w // ww, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, h, w, c)
@@ -105,18 +109,34 @@ class StripeBranch(nn.Module):
         return f'dim={self.dim}, num_heads={self.num_heads}, idx={self.idx}, split_size={self.split_size}'
 
 
+def _stripe_axis(h, w, window: tuple[int, int]) -> int:
+    """1 (the stripes are rows of windows: ``(wh, W)``, or the whole map) or 2 (columns: ``(H, ww)``)."""
+    if statically_known_true(window[1] == w):
+        return 1
+    if statically_known_true(window[0] == h):
+        return 2
+    raise ValueError(f'a CSWin window spans the height or the width of the map, got window {tuple(window)} on a '
+                     f'{h}x{w} map')
+
+
+# The window index is merged with the batch at once (never a dim of its own): under torch.export a dim of the stripe
+# count alone makes a guard on it being 1, and the program then fails at sizes with a single stripe.
 def _windows(x: torch.Tensor, window: tuple[int, int], heads: int) -> torch.Tensor:
-    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (windows row-major per image)."""
+    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (stripes in order per image); the
+    windows span the height or the width (:func:`_stripe_axis`)."""
     b, h, w, c = x.shape
     wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, heads, c // heads).transpose(2, 3)
-    return x.reshape(-1, wh, ww, heads, c // heads)
+    if _stripe_axis(h, w, window) == 1:
+        return x.reshape(-1, wh, w, heads, c // heads)
+    return x.transpose(1, 2).reshape(-1, ww, h, heads, c // heads).transpose(1, 2).contiguous()
 
 
 def _merge_windows(x: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
     """``[B * windows, wh, ww, C]`` -> NHWC ``[B, H, W, C]`` (the inverse of :func:`_windows`)."""
     _, wh, ww, c = x.shape
-    return x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(2, 3).reshape(b, h, w, c)
+    if _stripe_axis(h, w, (wh, ww)) == 1:
+        return x.reshape(b, h, w, c)
+    return x.transpose(1, 2).reshape(b, w, h, c).transpose(1, 2).contiguous()
 
 
 class LePEStripeAttention(StripeBranch):
