@@ -62,6 +62,26 @@ def stripe_window(idx: int, split_size: int, h: int, w: int) -> tuple[int, int]:
     return {-1: (h, w), 0: (h, split_size), 1: (split_size, w)}[idx]
 
 
+def _stripe_pad(n, stripe) -> tuple[int, int]:
+    """``(pad, extra)`` for an axis of length ``n`` cut into stripes: ``pad`` to a multiple of the stripe (the ceil
+    form keeps the padded length a visible multiple under torch.export), and, compiled, one more stripe of padding
+    where the axis has a single stripe. So the stripe count is >= 2 at every size: torch.export would otherwise guard
+    on it being 1 (the reshapes branch on it) and the program would fail at the sizes with a single stripe. The extra
+    stripe is padding only: its queries are cropped and its keys are in no real token's stripe."""
+    count = (n + stripe - 1) // stripe
+    extra = (torch.sym_max(count, 2) - count) * stripe if torch.compiler.is_compiling() else 0
+    return count * stripe - n, extra
+
+
+def _end_padded(x: torch.Tensor, idx: int, window: tuple[int, int]) -> torch.Tensor:
+    """NHWC ``x`` zero-padded at the end of its striped axis (``idx`` as :func:`stripe_window`) by
+    :func:`_stripe_pad`'s ``pad + extra``, for compiled code (eager: :func:`ops.pad_to_multiple`)."""
+    if idx == -1:
+        return x
+    pad, extra = _stripe_pad(x.shape[2 - idx], window[1 - idx])
+    return F.pad(x, (0, 0, 0, pad + extra) if idx == 0 else (0, 0, 0, 0, 0, pad + extra))
+
+
 class StripeBranch(nn.Module):
     """What every CSWin branch shares: its window rule, the centred zero padding, and LePE (``get_v``, a depthwise
     3x3 conv of v inside each window). Subclasses call :meth:`_init_branch` and define :meth:`attend`.
@@ -89,13 +109,13 @@ class StripeBranch(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = q.shape
         wh, ww = stripe_window(self.idx, self.split_size, h, w)
-        # only the striped axis pads (idx 0 splits the width, 1 the height); the ceil form keeps the padded size a
-        # visible multiple of the stripe under torch.export (no guard on the size modulo the stripe)
-        ph = (h + wh - 1) // wh * wh - h if self.idx == 1 else 0
-        pw = (w + ww - 1) // ww * ww - w if self.idx == 0 else 0
+        # only the striped axis pads (idx 0 splits the width, 1 the height); compiled, an extra stripe where the axis
+        # has one (after the centred padding: no real token changes stripe)
+        ph, eh = _stripe_pad(h, wh) if self.idx == 1 else (0, 0)
+        pw, ew = _stripe_pad(w, ww) if self.idx == 0 else (0, 0)
         compiling = torch.compiler.is_compiling()  # compiled: pad and crop at every size (padding by 0 is a no-op)
         if compiling or ph or pw:  # the official segmentation backbone's centred padding
-            pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            pad = (0, 0, pw // 2, pw - pw // 2 + ew, ph // 2, ph - ph // 2 + eh)
             q, k, v = (F.pad(t, pad) for t in (q, k, v))
         grid = ops.TokenGrid((h, w), (-(ph // 2), -(pw // 2)))  # where the padded map's tokens lie (attention maps)
         out = self.attend(q, k, v, (wh, ww), token_grid=grid, **kwargs) + window_conv(v, self.get_v, (wh, ww))
@@ -168,10 +188,9 @@ class LePEStripeAttention(StripeBranch):
         ``'zeros'`` gets maps the caller padded (zero keys in the softmax); ``mask_padding`` pads the striped axis at
         the end here and masks the padded keys (-inf)."""
         b, h, w, c = q.shape
-        axis = {0: 2, 1: 1}.get(self.idx)  # the striped axis (none for the whole map)
-        masked = self.mask_padding and axis is not None
+        masked = self.mask_padding and self.idx != -1  # the whole map has no padding to mask
         if masked:
-            q, k, v = (ops.pad_to_multiple(t, window[axis - 1], (axis,))[0] for t in (q, k, v))
+            q, k, v = (_end_padded(t, self.idx, window) for t in (q, k, v))
         hp, wp = q.shape[1:3]
         bias = None
         if masked:  # per window, the same in every image
@@ -188,7 +207,10 @@ class LePEStripeAttention(StripeBranch):
         if not self.mask_padding:
             return super().forward(q, k, v)
         window = stripe_window(self.idx, self.split_size, q.shape[1], q.shape[2])
-        padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
+        if torch.compiler.is_compiling():
+            padded, size = _end_padded(v, self.idx, window), (v.shape[1], v.shape[2])
+        else:
+            padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
         lepe = ops.crop(window_conv(padded, self.get_v, window), size, (1, 2))
         return self.attend(q, k, v, window) + lepe  # window_attention pads, masks and crops itself
 
