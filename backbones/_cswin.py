@@ -18,6 +18,13 @@ Any input size (the official models assert their build resolution): a branch's w
 (``(H, sw)`` / ``(sw, W)`` / ``(H, W)``). Stripes that do not divide the map are zero-padded on q, k and v, centred,
 as the official CSWin segmentation backbone does (the padded keys stay unmasked there; here too), and cropped after;
 ``mask_stripe_padding=True`` pads at the end and masks the padded keys instead.
+
+torch.export / ONNX (dynamic batch, height and width; eager code is unchanged): the stripe is size-derived there
+(the whole map on one axis), so compiled stripe attention is :func:`ops.dense_attention` per stripe (the window op's
+ONNX lowering takes fixed windows); the stripe padding and its crop happen at every size (by 0 where nothing is
+needed), and an axis with a single stripe gets a second, all-padding one, so the stripe count is >= 2 at every size
+(torch.export would otherwise specialise on it being 1 or not). The partitions merge the stripe index into the batch
+at once, never a dim of the stripe count alone, for the same reason.
 """
 from __future__ import annotations
 
