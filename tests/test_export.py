@@ -29,6 +29,8 @@ FAMILIES = {
     'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
     'agent_deit': ('agent_deit_tiny', dict(depth=2)),
     'inline_deit': ('inline_deit_tiny', dict(depth=2)),
+    'maxvit': ('maxvit_na_tiny_tf_224', dict(depths=ONE, embed_dim=(16, 32, 48, 64), stem_width=16, dim_head=8,
+                                            img_size=128)),  # window / grid 4: padded (masked) at 160x192
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
