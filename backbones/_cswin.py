@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, register_notrace_module
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 import ops
 
@@ -43,7 +44,8 @@ def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> to
     """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out."""
     b, h, w, c = x.shape
     wh, ww = window
-    if (wh, ww) == (h, w):
+    # exported: the whole-map shortcut only where it holds at every size (no guard on the stripe count)
+    if statically_known_true(wh == h) and statically_known_true(ww == w):
         return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     x = x.reshape(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(-1, c, wh, ww)
     x = conv(x)
@@ -83,12 +85,18 @@ class StripeBranch(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = q.shape
         wh, ww = stripe_window(self.idx, self.split_size, h, w)
-        ph, pw = (wh - h % wh) % wh, (ww - w % ww) % ww
-        if ph or pw:  # the official segmentation backbone's centred padding
+        # only the striped axis pads (idx 0 splits the width, 1 the height); the ceil form keeps the padded size a
+        # visible multiple of the stripe under torch.export (no guard on the size modulo the stripe)
+        ph = (h + wh - 1) // wh * wh - h if self.idx == 1 else 0
+        pw = (w + ww - 1) // ww * ww - w if self.idx == 0 else 0
+        compiling = torch.compiler.is_compiling()  # compiled: pad and crop at every size (padding by 0 is a no-op)
+        if compiling or ph or pw:  # the official segmentation backbone's centred padding
             pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
             q, k, v = (F.pad(t, pad) for t in (q, k, v))
         grid = ops.TokenGrid((h, w), (-(ph // 2), -(pw // 2)))  # where the padded map's tokens lie (attention maps)
         out = self.attend(q, k, v, (wh, ww), token_grid=grid, **kwargs) + window_conv(v, self.get_v, (wh, ww))
+        if compiling:  # the centred crop as negative padding: a fresh tensor, no guard on the view's strides
+            return F.pad(out, [-p for p in pad])
         if ph or pw:
             out = out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
         return out
@@ -125,12 +133,36 @@ class LePEStripeAttention(StripeBranch):
         self.attn_drop, self.mask_padding = attn_drop, mask_padding
 
     def attend(self, q, k, v, window, token_grid=None, **kwargs):
+        if torch.compiler.is_compiling():
+            return self._attend_exported(q, k, v, window)
         b, h, w, c = q.shape
         q, k, v = (t.reshape(b, h, w, self.num_heads, self.head_dim) for t in (q, k, v))
         padding = 'masked' if self.mask_padding else 'zeros'  # 'zeros': the official (centred by the caller)
         out = ops.window_attention(q, k, v, window, scale=self.scale, padding=padding,
                                    dropout_p=self.attn_drop if self.training else 0., token_grid=token_grid)
         return out.reshape(b, h, w, c)
+
+    def _attend_exported(self, q, k, v, window):
+        """:meth:`attend` as dense attention in each window (:func:`ops.dense_attention`), for torch.export: the
+        stripe is size-derived there, and the window op's ONNX lowering takes fixed windows only. The same attention:
+        ``'zeros'`` gets maps the caller padded (zero keys in the softmax); ``mask_padding`` pads the striped axis at
+        the end here and masks the padded keys (-inf)."""
+        b, h, w, c = q.shape
+        axis = {0: 2, 1: 1}.get(self.idx)  # the striped axis (none for the whole map)
+        masked = self.mask_padding and axis is not None
+        if masked:
+            q, k, v = (ops.pad_to_multiple(t, window[axis - 1], (axis,))[0] for t in (q, k, v))
+        hp, wp = q.shape[1:3]
+        bias = None
+        if masked:  # per window, the same in every image
+            keep = (torch.arange(hp, device=q.device) < h)[:, None] & (torch.arange(wp, device=q.device) < w)
+            keep = _windows(keep[None, :, :, None], window, 1).flatten(1)  # [windows, wh * ww]
+            bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, float('-inf'))
+            bias = bias.repeat(b, 1)[:, None, None]  # [B * windows, 1, 1, wh * ww]
+        q, k, v = (_windows(t, window, self.num_heads).flatten(1, 2) for t in (q, k, v))
+        out = ops.dense_attention(q, k, v, bias, scale=self.scale, dropout_p=self.attn_drop if self.training else 0.)
+        out = _merge_windows(out.reshape(-1, *window, c), b, hp, wp)
+        return ops.crop(out, (h, w), (1, 2)) if masked else out
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         if not self.mask_padding:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.layers import (
     DropPath,
     LayerNorm2d,
@@ -91,11 +90,24 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
         if self.kind == 'window':
-            y = self.attn(y, shift=any(self.attn.shift_size) and min(x.shape[1], x.shape[2]) > self.window_size)
+            # sym_min: exported with dynamic sizes, the rule stays symbolic (the op picks at run time; no guard)
+            y = self.attn(y, shift=torch.sym_min(x.shape[1], x.shape[2]) > self.window_size)
         else:
             y = self.attn(y)
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SwinPatchMerging(PatchMerging):
+    """timm's ``PatchMerging`` (same parameters and arithmetic) with the odd-map padding of
+    :func:`ops.pad_to_multiple`: timm's ``pad(W % 2)`` then ``reshape(H // 2)`` leaves sizes torch.export cannot
+    simplify (a guard on the batch size, and minutes of symbolic reasoning), the ``ceil(n / 2) * 2`` form does not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = ops.pad_to_multiple(x, 2, (1, 2))
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
 
 
 class SwinStage(Stage):
@@ -107,7 +119,7 @@ class SwinStage(Stage):
                  **block_kwargs: Any):
         dd = {'device': device, 'dtype': dtype}
         small = max(7, window_size // 8)  # the official window of B / S blocks
-        super().__init__(PatchMerging(dim, out_dim, **dd) if downsample else None, [SwinBlock(
+        super().__init__(SwinPatchMerging(dim, out_dim, **dd) if downsample else None, [SwinBlock(
             out_dim, num_heads, kind, window_size=small, shift_size=small // 2 if j % 2 else 0,
             build_size=min(window_size, build_size), drop_path=drop_path[j], **block_kwargs, **dd)
             for j, kind in enumerate(kinds)])
@@ -128,8 +140,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans, _MIN_SIZE, 'three 2x2 patch mergings after the stride-4 stem')
-        p = self.patch_size
-        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+        return self.norm(self.proj(ops.pad_to_multiple(x, self.patch_size, (2, 3))[0]))
 
 
 def _resize_window_table(table: torch.Tensor, target: torch.Tensor, owner: nn.Module) -> torch.Tensor:

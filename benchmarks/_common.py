@@ -139,14 +139,23 @@ def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int
         fn()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = cpu_peak_bytes(fn) if cpu_memory else -1
+    return {**time_calls(fn, device, iters), 'peak_mb': peak / 2 ** 20}
+
+
+def time_calls(fn: Callable[[], Any], device: torch.device, iters: int) -> dict[str, float]:
+    """Median ms per call of ``fn`` (already warm) over ``iters`` calls: per-call CUDA events on a GPU; on CPU the
+    process's CPU time with one torch thread (which other processes on the cores do not inflate), else wall-clock
+    time (``ms``; both also as ``wall_ms`` / ``cpu_ms``)."""
+    if device.type == 'cuda':
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
         for start, end in events:
             start.record()
             fn()
             end.record()
         torch.cuda.synchronize(device)
-        return {'ms': statistics.median(s.elapsed_time(e) for s, e in events), 'peak_mb': peak / 2 ** 20}
-    peak = cpu_peak_bytes(fn) if cpu_memory else -1
+        return {'ms': statistics.median(s.elapsed_time(e) for s, e in events)}
     wall, cpu = [], []
     for _ in range(iters):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -154,9 +163,7 @@ def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int
         wall.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
     wall_ms, cpu_ms = statistics.median(wall), statistics.median(cpu)
-    # one torch thread: the process's CPU time, which other processes on the cores do not inflate; else wall time
-    return {'ms': cpu_ms if torch.get_num_threads() == 1 else wall_ms, 'wall_ms': wall_ms, 'cpu_ms': cpu_ms,
-            'peak_mb': peak / 2 ** 20}
+    return {'ms': cpu_ms if torch.get_num_threads() == 1 else wall_ms, 'wall_ms': wall_ms, 'cpu_ms': cpu_ms}
 
 
 def measure_op(fn: Callable[[], Any], device: torch.device, reps: int, short: bool = False, cpu_peak: bool = True

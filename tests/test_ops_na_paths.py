@@ -1,13 +1,14 @@
 """The torch backend's CPU paths beyond the conformance kit: the blocked fast path (torch_blocks) is taken exactly
 where the windows partition the grid and matches the reference there; small maps that the window nearly covers
-take the dense forward; the flash tiled forward handles queries that see no key."""
+take the dense path (one block with a pair mask; forward and backward); the flash tiled forward handles queries
+that see no key."""
 from __future__ import annotations
 
 import pytest
 import torch
 from _na_cases import Case, check_against_reference, make_inputs, run
 
-from ops.na.backends import torch_blocks, torch_na
+from ops.na.backends import torch_blocks
 from ops.na.pattern import make_spec
 
 BLOCKED = [
@@ -29,8 +30,9 @@ NOT_BLOCKED = [
 ]
 
 
-DENSE = [  # small maps whose window covers most of them: one dense flash call with the pattern as a bias
+DENSE = [  # small maps whose window covers most of them: one block over the map with the pattern as a bias
     Case((6, 6), (5, 5), rpb=True),
+    Case((6, 5), (3, 3), dilation=(2, 1), rpb=True, extra=2),
     Case((7, 7), (5, 5), rpb=True, border='mask', valid=(6, 7)),
     Case((8,), (5,), causal=(True,), rpb=True),
     Case((4, 4, 3), (3, 3, 3), rpb=True),
@@ -61,8 +63,9 @@ def test_blocked_fast_path_only_where_windows_partition(case):
     assert _layout(case) is None
 
 
-def test_blocked_fast_path_without_bias_gradient_uses_flash_backward():
-    case = _norm(BLOCKED[0])
+@pytest.mark.parametrize('case', [BLOCKED[0], BLOCKED[3], DENSE[1]], ids=str)
+def test_blocked_and_dense_paths_without_bias_gradient_use_flash_backward(case):
+    case = _norm(case)
     inputs = make_inputs(case, torch.float64)
     q, k, v = (inputs[n].requires_grad_() for n in ('query', 'key', 'value'))
     ref = [t.detach().clone().requires_grad_() for t in (q, k, v)]
@@ -83,17 +86,17 @@ def test_flash_forward_query_that_sees_no_key():
 
 
 @pytest.mark.parametrize('case', DENSE, ids=str)
-def test_dense_forward_on_nearly_covered_maps_matches_reference(case):
+def test_dense_path_on_nearly_covered_maps_matches_reference(case):
     c = _norm(case)
     spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
-    assert _layout(case) is None and torch_na._dense_index(c.shape, spec, 'cpu') is not None
-    check_against_reference('torch', c, torch.float64, grad_lse=True)
-    check_against_reference('torch', c, torch.float32, backward=False)
+    assert _layout(case) is None and torch_blocks.dense_layout(c.shape, spec, 'cpu') is not None
+    check_against_reference('torch', c, torch.float64, grad_lse=c.extra == 0)
+    check_against_reference('torch', c, torch.float32)
 
 
-def test_dense_forward_not_taken_on_sparse_maps():
+def test_dense_path_not_taken_on_sparse_maps():
     spec = make_spec((14, 14), 3)  # bound 196 / 9 > 4: query tiles
-    assert torch_na._dense_index((14, 14), spec, 'cpu') is None
+    assert torch_blocks.dense_layout((14, 14), spec, 'cpu') is None
 
 
 def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():

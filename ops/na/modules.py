@@ -192,7 +192,8 @@ class _WindowAttention(nn.Module):
 
     def forward(self, x: Tensor, shift: bool = True) -> Tensor:
         """``x [batch, *spatial, channels]``; ``shift=False`` skips this module's shift for the call (Swin shifts no
-        window on a map no larger than the window; the caller decides, as the map size is known only here)."""
+        window on a map no larger than the window; the caller decides, as the map size is known only here). A
+        ``torch.SymBool`` (the rule on symbolic sizes, exported) computes both forms and picks one at run time."""
         if x.dim() != self.ndim + 2:
             raise ValueError(f'{type(self).__name__} expects [batch, *spatial ({self.ndim} dims), channels], got '
                              f'shape {tuple(x.shape)}')
@@ -203,12 +204,17 @@ class _WindowAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, *x.shape[1:-1], 3, self.num_heads, self.head_dim).unbind(-3)
         kwargs = dict(scale=self.scale, rpb=self.relative_position_bias(), backend=self.backend,
                       dropout_p=self.attn_drop if self.training else 0., token_grid=shape)
-        if shift and any(self.shift_size):
-            if self.padding == 'zeros':  # padded keys stay unmasked: pad here, the slabs mask only their own padding
-                q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
+        shift = any(self.shift_size) and shift
+        sized = isinstance(shift, torch.SymBool)  # decided by a symbolic map size (exported with dynamic sizes)
+        if (sized or shift) and self.padding == 'zeros':  # padded keys unmasked: pad here (slabs mask their own)
+            q, k, v = (pad_to_multiple(t, self.window_size, range(1, self.ndim + 1))[0] for t in (q, k, v))
+        padding = 'zeros' if self.padding == 'tokens' else self.padding  # 'tokens': q/k/v are multiples already
+        if sized:  # both forms in the graph, picked at run time: no guard on the map size
+            x = torch.where(torch.full((), shift, dtype=torch.bool, device=q.device), self._shifted(q, k, v, 0, kwargs),
+                            window_attention(q, k, v, self.window_size, padding=padding, **kwargs))
+        elif shift:
             x = self._shifted(q, k, v, 0, kwargs)
         else:
-            padding = 'zeros' if self.padding == 'tokens' else self.padding  # 'tokens': q/k/v are multiples already
             x = window_attention(q, k, v, self.window_size, padding=padding, **kwargs)
         x = crop(x.reshape(b, *x.shape[1:-2], self.num_heads * self.head_dim), shape, range(1, self.ndim + 1))
         return self.proj_drop(self.proj(x))
