@@ -37,6 +37,9 @@ FAMILIES = {
     # CSwin: agent / InLine global blocks (stages 1-2), padded stripes (stage 3: 8 and 10x12 maps, stripe 7), full map
     'agent_cswin': ('agent_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
     'inline_cswin': ('inline_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
+    'maxvit': ('maxvit_na_tiny_tf_224', dict(depths=ONE, embed_dim=(16, 32, 48, 64), stem_width=16, dim_head=8,
+                                            img_size=128)),  # window / grid 4: padded (masked) at 160x192
+    'moat': ('tiny_moat_0', dict(depths=ONE)),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
