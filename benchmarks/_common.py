@@ -112,11 +112,16 @@ def releasing_freed_memory() -> bool:
 @contextlib.contextmanager
 def freed_memory_released() -> Iterator[None]:
     """:func:`release_freed_memory` inside the block, the allocator as it was after it: a resident-set peak taken
-    in a process that times with the ordinary allocator (models.py)."""
+    in a process that times with the ordinary allocator (models.py). The heap's free memory is returned first
+    (``malloc_trim``): glibc serves even large allocations from free heap chunks, which would hide them."""
     if _releasing:
         yield
         return
     release_freed_memory()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except OSError:
+        pass
     try:
         yield
     finally:
