@@ -15,12 +15,18 @@ also gets that timm "twin", and both hold the SAME weights (the twin's random in
 GPU: autocast (bf16 by default), channels-last, per-iteration CUDA events, median over ``--iters`` after
 ``--warmup`` iterations, peak = ``torch.cuda.max_memory_allocated`` (weights, optimizer state and activations);
 a batch that does not fit is halved until it does. CPU: median process CPU time with one torch thread (immune to
-other processes on the cores), else wall-clock time; peak = growth of the resident set during one call (above
-weights, inputs and optimizer state); backbone runs only with ``--full``.
+other processes on the cores), else wall-clock time, with the ordinary allocator (freed memory reused, as in a
+user's process); peak = growth of the resident set during one call (above weights, inputs and optimizer state),
+that call with freed memory returned to the OS; backbone runs only with ``--full``. ``--rounds N`` (CPU default 5)
+keeps every model built and takes each mode's timed iterations in N rounds over all models in turn, the median over
+the rounds: a change of the machine's load during the run then hits every model alike instead of whichever ran at
+the time.
 
     python benchmarks/models.py                                     # every zoo model (that fits) + peers
     python benchmarks/models.py --models dinat_tiny,maxvit_na_tiny_tf_224   # the issue's two targets
     python benchmarks/models.py --short --time-budget 100   # the GPU suite's part: those four, train + infer
+    python benchmarks/models.py --models swin_tiny_patch4_window7_224,nat_tiny,dinat_tiny --no-peers \
+        --batch-size 4 --train-batch-size 2 --threads 1          # issue #26: NAT / DiNAT vs Swin-T on CPU
 
 Writes ``benchmarks/results/<device>/models.{json,md,png}`` (the JSON after every model, so a run stopped from
 outside keeps what it measured).
@@ -35,6 +41,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,8 +65,12 @@ from benchmarks._common import (  # noqa: E402
     cpu_name,
     device_name,
     free_memory,
-    release_freed_memory,
+    keep_freed_memory,
+    measure,
+    releasing_freed_memory,
     run_mode,
+    step_fn,
+    time_calls,
 )
 from zoo_common import CliError, first_line, run_cli  # noqa: E402
 
@@ -178,8 +189,8 @@ def _prepare(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
-def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """All requested measurements of one model (a fresh seeded instance per resolution)."""
+def build_row(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], nn.Module]:
+    """A model's row (name, parameters, same-weights check against its timm twin) and the model, on the device."""
     img_size = args.img_size or native_size(name)
     row: dict[str, Any] = {'model': name, 'zoo': is_zoo(name), 'twin': timm_twin(name), 'img_size': img_size}
     model, kwargs, twin = build(name, args.img_size)
@@ -188,21 +199,69 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if twin is not None:
         row['twin_diff_fp32'] = twin_difference(model, twin, img_size, args.device)
         del twin
-    model = _prepare(model, args)
-    row['infer'] = run_mode(model, 'infer', args.batch_size, img_size, args)
-    if not args.skip_train:
-        row['train'] = run_mode(model, 'train', args.train_batch_size or args.batch_size, img_size, args)
+    return row, _prepare(model, args)
+
+
+def _batch(mode: str, args: argparse.Namespace) -> int:
+    return args.train_batch_size or args.batch_size if mode == 'train' else args.batch_size
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """All requested measurements of one model (a fresh seeded instance per resolution)."""
+    row, model = build_row(name, args)
+    for mode in ('infer', 'train')[:1 if args.skip_train else 2]:
+        row[mode] = run_mode(model, mode, _batch(mode, args), row['img_size'], args)
     if not args.skip_1024:
-        size = args.backbone_size
-        if _accepts_img_size(name) and kwargs.get('img_size') != size:
-            del model
-            free_memory(args.device)
-            model, row['kwargs_backbone'], _ = build(name, size)
-            model = _prepare(model, args)
-        row['backbone'] = run_mode(model, 'backbone', args.batch_size_1024, size, args)
+        model = backbone_model(row, model, args)
+        row['backbone'] = run_mode(model, 'backbone', args.batch_size_1024, args.backbone_size, args)
     del model
     free_memory(args.device, collect=args.device.type == 'cuda')  # the next model's peak must not include this one
     return row
+
+
+def backbone_model(row: dict[str, Any], model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """The model of the backbone-only run: ``model``, or one built for ``--backbone-size`` if its class takes
+    ``img_size`` (e.g. MaxViT's partition)."""
+    name, size = row['model'], args.backbone_size
+    if _accepts_img_size(name) and row['kwargs'].get('img_size') != size:
+        model, row['kwargs_backbone'], _ = build(name, size)
+        model = _prepare(model, args)
+    return model
+
+
+def measure_rounds(entries: list[tuple[dict[str, Any], nn.Module]], mode: str, args: argparse.Namespace,
+                   out_of_time: Callable[[], bool]) -> None:
+    """``mode`` of every model into its row, in ``args.rounds`` rounds over all models in turn: each model's step
+    is built once, round 1 takes its warm-up, peak memory and first ``--iters``, every later round ``--iters`` more;
+    ``ms`` / ``img_s`` are the median over the rounds (``rounds_ms``). A round is not started once ``out_of_time()``;
+    a model that fails is recorded with its error and left out of later rounds."""
+    batch, fns = _batch(mode, args), {}
+    for rnd in range(args.rounds):
+        if rnd and out_of_time():
+            break
+        for row, model in entries:
+            name = row['model']
+            if rnd and name not in fns:
+                continue
+            try:
+                if rnd == 0:
+                    fns[name] = step_fn(model, mode, batch, row['img_size'], args)
+                    res = measure(fns[name], args.device, args.iters, args.warmup, args.cpu_memory)
+                    row[mode] = {'batch': batch, 'img_size': row['img_size'], **res, 'rounds_ms': []}
+                else:
+                    res = time_calls(fns[name], args.device, args.iters)
+                row[mode]['rounds_ms'].append(res['ms'])
+            except Exception as e:  # noqa: BLE001  (reported in the results)
+                fns.pop(name, None)
+                row[mode] = {'batch': batch, 'img_size': row['img_size'],
+                             'error': f'{type(e).__name__}: {first_line(e)[:200]}'}
+            finally:
+                free_memory(args.device)
+    for row, _ in entries:
+        res = row[mode]
+        if 'rounds_ms' in res:
+            res['ms'] = statistics.median(res['rounds_ms'])
+            res['img_s'] = batch / res['ms'] * 1e3
 
 
 # --- reporting ---------------------------------------------------------------------------------------------------
@@ -271,13 +330,19 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     timing = ('median of per-iteration CUDA-event times' if on_gpu else 'median process CPU time per iteration, '
               'which other processes on the cores do not inflate' if meta['threads'] == 1 else
               'median wall-clock time per iteration')
+    if not on_gpu and meta.get('allocator') == 'ordinary':
+        timing += ', with the ordinary allocator'
     memory = ('peak `torch.cuda.max_memory_allocated` (weights, inputs, optimizer state and activations)' if on_gpu
               else 'growth of the resident set during one iteration, above weights, inputs and optimizer state')
     bb = f"{s['backbone_size']}"
+    rounds = s.get('rounds', 1)
+    iterations = (f"{s['warmup']} warm-up + {s['iters']} timed iterations ({timing})" if rounds == 1 else
+                  f"{s['warmup']} warm-up + {s['iters']} timed iteration(s) per round in {rounds} rounds over all "
+                  f"models in turn ({timing}; the median over the rounds, so load changes hit every model alike)")
     lines = [f"# Model benchmark on {meta['device']}", '',
              f"torch {meta['torch']}, timm {meta['timm']}, triton {meta['triton']}; {meta['date']}. "
              f"AMP {s['amp_dtype']}, channels-last {s['channels_last']}, compile {s['compile']}, "
-             f"{s['warmup']} warm-up + {s['iters']} timed iterations ({timing}); memory: {memory} (MB). "
+             f"{iterations}; memory: {memory} (MB). "
              f'Random inputs. `train` = forward + cross-entropy + backward + AdamW step; `{bb}` = '
              f'`forward_features` (backbone only) of {bb}x{bb} inputs (models taking `img_size` are built for it, '
              f"e.g. MaxViT's partition becomes {bb}/32). Zoo models with a timm twin hold the twin's weights.", '']
@@ -368,8 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                         help='default: on for GPU, off for CPU')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model (forward_features at 1024)')
-    parser.add_argument('--iters', type=int, default=None, help='timed iterations (default: 50 on GPU, 3 on CPU)')
+    parser.add_argument('--iters', type=int, default=None, help='timed iterations (per round; default: 50 on GPU, on '
+                        'CPU 1, or 3 with --rounds 1)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed iterations first (default: 10 GPU, 1 CPU)')
+    parser.add_argument('--rounds', type=int, default=None, help='keep every model built and take --iters timed '
+                        'iterations of each mode in this many rounds over all models in turn, the median over the '
+                        'rounds (so load changes hit every model alike; default: 5 on CPU, 1 on GPU; 1: one model '
+                        'after another, each built only while measured)')
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--skip-1024', action='store_true', help='skip the backbone-only run')
     parser.add_argument('--full', action='store_true', help='on CPU, also run the backbone-only measurements')
@@ -394,7 +464,8 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
 def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.monotonic) -> list[dict[str, Any]]:
     """Run the benchmark (``argv``: the command line); ``clock`` (seconds) is what ``--time-budget`` is read from."""
     args = build_parser().parse_args(argv)
-    _check_positive(args, 'batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'iters', 'warmup', 'threads')
+    _check_positive(args, 'batch_size', 'batch_size_1024', 'backbone_size', 'img_size', 'iters', 'warmup', 'threads',
+                    'rounds')
     try:
         args.device = torch.device(args.device)
     except RuntimeError as e:
@@ -415,7 +486,8 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
     args.channels_last = on_gpu if args.channels_last is None else args.channels_last
     args.batch_size = args.batch_size or (256 if on_gpu else 2)
     args.batch_size_1024 = args.batch_size_1024 or (16 if on_gpu else 1)
-    args.iters = args.iters or (50 if on_gpu else 3)
+    args.rounds = args.rounds or (1 if on_gpu else 5)
+    args.iters = args.iters or (50 if on_gpu else 1 if args.rounds > 1 else 3)
     args.warmup = (10 if on_gpu else 1) if args.warmup is None else args.warmup
     args.skip_1024 = args.skip_1024 or (not on_gpu and not args.full)
     max_params = args.max_params if args.max_params is not None else (math.inf if on_gpu else 35.)
@@ -437,14 +509,15 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
         triton_version = 'n/a'
     settings = {k: getattr(args, k) for k in ('batch_size', 'train_batch_size', 'batch_size_1024', 'backbone_size',
                                               'img_size', 'amp_dtype', 'channels_last', 'compile', 'iters', 'warmup',
-                                              'skip_train', 'skip_1024')}
+                                              'rounds', 'skip_train', 'skip_1024')}
     meta = {'device': torch.cuda.get_device_name(args.device) if on_gpu else cpu_name(),
             'device_type': args.device.type, 'torch': torch.__version__, 'timm': timm.__version__,
             'triton': triton_version, 'python': platform.python_version(), 'threads': torch.get_num_threads(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'loadavg_before': [round(v, 1) for v in os.getloadavg()], 'settings': settings, 'note': args.note,
             'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator'),
-            'time_budget_s': args.time_budget, 'skipped': []}
+            'time_budget_s': args.time_budget, 'skipped': [],
+            'allocator': 'release' if releasing_freed_memory() else 'ordinary'}
     print(f"{meta['device']}: {len(names)} models: {', '.join(names)}", flush=True)
     deadline = clock() + args.time_budget if args.time_budget else math.inf
 
@@ -453,17 +526,35 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
         (out / 'models.json').write_text(json.dumps({'meta': meta, 'rows': rows, 'ratios': ratios(rows)}, indent=1))
 
     rows = []
-    for name in names:
-        if clock() > deadline:
-            meta['skipped'].append({'model': name, 'reason': TIME_BUDGET})
-            print(f'skip {name}: {TIME_BUDGET}', flush=True)
-            continue
-        t0 = time.perf_counter()
-        row = bench_model(name, args)
-        rows.append(row)
-        print(f"{name:32s} " + ' | '.join(f"{m} " + ' '.join(_fmt(row, m)) for m in MODES)
-              + f'  ({time.perf_counter() - t0:.0f} s)', flush=True)
-        save(complete=False)
+    if args.rounds == 1:
+        for name in names:
+            if clock() > deadline:
+                meta['skipped'].append({'model': name, 'reason': TIME_BUDGET})
+                print(f'skip {name}: {TIME_BUDGET}', flush=True)
+                continue
+            t0 = time.perf_counter()
+            row = bench_model(name, args)
+            rows.append(row)
+            print(f"{name:32s} " + ' | '.join(f"{m} " + ' '.join(_fmt(row, m)) for m in MODES)
+                  + f'  ({time.perf_counter() - t0:.0f} s)', flush=True)
+            save(complete=False)
+    else:
+        entries = [build_row(name, args) for name in names]
+        rows = [row for row, _ in entries]
+        for mode in ('infer', 'train')[:1 if args.skip_train else 2]:
+            t0 = time.perf_counter()
+            measure_rounds(entries, mode, args, lambda: clock() > deadline)
+            done = min((len(r[mode].get('rounds_ms', ())) for r in rows if 'rounds_ms' in r[mode]), default=0)
+            if done < args.rounds:
+                meta['skipped'].append({'model': f'{mode} rounds {done + 1}-{args.rounds}', 'reason': TIME_BUDGET})
+            print(f'{mode}: {done} rounds ({time.perf_counter() - t0:.0f} s): ' + ', '.join(
+                f"{r['model']} {' '.join(_fmt(r, mode))}" for r in rows), flush=True)
+            save(complete=False)
+        if not args.skip_1024:
+            for row, model in entries:
+                row['backbone'] = run_mode(backbone_model(row, model, args), 'backbone', args.batch_size_1024,
+                                           args.backbone_size, args)
+        del entries
     meta['loadavg_after'] = [round(v, 1) for v in os.getloadavg()]
     save(complete=not meta['skipped'])
     md = markdown(rows, meta)
@@ -475,5 +566,5 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
 
 
 if __name__ == '__main__':
-    release_freed_memory()
+    keep_freed_memory()  # timed with the ordinary allocator; each peak with freed memory released (measure)
     sys.exit(run_cli(main))

@@ -1,5 +1,6 @@
 """Smoke test of benchmarks/models.py: a tiny CPU run writes its results, MaxViT gets its timm twin's weights."""
 import json
+import statistics
 
 import pytest
 import torch
@@ -24,13 +25,15 @@ def test_selection_adds_peers_and_twins():
     assert bench.resolve_models('dinat_s_[lt]*', max_params_m=35., peers=False) == ['dinat_s_tiny']
 
 
-def test_tiny_cpu_run(tmp_path):
-    # one thread (as under xdist); the backbone run at the benchmark size, so no model is built twice
+@pytest.mark.parametrize('rounds', [1, 2])
+def test_tiny_cpu_run(tmp_path, rounds):
+    # one thread (as under xdist); the backbone run at the benchmark size, so no model is built twice; rounds 1: one
+    # model after another, rounds 2: both models kept and timed in turn
     threads = torch.get_num_threads()
     try:
         rows = bench.main(['--models', 'maxvit_na_tiny_tf_224', '--no-peers', '--img-size', '32', '--batch-size',
                            '2', '--iters', '1', '--warmup', '0', '--full', '--backbone-size', '32', '--threads', '1',
-                           '--out-dir', str(tmp_path)])
+                           '--rounds', str(rounds), '--out-dir', str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert [r['model'] for r in rows] == ['maxvit_na_tiny_tf_224', 'maxvit_tiny_tf_224']
@@ -40,6 +43,9 @@ def test_tiny_cpu_run(tmp_path):
         for mode in bench.MODES:
             assert 'error' not in row[mode] and row[mode]['img_s'] > 0, (row['model'], mode, row[mode])
     assert ours['kwargs'] == {'img_size': 32} and ours['backbone']['img_size'] == 32
+    for mode in ('infer', 'train'):  # img/s from the median over the rounds, every round timed
+        times = ours[mode].get('rounds_ms', [ours[mode]['ms']])
+        assert len(times) == rounds and ours[mode]['img_s'] == pytest.approx(2e3 / statistics.median(times))
     saved = json.loads((tmp_path / 'models.json').read_text())
     assert saved['meta']['settings']['batch_size'] == 2 and len(saved['rows']) == 2
     assert saved['ratios'][0]['peer'] == 'maxvit_tiny_tf_224' and saved['ratios'][0]['same_weights']

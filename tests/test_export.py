@@ -34,6 +34,12 @@ FAMILIES = {
     'agent_swin': ('agent_swin_tiny', dict(depths=(1, 1, 2, 1), attn_type='AABB', embed_dim=16,
                                            num_heads=(1, 1, 2, 2))),
     'inline_swin': ('inline_swin_tiny', dict(depths=(1, 1, 1, 2), embed_dim=16, num_heads=(1, 1, 2, 2))),
+    # CSwin: agent / InLine global blocks (stages 1-2), padded stripes (stage 3: 8 and 10x12 maps, stripe 7), full map
+    'agent_cswin': ('agent_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
+    'inline_cswin': ('inline_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
+    'maxvit': ('maxvit_na_tiny_tf_224', dict(depths=ONE, embed_dim=(16, 32, 48, 64), stem_width=16, dim_head=8,
+                                            img_size=128)),  # window / grid 4: padded (masked) at 160x192
+    'moat': ('tiny_moat_0', dict(depths=ONE)),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
@@ -65,13 +71,14 @@ TINY_NAT = ['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1,1)', 'embed_
 
 
 def test_onnx_export_script(tmp_path):
-    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another."""
+    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another batch and
+    size."""
     import onnx_export
     out = tmp_path / 'nat.onnx'
     result = onnx_export.main([str(out), *TINY_NAT, '--img-size', '96', '-b', '2', '--dynamic-size',
                                '--check-forward'])
     assert out.is_file() and len(result['checks']) == 2
-    assert {tuple(c['shape'][2:]) for c in result['checks']} == {(96, 96), (72, 108)}
+    assert [tuple(c['shape']) for c in result['checks']] == [(2, 3, 96, 96), (3, 3, 72, 108)]
     assert all(c['max_rel_diff'] < 1e-4 for c in result['checks'])
 
 
@@ -80,6 +87,7 @@ def test_onnx_export_script(tmp_path):
     (['--model', 'nat_mini', '--training'], 'dropout / drop-path in training mode'),
     (['--model', 'nat_mini', '--opset', '17'], 'opset 18 or newer'),
     (['--model', 'nat_mini', '--img-size', '0'], 'must be >= 1'),
+    (['--model', 'nat_mini', '--batch-size', '0'], 'must be >= 1'),
     (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
 ])
 def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
@@ -90,4 +98,26 @@ def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
     assert zoo_common.run_cli(onnx_export.main, [str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert not out.exists()
+
+
+def test_onnx_export_script_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    """An exporter error, and a requested dynamic axis that the export kept static (here: forced by exporting
+    without dynamic shapes), are one line and exit status 2, no file written."""
+    import onnx_export
+    import zoo_common
+    out = tmp_path / 'x.onnx'
+    real_export = torch.onnx.export
+
+    def failing(*args, **kwargs):
+        raise RuntimeError('no lowering for attnzoo.foo\n  a long exporter report')
+    monkeypatch.setattr(torch.onnx, 'export', failing)
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *TINY_NAT, '--img-size', '64']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('the export failed (RuntimeError: no lowering for attnzoo.foo)') and len(err.splitlines()) == 1
+
+    monkeypatch.setattr(torch.onnx, 'export', lambda *a, dynamic_shapes, **k: real_export(*a, **k))
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *TINY_NAT, '--img-size', '64', '-b', '2']) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'the exported input is fixed at batch = 2' in err and len(err.splitlines()) == 1
     assert not out.exists()

@@ -1,13 +1,14 @@
 """The torch backend's CPU paths beyond the conformance kit: the blocked fast path (torch_blocks) is taken exactly
 where the windows partition the grid and matches the reference there; small maps that the window nearly covers
-take the dense forward; the flash tiled forward handles queries that see no key."""
+take the dense path (one block with a pair mask; forward and backward); the flash tiled forward handles queries
+that see no key."""
 from __future__ import annotations
 
 import pytest
 import torch
 from _na_cases import Case, check_against_reference, make_inputs, run
 
-from ops.na.backends import torch_blocks, torch_na
+from ops.na.backends import torch_blocks
 from ops.na.pattern import make_spec
 
 BLOCKED = [
@@ -29,8 +30,9 @@ NOT_BLOCKED = [
 ]
 
 
-DENSE = [  # small maps whose window covers most of them: one dense flash call with the pattern as a bias
+DENSE = [  # small maps whose window covers most of them: one block over the map with the pattern as a bias
     Case((6, 6), (5, 5), rpb=True),
+    Case((6, 5), (3, 3), dilation=(2, 1), rpb=True, extra=2),
     Case((7, 7), (5, 5), rpb=True, border='mask', valid=(6, 7)),
     Case((8,), (5,), causal=(True,), rpb=True),
     Case((4, 4, 3), (3, 3, 3), rpb=True),
@@ -61,8 +63,9 @@ def test_blocked_fast_path_only_where_windows_partition(case):
     assert _layout(case) is None
 
 
-def test_blocked_fast_path_without_bias_gradient_uses_flash_backward():
-    case = _norm(BLOCKED[0])
+@pytest.mark.parametrize('case', [BLOCKED[0], BLOCKED[3], DENSE[1]], ids=str)
+def test_blocked_and_dense_paths_without_bias_gradient_use_flash_backward(case):
+    case = _norm(case)
     inputs = make_inputs(case, torch.float64)
     q, k, v = (inputs[n].requires_grad_() for n in ('query', 'key', 'value'))
     ref = [t.detach().clone().requires_grad_() for t in (q, k, v)]
@@ -83,17 +86,17 @@ def test_flash_forward_query_that_sees_no_key():
 
 
 @pytest.mark.parametrize('case', DENSE, ids=str)
-def test_dense_forward_on_nearly_covered_maps_matches_reference(case):
+def test_dense_path_on_nearly_covered_maps_matches_reference(case):
     c = _norm(case)
     spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
-    assert _layout(case) is None and torch_na._dense_index(c.shape, spec, 'cpu') is not None
-    check_against_reference('torch', c, torch.float64, grad_lse=True)
-    check_against_reference('torch', c, torch.float32, backward=False)
+    assert _layout(case) is None and torch_blocks.dense_layout(c.shape, spec, 'cpu') is not None
+    check_against_reference('torch', c, torch.float64, grad_lse=c.extra == 0)
+    check_against_reference('torch', c, torch.float32)
 
 
-def test_dense_forward_not_taken_on_sparse_maps():
+def test_dense_path_not_taken_on_sparse_maps():
     spec = make_spec((14, 14), 3)  # bound 196 / 9 > 4: query tiles
-    assert torch_na._dense_index((14, 14), spec, 'cpu') is None
+    assert torch_blocks.dense_layout((14, 14), spec, 'cpu') is None
 
 
 def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():
@@ -108,3 +111,21 @@ def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():
     with torch.device('cpu'):  # a torch function mode
         assert not eager_ok(q)
     assert not torch.jit.trace(lambda x: x * float(eager_ok(x)), q, check_trace=False)(q).any()
+
+
+def test_dense_layout_explicit_backward_matches_reference():
+    """The dense layout's own explicit backward (rpb gradient; the backend sends this case to its query tiles)."""
+    from ops.na.backends import reference
+    spec = make_spec((6, 5), 3, 1, (2, 1))
+    lay = torch_blocks.dense_layout((6, 5), spec, 'cpu')
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, g = (torch.randn(2, 6, 5, 2, 8, generator=gen, dtype=torch.float64) for _ in range(4))
+    ak, av = (torch.randn(2, 2, 2, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    rpb = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64)
+    out, lse = torch_blocks.forward(q, k, v, lay, .3, rpb, ak, av)
+    ref_out, ref_lse = reference.forward(q, k, v, spec, .3, rpb, ak, av)
+    torch.testing.assert_close(out, ref_out)
+    got = torch_blocks.backward(g, q, k, v, out, lse, lay, .3, rpb, ak, av)
+    want = reference.backward(g, q, k, v, ref_out, ref_lse, spec, .3, rpb, ak, av)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

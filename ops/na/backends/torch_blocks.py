@@ -13,6 +13,12 @@ the log-sum-exp the backward needs; memory linear in tokens (blocks of ``n`` tok
 backward when no bias gradient and no ``grad_lse`` is needed, else explicit FlashAttention math in chunks of blocks
 (``ds = p * (dO V^T - delta)``; the rpb gradient is ``ds`` summed over blocks and batch, scattered into the table).
 Extra keys are appended to every block's keys (zero bias), their gradients summed over blocks.
+
+Small maps that the window nearly covers (:func:`dense_layout`: at most :data:`DENSE_TOKENS` tokens, dense pairs
+at most :data:`DENSE_BOUND` x the pattern's) run as one block over the whole map with the pattern as ``-inf``
+entries of the bias (a pair mask): dense attention on the flash kernel costs them little more than the pattern
+(DiNAT-T's 14x14 stage, bound 4: query tiles with their halos were slower, forward and flash backward); the
+backend sends their explicit-math backward (rpb gradient, ``grad_lse``) to its query tiles, which do less work.
 """
 from __future__ import annotations
 
@@ -22,14 +28,21 @@ from functools import lru_cache
 
 import torch
 
-from ..pattern import NASpec
+from ..pattern import NASpec, dense_mask, dense_rpb_index
 
-__all__ = ['Layout', 'layout', 'forward', 'backward']
+__all__ = ['Layout', 'layout', 'dense_layout', 'forward', 'backward']
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-# Upper bound on one backward chunk's logits [blocks * heads, n, n + extra] (4M fp32 = 16 MiB)
-_CHUNK_ELEMENTS = 1 << 22
+# Upper bound on one backward chunk's logits [blocks, heads, query rows, n + extra] (64K fp32 = 256 KiB: in cache;
+# 1 thread, batch 4, interleaved runs: DiNAT-T's 7x7 stage backward 4.1 ms against 5.6 ms with 4M-element chunks,
+# equal at 14x14; and the chunks' memory drops 64x)
+_CHUNK_ELEMENTS = 1 << 16
+# dense_layout's limits: tokens, and dense pairs / pattern pairs
+DENSE_TOKENS, DENSE_BOUND = 256, 4.0
+# Lower clamp of the backward's softmax exponent: exp(-87) = 1.6e-38 is still a normal float32, and torch.exp is
+# ~9x slower on -inf and ~100x slower where its result is denormal; masked pairs are zeroed by the mask instead
+EXP_MIN = -87.0
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,9 @@ class Layout:
     inv_perm: tuple[int, ...]
     n_blocks: int  # W: blocks per image (over all dilation groups)
     n: int  # tokens per block
-    rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block
+    rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block (pair layouts: table size if masked)
     valid: torch.Tensor | None  # [W, n] key validity per block (valid_shape), None when every key is real
+    pair: torch.Tensor | None = None  # [n, n] may query i attend to key j (dense_layout), None: every pair
 
 
 def _axis(length: int, k: int, s: int, d: int, causal: bool, border: str) -> int | None:
@@ -98,6 +112,26 @@ def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
                   None if valid is None else valid.to(device))
 
 
+@lru_cache(maxsize=32)
+def dense_layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
+    """One block covering a small map that the window nearly covers, with the pattern as a pair mask (see module
+    doc), or None (too large, too sparse, or a query that sees no key)."""
+    if any(isinstance(x, torch.SymInt) for x in (*shape, *(spec.valid_shape or ()))):
+        return None
+    n, m = math.prod(shape), len(shape)
+    if n > DENSE_TOKENS:
+        return None
+    mask = dense_mask(spec, shape)
+    if n * n > DENSE_BOUND * int(mask.sum()) or not bool(mask.any(1).all()):
+        return None
+    strides = [math.prod(2 * k - 1 for k in spec.kernel_size[a + 1:]) for a in range(m)]
+    rel = sum(i * st for i, st in zip(dense_rpb_index(spec, shape), strides))
+    rel = torch.where(mask, rel, math.prod(2 * k - 1 for k in spec.kernel_size))  # the -inf entry of _bias' table
+    view = tuple(x for length in shape for x in (1, length, 1))
+    perm = tuple(range(3 * m + 3))
+    return Layout(view, perm, perm, 1, n, rel.to(device), None, mask.to(device))
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -124,12 +158,17 @@ def _from_blocks(x: torch.Tensor, lay: Layout, bsh: torch.Size) -> torch.Tensor:
 
 def _bias(lay: Layout, rpb: torch.Tensor | None, heads: int, n_extra: int, batch: int, dtype) -> torch.Tensor | None:
     """Additive bias ``[1 or B * W, H, n, n + E]`` (rpb, -inf on invalid keys, 0 on extra keys), or None."""
-    if rpb is None and lay.valid is None:
+    if rpb is None and lay.valid is None and lay.pair is None:
         return None
     if rpb is None:
         bias = torch.zeros(1, 1, lay.n, lay.n, dtype=dtype, device=lay.rel.device)
+        if lay.pair is not None:
+            bias.masked_fill_(~lay.pair, float('-inf'))
     else:
-        bias = rpb.to(dtype).reshape(heads, -1).index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
+        table = rpb.to(dtype).reshape(heads, -1)
+        if lay.pair is not None:  # masked pairs index a trailing -inf entry: one gather, no masking pass
+            table = torch.nn.functional.pad(table, (0, 1), value=float('-inf'))
+        bias = table.index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
     if lay.valid is not None:
         mask = torch.zeros(lay.n_blocks, 1, 1, lay.n, dtype=dtype, device=bias.device)
         mask.masked_fill_(~lay.valid[:, None, None, :], float('-inf'))
@@ -194,29 +233,46 @@ def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, a
         if grad_lse is not None:
             delta = delta - _to_blocks(grad_lse[..., None], lay, dtype)[..., 0]
         # contiguous [B * W, H, n, D]: the batched matmuls run ~1.4x faster than on the flash layout
-        qb, kb, vb, dob = qb.contiguous(), kb.contiguous(), vb.contiguous(), dob.contiguous()
-        dq, dk, dv = torch.empty_like(qb), torch.empty_like(kb), torch.empty_like(vb)
-        dbias = torch.zeros(qb.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
-        bw, h, n, m = qb.shape[0], qb.shape[1], lay.n, kb.shape[2]
-        step = max(1, _CHUNK_ELEMENTS // (h * n * m))
+        # dk = ds^T (q * scale)
+        qs, kb, vb, dob = qb.contiguous() * scale, kb.contiguous(), vb.contiguous(), dob.contiguous()
+        dq, dk, dv = torch.empty_like(qs), torch.empty_like(kb), torch.empty_like(vb)
+        dbias = torch.zeros(qs.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
+        keep = None if lay.valid is None and lay.pair is None else torch.isfinite(bias)  # the masked pairs
+        bw, h, n, m = qs.shape[0], qs.shape[1], lay.n, kb.shape[2]
+        rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
+        step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
         for c0 in range(0, bw, step):
             c1 = min(bw, c0 + step)
-            qc, kc, vc, doc = qb[c0:c1], kb[c0:c1], vb[c0:c1], dob[c0:c1]
-            s = (qc @ kc.transpose(-1, -2)).mul_(scale)
-            if bias is not None:
-                s.add_(bias if bias.shape[0] == 1 else bias[c0:c1])
-            p = s.sub_(lseb[c0:c1, :, :, None]).exp_()
-            ds = (doc @ vc.transpose(-1, -2)).sub_(delta[c0:c1, :, :, None]).mul_(p)
-            torch.matmul(ds, kc, out=dq[c0:c1]).mul_(scale)
-            torch.matmul(ds.transpose(-1, -2), qc, out=dk[c0:c1]).mul_(scale)
-            torch.matmul(p.transpose(-1, -2), doc, out=dv[c0:c1])
-            if dbias is not None:
-                dbias += ds[..., :n].sum(0)
+            kc, vc = kb[c0:c1], vb[c0:c1]
+            bc = None if bias is None else bias if bias.shape[0] == 1 else bias[c0:c1]
+            kp = None if keep is None else keep if keep.shape[0] == 1 else keep[c0:c1]
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                qc, doc = qs[c0:c1, :, r0:r1], dob[c0:c1, :, r0:r1]
+                lc = lseb[c0:c1, :, r0:r1, None]
+                # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
+                p = (-lc if bc is None else bc[:, :, r0:r1] - lc).expand(c1 - c0, h, r1 - r0, m).contiguous()
+                p.view(-1, r1 - r0, m).baddbmm_(qc.reshape(-1, r1 - r0, qc.shape[-1]),
+                                                kc.view(-1, m, kc.shape[-1]).transpose(1, 2))
+                p.clamp_(min=EXP_MIN).exp_()
+                if kp is not None:
+                    p.mul_(kp[:, :, r0:r1])
+                ds = (doc @ vc.transpose(-1, -2)).sub_(delta[c0:c1, :, r0:r1, None]).mul_(p)
+                dq[c0:c1, :, r0:r1] = ds @ kc
+                if r0 == 0:
+                    torch.matmul(ds.transpose(-1, -2), qc, out=dk[c0:c1])
+                    torch.matmul(p.transpose(-1, -2), doc, out=dv[c0:c1])
+                else:
+                    dk[c0:c1] += ds.transpose(-1, -2) @ qc
+                    dv[c0:c1] += p.transpose(-1, -2) @ doc
+                if dbias is not None:
+                    dbias[:, r0:r1] += ds[..., :n].sum(0)
+        dq.mul_(scale)
     drpb = None
     if need_rpb:
-        drpb = torch.zeros(rpb.shape[0], rpb[0].numel(), dtype=dtype, device=q.device)
+        drpb = torch.zeros(rpb.shape[0], rpb[0].numel() + 1, dtype=dtype, device=q.device)  # + the masked entry
         drpb.index_add_(1, lay.rel.reshape(-1), dbias.reshape(dbias.shape[0], -1))
-        drpb = drpb.reshape(rpb.shape).to(rpb.dtype)
+        drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
     dk, dak = _split_extra(dk, lay, add_k, k)
     dv, dav = _split_extra(dv, lay, add_v, v)
