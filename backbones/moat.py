@@ -34,7 +34,6 @@ other loader of the zoo read the released tarballs), converts those TF1 checkpoi
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 import tarfile
@@ -75,13 +74,17 @@ _LN_EPS = 1e-5
 @register_notrace_function  # torch.fx: a leaf (TF 'SAME' padding from the input size)
 def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
-    element at the bottom/right, padded elements left out of each average."""
-    pads = []
-    for length in x.shape[-2:]:
-        total = max((math.ceil(length / stride) - 1) * stride + kernel_size - length, 0)
-        pads.append(total // 2)
+    element at the bottom/right, padded elements left out of each average.
+
+    Compiled / exported: the zero-padded sum over the padded count (equal up to rounding), since ``ceil_mode`` with a
+    size-derived padding makes output sizes that symbolic shapes cannot prove equal to the strided conv's."""
+    if torch.compiler.is_compiling():
+        count = ops.pad_same(x.new_ones(1, 1, *x.shape[-2:]), kernel_size, stride)
+        return F.avg_pool2d(ops.pad_same(x, kernel_size, stride), kernel_size, stride) / F.avg_pool2d(
+            count, kernel_size, stride)
+    pads = tuple(ops.same_padding(length, kernel_size, stride)[0] for length in x.shape[-2:])
     # the first half of the padding is symmetric padding; the rest falls past the end, where ceil_mode windows stop
-    return F.avg_pool2d(x, kernel_size, stride, padding=tuple(pads), ceil_mode=True, count_include_pad=False)
+    return F.avg_pool2d(x, kernel_size, stride, padding=pads, ceil_mode=True, count_include_pad=False)
 
 
 class MBConvBlock(nn.Module):
@@ -107,7 +110,8 @@ class MBConvBlock(nn.Module):
         self.pre_norm = _BN(in_chs, **dd)
         self.expand_conv = nn.Conv2d(in_chs, inner, 1, bias=False, **dd)
         self.expand_norm = _BN(inner, **dd)
-        self.depthwise_conv = create_conv2d(inner, inner, 3, stride=stride, padding='same', depthwise=True, **dd)
+        self.depthwise_conv = create_conv2d(  # strided: TF 'same' padding in mbconv (ops.pad_same: exportable)
+            inner, inner, 3, stride=stride, padding='same' if stride == 1 else 0, depthwise=True, **dd)
         self.depthwise_norm = _BN(inner, **dd)
         self.act = nn.GELU()
         self.se = SEModule(inner, rd_channels=max(1, int(out_chs * se_ratio)), act_layer=nn.SiLU,
@@ -122,6 +126,7 @@ class MBConvBlock(nn.Module):
 
     def mbconv(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.expand_norm(self.expand_conv(self.pre_norm(x))))
+        x = x if self.stride == 1 else ops.pad_same(x, 3, self.stride)
         x = self.act(self.depthwise_norm(self.depthwise_conv(x)))
         if self.se is not None:
             x = self.se(x)
@@ -182,8 +187,8 @@ class MOATAttention(nn.Module):
         if self.rpb is None:
             return None
         size = (2 * height - 1, 2 * width - 1)
-        if tuple(self.rpb.shape[1:]) == size:
-            return self.rpb
+        if not torch.compiler.is_compiling() and tuple(self.rpb.shape[1:]) == size:
+            return self.rpb  # compiled / exported: always resized (exact at the same size), no guard on the size
         return F.interpolate(self.rpb[None], size=size, mode='bilinear', align_corners=False)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,13 +231,13 @@ class MOATStem(nn.Module):
     def __init__(self, in_chans: int, stem_size: Sequence[int], device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        self.conv1 = create_conv2d(in_chans, stem_size[0], 3, stride=2, padding='same', bias=True, **dd)
+        self.conv1 = nn.Conv2d(in_chans, stem_size[0], 3, stride=2, **dd)  # TF 'same' padding in forward
         self.norm1 = _BN(stem_size[0], **dd)
         self.act1 = nn.GELU()
         self.conv2 = create_conv2d(stem_size[0], stem_size[1], 3, stride=1, padding='same', bias=True, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act1(self.norm1(self.conv1(x))))
+        return self.conv2(self.act1(self.norm1(self.conv1(ops.pad_same(x, 3, 2)))))
 
 
 class MOAT(HierarchicalModel):

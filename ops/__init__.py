@@ -23,7 +23,7 @@ from ._export import add_onnx_lowering_module, onnx_translation_table, register_
 from ._fx import register_fx_leaves
 from ._pool import adaptive_avg_pool2d
 from ._registry import available_backends, backend_names, get_backend, resolve_backend
-from ._shape import crop, pad_to_multiple
+from ._shape import crop, pad_same, pad_to_multiple, same_padding
 from .dense import StageTables, agent_attention, dense_attention, relative_position_cpb, transnext_stage_tables
 from .linear import apply_rope, linear_attention, rope_2d
 from .maps import AttentionMap, TokenGrid, attention_maps, record_attention
@@ -49,8 +49,8 @@ from .routed import region_routing, routed_attention
 
 # torch.fx: each public op is one leaf node of a symbolic trace (ops._fx)
 FX_LEAVES = (na1d, na2d, na3d, neighborhood_attention, na_av, window_attention, grid_attention, merge_attentions,
-             pad_to_multiple, crop, adaptive_avg_pool2d, dense_attention, agent_attention, linear_attention, rope_2d,
-             apply_rope, region_routing, routed_attention, NeighborhoodAttention1D, NeighborhoodAttention2D,
+             pad_to_multiple, crop, pad_same, adaptive_avg_pool2d, dense_attention, agent_attention, linear_attention,
+             rope_2d, apply_rope, region_routing, routed_attention, NeighborhoodAttention1D, NeighborhoodAttention2D,
              NeighborhoodAttention3D, WindowAttention1D, WindowAttention2D, WindowAttention3D)
 for _leaf in FX_LEAVES:
     if not isinstance(_leaf, type):
@@ -60,7 +60,7 @@ _export.install()  # the ONNX lowerings reach torch.onnx.export without loading 
 
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
-    'pad_to_multiple', 'crop', 'adaptive_avg_pool2d', 'window_attention', 'grid_attention',
+    'pad_to_multiple', 'crop', 'pad_same', 'same_padding', 'adaptive_avg_pool2d', 'window_attention', 'grid_attention',
     'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',

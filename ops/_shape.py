@@ -5,6 +5,12 @@ whether anything was padded, so the graph guards on ``size % multiple == 0`` and
 resolution crosses that line (detection and segmentation see a new size every batch). Compiled code therefore
 pads unconditionally and crops through the ``attnzoo::crop`` custom op, whose output is a fresh contiguous
 tensor of the cropped shape; eager code keeps the zero-copy paths (no pad when nothing is needed, a slicing view).
+
+TF's ``'SAME'`` padding of strided convolutions and pools (MaxViT, MOAT: :func:`same_padding`, :func:`pad_same`) is
+written in integer arithmetic: timm's ``pad_same`` computes it as ``max(ceil(L / s) ...)`` through a float division,
+which on a symbolic size becomes a nested ``Max(CeilToInt(FloatTrueDiv(...)))`` expression that grows with every
+strided layer; sympy's simplification of it made a four-stage MaxViT's ``torch.export`` run for minutes (15 s
+with the integer form).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from torch import Tensor
 
 from ._checks import spatial_sizes
 
-__all__ = ['pad_to_multiple', 'crop']
+__all__ = ['pad_to_multiple', 'crop', 'same_padding', 'pad_same']
 
 
 def _dims(x: Tensor, dims: Sequence[int]) -> list[int]:
@@ -42,6 +48,24 @@ def pad_to_multiple(x: Tensor, multiple: int | Sequence[int], dims: Sequence[int
     if torch.compiler.is_compiling() or any(pad):  # compiled: no branch on divisibility (see module docstring)
         x = F.pad(x, pad)
     return x, sizes
+
+
+def same_padding(length, kernel_size: int, stride: int, dilation: int = 1) -> tuple:
+    """TF ``'SAME'`` padding of one axis of ``length`` (int or SymInt): ``(before, after)`` so that a
+    ``kernel_size`` / ``stride`` / ``dilation`` window gives ``ceil(length / stride)`` outputs, the odd element
+    after (timm's ``get_same_padding``, same values, integer arithmetic only: see the module docstring)."""
+    span = (kernel_size - 1) * dilation + 1
+    total = ((length + stride - 1) // stride - 1) * stride + span - length
+    if span < stride:  # only then can the total be negative
+        total = torch.sym_max(total, 0) if isinstance(total, torch.SymInt) else max(total, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: Tensor, kernel_size: int, stride: int, dilation: int = 1, value: float = 0.) -> Tensor:
+    """Pad the last two dims of ``x`` for a TF ``'SAME'`` conv / pool (:func:`same_padding`; timm's ``pad_same``)."""
+    (top, bottom), (left, right) = (same_padding(n, kernel_size, stride, dilation)
+                                    for n in spatial_sizes(x, (-2, -1)))
+    return F.pad(x, (left, right, top, bottom), value=value)
 
 
 def crop(x: Tensor, sizes: Sequence[int], dims: Sequence[int]) -> Tensor:

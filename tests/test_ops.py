@@ -194,6 +194,20 @@ def test_pad_to_multiple():
     assert ops.pad_to_multiple(x, 5, dims=(1,))[0] is x
 
 
+def test_pad_same_equals_timm():
+    """TF 'SAME' padding in integer form (exportable) equals timm's ``pad_same`` / ``get_same_padding``."""
+    from timm.layers import get_same_padding, pad_same
+
+    from ops._shape import same_padding
+    for length, kernel, stride, dilation in [(n, k, s, d) for n in range(1, 12) for k in (1, 2, 3, 5)
+                                             for s in (1, 2, 3) for d in (1, 2)]:
+        total = get_same_padding(length, kernel, stride, dilation)
+        assert same_padding(length, kernel, stride, dilation) == (total // 2, total - total // 2)
+    x = torch.randn(2, 3, 7, 10)
+    for kernel, stride in [(3, 2), (2, 2), (3, 1), (1, 3)]:
+        assert torch.equal(ops.pad_same(x, kernel, stride), pad_same(x, (kernel, kernel), (stride, stride)))
+
+
 # --- merge_attentions ---
 
 @pytest.mark.parametrize('backend', ['torch', 'reference'])
