@@ -29,11 +29,11 @@ FAMILIES = {
     'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
     'agent_deit': ('agent_deit_tiny', dict(depth=2)),
     'inline_deit': ('inline_deit_tiny', dict(depth=2)),
-    # two window blocks in stages 3-4: the shifted one shifts at both sizes in stage 3, in stage 4 (map <= window) not
-    'agent_swin': ('agent_swin_tiny', dict(depths=(1, 1, 2, 2), attn_type='AABB', embed_dim=16,
+    # official letter codes (Agent-Swin-S's, InLine-Swin-T's); a shifted window block that at both sizes shifts
+    # (Agent, stage 3) and does not (InLine, stage 4: map <= window)
+    'agent_swin': ('agent_swin_tiny', dict(depths=(1, 1, 2, 1), attn_type='AABB', embed_dim=16,
                                            num_heads=(1, 1, 2, 2))),
-    'inline_swin': ('inline_swin_tiny', dict(depths=(1, 1, 2, 2), attn_type='IISS', embed_dim=16,
-                                             num_heads=(1, 1, 2, 2))),
+    'inline_swin': ('inline_swin_tiny', dict(depths=(1, 1, 1, 2), embed_dim=16, num_heads=(1, 1, 2, 2))),
     # CSwin: agent / InLine global blocks (stages 1-2), padded stripes (stage 3: 8 and 10x12 maps, stripe 7), full map
     'agent_cswin': ('agent_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
     'inline_cswin': ('inline_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
