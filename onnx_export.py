@@ -4,7 +4,10 @@
 The attnzoo custom ops lower to default-domain ONNX ops (``ops/*/onnx.py``), so the file runs in onnxruntime (and any
 ONNX runtime) without plugins. The batch is always a dynamic axis; ``--dynamic-size`` makes height and width dynamic
 too, so one file serves every input size the model accepts. ``--check-forward`` runs the file in onnxruntime and
-prints the largest difference to eager PyTorch (at a second size too with ``--dynamic-size``).
+prints the largest difference to eager PyTorch, at the export size and at another batch (and, with
+``--dynamic-size``, another height and width). Bad requests (an unknown model, a size the model cannot take, a
+training-mode export with dropout, a model that does not export or specialises a requested dynamic axis) are one
+line and exit status 2.
 
     python onnx_export.py nat_mini.onnx --model nat_mini --dynamic-size --check-forward
 """
@@ -103,21 +106,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except (ValueError, RuntimeError) as e:
         raise CliError(f'--img-size {x.shape[-1]}: {args.model} cannot take a {tuple(x.shape)} input '
                        f'({zoo_common.first_line(e)})') from None
-    auto = torch.export.Dim.AUTO
-    dynamic = {0: auto, 2: auto, 3: auto} if args.dynamic_size else {0: auto}
-    program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({**dynamic},), opset_version=args.opset,
-                                input_names=['input'], output_names=['output'], verbose=False)
+    axes = {0: 'batch', 2: 'height', 3: 'width'} if args.dynamic_size else {0: 'batch'}
+    dynamic = {i: torch.export.Dim.AUTO for i in axes}
+    try:
+        program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=(dynamic,),
+                                    opset_version=args.opset, input_names=['input'], output_names=['output'],
+                                    verbose=False)
+    except Exception as e:  # noqa: BLE001  (torch.export / exporter errors have no common base class)
+        raise CliError(f'{args.model}: the export failed ({type(e).__name__}: {zoo_common.first_line(e)})') from None
+    # Dim.AUTO keeps an axis static where the model's code specialises it: say so rather than write a fixed file
+    shape = program.model.graph.inputs[0].shape
+    if fixed := [f'{axes[i]} = {shape[i]}' for i in axes if isinstance(shape[i], int)]:
+        raise CliError(f'{args.model}: the exported input is fixed at {", ".join(fixed)} (the model specialises '
+                       f'it under torch.export); no file written')
     program.save(args.output)
-    print(f'{args.model}: wrote {args.output} (opset {args.opset}, dynamic '
-          f'{"batch, height, width" if args.dynamic_size else "batch"})')
+    print(f'{args.model}: wrote {args.output} (opset {args.opset}, dynamic {", ".join(axes.values())})')
     result: dict[str, Any] = {'output': args.output, 'checks': []}
     if args.check_forward:
         import onnxruntime as ort
         session = ort.InferenceSession(args.output, providers=['CPUExecutionProvider'])
-        sizes = [x]
-        if args.dynamic_size:  # another batch and size from the same file
-            h, w = x.shape[-2:]
-            sizes.append(torch.randn(x.shape[0] + 1, x.shape[1], h - h // 4, w + w // 8))
+        h, w = x.shape[-2:]
+        if args.dynamic_size:
+            h, w = h - h // 4, w + w // 8
+        sizes = [x, torch.randn(x.shape[0] + 1, x.shape[1], h, w)]  # then another batch (and size) from the file
         for inp in sizes:
             diff, rel = _max_diff(session, model, inp)
             result['checks'].append({'shape': list(inp.shape), 'max_abs_diff': diff, 'max_rel_diff': rel})

@@ -18,6 +18,13 @@ Any input size (the official models assert their build resolution): a branch's w
 (``(H, sw)`` / ``(sw, W)`` / ``(H, W)``). Stripes that do not divide the map are zero-padded on q, k and v, centred,
 as the official CSWin segmentation backbone does (the padded keys stay unmasked there; here too), and cropped after;
 ``mask_stripe_padding=True`` pads at the end and masks the padded keys instead.
+
+torch.export / ONNX (dynamic batch, height and width; eager code is unchanged): the stripe is size-derived there
+(the whole map on one axis), so compiled stripe attention is :func:`ops.dense_attention` per stripe (the window op's
+ONNX lowering takes fixed windows); the stripe padding and its crop happen at every size (by 0 where nothing is
+needed), and an axis with a single stripe gets a second, all-padding one, so the stripe count is >= 2 at every size
+(torch.export would otherwise specialise on it being 1 or not). The partitions merge the stripe index into the batch
+at once, never a dim of the stripe count alone, for the same reason.
 """
 from __future__ import annotations
 
@@ -41,12 +48,16 @@ __all__ = ['ATTENTIONS', 'AgentStripeAttention', 'CSWin', 'CSWinBlock', 'InLineS
            'stripe_window', 'window_conv']
 
 def window_conv(x: torch.Tensor, conv: nn.Module, window: tuple[int, int]) -> torch.Tensor:
-    """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out."""
+    """``conv`` on each ``window`` of an NHWC map separately (zero padding at window borders), NHWC out; compiled,
+    the windows are stripes spanning the map's height or width (:func:`_windows`)."""
     b, h, w, c = x.shape
     wh, ww = window
     # exported: the whole-map shortcut only where it holds at every size (no guard on the stripe count)
     if statically_known_true(wh == h) and statically_known_true(ww == w):
         return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    if torch.compiler.is_compiling():  # the stripes merged with the batch at once (see _windows)
+        x = conv(_windows(x, window, 1).flatten(3).permute(0, 3, 1, 2))
+        return _merge_windows(x.permute(0, 2, 3, 1), b, h, w)
     x = x.reshape(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(-1, c, wh, ww)
     x = conv(x)
     return x.reshape(b, h // wh, w // ww, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, h, w, c)
@@ -56,6 +67,26 @@ def stripe_window(idx: int, split_size: int, h: int, w: int) -> tuple[int, int]:
     """The window of a branch on an ``h x w`` map: ``idx`` -1 the whole map, 0 vertical stripes ``(h, split)``,
     1 horizontal stripes ``(split, w)`` (the official ``H_sp, W_sp``)."""
     return {-1: (h, w), 0: (h, split_size), 1: (split_size, w)}[idx]
+
+
+def _stripe_pad(n, stripe) -> tuple[int, int]:
+    """``(pad, extra)`` for an axis of length ``n`` cut into stripes: ``pad`` to a multiple of the stripe (the ceil
+    form keeps the padded length a visible multiple under torch.export), and, compiled, one more stripe of padding
+    where the axis has a single stripe. So the stripe count is >= 2 at every size: torch.export would otherwise guard
+    on it being 1 (the reshapes branch on it) and the program would fail at the sizes with a single stripe. The extra
+    stripe is padding only: its queries are cropped and its keys are in no real token's stripe."""
+    count = (n + stripe - 1) // stripe
+    extra = (torch.sym_max(count, 2) - count) * stripe if torch.compiler.is_compiling() else 0
+    return count * stripe - n, extra
+
+
+def _end_padded(x: torch.Tensor, idx: int, window: tuple[int, int]) -> torch.Tensor:
+    """NHWC ``x`` zero-padded at the end of its striped axis (``idx`` as :func:`stripe_window`) by
+    :func:`_stripe_pad`'s ``pad + extra``, for compiled code (eager: :func:`ops.pad_to_multiple`)."""
+    if idx == -1:
+        return x
+    pad, extra = _stripe_pad(x.shape[2 - idx], window[1 - idx])
+    return F.pad(x, (0, 0, 0, pad + extra) if idx == 0 else (0, 0, 0, 0, 0, pad + extra))
 
 
 class StripeBranch(nn.Module):
@@ -85,13 +116,13 @@ class StripeBranch(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = q.shape
         wh, ww = stripe_window(self.idx, self.split_size, h, w)
-        # only the striped axis pads (idx 0 splits the width, 1 the height); the ceil form keeps the padded size a
-        # visible multiple of the stripe under torch.export (no guard on the size modulo the stripe)
-        ph = (h + wh - 1) // wh * wh - h if self.idx == 1 else 0
-        pw = (w + ww - 1) // ww * ww - w if self.idx == 0 else 0
+        # only the striped axis pads (idx 0 splits the width, 1 the height); compiled, an extra stripe where the axis
+        # has one (after the centred padding: no real token changes stripe)
+        ph, eh = _stripe_pad(h, wh) if self.idx == 1 else (0, 0)
+        pw, ew = _stripe_pad(w, ww) if self.idx == 0 else (0, 0)
         compiling = torch.compiler.is_compiling()  # compiled: pad and crop at every size (padding by 0 is a no-op)
         if compiling or ph or pw:  # the official segmentation backbone's centred padding
-            pad = (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            pad = (0, 0, pw // 2, pw - pw // 2 + ew, ph // 2, ph - ph // 2 + eh)
             q, k, v = (F.pad(t, pad) for t in (q, k, v))
         grid = ops.TokenGrid((h, w), (-(ph // 2), -(pw // 2)))  # where the padded map's tokens lie (attention maps)
         out = self.attend(q, k, v, (wh, ww), token_grid=grid, **kwargs) + window_conv(v, self.get_v, (wh, ww))
@@ -105,18 +136,34 @@ class StripeBranch(nn.Module):
         return f'dim={self.dim}, num_heads={self.num_heads}, idx={self.idx}, split_size={self.split_size}'
 
 
+def _stripe_axis(h, w, window: tuple[int, int]) -> int:
+    """1 (the stripes are rows of windows: ``(wh, W)``, or the whole map) or 2 (columns: ``(H, ww)``)."""
+    if statically_known_true(window[1] == w):
+        return 1
+    if statically_known_true(window[0] == h):
+        return 2
+    raise ValueError(f'a CSWin window spans the height or the width of the map, got window {tuple(window)} on a '
+                     f'{h}x{w} map')
+
+
+# The window index is merged with the batch at once (never a dim of its own): under torch.export a dim of the stripe
+# count alone makes a guard on it being 1, and the program then fails at sizes with a single stripe.
 def _windows(x: torch.Tensor, window: tuple[int, int], heads: int) -> torch.Tensor:
-    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (windows row-major per image)."""
+    """NHWC ``[B, H, W, C]`` -> ``[B * windows, wh, ww, heads, C / heads]`` (stripes in order per image); the
+    windows span the height or the width (:func:`_stripe_axis`)."""
     b, h, w, c = x.shape
     wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, heads, c // heads).transpose(2, 3)
-    return x.reshape(-1, wh, ww, heads, c // heads)
+    if _stripe_axis(h, w, window) == 1:
+        return x.reshape(-1, wh, w, heads, c // heads)
+    return x.transpose(1, 2).reshape(-1, ww, h, heads, c // heads).transpose(1, 2).contiguous()
 
 
 def _merge_windows(x: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
     """``[B * windows, wh, ww, C]`` -> NHWC ``[B, H, W, C]`` (the inverse of :func:`_windows`)."""
     _, wh, ww, c = x.shape
-    return x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(2, 3).reshape(b, h, w, c)
+    if _stripe_axis(h, w, (wh, ww)) == 1:
+        return x.reshape(b, h, w, c)
+    return x.transpose(1, 2).reshape(b, w, h, c).transpose(1, 2).contiguous()
 
 
 class LePEStripeAttention(StripeBranch):
@@ -148,10 +195,9 @@ class LePEStripeAttention(StripeBranch):
         ``'zeros'`` gets maps the caller padded (zero keys in the softmax); ``mask_padding`` pads the striped axis at
         the end here and masks the padded keys (-inf)."""
         b, h, w, c = q.shape
-        axis = {0: 2, 1: 1}.get(self.idx)  # the striped axis (none for the whole map)
-        masked = self.mask_padding and axis is not None
+        masked = self.mask_padding and self.idx != -1  # the whole map has no padding to mask
         if masked:
-            q, k, v = (ops.pad_to_multiple(t, window[axis - 1], (axis,))[0] for t in (q, k, v))
+            q, k, v = (_end_padded(t, self.idx, window) for t in (q, k, v))
         hp, wp = q.shape[1:3]
         bias = None
         if masked:  # per window, the same in every image
@@ -168,7 +214,10 @@ class LePEStripeAttention(StripeBranch):
         if not self.mask_padding:
             return super().forward(q, k, v)
         window = stripe_window(self.idx, self.split_size, q.shape[1], q.shape[2])
-        padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
+        if torch.compiler.is_compiling():
+            padded, size = _end_padded(v, self.idx, window), (v.shape[1], v.shape[2])
+        else:
+            padded, size = ops.pad_to_multiple(v, window, (1, 2))  # LePE inside the (end-padded) stripes
         lepe = ops.crop(window_conv(padded, self.get_v, window), size, (1, 2))
         return self.attend(q, k, v, window) + lepe  # window_attention pads, masks and crops itself
 

@@ -90,8 +90,9 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
         if self.kind == 'window':
-            # sym_min: exported with dynamic sizes, the rule stays symbolic (the op picks at run time; no guard)
-            y = self.attn(y, shift=torch.sym_min(x.shape[1], x.shape[2]) > self.window_size)
+            # compiled / exported: the rule stays symbolic (the op picks at run time; no guard on the map size)
+            side = torch.sym_min(x.shape[1], x.shape[2]) if torch.compiler.is_compiling() else min(x.shape[1:3])
+            y = self.attn(y, shift=side > self.window_size)
         else:
             y = self.attn(y)
         x = x + self.drop_path(y)

@@ -47,7 +47,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, register_notrace_function
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    NormMlpClassifierHead,
+    SEModule,
+    create_conv2d,
+    register_notrace_function,
+    register_notrace_module,
+)
 from timm.layers.helpers import get_device_dtype
 
 import ops
@@ -138,6 +146,7 @@ def _dense_bias(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return bias.reshape(table.shape[0], height * width, height * width)
 
 
+@register_notrace_module  # torch.fx: a leaf (the bias table is resized to the map size: Python on the size)
 class MOATAttention(nn.Module):
     """Multi-head self-attention over ``[B, H, W, C]`` with a 2-D relative position bias, global or in windows.
 

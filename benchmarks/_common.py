@@ -16,6 +16,7 @@ environment, which ops.py and routed.py re-execute themselves with).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -25,7 +26,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,19 @@ def _proc_status_kb(field: str) -> int:
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
+_releasing = False  # whether release_freed_memory() is in force (mallopt has no getter)
+
+
 def release_freed_memory() -> None:
     """Make freed tensors go back to the OS (glibc: every allocation >= 64 KiB is its own mapping), so that the
     resident-set peak of one call measures that call rather than memory the allocator kept from earlier calls.
     Done by command-line entry points only: it changes the whole process's allocator."""
+    global _releasing
     try:
-        ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD: glibc's default
+        _releasing = True
     except OSError:
         pass
 
@@ -89,11 +97,42 @@ def release_freed_memory() -> None:
 def keep_freed_memory() -> None:
     """Undo :func:`release_freed_memory`: allocations below 32 MiB come from the heap again and freed memory is
     reused, as in an ordinary process (a 64 KiB threshold makes every tensor its own mapping: page faults on each
-    first touch, which doubled the time of allocation-heavy ops such as the tiled NA path)."""
+    first touch, which doubled the time of allocation-heavy ops such as the tiled NA path). Setting the mmap
+    threshold switches glibc's dynamic thresholds off, so the trim threshold is set as they would set it (twice
+    the mmap threshold): with the default 128 KiB the heap top was given back after every call and paged in again
+    (~3 of 23 ms of the NA forward at DiNAT-T's 56x56 stage)."""
+    global _releasing
     try:
-        ctypes.CDLL('libc.so.6').mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+        _releasing = False
     except OSError:
         pass
+
+
+def releasing_freed_memory() -> bool:
+    """Whether :func:`release_freed_memory` is in force (timings then include a page fault per fresh tensor)."""
+    return _releasing
+
+
+@contextlib.contextmanager
+def freed_memory_released() -> Iterator[None]:
+    """:func:`release_freed_memory` inside the block, the allocator as it was after it: a resident-set peak taken
+    in a process that times with the ordinary allocator (models.py). The heap's free memory is returned first
+    (``malloc_trim``): glibc serves even large allocations from free heap chunks, which would hide them."""
+    if _releasing:
+        yield
+        return
+    release_freed_memory()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        keep_freed_memory()
 
 
 def cpu_memory_tracking() -> bool:
@@ -140,7 +179,8 @@ def measure(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
     else:
-        peak = cpu_peak_bytes(fn) if cpu_memory else -1
+        with freed_memory_released():
+            peak = cpu_peak_bytes(fn) if cpu_memory else -1
     return {**time_calls(fn, device, iters), 'peak_mb': peak / 2 ** 20}
 
 

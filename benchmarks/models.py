@@ -15,10 +15,12 @@ also gets that timm "twin", and both hold the SAME weights (the twin's random in
 GPU: autocast (bf16 by default), channels-last, per-iteration CUDA events, median over ``--iters`` after
 ``--warmup`` iterations, peak = ``torch.cuda.max_memory_allocated`` (weights, optimizer state and activations);
 a batch that does not fit is halved until it does. CPU: median process CPU time with one torch thread (immune to
-other processes on the cores), else wall-clock time; peak = growth of the resident set during one call (above
-weights, inputs and optimizer state); backbone runs only with ``--full``. ``--rounds N`` (CPU default 5) keeps every
-model built and takes each mode's timed iterations in N rounds over all models in turn, the median over the rounds:
-a change of the machine's load during the run then hits every model alike instead of whichever ran at the time.
+other processes on the cores), else wall-clock time, with the ordinary allocator (freed memory reused, as in a
+user's process); peak = growth of the resident set during one call (above weights, inputs and optimizer state),
+that call with freed memory returned to the OS; backbone runs only with ``--full``. ``--rounds N`` (CPU default 5)
+keeps every model built and takes each mode's timed iterations in N rounds over all models in turn, the median over
+the rounds: a change of the machine's load during the run then hits every model alike instead of whichever ran at
+the time.
 
     python benchmarks/models.py                                     # every zoo model (that fits) + peers
     python benchmarks/models.py --models dinat_tiny,maxvit_na_tiny_tf_224   # the two targets
@@ -63,8 +65,9 @@ from benchmarks._common import (  # noqa: E402
     cpu_name,
     device_name,
     free_memory,
+    keep_freed_memory,
     measure,
-    release_freed_memory,
+    releasing_freed_memory,
     run_mode,
     step_fn,
     time_calls,
@@ -327,6 +330,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     timing = ('median of per-iteration CUDA-event times' if on_gpu else 'median process CPU time per iteration, '
               'which other processes on the cores do not inflate' if meta['threads'] == 1 else
               'median wall-clock time per iteration')
+    if not on_gpu and meta.get('allocator') == 'ordinary':
+        timing += ', with the ordinary allocator'
     memory = ('peak `torch.cuda.max_memory_allocated` (weights, inputs, optimizer state and activations)' if on_gpu
               else 'growth of the resident set during one iteration, above weights, inputs and optimizer state')
     bb = f"{s['backbone_size']}"
@@ -511,7 +516,8 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'loadavg_before': [round(v, 1) for v in os.getloadavg()], 'settings': settings, 'note': args.note,
             'cpu_memory': 'resident-set growth' if args.cpu_memory else ('n/a' if not on_gpu else 'cuda allocator'),
-            'time_budget_s': args.time_budget, 'skipped': []}
+            'time_budget_s': args.time_budget, 'skipped': [],
+            'allocator': 'release' if releasing_freed_memory() else 'ordinary'}
     print(f"{meta['device']}: {len(names)} models: {', '.join(names)}", flush=True)
     deadline = clock() + args.time_budget if args.time_budget else math.inf
 
@@ -560,5 +566,5 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
 
 
 if __name__ == '__main__':
-    release_freed_memory()
+    keep_freed_memory()  # timed with the ordinary allocator; each peak with freed memory released (measure)
     sys.exit(run_cli(main))

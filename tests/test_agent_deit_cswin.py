@@ -152,6 +152,25 @@ def test_lepe_stripes_at_any_size_follow_the_segmentation_rule(idx, size, masked
         torch.testing.assert_close(g, r)
 
 
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('idx', [0, 1])
+def test_lepe_stripes_export_with_dynamic_sizes(idx, masked):
+    """One torch.export program (dynamic batch / height / width) follows the padding rule at sizes with one stripe,
+    several, and a multiple of the stripe (the stripe count and the padding are never specialised)."""
+    torch.manual_seed(0)
+    attn = LePEStripeAttention(16, 2, idx, 7, 14, mask_padding=masked).eval()
+
+    class Branch(torch.nn.Module):  # q, k, v of one map, as the block passes them (chunks of one qkv)
+        def forward(self, qkv):
+            return attn(*qkv.chunk(3, dim=-1))
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(Branch(), (torch.randn(2, 10, 16, 48),),
+                                  dynamic_shapes=({0: auto, 1: auto, 2: auto},)).module()
+    for size in [(1, 5, 6), (3, 7, 14), (2, 16, 23)]:
+        qkv = torch.randn(*size, 48)
+        torch.testing.assert_close(program(qkv), _lepe_reference(attn, *qkv.chunk(3, dim=-1), masked))
+
+
 @pytest.mark.parametrize('name', ['agent_deit_tiny', 'inline_deit_tiny'])
 def test_deit_any_size_grads_features(name):
     torch.manual_seed(0)

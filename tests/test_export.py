@@ -29,11 +29,11 @@ FAMILIES = {
     'inline_pvt': ('inline_pvt_tiny', dict(depths=ONE)),
     'agent_deit': ('agent_deit_tiny', dict(depth=2)),
     'inline_deit': ('inline_deit_tiny', dict(depth=2)),
-    # two window blocks in stages 3-4: the shifted one shifts at both sizes in stage 3, in stage 4 (map <= window) not
-    'agent_swin': ('agent_swin_tiny', dict(depths=(1, 1, 2, 2), attn_type='AABB', embed_dim=16,
+    # official letter codes (Agent-Swin-S's, InLine-Swin-T's); a shifted window block that at both sizes shifts
+    # (Agent, stage 3) and does not (InLine, stage 4: map <= window)
+    'agent_swin': ('agent_swin_tiny', dict(depths=(1, 1, 2, 1), attn_type='AABB', embed_dim=16,
                                            num_heads=(1, 1, 2, 2))),
-    'inline_swin': ('inline_swin_tiny', dict(depths=(1, 1, 2, 2), attn_type='IISS', embed_dim=16,
-                                             num_heads=(1, 1, 2, 2))),
+    'inline_swin': ('inline_swin_tiny', dict(depths=(1, 1, 1, 2), embed_dim=16, num_heads=(1, 1, 2, 2))),
     # CSwin: agent / InLine global blocks (stages 1-2), padded stripes (stage 3: 8 and 10x12 maps, stripe 7), full map
     'agent_cswin': ('agent_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
     'inline_cswin': ('inline_cswin_tiny', dict(depths=ONE, embed_dim=16, num_heads=(2, 2, 2, 2))),
@@ -75,13 +75,14 @@ TINY_NAT = ['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1,1)', 'embed_
 
 
 def test_onnx_export_script(tmp_path):
-    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another."""
+    """onnx_export.py --dynamic-size --check-forward: one file, checked at the export size and another batch and
+    size."""
     import onnx_export
     out = tmp_path / 'nat.onnx'
     result = onnx_export.main([str(out), *TINY_NAT, '--img-size', '96', '-b', '2', '--dynamic-size',
                                '--check-forward'])
     assert out.is_file() and len(result['checks']) == 2
-    assert {tuple(c['shape'][2:]) for c in result['checks']} == {(96, 96), (72, 108)}
+    assert [tuple(c['shape']) for c in result['checks']] == [(2, 3, 96, 96), (3, 3, 72, 108)]
     assert all(c['max_rel_diff'] < 1e-4 for c in result['checks'])
 
 
@@ -90,6 +91,7 @@ def test_onnx_export_script(tmp_path):
     (['--model', 'nat_mini', '--training'], 'dropout / drop-path in training mode'),
     (['--model', 'nat_mini', '--opset', '17'], 'opset 18 or newer'),
     (['--model', 'nat_mini', '--img-size', '0'], 'must be >= 1'),
+    (['--model', 'nat_mini', '--batch-size', '0'], 'must be >= 1'),
     (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
 ])
 def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
@@ -100,4 +102,26 @@ def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
     assert zoo_common.run_cli(onnx_export.main, [str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and 'Traceback' not in err
+    assert not out.exists()
+
+
+def test_onnx_export_script_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    """An exporter error, and a requested dynamic axis that the export kept static (here: forced by exporting
+    without dynamic shapes), are one line and exit status 2, no file written."""
+    import onnx_export
+    import zoo_common
+    out = tmp_path / 'x.onnx'
+    real_export = torch.onnx.export
+
+    def failing(*args, **kwargs):
+        raise RuntimeError('no lowering for attnzoo.foo\n  a long exporter report')
+    monkeypatch.setattr(torch.onnx, 'export', failing)
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *TINY_NAT, '--img-size', '64']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('the export failed (RuntimeError: no lowering for attnzoo.foo)') and len(err.splitlines()) == 1
+
+    monkeypatch.setattr(torch.onnx, 'export', lambda *a, dynamic_shapes, **k: real_export(*a, **k))
+    assert zoo_common.run_cli(onnx_export.main, [str(out), *TINY_NAT, '--img-size', '64', '-b', '2']) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'the exported input is fixed at batch = 2' in err and len(err.splitlines()) == 1
     assert not out.exists()

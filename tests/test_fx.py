@@ -1,6 +1,7 @@
 """torch.fx symbolic tracing as timm 1.0.31's own ``tests/test_models.py`` checks it (``test_model_forward_fx``,
-``test_model_backward_fx``), on the smallest variant of every zoo family, and timm's FX feature extraction
-(``feature_cls='fx'``) on an NA and a non-NA family.
+``test_model_backward_fx``), on the smallest variant of every zoo family (every family-name prefix: each Agent /
+InLine skeleton, the STL variants; plus ``tiny_moat_0`` for MOAT's relative position bias), and timm's FX feature
+extraction (``feature_cls='fx'``) on an NA and a non-NA family.
 
 The traced graph is built as timm's ``_create_fx_model`` builds it: torchvision's ``create_feature_extractor`` with
 timm's notrace modules and functions as leaves (``ops._fx`` registers the ops'; the backbones register their
@@ -16,7 +17,8 @@ from torchvision.models.feature_extraction import NodePathTracer, create_feature
 
 import ops
 
-MODELS = smallest_per_family()
+# + variants with a code path their family's smallest lacks: tiny-MOAT's relative position bias (*_no_pe has none)
+MODELS = sorted({*smallest_per_family(), 'tiny_moat_0'})
 SIZE = 64
 ONE = (1, 1, 1, 1)
 # fewer blocks where the full smallest model takes seconds per test (the same block types)

@@ -111,3 +111,21 @@ def test_eager_calls_skip_the_custom_op_only_where_nothing_inspects_the_graph():
     with torch.device('cpu'):  # a torch function mode
         assert not eager_ok(q)
     assert not torch.jit.trace(lambda x: x * float(eager_ok(x)), q, check_trace=False)(q).any()
+
+
+def test_dense_layout_explicit_backward_matches_reference():
+    """The dense layout's own explicit backward (rpb gradient; the backend sends this case to its query tiles)."""
+    from ops.na.backends import reference
+    spec = make_spec((6, 5), 3, 1, (2, 1))
+    lay = torch_blocks.dense_layout((6, 5), spec, 'cpu')
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, g = (torch.randn(2, 6, 5, 2, 8, generator=gen, dtype=torch.float64) for _ in range(4))
+    ak, av = (torch.randn(2, 2, 2, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    rpb = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64)
+    out, lse = torch_blocks.forward(q, k, v, lay, .3, rpb, ak, av)
+    ref_out, ref_lse = reference.forward(q, k, v, spec, .3, rpb, ak, av)
+    torch.testing.assert_close(out, ref_out)
+    got = torch_blocks.backward(g, q, k, v, out, lse, lay, .3, rpb, ak, av)
+    want = reference.backward(g, q, k, v, ref_out, ref_lse, spec, .3, rpb, ak, av)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

@@ -54,7 +54,7 @@ class Layout:
     inv_perm: tuple[int, ...]
     n_blocks: int  # W: blocks per image (over all dilation groups)
     n: int  # tokens per block
-    rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block
+    rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block (pair layouts: table size if masked)
     valid: torch.Tensor | None  # [W, n] key validity per block (valid_shape), None when every key is real
     pair: torch.Tensor | None = None  # [n, n] may query i attend to key j (dense_layout), None: every pair
 
@@ -126,6 +126,7 @@ def dense_layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | 
         return None
     strides = [math.prod(2 * k - 1 for k in spec.kernel_size[a + 1:]) for a in range(m)]
     rel = sum(i * st for i, st in zip(dense_rpb_index(spec, shape), strides))
+    rel = torch.where(mask, rel, math.prod(2 * k - 1 for k in spec.kernel_size))  # the -inf entry of _bias' table
     view = tuple(x for length in shape for x in (1, length, 1))
     perm = tuple(range(3 * m + 3))
     return Layout(view, perm, perm, 1, n, rel.to(device), None, mask.to(device))
@@ -161,10 +162,13 @@ def _bias(lay: Layout, rpb: torch.Tensor | None, heads: int, n_extra: int, batch
         return None
     if rpb is None:
         bias = torch.zeros(1, 1, lay.n, lay.n, dtype=dtype, device=lay.rel.device)
+        if lay.pair is not None:
+            bias.masked_fill_(~lay.pair, float('-inf'))
     else:
-        bias = rpb.to(dtype).reshape(heads, -1).index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
-    if lay.pair is not None:
-        bias = bias.masked_fill(~lay.pair, float('-inf'))
+        table = rpb.to(dtype).reshape(heads, -1)
+        if lay.pair is not None:  # masked pairs index a trailing -inf entry: one gather, no masking pass
+            table = torch.nn.functional.pad(table, (0, 1), value=float('-inf'))
+        bias = table.index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
     if lay.valid is not None:
         mask = torch.zeros(lay.n_blocks, 1, 1, lay.n, dtype=dtype, device=bias.device)
         mask.masked_fill_(~lay.valid[:, None, None, :], float('-inf'))
@@ -266,9 +270,9 @@ def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, a
         dq.mul_(scale)
     drpb = None
     if need_rpb:
-        drpb = torch.zeros(rpb.shape[0], rpb[0].numel(), dtype=dtype, device=q.device)
+        drpb = torch.zeros(rpb.shape[0], rpb[0].numel() + 1, dtype=dtype, device=q.device)  # + the masked entry
         drpb.index_add_(1, lay.rel.reshape(-1), dbias.reshape(dbias.shape[0], -1))
-        drpb = drpb.reshape(rpb.shape).to(rpb.dtype)
+        drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
     dk, dak = _split_extra(dk, lay, add_k, k)
     dv, dav = _split_extra(dv, lay, add_v, v)

@@ -456,7 +456,8 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     plan = _plan(tuple(shape), spec, d, 0 if add_k is None else add_k.shape[1], str(q.device))
     qf, kf, vf = _heads_first(q, dtype), _heads_first(k, dtype), _heads_first(v, dtype)
     dof = _heads_first(grad_out, dtype)
-    delta = (dof * _heads_first(out, dtype)).sum(-1)  # [B, H, N]
+    # rowsum(dO * O) on the inputs' own layout: no heads-first copy of the output
+    delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1).reshape(b, -1, h).transpose(1, 2).contiguous()  # [B, H, N]
     if grad_lse is not None:
         delta = delta - grad_lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
     lsef = lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
