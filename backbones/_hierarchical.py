@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.layers import ClassifierHead, LayerNorm2d, trunc_normal_
 from timm.layers.helpers import get_device_dtype
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
+
+import ops
 
 from .checkpoint import PretrainedMixin
 
@@ -81,7 +82,7 @@ class PatchStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans, self.min_size, self.why)
         p = self.patch_size
-        return self.norm(self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))))
+        return self.norm(self.proj(ops.pad_to_multiple(x, p, (2, 3))[0]))  # a form torch.export simplifies
 
 
 class Stage(nn.Module):

@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 
 import ops
@@ -163,8 +162,8 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_chans)
-        x = F.pad(x, (0, -x.shape[3] % 4, 0, -x.shape[2] % 4))
-        return self.norm(self.proj(x))
+        # ops.pad_to_multiple: sizes torch.export simplifies (the "-x % 4" form nests Mod terms stage after stage)
+        return self.norm(self.proj(ops.pad_to_multiple(x, 4, (2, 3))[0]))
 
 
 class Downsample(nn.Module):
@@ -177,7 +176,7 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        return self.proj(F.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2)))
+        return self.proj(ops.pad_to_multiple(x, 2, (2, 3))[0])
 
 
 class L2ViT(HierarchicalModel):

@@ -30,12 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates
-from timm.models.swin_transformer import PatchMerging
 
 from ops import NeighborhoodAttention2D
 
 from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel, PatchStem, Stage, check_image, stage_count, trunc_normal_init
+from ._swin import SwinPatchMerging
 from .checkpoint import HEAD_FC, Layout, stage_summary
 
 __all__ = ['NAT']
@@ -138,7 +138,7 @@ class NATStage(Stage):
         if len(dilations) != depth:
             raise ValueError(f'need one dilation per block: depth={depth} but dilations={dilations}')
         drop_path = list(drop_path) if isinstance(drop_path, Sequence) else [drop_path] * depth
-        down = dict(conv=ConvDownsample, merge=PatchMerging).get(downsample)
+        down = dict(conv=ConvDownsample, merge=SwinPatchMerging).get(downsample)  # timm's, exportable padding
         super().__init__(None if down is None else down(dim, out_dim, **dd), [
             NATBlock(out_dim, num_heads, kernel_size, dilation=dilations[i], drop_path=drop_path[i], **dd,
                      **block_kwargs)

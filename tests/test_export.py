@@ -40,6 +40,10 @@ FAMILIES = {
     'maxvit': ('maxvit_na_tiny_tf_224', dict(depths=ONE, embed_dim=(16, 32, 48, 64), stem_width=16, dim_head=8,
                                             img_size=128)),  # window / grid 4: padded (masked) at 160x192
     'moat': ('tiny_moat_0', dict(depths=ONE)),
+    'dinat_s': ('dinat_s_tiny', dict(depths=ONE, embed_dim=16, num_heads=(1, 1, 2, 2),  # patch stem, merging
+                                     dilations=((1,), (2,), (2,), (1,)))),
+    # two blocks in stage 1: LWA (windows of 7, token padding) and LGA (linear attention, LCM)
+    'l2vit': ('l2vit_tiny', dict(depths=(2, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 1, 2, 2))),
 }
 SIZES = [(2, 128, 128), (1, 160, 192)]  # (batch, height, width): the export size, then another from the same file
 
