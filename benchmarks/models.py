@@ -539,13 +539,18 @@ def main(argv: Sequence[str] | None = None, clock: Callable[[], float] = time.mo
                   + f'  ({time.perf_counter() - t0:.0f} s)', flush=True)
             save(complete=False)
     else:
+        if clock() > deadline:  # as the one-round path: no model is built or timed once the budget is spent
+            for name in names:
+                meta['skipped'].append({'model': name, 'reason': TIME_BUDGET})
+                print(f'skip {name}: {TIME_BUDGET}', flush=True)
+            names = []
         entries = [build_row(name, args) for name in names]
         rows = [row for row, _ in entries]
         for mode in ('infer', 'train')[:1 if args.skip_train else 2]:
             t0 = time.perf_counter()
             measure_rounds(entries, mode, args, lambda: clock() > deadline)
             done = min((len(r[mode].get('rounds_ms', ())) for r in rows if 'rounds_ms' in r[mode]), default=0)
-            if done < args.rounds:
+            if done < args.rounds and rows:  # (no rows: every model is listed as skipped already)
                 meta['skipped'].append({'model': f'{mode} rounds {done + 1}-{args.rounds}', 'reason': TIME_BUDGET})
             print(f'{mode}: {done} rounds ({time.perf_counter() - t0:.0f} s): ' + ', '.join(
                 f"{r['model']} {' '.join(_fmt(r, mode))}" for r in rows), flush=True)
