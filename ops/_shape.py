@@ -56,8 +56,8 @@ def same_padding(length, kernel_size: int, stride: int, dilation: int = 1) -> tu
     after (timm's ``get_same_padding``, same values, integer arithmetic only: see the module docstring)."""
     span = (kernel_size - 1) * dilation + 1
     total = ((length + stride - 1) // stride - 1) * stride + span - length
-    if span < stride:  # only then can the total be negative
-        total = torch.sym_max(total, 0) if isinstance(total, torch.SymInt) else max(total, 0)
+    if span < stride:  # only then can the total be negative (sym_max: max on ints, symbolic on SymInts)
+        total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 
