@@ -27,7 +27,7 @@ from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
 from . import custom_op
 from . import maps as _maps
-from .custom_op import spec_args
+from .custom_op import _PLAIN, spec_args
 from .pattern import BoolOrTuple, IntOrTuple, NASpec, make_spec
 
 __all__ = ['na1d', 'na2d', 'na3d', 'neighborhood_attention']
@@ -158,7 +158,6 @@ def _check(ndim, query, key, value, kernel_size, stride, dilation, is_causal, sc
 # None, tuples of ints / bools, plain tensors with concrete sizes); any other call is checked every time.
 _CHECKED: dict[tuple, NASpec] = {}
 _CHECKED_SIZE = 512
-_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _ints(x) -> bool:
