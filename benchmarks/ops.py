@@ -6,6 +6,8 @@ Forward and forward+backward time and peak memory per problem and implementation
   its small-window kernels switched off (on the ``hifi`` problem only: 2x2 windows in 64-token tiles);
 * ``sdpa_dense``: ``F.scaled_dot_product_attention`` over all tokens, no mask (the flash kernel on GPU): the
   dense cost that the FLOP bound (dense pairs / sparse pairs) refers to;
+* ``sdpa_bias``: the same with the problem's rpb as an additive ``[heads, N, N]`` bias (and its gradient): what the
+  bias costs dense attention (on CPU a bias gradient takes SDPA's math path);
 * ``sdpa_cudnn``: the same through cuDNN's kernel (CUDA; NATTEN's published ratios are over cuDNN dense);
 * ``sdpa_masked``: the same with the pattern (and rpb) as a dense ``[N, N]`` mask (O(N^2) memory);
 * ``flex``: compiled FlexAttention with the pattern as a block mask and rpb as a score_mod (CUDA; eager and
@@ -163,6 +165,27 @@ def _sdpa(kernel: str | None):
     return run
 
 
+class _Biased:
+    """Dense SDPA over all tokens with the problem's rpb as an additive ``[heads, N, N]`` bias, gathered on every
+    call (with its gradient): what a relative position bias costs dense attention. A bias that needs a gradient
+    takes SDPA's math path on CPU (the flash kernel has no bias gradient). On the 7x7 stage (window = map) it is
+    exactly our function, elsewhere a stand-in of the same cost (each pair's offset divided by the dilation and
+    clamped into the table)."""
+
+    def __init__(self):
+        self.key = None
+
+    def __call__(self, p, q, k, v, rpb):
+        if self.key != (p, q.device):
+            pos = [torch.arange(n, device=q.device) for n in p.shape]
+            rel = [((x[None, :] - x[:, None]) // p.dilation + p.kernel - 1).clamp(0, 2 * p.kernel - 2) for x in pos]
+            index = rel[0][:, None, :, None] * (2 * p.kernel - 1) + rel[1][None, :, None, :]
+            self.index, self.key = index.reshape(p.tokens * p.tokens), (p, q.device)
+        bias = rpb.reshape(rpb.shape[0], -1)[:, self.index].view(1, -1, p.tokens, p.tokens)
+        out = F.scaled_dot_product_attention(_bhnd(q), _bhnd(k), _bhnd(v), attn_mask=bias)
+        return out.transpose(1, 2).reshape(q.shape)
+
+
 class _Masked:
     """Masked SDPA with the dense pattern (+ rpb) as an additive bias; the bias is built once per problem."""
 
@@ -270,6 +293,10 @@ def _fits(p: Problem, peer: str, on_gpu: bool, dtype) -> str | None:
         return "cuDNN dense only on NATTEN's problem (its published baseline)"
     if peer == 'sdpa_masked' and p.batch * p.heads * n * n * elem * 3 > (8 << 30 if on_gpu else 1 << 30):
         return f'dense [N, N] mask/logits of {n} tokens too large'
+    if peer == 'sdpa_bias' and not p.rpb:
+        return 'no rpb'
+    if peer == 'sdpa_bias' and p.batch * p.heads * n * n * elem * 3 > (8 << 30 if on_gpu else 1 << 30):
+        return f'dense [N, N] bias/logits of {n} tokens too large'
     if peer == 'sdpa_dense' and not on_gpu and p.batch * p.heads * n * n * 4 * 2 > 1 << 30:
         return f'dense CPU attention over {n} tokens too large'
     if peer == 'unfused' and p.batch * p.heads * n * p.kernel ** 2 * p.head_dim * elem * 4 > (16 << 30 if on_gpu
@@ -311,7 +338,8 @@ SAME_FUNCTION = ('flex', 'sdpa_masked', 'unfused', 'triton_tiled')
 def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
     """The peers to run (ours first) and those left out with the reason, for the device and mode."""
     short = args.short or args.tiny
-    peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_masked': _Masked(), 'unfused': _Unfused()}
+    peers = {'torch': _ours('torch'), 'sdpa_dense': _sdpa('flash'), 'sdpa_bias': _Biased(), 'sdpa_masked': _Masked(),
+             'unfused': _Unfused()}
     left_out = []
     if on_gpu:
         tiled_only = ops.get_backend('na', 'triton').extra['tiled_only']
@@ -327,9 +355,9 @@ def select_peers(args, on_gpu: bool) -> tuple[dict, list[str]]:
         else:
             left_out.append('flex: needs CUDA')
     if short:
-        for name in ('sdpa_masked', 'unfused'):
+        for name in ('sdpa_bias', 'sdpa_masked', 'unfused'):
             peers.pop(name)
-        left_out.append('sdpa_masked, unfused: not in the short mode')
+        left_out.append('sdpa_bias, sdpa_masked, unfused: not in the short mode')
     if args.peers:
         wanted = args.peers.split(',')
         unknown = [p for p in wanted if p not in peers]
@@ -414,7 +442,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r['peer'] != ours:
             continue
-        for peer in ('sdpa_dense', 'sdpa_cudnn', 'flex', 'triton_tiled'):
+        for peer in ('sdpa_dense', 'sdpa_bias', 'sdpa_cudnn', 'flex', 'triton_tiled'):
             p = by.get((r['problem'], peer))
             if p is None:
                 continue

@@ -123,21 +123,30 @@ def _capability_reason(entry: Backend, device: torch.device, dtype: torch.dtype,
     return reason
 
 
+def _refusal(entry: Backend, device: torch.device, dtype: torch.dtype, dropout: bool,
+             check_args: tuple) -> Exception | None:
+    """The error saying why ``entry`` cannot serve this call, or None (not raised: automatic dispatch runs this
+    for every candidate on every call)."""
+    reason = _capability_reason(entry, device, dtype, dropout)
+    if reason is not None:
+        return RuntimeError(f'backend={entry.name!r} cannot serve this {entry.op} call: {reason}')
+    if entry.check_inputs is not None:
+        try:
+            entry.check_inputs(*check_args)
+        except (ValueError, TypeError, RuntimeError) as e:
+            return type(e)(f'backend={entry.name!r} cannot serve this {entry.op} call: {e}')
+    return None
+
+
 def check_backend(op: str, name: str, device: torch.device, dtype: torch.dtype, dropout: bool = False,
                   check_args: tuple = ()) -> None:
     """Raise a clear error when backend ``name`` of ``op`` cannot serve this call.
 
     ``check_args`` go to the backend's ``check_inputs`` when it has one.
     """
-    entry = get_backend(op, name)
-    reason = _capability_reason(entry, device, dtype, dropout)
-    if reason is not None:
-        raise RuntimeError(f'backend={name!r} cannot serve this {op} call: {reason}')
-    if entry.check_inputs is not None:
-        try:
-            entry.check_inputs(*check_args)
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise type(e)(f'backend={name!r} cannot serve this {op} call: {e}') from None
+    error = _refusal(get_backend(op, name), device, dtype, dropout, check_args)
+    if error is not None:
+        raise error from None
 
 
 @functools.cache
@@ -159,10 +168,9 @@ def resolve_backend(op: str, name: str | None, device: torch.device, dtype: torc
         entry = _REGISTRY[op, candidate]
         if not entry.auto:
             continue
-        try:
-            check_backend(op, candidate, device, dtype, dropout, check_args)
-        except (ValueError, TypeError, RuntimeError) as e:
-            reasons.append(str(e))
+        error = _refusal(entry, device, dtype, dropout, check_args)
+        if error is not None:
+            reasons.append(str(error))
             if dropout and not entry.dropout and _capability_reason(entry, device, dtype, False) is None:
                 skipped_for_dropout.append(candidate)
             continue

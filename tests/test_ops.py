@@ -419,13 +419,34 @@ def test_bad_input(name, fn, exc, match, monkeypatch):
         fn()
 
 
+def test_checked_calls_are_cached_but_bad_input_still_raises(monkeypatch):
+    """A repeated valid call skips the checks (one keyed lookup); arguments equal to cached ones but of another type
+    (True == 1, 3.0 == 3, False == 0.0) or unhashable are still checked, with the same errors."""
+    from ops.na import api
+    q = _q(1, 8, 2, 4)
+    ops.na1d(q, q, q, 3, dropout_p=0.0)
+    calls = []
+    original = api.make_spec
+    monkeypatch.setattr(api, 'make_spec', lambda *a: calls.append(a) or original(*a))
+    ops.na1d(_q(1, 8, 2, 4), _q(1, 8, 2, 4), _q(1, 8, 2, 4), 3, dropout_p=0.0)
+    assert calls == []
+    for kwargs, exc, match in ((dict(kernel_size=3.), TypeError, 'kernel_size'),
+                               (dict(kernel_size=3, is_causal=1), TypeError, 'is_causal'),
+                               (dict(kernel_size=3, dropout_p=False), ValueError, 'dropout_p'),
+                               (dict(kernel_size=[9]), ValueError, 'kernel_size')):
+        with pytest.raises(exc, match=match):
+            ops.na1d(q, q, q, **kwargs)
+    ops.na1d(q, q, q, [3])  # a list: checked (no key), and fine
+    assert len(calls) == 5
+
+
 def test_benchmark_script_smoke(tmp_path):
     """benchmarks/ops.py runs end to end on a tiny problem and writes its JSON / markdown / plot."""
     script = Path(__file__).resolve().parents[1] / 'benchmarks' / 'ops.py'
     subprocess.run([sys.executable, str(script), '--device', 'cpu', '--reps', '1', '--threads', '1', '--filter',
                     'scale_16x16', '--out-dir', str(tmp_path)], check=True, capture_output=True, timeout=300)
     rows = json.loads((tmp_path / 'ops.json').read_text())['rows']
-    assert {r['peer'] for r in rows} == {'torch', 'sdpa_dense', 'sdpa_masked', 'unfused'}
+    assert {r['peer'] for r in rows} == {'torch', 'sdpa_dense', 'sdpa_bias', 'sdpa_masked', 'unfused'}
     assert all(r['fwd_ms'] > 0 and r['fwd_bwd_ms'] > 0 for r in rows)
     assert (tmp_path / 'ops.md').stat().st_size and (tmp_path / 'ops.png').stat().st_size
 

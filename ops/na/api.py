@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .._checks import (
+    autocast_dtype,
     autocast_inputs,
     autocast_off,
     check_compatible,
@@ -26,7 +27,7 @@ from ..maps import _recorder
 from . import backends as _backends  # noqa: F401  (registers the backends)
 from . import custom_op
 from . import maps as _maps
-from .custom_op import spec_args
+from .custom_op import _PLAIN, spec_args
 from .pattern import BoolOrTuple, IntOrTuple, NASpec, make_spec
 
 __all__ = ['na1d', 'na2d', 'na3d', 'neighborhood_attention']
@@ -91,34 +92,36 @@ def neighborhood_attention(
     ``token_grid`` (an :class:`ops.TokenGrid`: the real map and the grid's origin on it, for padded grids) is read
     only while attention maps are recorded (:func:`ops.record_attention`); default: the grid is the map.
     """
-    if ndim not in (1, 2, 3):
-        raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
-    check_tensor('query', query, ndim + 3, _layout(ndim))
-    spec = make_spec(spatial_sizes(query, range(1, ndim + 1)), kernel_size, stride, dilation, is_causal,
-                     valid_shape, border)
-    _validate(ndim, query, key, value, rpb, spec, additional_keys, additional_values)
+    tensors = (query, key, value, rpb, additional_keys, additional_values)
+    call = _call_key(ndim, tensors, kernel_size, stride, dilation, is_causal, scale, return_lse, backend,
+                     valid_shape, dropout_p, border)
+    spec = _CHECKED.get(call) if call is not None else None
+    if spec is None:
+        spec = _check(ndim, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, additional_keys,
+                      additional_values, return_lse, valid_shape, dropout_p, border)
+        if call is not None:
+            if len(_CHECKED) >= _CHECKED_SIZE:
+                _CHECKED.clear()
+            _CHECKED[call] = spec
     if additional_keys is not None and additional_keys.shape[1] == 0:
         additional_keys = additional_values = None
-    check_scale(scale)
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
-    check_flag('return_lse', return_lse)
-    check_dropout(dropout_p)
     dropout = dropout_p > 0
-    if dropout and return_lse:
-        raise ValueError('return_lse is not available with dropout_p > 0 (the dropped weights do not sum to 1)')
     # the autocast rule (also registered on the custom op's Autocast keys); here too so that backends are checked
     # on the dtypes they will see, and so that it covers the autograd dropout path, which is not a custom op
-    query, key, value, rpb, additional_keys, additional_values = autocast_inputs(
-        query, key, value, rpb, additional_keys, additional_values)
+    if autocast_dtype(query.device.type) is not None:
+        query, key, value, rpb, additional_keys, additional_values = autocast_inputs(
+            query, key, value, rpb, additional_keys, additional_values)
     name = resolve_backend('na', backend, query.device, query.dtype, dropout,
                            (query, key, value, spec, rpb, additional_keys, additional_values))
-    impl = get_backend('na', name)
     if _recorder.active is not None:
         _maps.record(query, key, spec, scale, rpb, additional_keys, token_grid)
-    if dropout and impl.forward_with_dropout is not None:
-        with autocast_off(query.device.type):
-            return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys, additional_values,
-                                             float(dropout_p))
+    if dropout:
+        impl = get_backend('na', name)
+        if impl.forward_with_dropout is not None:
+            with autocast_off(query.device.type):
+                return impl.forward_with_dropout(query, key, value, spec, scale, rpb, additional_keys,
+                                                 additional_values, float(dropout_p))
     if not dropout and custom_op.eager_ok(query, key, value, rpb, additional_keys, additional_values):
         out, lse = custom_op.na_eager(query, key, value, spec, scale, rpb, additional_keys, additional_values, name)
     else:
@@ -129,6 +132,57 @@ def neighborhood_attention(
     if return_lse and _recorder.active is not None:
         _recorder.active.bind_lse(lse)
     return (out, lse) if return_lse else out
+
+
+def _check(ndim, query, key, value, kernel_size, stride, dilation, is_causal, scale, rpb, additional_keys,
+           additional_values, return_lse, valid_shape, dropout_p, border) -> NASpec:
+    """Every argument check of a call (errors naming the argument); the call's :class:`NASpec`."""
+    if ndim not in (1, 2, 3):
+        raise ValueError(f'ndim must be 1, 2 or 3, got {ndim!r}')
+    check_tensor('query', query, ndim + 3, _layout(ndim))
+    spec = make_spec(spatial_sizes(query, range(1, ndim + 1)), kernel_size, stride, dilation, is_causal,
+                     valid_shape, border)
+    _validate(ndim, query, key, value, rpb, spec, additional_keys, additional_values)
+    check_scale(scale)
+    check_flag('return_lse', return_lse)
+    check_dropout(dropout_p)
+    if dropout_p > 0 and return_lse:
+        raise ValueError('return_lse is not available with dropout_p > 0 (the dropped weights do not sum to 1)')
+    return spec
+
+
+# Calls that passed every check, keyed by all that the checks read (the arguments' exact types and values, the
+# tensors' shapes, dtypes and devices, the autocast state), with their NASpec: a repeated call (each layer of a
+# model, each step) skips the checks and make_spec (~20 us of Python a call). Only plain types of which no two
+# values that the checks tell apart compare equal enter a key (not True == 1 or 3.0 == 3: ints, bools, floats, str,
+# None, tuples of ints / bools, plain tensors with concrete sizes); any other call is checked every time.
+_CHECKED: dict[tuple, NASpec] = {}
+_CHECKED_SIZE = 512
+
+
+def _ints(x) -> bool:
+    return type(x) is int or type(x) is tuple and all(type(i) is int for i in x)
+
+
+def _bools(x) -> bool:
+    return type(x) is bool or type(x) is tuple and all(type(i) is bool for i in x)
+
+
+def _call_key(ndim, tensors, kernel_size, stride, dilation, is_causal, scale, return_lse, backend, valid_shape,
+              dropout_p, border) -> tuple | None:
+    """The :data:`_CHECKED` key of a call, or None when its arguments are not all of plain types."""
+    if not (type(ndim) is int and _ints(kernel_size) and _ints(stride) and _ints(dilation) and _bools(is_causal)
+            and (scale is None or type(scale) is float or type(scale) is int) and type(return_lse) is bool
+            and (backend is None or type(backend) is str) and (valid_shape is None or type(valid_shape) is tuple
+                                                               and _ints(valid_shape))
+            and (type(dropout_p) is float or type(dropout_p) is int) and type(border) is str):
+        return None
+    if torch.compiler.is_compiling() or any(t is not None and type(t) not in _PLAIN for t in tensors):
+        return None  # symbolic sizes, fake and subclass tensors
+    query = tensors[0]
+    return (ndim, kernel_size, stride, dilation, is_causal, return_lse, backend, valid_shape, dropout_p, border,
+            autocast_dtype(query.device.type),
+            *(None if t is None else (t.shape, t.dtype, t.device) for t in tensors))
 
 
 def na1d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple = 1,

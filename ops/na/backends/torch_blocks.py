@@ -34,10 +34,11 @@ __all__ = ['Layout', 'layout', 'dense_layout', 'forward', 'backward']
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-# Upper bound on one backward chunk's logits [blocks, heads, query rows, n + extra] (64K fp32 = 256 KiB: in cache;
-# 1 thread, batch 4, interleaved runs: DiNAT-T's 7x7 stage backward 4.1 ms against 5.6 ms with 4M-element chunks,
-# equal at 14x14; and the chunks' memory drops 64x)
-_CHUNK_ELEMENTS = 1 << 16
+# Upper bound on one backward chunk's logits [blocks, heads, query rows, n + extra] (256K fp32 = 1 MiB: in the
+# 2 MiB L2 with its operands; 1 thread, batch 4, interleaved runs, rpb gradient: DiNAT-T's 7x7 stage backward 2.2 ms
+# against 2.85 ms with 64K chunks and 2.2 ms with 2M, its 14x14 dilation-2 layer 5.1 against 6.1 and 4.9 ms; 4M
+# chunks were slower at 7x7 in an earlier session: 5.6 against 4.1 ms with 64K)
+_CHUNK_ELEMENTS = 1 << 18
 # dense_layout's limits: tokens, and dense pairs / pattern pairs
 DENSE_TOKENS, DENSE_BOUND = 256, 4.0
 # Lower clamp of the backward's softmax exponent: exp(-87) = 1.6e-38 is still a normal float32, and torch.exp is
