@@ -55,6 +55,7 @@ import ops
 
 from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count
+from ._tf_same import SameAvgPool2d, SameConv2d
 from .checkpoint import Layout, stage_summary
 
 __all__ = ['MaxViTNA']
@@ -90,20 +91,19 @@ def _transformer_init(module: nn.Module, name: str = '') -> None:
 
 
 class Stem(nn.Module):
-    """3x3 stride-2 conv, BN + act, 3x3 conv (TF 'same' padding; the strided one's from the run-time size,
-    ``ops.pad_same``, which stays a simple expression under ``torch.export``)."""
+    """3x3 stride-2 conv, BN + act, 3x3 conv (TF 'same' padding: :class:`~backbones._tf_same.SameConv2d`)."""
 
     def __init__(self, in_chs: int, out_chs: int, act_layer: str = 'gelu_tanh', norm_eps: float = 1e-3, device=None,
                  dtype=None):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=2, **dd)
+        self.conv1 = SameConv2d(in_chs, out_chs, 3, stride=2, **dd)
         self.norm1 = norm_act_layer(out_chs, **dd)
-        self.conv2 = create_conv2d(out_chs, out_chs, 3, stride=1, padding='same', bias=True, **dd)
+        self.conv2 = SameConv2d(out_chs, out_chs, 3, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.norm1(self.conv1(ops.pad_same(x, 3, 2))))
+        return self.conv2(self.norm1(self.conv1(x)))
 
 
 class Downsample(nn.Module):
@@ -111,12 +111,12 @@ class Downsample(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None):
         super().__init__()
-        self.pool = nn.AvgPool2d(2)  # after ops.pad_same(x, 2, 2), as timm's AvgPool2dSame
+        self.pool = SameAvgPool2d(2, count_include_pad=True)  # timm's AvgPool2dSame (padding zeros averaged)
         self.expand = nn.Conv2d(in_chs, out_chs, 1, bias=True, device=device, dtype=dtype) if in_chs != out_chs \
             else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.pool(ops.pad_same(x, 2, 2)))
+        return self.expand(self.pool(x))
 
 
 class MBConv(nn.Module):
@@ -141,13 +141,11 @@ class MBConv(nn.Module):
             raise ValueError(f'MBConv changes channels ({in_chs} -> {out_chs}) only in its strided first block')
         norm_act_layer = partial(get_norm_act_layer('batchnorm2d', act_layer), eps=norm_eps)
         mid_chs = make_divisible(out_chs * expand_ratio)
-        self.stride = stride
         self.shortcut = Downsample(in_chs, out_chs, **dd) if stride == 2 else nn.Identity()
         self.pre_norm = norm_act_layer(in_chs, apply_act=False, **dd)
         self.conv1_1x1 = create_conv2d(in_chs, mid_chs, 1, **dd)
         self.norm1 = norm_act_layer(mid_chs, **dd)
-        self.conv2_kxk = create_conv2d(  # strided: TF 'same' padding in forward (ops.pad_same)
-            mid_chs, mid_chs, 3, stride=stride, depthwise=True, padding='same' if stride == 1 else 0, **dd)
+        self.conv2_kxk = SameConv2d(mid_chs, mid_chs, 3, stride=stride, groups=mid_chs, bias=False, **dd)
         self.norm2 = norm_act_layer(mid_chs, **dd)
         self.se = SEModule(mid_chs, rd_channels=int(out_chs * se_ratio), act_layer=get_act_layer('silu'), **dd)
         self.conv3_1x1 = create_conv2d(mid_chs, out_chs, 1, bias=True, **dd)
@@ -156,7 +154,7 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
         x = self.norm1(self.conv1_1x1(self.pre_norm(x)))
-        x = self.se(self.norm2(self.conv2_kxk(x if self.stride == 1 else ops.pad_same(x, 3, self.stride))))
+        x = self.se(self.norm2(self.conv2_kxk(x)))
         x = self.conv3_1x1(x)
         return self.drop_path(x) + shortcut
 

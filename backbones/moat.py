@@ -52,8 +52,6 @@ from timm.layers import (
     LayerNorm2d,
     NormMlpClassifierHead,
     SEModule,
-    create_conv2d,
-    register_notrace_function,
     register_notrace_module,
 )
 from timm.layers.helpers import get_device_dtype
@@ -62,29 +60,14 @@ import ops
 
 from ._family import Family, Variant, register
 from ._hierarchical import HierarchicalModel, Stage, check_image, stage_count
+from ._tf_same import SameAvgPool2d, SameConv2d
 from .checkpoint import Layout, read_checkpoint, stage_summary
 
-__all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'avg_pool_same', 'from_tf', 'read_tf_checkpoint',
-           'read_weights', 'tf_to_torch_name']
+__all__ = ['MOAT', 'MBConvBlock', 'MOATBlock', 'MOATAttention', 'from_tf', 'read_tf_checkpoint', 'read_weights',
+           'tf_to_torch_name']
 
 _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # Keras defaults: epsilon 1e-3, momentum 0.99
 _LN_EPS = 1e-5
-
-
-@register_notrace_function  # torch.fx: a leaf (TF 'SAME' padding from the input size)
-def avg_pool_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
-    """TF's ``AveragePooling2D(padding='same')``: ``ceil(L / stride)`` outputs, the padding split with the extra
-    element at the bottom/right, padded elements left out of each average.
-
-    Compiled / exported: the zero-padded sum over the padded count (equal up to rounding), since ``ceil_mode`` with a
-    size-derived padding makes output sizes that symbolic shapes cannot prove equal to the strided conv's."""
-    if torch.compiler.is_compiling():
-        count = ops.pad_same(x.new_ones(1, 1, *x.shape[-2:]), kernel_size, stride)
-        return F.avg_pool2d(ops.pad_same(x, kernel_size, stride), kernel_size, stride) / F.avg_pool2d(
-            count, kernel_size, stride)
-    pads = tuple(ops.same_padding(length, kernel_size, stride)[0] for length in x.shape[-2:])
-    # the first half of the padding is symmetric padding; the rest falls past the end, where ceil_mode windows stop
-    return F.avg_pool2d(x, kernel_size, stride, padding=pads, ceil_mode=True, count_include_pad=False)
 
 
 class MBConvBlock(nn.Module):
@@ -105,13 +88,12 @@ class MBConvBlock(nn.Module):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         inner = out_chs * expansion
-        self.stride, self.pool_size = stride, pool_size
+        self.pool = SameAvgPool2d(pool_size, stride) if stride > 1 else None  # TF's: padding left out of the averages
         self.shortcut_conv = nn.Conv2d(in_chs, out_chs, 1, **dd) if in_chs != out_chs else None
         self.pre_norm = _BN(in_chs, **dd)
         self.expand_conv = nn.Conv2d(in_chs, inner, 1, bias=False, **dd)
         self.expand_norm = _BN(inner, **dd)
-        self.depthwise_conv = create_conv2d(  # strided: TF 'same' padding in mbconv (ops.pad_same: exportable)
-            inner, inner, 3, stride=stride, padding='same' if stride == 1 else 0, depthwise=True, **dd)
+        self.depthwise_conv = SameConv2d(inner, inner, 3, stride=stride, groups=inner, bias=False, **dd)
         self.depthwise_norm = _BN(inner, **dd)
         self.act = nn.GELU()
         self.se = SEModule(inner, rd_channels=max(1, int(out_chs * se_ratio)), act_layer=nn.SiLU,
@@ -120,13 +102,12 @@ class MBConvBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = avg_pool_same(x, self.pool_size, self.stride)
+        if self.pool is not None:
+            x = self.pool(x)
         return x if self.shortcut_conv is None else self.shortcut_conv(x)
 
     def mbconv(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.expand_norm(self.expand_conv(self.pre_norm(x))))
-        x = x if self.stride == 1 else ops.pad_same(x, 3, self.stride)
         x = self.act(self.depthwise_norm(self.depthwise_conv(x)))
         if self.se is not None:
             x = self.se(x)
@@ -231,13 +212,13 @@ class MOATStem(nn.Module):
     def __init__(self, in_chans: int, stem_size: Sequence[int], device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        self.conv1 = nn.Conv2d(in_chans, stem_size[0], 3, stride=2, **dd)  # TF 'same' padding in forward
+        self.conv1 = SameConv2d(in_chans, stem_size[0], 3, stride=2, **dd)
         self.norm1 = _BN(stem_size[0], **dd)
         self.act1 = nn.GELU()
-        self.conv2 = create_conv2d(stem_size[0], stem_size[1], 3, stride=1, padding='same', bias=True, **dd)
+        self.conv2 = SameConv2d(stem_size[0], stem_size[1], 3, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act1(self.norm1(self.conv1(ops.pad_same(x, 3, 2)))))
+        return self.conv2(self.act1(self.norm1(self.conv1(x))))
 
 
 class MOAT(HierarchicalModel):

@@ -22,7 +22,6 @@ from backbones.moat import (
     MBConvBlock,
     MOATAttention,
     MOATBlock,
-    avg_pool_same,
     from_tf,
     read_tf_checkpoint,
     tf_to_torch_name,
@@ -55,26 +54,12 @@ def _perturb(module: torch.nn.Module, scale: float = 0.2) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# TF 'same' padding, blocks and attention against direct references
+# Blocks and attention against direct references (TF 'same' padding written out)
 
 
 def _tf_same_pads(length: int, kernel: int, stride: int) -> tuple[int, int]:
     total = max((math.ceil(length / stride) - 1) * stride + kernel - length, 0)
     return total // 2, total - total // 2
-
-
-@pytest.mark.parametrize('kernel', [2, 3])
-@pytest.mark.parametrize('size', [(8, 8), (7, 9), (5, 4), (1, 3)])
-def test_avg_pool_same_is_tf_same_pooling(kernel, size):
-    """TF 'SAME' average pooling: pad (extra at the end), average the valid elements only."""
-    x = torch.randn(2, 3, *size, dtype=torch.float64)
-    (top, bottom), (left, right) = (_tf_same_pads(n, kernel, 2) for n in size)
-    padded = F.pad(x, (left, right, top, bottom))
-    count = F.avg_pool2d(F.pad(torch.ones_like(x), (left, right, top, bottom)), kernel, 2) * kernel ** 2
-    ref = F.avg_pool2d(padded, kernel, 2) * kernel ** 2 / count
-    out = avg_pool_same(x, kernel, 2)
-    assert out.shape[-2:] == tuple(math.ceil(n / 2) for n in size)
-    torch.testing.assert_close(out, ref)
 
 
 def _conv_same(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -89,14 +74,14 @@ def _bn(x: torch.Tensor, bn: torch.nn.BatchNorm2d) -> torch.Tensor:
         shape) + bn.bias.view(shape)
 
 
-def _mbconv_reference(blk: MBConvBlock, x: torch.Tensor, pool: int) -> torch.Tensor:
+def _mbconv_reference(blk: MBConvBlock, x: torch.Tensor, stride: int, pool: int) -> torch.Tensor:
     """deeplab2's MBConvBlock.call written out (eval mode)."""
     shortcut = x
-    if blk.stride > 1:
-        (top, bottom), (left, right) = (_tf_same_pads(n, pool, blk.stride) for n in x.shape[-2:])
+    if stride > 1:
+        (top, bottom), (left, right) = (_tf_same_pads(n, pool, stride) for n in x.shape[-2:])
         pads = (left, right, top, bottom)
         ones = F.pad(torch.ones_like(x[:, :1]), pads)
-        shortcut = F.avg_pool2d(F.pad(x, pads), pool, blk.stride) / F.avg_pool2d(ones, pool, blk.stride)
+        shortcut = F.avg_pool2d(F.pad(x, pads), pool, stride) / F.avg_pool2d(ones, pool, stride)
     if blk.shortcut_conv is not None:
         shortcut = F.conv2d(shortcut, blk.shortcut_conv.weight, blk.shortcut_conv.bias)
     y = F.conv2d(_bn(x, blk.pre_norm), blk.expand_conv.weight)
@@ -114,7 +99,7 @@ def test_mbconv_block_matches_direct_reference(stride, in_chs, size, pool):
     _perturb(blk)
     assert blk.se.fc1.out_channels == 4  # int(0.25 * out), not of the expanded width
     x = torch.randn(2, in_chs, *size, dtype=torch.float64)
-    torch.testing.assert_close(blk(x), _mbconv_reference(blk, x, pool))
+    torch.testing.assert_close(blk(x), _mbconv_reference(blk, x, stride, pool))
 
 
 def _attention_reference(attn: MOATAttention, x: torch.Tensor, window: tuple[int, int] | None) -> torch.Tensor:
@@ -169,7 +154,7 @@ def test_moat_block_is_mbconv_then_attention_without_mlp():
     _perturb(blk)
     assert blk.se is None and not hasattr(blk, 'mlp')
     x = torch.randn(1, 16, 6, 7, dtype=torch.float64)
-    y = _mbconv_reference(blk, x, 2).permute(0, 2, 3, 1)
+    y = _mbconv_reference(blk, x, 2, 2).permute(0, 2, 3, 1)
     ref = y + _attention_reference(blk.attention, blk.attention_norm(y), None)
     torch.testing.assert_close(blk(x), ref.permute(0, 3, 1, 2))
 

@@ -206,6 +206,15 @@ def test_pad_same_equals_timm():
     x = torch.randn(2, 3, 7, 10)
     for kernel, stride in [(3, 2), (2, 2), (3, 1), (1, 3)]:
         assert torch.equal(ops.pad_same(x, kernel, stride), pad_same(x, (kernel, kernel), (stride, stride)))
+    assert torch.equal(ops.pad_same(x, (3, 2), (2, 3), (1, 2)), pad_same(x, (3, 2), (2, 3), (1, 2)))  # per axis
+
+
+@pytest.mark.parametrize('kwargs, message', [(dict(kernel_size=0, stride=2), 'kernel_size'),
+                                             (dict(kernel_size=3, stride=(2, 2, 2)), 'stride'),
+                                             (dict(kernel_size=3, stride=2, dilation=0), 'dilation')])
+def test_pad_same_refuses_bad_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ops.pad_same(torch.zeros(1, 1, 4, 4), **kwargs)
 
 
 # --- merge_attentions ---
