@@ -47,10 +47,6 @@ _CHUNK_ELEMENTS = 1 << 18
 # Upper bound on the elements of one flash chunk's gathered keys [B, heads, tiles, H_k, D] (256K fp32 = 1 MiB, as
 # many for the values): small enough to stay in cache, and the forward's memory within ~2x of dense SDPA's
 _FLASH_CHUNK_ELEMENTS = 1 << 18
-# Probabilities below this are dropped (set to 0) in the backward: far below float32's resolution of the sums they
-# enter (a row's largest probability is at least 1 / keys), and large enough that their products with gradients of
-# ordinary size (>= 1e-18) stay normal floats (see _probabilities)
-P_MIN = 1e-20
 # Plans whose bias indices (int32 per (query slot, halo key)) stay below this many elements keep them cached.
 _CACHE_ELEMENTS = 1 << 21
 
@@ -454,16 +450,6 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                          need_rpb and rpb is not None, need_extra and add_k is not None)
 
 
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """``exp(logits)`` in place, exactly 0 below :data:`P_MIN` (masked pairs: ``-inf``). The exponent is clamped
-    above the float32 denormal range first (torch.exp is ~9x slower on -inf and ~100x slower where its result is
-    denormal), and the tiny probabilities are dropped rather than kept: a gradient matmul whose operand or partial
-    product is denormal runs ~70x slower (measured: a [160, 16, 100] x [160, 16, 32] batch, 0.19 ms normal, 13.5 ms
-    with half its entries ~1e-38). Peaked softmax rows (trained models) produce such entries; the random inputs of
-    benchmarks/ops.py do not. The masked pairs (bias ``-inf``) come out as exactly 0 as well."""
-    return torch.nn.functional.threshold_(logits.clamp_(min=torch_blocks.EXP_MIN).exp_(), P_MIN, 0.)
-
-
 def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra):
     b, *shape, h, d = q.shape
     dtype = _compute_dtype(q)
@@ -498,9 +484,10 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
         vh = _take(vf, kidx).view(b, h, c, hk, -1)
         qt4, dot4 = qt.view(b, h, c, tq, -1), dot.view(b, h, c, tq, -1)
         index = plan.bias_index(cls)[0]
-        # p = exp(q k^T + bias - lse), the matmul accumulated onto (bias - lse); see _probabilities
+        # p = exp(q k^T + bias - lse), the matmul accumulated onto (bias - lse); see torch_blocks.probabilities
         p = (_class_bias(plan, table, cls)[:, None] - lse_t).view(-1, tq, hk)
-        p = _probabilities(p.baddbmm_(qt.view(-1, tq, d), kh.view(-1, hk, d).transpose(1, 2))).view(b, h, c, tq, hk)
+        p = p.baddbmm_(qt.view(-1, tq, d), kh.view(-1, hk, d).transpose(1, 2))
+        p = torch_blocks.probabilities(p).view(b, h, c, tq, hk)
         ds = (dot4 @ vh.transpose(-1, -2)).sub_(delta_t).mul_(p)  # [B, H, c, tq, hk]
         dq = ds @ kh
         _add_at(dk, kidx, ds.transpose(-1, -2) @ qt4)
