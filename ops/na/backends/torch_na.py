@@ -41,9 +41,10 @@ from . import torch_blocks
 __all__ = ['BACKEND', 'forward', 'backward', 'forward_with_dropout']
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (256K fp32 = 1 MiB: in cache;
-# 16 MiB chunks were 1.35x slower at 56x56).
-_CHUNK_ELEMENTS = 1 << 18
+# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (128K fp32 = 512 KiB: the
+# backward's p, ds and operands stay in cache; 16 MiB chunks were 1.35x slower at 56x56, and at 2 threads 256K
+# chunks ran the backward ~1.2x slower than 128K, 512K ~1.5x: bigger OpenMP regions do not pay for leaving cache).
+_CHUNK_ELEMENTS = 1 << 17
 # Upper bound on the elements of one flash chunk's gathered keys [B, heads, tiles, H_k, D] (256K fp32 = 1 MiB, as
 # many for the values): small enough to stay in cache, and the forward's memory within ~2x of dense SDPA's
 _FLASH_CHUNK_ELEMENTS = 1 << 18
@@ -494,8 +495,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     n_extra = 0 if add_k is None else add_k.shape[1]
     plan = _plan(tuple(shape), spec, d, n_extra, str(q.device))
     tq, hk = plan.tq, plan.hk
-    # more threads: bigger chunks, so that every OpenMP region has work for all of them
-    rows = plan.rows(b, h, _CHUNK_ELEMENTS * torch.get_num_threads())
+    rows = plan.rows(b, h, _CHUNK_ELEMENTS)
     qs = q.reshape(-1, d).index_select(0, rows.q_rows).to(dtype).mul_(scale)  # chunk by chunk [B, H, c*tq, D]
     dos = grad_out.reshape(-1, dv_).index_select(0, rows.q_rows).to(dtype)
     delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1)  # rowsum(dO * O) [B, *S, H]
