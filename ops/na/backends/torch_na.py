@@ -41,9 +41,10 @@ from . import torch_blocks
 __all__ = ['BACKEND', 'forward', 'backward', 'forward_with_dropout']
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (256K fp32 = 1 MiB: in cache;
-# 16 MiB chunks were 1.35x slower at 56x56).
-_CHUNK_ELEMENTS = 1 << 18
+# Upper bound on the elements of one chunk's score tensor [B * heads, tiles, T_q, H_k] (128K fp32 = 512 KiB: the
+# backward's p, ds and operands stay in cache; 16 MiB chunks were 1.35x slower at 56x56, and at 2 threads 256K
+# chunks ran the backward ~1.2x slower than 128K, 512K ~1.5x: bigger OpenMP regions do not pay for leaving cache).
+_CHUNK_ELEMENTS = 1 << 17
 # Upper bound on the elements of one flash chunk's gathered keys [B, heads, tiles, H_k, D] (256K fp32 = 1 MiB, as
 # many for the values): small enough to stay in cache, and the forward's memory within ~2x of dense SDPA's
 _FLASH_CHUNK_ELEMENTS = 1 << 18
@@ -222,6 +223,8 @@ class _Plan:
         self.every_query_sees_a_key = bool(self.seen[~self.q_pad].all())
         self._cache_bias = len(self.classes) * self.tq * self.hk <= _CACHE_ELEMENTS
         self._bias_index: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._n_tokens, self._device = math.prod(shape), device
+        self._rows: dict[tuple[int, int, int], _Rows] = {}
 
     def _combine(self, per_axis: list[torch.Tensor]) -> torch.Tensor:
         """Sum per-axis ``[n_a, m_a]`` tables into ``[prod n_a, prod m_a]`` (row-major on both)."""
@@ -257,12 +260,50 @@ class _Plan:
                 self._bias_index[cls] = got
         return got
 
+    def rows(self, batch: int, heads: int, budget: int) -> _Rows:
+        """The backward's row indices for ``batch`` x ``heads`` (cached for the last few)."""
+        key = (batch, heads, budget)
+        got = self._rows.get(key)
+        if got is None:
+            if len(self._rows) >= 4:
+                self._rows.pop(next(iter(self._rows)))
+            got = self._rows[key] = _Rows(self, batch, heads, budget)
+        return got
+
     def chunks(self, per_tile: int, budget: int):
         """``(t0, t1, class)``: runs of at most ``budget // per_tile`` consecutive tiles of one class."""
         step = max(1, budget // max(1, per_tile))
         for c, (s, e) in enumerate(self.classes):
             for t0 in range(s, e, step):
                 yield t0, min(t0 + step, e), c
+
+
+class _Rows:
+    """Row indices of the backward in the inputs' own ``[B * N * H, D]`` token-row layout, so that no heads-first
+    copy is made: ``q_rows`` reads every query slot once, chunk after chunk (each chunk ``[B, H, c * tq]``), so a
+    chunk's query-side operands are one contiguous slice; ``q_inv`` puts the slots back into token rows;
+    ``k_rows[i]`` reads chunk ``i``'s halo keys ``[B, H, c * hk]``."""
+
+    def __init__(self, plan: _Plan, batch: int, heads: int, budget: int):
+        n, dev = plan._n_tokens, plan._device
+        base = (torch.arange(batch, device=dev)[:, None, None] * n * heads
+                + torch.arange(heads, device=dev)[None, :, None])  # [B, H, 1]: row of token 0
+
+        def rows(tokens):
+            return (base + tokens.reshape(1, 1, -1) * heads).reshape(-1)
+
+        self.chunks, q_rows, q_pad, self.k_rows = [], [], [], []
+        offset = 0
+        for t0, t1, cls in plan.chunks(batch * heads * plan.tq * plan.hk, budget):
+            self.chunks.append((t0, t1, cls, offset))
+            q_rows.append(rows(plan.q_flat[t0:t1]))
+            q_pad.append(plan.q_pad[t0 * plan.tq:t1 * plan.tq].expand(batch, heads, -1).reshape(-1))
+            self.k_rows.append(rows(plan.k_flat[t0:t1]))
+            offset += q_rows[-1].numel()
+        self.q_rows, self.q_pad = torch.cat(q_rows), torch.cat(q_pad)
+        real = (~self.q_pad).nonzero()[:, 0]
+        self.q_inv = torch.empty(batch * n * heads, dtype=torch.long, device=dev).scatter_(
+            0, self.q_rows[real], real)
 
 
 @lru_cache(maxsize=16)
@@ -305,13 +346,6 @@ def _bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     rows, size = table.shape
     offsets = torch.arange(0, rows * size, size, device=table.device)
     return table.reshape(-1).index_select(0, (offsets[:, None] + index).reshape(-1)).view(rows, -1)
-
-
-def _add_at(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst[:, :, index] += src`` (duplicates accumulate) for ``[B, H, N, D]``; index_add_ on a 2-D view."""
-    b, h, n, d = dst.shape
-    offsets = torch.arange(0, b * h * n, n, device=dst.device)
-    dst.view(-1, d).index_add_(0, (offsets[:, None] + index).reshape(-1), src.reshape(-1, d))
 
 
 def _class_bias(plan: _Plan, table: torch.Tensor, cls: int) -> torch.Tensor:
@@ -451,65 +485,81 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
 
 
 def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra):
+    """The explicit backward, chunk by chunk of tiles of one class. The query side (``q * scale``, ``dO``, lse and
+    ``rowsum(dO * O)``) is gathered once for all chunks; keys and values are one ``[.., Dk + Dv]`` tensor, so one
+    gather reads a chunk's halos and one ``index_add_`` scatters their ``(dk, dv)``; the rpb gradient is summed per
+    class and scattered into the table once per class."""
     b, *shape, h, d = q.shape
+    dv_ = v.shape[-1]
     dtype = _compute_dtype(q)
-    plan = _plan(tuple(shape), spec, d, 0 if add_k is None else add_k.shape[1], str(q.device))
-    qf, kf, vf = _heads_first(q, dtype), _heads_first(k, dtype), _heads_first(v, dtype)
-    dof = _heads_first(grad_out, dtype)
-    # rowsum(dO * O) on the inputs' own layout: no heads-first copy of the output
-    delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1).reshape(b, -1, h).transpose(1, 2).contiguous()  # [B, H, N]
+    n_extra = 0 if add_k is None else add_k.shape[1]
+    plan = _plan(tuple(shape), spec, d, n_extra, str(q.device))
+    tq, hk = plan.tq, plan.hk
+    rows = plan.rows(b, h, _CHUNK_ELEMENTS)
+    qs = q.reshape(-1, d).index_select(0, rows.q_rows).to(dtype).mul_(scale)  # chunk by chunk [B, H, c*tq, D]
+    dos = grad_out.reshape(-1, dv_).index_select(0, rows.q_rows).to(dtype)
+    delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1)  # rowsum(dO * O) [B, *S, H]
     if grad_lse is not None:
-        delta = delta - grad_lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
-    lsef = lse.reshape(b, -1, h).transpose(1, 2).to(dtype)
+        delta = delta - grad_lse.to(dtype)
+    lsef = lse.to(dtype)
     lsef = torch.where(torch.isfinite(lsef), lsef, float('inf'))  # rows that see nothing get p = 0
-    table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
-    ak = None if add_k is None else add_k.transpose(1, 2).to(dtype)
-    av = None if add_v is None else add_v.transpose(1, 2).to(dtype)
-    dq_slots = []
+    stats = torch.stack([lsef, delta], -1).reshape(-1, 2).index_select(0, rows.q_rows)
+    stats[:, 0].masked_fill_(rows.q_pad, float('inf'))  # padding slots of the last tiles: p = 0
+    kf, vf = k.reshape(-1, d).to(dtype), v.reshape(-1, dv_).to(dtype)  # token rows [B * N * H, D]
     dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
-    dtable = torch.zeros_like(table) if need_rpb else None
+    dqs = torch.empty_like(qs)
+    table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
+    ak = None if add_k is None else add_k.transpose(1, 2).to(dtype)  # [B or 1, H, E, D]
+    av = None if add_v is None else add_v.transpose(1, 2).to(dtype)
     dak = torch.zeros_like(ak) if need_extra else None
     dav = torch.zeros_like(av) if need_extra else None
-    tq, hk = plan.tq, plan.hk
-    for t0, t1, cls in plan.chunks(b * h * tq * hk, _CHUNK_ELEMENTS):
+    dbias = {}  # class -> [H, tq, hk] sum over the batch and the class's tiles of ds
+    bias, bias_cls = None, None
+    for i, (t0, t1, cls, off) in enumerate(rows.chunks):
         c = t1 - t0
-        qidx = plan.q_flat[t0:t1].reshape(-1)
-        kidx = plan.k_flat[t0:t1].reshape(-1)
-        qt = _take(qf, qidx).mul_(scale)  # [B, H, c*tq, D]
-        dot = _take(dof, qidx)
-        lse_t = _take(lsef, qidx).masked_fill_(plan.q_pad[t0 * tq:t1 * tq], float('inf'))
-        lse_t = lse_t.view(b, h, c, tq, 1)
-        delta_t = _take(delta, qidx).view(b, h, c, tq, 1)
-        kh = _take(kf, kidx).view(b, h, c, hk, -1)
-        vh = _take(vf, kidx).view(b, h, c, hk, -1)
-        qt4, dot4 = qt.view(b, h, c, tq, -1), dot.view(b, h, c, tq, -1)
-        index = plan.bias_index(cls)[0]
+        m = b * h * c
+        part = slice(off, off + m * tq)
+        qc, doc = qs[part].view(m, tq, d), dos[part].view(m, tq, dv_)
+        st = stats[part].view(b, h, c, tq, 2)
+        lse_t, delta_t = st[..., :1], st[..., 1:]
+        kh = kf.index_select(0, rows.k_rows[i]).view(m, hk, d)
+        vh = vf.index_select(0, rows.k_rows[i]).view(m, hk, dv_)
+        if cls != bias_cls:
+            bias, bias_cls = _class_bias(plan, table, cls)[:, None], cls  # [H or 1, 1, tq, hk]
         # p = exp(q k^T + bias - lse), the matmul accumulated onto (bias - lse); see torch_blocks.probabilities
-        p = (_class_bias(plan, table, cls)[:, None] - lse_t).view(-1, tq, hk)
-        p = p.baddbmm_(qt.view(-1, tq, d), kh.view(-1, hk, d).transpose(1, 2))
-        p = torch_blocks.probabilities(p).view(b, h, c, tq, hk)
-        ds = (dot4 @ vh.transpose(-1, -2)).sub_(delta_t).mul_(p)  # [B, H, c, tq, hk]
-        dq = ds @ kh
-        _add_at(dk, kidx, ds.transpose(-1, -2) @ qt4)
-        _add_at(dv, kidx, p.transpose(-1, -2) @ dot4)
-        if dtable is not None:  # the class's pairs share their rpb offsets: sum over batch and tiles first
-            size = dtable.shape[1]
-            flat = torch.arange(0, h * size, size, device=q.device)[:, None] + index
-            dtable.view(-1).index_add_(0, flat.reshape(-1), ds.sum(0).sum(1).reshape(-1))
+        p = (bias - lse_t).view(m, tq, hk).baddbmm_(qc, kh.transpose(1, 2))
+        p = torch_blocks.probabilities(p)
+        ds = torch.bmm(doc, vh.transpose(1, 2)).view(b, h, c, tq, hk).sub_(delta_t).mul_(p.view(b, h, c, tq, hk))
+        ds3 = ds.view(m, tq, hk)
+        dq = torch.bmm(ds3, kh, out=dqs[part].view(m, tq, d))
+        dk.index_add_(0, rows.k_rows[i], torch.bmm(ds3.transpose(1, 2), qc).view(-1, d))
+        dv.index_add_(0, rows.k_rows[i], torch.bmm(p.transpose(1, 2), doc).view(-1, dv_))
+        if need_rpb:
+            got = ds.sum(0).sum(1)
+            if cls in dbias:
+                dbias[cls] += got
+            else:
+                dbias[cls] = got
         if ak is not None:
-            pe = (qt @ ak.transpose(-1, -2)).sub_(lse_t.view(b, h, -1, 1)).exp_()  # [B, H, c*tq, E]
-            dse = (dot @ av.transpose(-1, -2)).sub_(delta_t.view(b, h, -1, 1)).mul_(pe)
-            dq = dq + (dse @ ak).view(dq.shape)
+            qe, doe = qc.view(b, h, c * tq, d), doc.view(b, h, c * tq, dv_)
+            pe = torch_blocks.probabilities((qe @ ak.transpose(-1, -2)).sub_(lse_t.reshape(b, h, -1, 1)))
+            dse = (doe @ av.transpose(-1, -2)).sub_(delta_t.reshape(b, h, -1, 1)).mul_(pe)  # [B, H, c*tq, E]
+            dq.view(b, h, c * tq, d).add_(dse @ ak)
             if need_extra:
-                dak += (dse.transpose(-1, -2) @ qt).sum(0, keepdim=True) if ak.shape[0] < b else (
-                    dse.transpose(-1, -2) @ qt)
-                dav += (pe.transpose(-1, -2) @ dot).sum(0, keepdim=True) if av.shape[0] < b else (
-                    pe.transpose(-1, -2) @ dot)
-        dq_slots.append(dq.view(b, h, c * tq, -1))
-    dq = (_take(torch.cat(dq_slots, 2), plan.inv) * scale).transpose(1, 2).reshape(q.shape).to(q.dtype)
-    dk = dk.transpose(1, 2).reshape(k.shape).to(k.dtype)
-    dv = dv.transpose(1, 2).reshape(v.shape).to(v.dtype)
-    drpb = dtable[:, :-1].reshape(rpb.shape).to(rpb.dtype) if need_rpb else None
+                dak += (dse.transpose(-1, -2) @ qe).sum(0, keepdim=True) if ak.shape[0] < b else (
+                    dse.transpose(-1, -2) @ qe)
+                dav += (pe.transpose(-1, -2) @ doe).sum(0, keepdim=True) if av.shape[0] < b else (
+                    pe.transpose(-1, -2) @ doe)
+    dq = dqs.index_select(0, rows.q_inv).mul_(scale).view(q.shape).to(q.dtype)
+    dk, dv = dk.view(k.shape).to(k.dtype), dv.view(v.shape).to(v.dtype)
+    drpb = None
+    if need_rpb:  # every class's pairs share their rpb offsets: one scatter per class
+        dtable = torch.zeros_like(table)
+        size = dtable.shape[1]
+        heads = torch.arange(0, h * size, size, device=q.device)[:, None]
+        for cls, got in dbias.items():
+            dtable.view(-1).index_add_(0, (heads + plan.bias_index(cls)[0]).reshape(-1), got.reshape(-1))
+        drpb = dtable[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     if dak is not None:
         dak = dak.transpose(1, 2).to(add_k.dtype)
         dav = dav.transpose(1, 2).to(add_v.dtype)
