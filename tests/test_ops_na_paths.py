@@ -58,6 +58,13 @@ def test_blocked_fast_path_matches_reference(case):
     check_against_reference('torch', _norm(case), torch.float64, grad_lse=case.extra == 0)
 
 
+@pytest.mark.parametrize('case', [BLOCKED[1], BLOCKED[4]], ids=str)
+def test_blocked_explicit_backward_in_chunks_matches_reference(case, monkeypatch):
+    # chunks of a few query rows of one block: the sliced chunk loop, rpb and extra-token gradients, grad_lse
+    monkeypatch.setattr(torch_blocks, '_CHUNK_ELEMENTS', 64)
+    check_against_reference('torch', _norm(case), torch.float64, grad_lse=case.extra == 0)
+
+
 @pytest.mark.parametrize('case', NOT_BLOCKED, ids=str)
 def test_blocked_fast_path_only_where_windows_partition(case):
     assert _layout(case) is None

@@ -76,6 +76,13 @@ def _axis(length: int, k: int, s: int, d: int, causal: bool, border: str) -> int
     return None
 
 
+def _perms(m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:attr:`Layout.perm` and its inverse for ``m`` axes."""
+    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), *(2 + 3 * a for a in range(m)), 1 + 3 * m,
+            2 + 3 * m)
+    return perm, tuple(sorted(range(len(perm)), key=perm.__getitem__))
+
+
 @lru_cache(maxsize=128)
 def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
     """The block layout of ``spec`` on grid ``shape``, or None when the pattern is not blocked (see module doc)."""
@@ -90,9 +97,7 @@ def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
     m = len(shape)
     ks, ds = spec.kernel_size, spec.dilation
     view = tuple(x for a in range(m) for x in (blocks[a], ks[a], ds[a]))
-    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), *(2 + 3 * a for a in range(m)), 1 + 3 * m,
-            2 + 3 * m)
-    inv_perm = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+    perm, inv_perm = _perms(m)
     n = math.prod(ks)
     rel_strides = [math.prod(2 * x - 1 for x in ks[a + 1:]) for a in range(m)]
     rel, valid = torch.zeros((), dtype=torch.long), torch.ones((), dtype=torch.bool)
@@ -133,8 +138,7 @@ def dense_layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | 
     rel = sum(i * st for i, st in zip(dense_rpb_index(spec, shape), strides))
     rel = torch.where(mask, rel, math.prod(2 * k - 1 for k in spec.kernel_size))  # the -inf entry of _bias' table
     view = tuple(x for length in shape for x in (1, length, 1))
-    perm = tuple(range(3 * m + 3))
-    return Layout(view, perm, perm, 1, n, rel.to(device), None, mask.to(device))
+    return Layout(view, *_perms(m), 1, n, rel.to(device), None, mask.to(device))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -233,60 +237,122 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.threshold_(logits.clamp_(min=EXP_MIN).exp_(), P_MIN, 0.)
 
 
+def _block_perm(lay: Layout) -> tuple[int, ...]:
+    """Permutation of ``[B, *view, H, D]`` to ``[B, (blocks, dilation) per axis, H, k per axis, D]``: the order of
+    a contiguous ``[B * W, H, n, D]`` block tensor."""
+    m = len(lay.view) // 3
+    return (*lay.perm[:1 + 2 * m], lay.perm[-2], *lay.perm[1 + 2 * m:-2], lay.perm[-1])
+
+
+def _blocks_copy(x: torch.Tensor, lay: Layout, dtype, scale: float | None = None) -> torch.Tensor:
+    """``[B, *S, H, D]`` -> a contiguous ``[B * W, H, n, D]`` copy in ``dtype`` (times ``scale``), in one pass."""
+    b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    out = torch.empty(b * lay.n_blocks, h, lay.n, d, dtype=dtype, device=x.device)
+    src = x.reshape(b, *lay.view, h, d).permute(_block_perm(lay))
+    dst = out.view(src.shape)
+    return (dst.copy_(src) if scale is None else torch.mul(src, scale, out=dst)).view(out.shape)
+
+
+def _grid_copy(x: torch.Tensor, lay: Layout, like: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Contiguous ``[B * W, H, n, D]`` -> a new ``[B, *S, H, D]`` tensor like ``like`` (times ``scale``), in one
+    pass (the inverse of :func:`_blocks_copy`)."""
+    b, h, d = like.shape[0], like.shape[-2], x.shape[-1]
+    out = torch.empty(*like.shape[:-1], d, dtype=like.dtype, device=like.device)
+    dst = out.view(b, *lay.view, h, d).permute(_block_perm(lay))
+    src = x.view(dst.shape)
+    if scale is None:
+        dst.copy_(src)
+    else:
+        torch.mul(src, scale, out=dst)
+    return out
+
+
 def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, add_k=None, add_v=None,
              grad_lse=None, need_rpb: bool = True, need_extra: bool = True):
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` of a blocked pattern (``None`` for absent/unneeded)."""
     dtype = _compute_dtype(q)
-    qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
-    dob, ob = _to_blocks(grad_out, lay, dtype), _to_blocks(out, lay, dtype)
-    lseb = _to_blocks(lse[..., None], lay, dtype)[..., 0]  # [B * W, H, n]
     need_rpb = need_rpb and rpb is not None
     if not need_rpb and grad_lse is None:
+        qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
+        dob, ob = _to_blocks(grad_out, lay, dtype), _to_blocks(out, lay, dtype)
+        lseb = _to_blocks(lse[..., None], lay, dtype)[..., 0]  # [B * W, H, n]
         dq, dk, dv = _FLASH_BWD(dob, qb, kb, vb, ob, lseb, 0.0, False, attn_mask=bias, scale=scale)
+        dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
+        dk, dak = _split_extra(dk, lay, add_k, k)
+        dv, dav = _split_extra(dv, lay, add_v, v)
+        return dq, dk, dv, None, *((dak, dav) if need_extra else (None, None))
+    return _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse, need_rpb,
+                              need_extra, dtype)
+
+
+def _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra,
+                       dtype):
+    """FlashAttention's backward math (``ds = p * (dO V^T - delta)``) on contiguous ``[B * W, H, n, D]`` copies
+    (batched matmuls ~1.4x faster than on the flash layout), in chunks of blocks and query rows that keep the
+    logits in cache; the few tensor ops of a map that fits one chunk run on whole tensors (no slicing: DiNAT-T's
+    7x7 stage spends more in per-op overhead than in any one kernel)."""
+    b, h = q.shape[0], q.shape[-2]
+    n_extra = 0 if add_k is None else add_k.shape[1]
+    qs = _blocks_copy(q, lay, dtype, scale)  # dk = ds^T (q * scale)
+    kb, vb, dob = _blocks_copy(k, lay, dtype), _blocks_copy(v, lay, dtype), _blocks_copy(grad_out, lay, dtype)
+    if n_extra:
+        kb = torch.cat([kb, _extra(add_k, lay, b, dtype)], 2)
+        vb = torch.cat([vb, _extra(add_v, lay, b, dtype)], 2)
+    bias = _bias(lay, rpb, h, n_extra, b, dtype)
+    delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1, keepdim=True)  # rowsum(dO * O), [B, *S, H, 1]
+    if grad_lse is not None:
+        delta = delta - grad_lse[..., None].to(dtype)
+    delta = _to_blocks(delta, lay, dtype)  # [B * W, H, n, 1]
+    lseb = _to_blocks(lse[..., None], lay, dtype)
+    bw, n, m = qs.shape[0], lay.n, kb.shape[2]
+    rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
+    step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
+    if rows == n and step >= bw:  # one chunk
+        dq, dk, dv, dbias = _chunk(qs, kb, vb, dob, lseb, delta, bias, n, need_rpb)
     else:
-        delta = (dob * ob).sum(-1)
-        if grad_lse is not None:
-            delta = delta - _to_blocks(grad_lse[..., None], lay, dtype)[..., 0]
-        # contiguous [B * W, H, n, D]: the batched matmuls run ~1.4x faster than on the flash layout
-        # dk = ds^T (q * scale)
-        qs, kb, vb, dob = qb.contiguous() * scale, kb.contiguous(), vb.contiguous(), dob.contiguous()
         dq, dk, dv = torch.empty_like(qs), torch.empty_like(kb), torch.empty_like(vb)
-        dbias = torch.zeros(qs.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
-        bw, h, n, m = qs.shape[0], qs.shape[1], lay.n, kb.shape[2]
-        rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
-        step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
+        dbias = torch.zeros(h, n, n, dtype=dtype, device=q.device) if need_rpb else None
         for c0 in range(0, bw, step):
             c1 = min(bw, c0 + step)
             kc, vc = kb[c0:c1], vb[c0:c1]
             bc = None if bias is None else bias if bias.shape[0] == 1 else bias[c0:c1]
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                qc, doc = qs[c0:c1, :, r0:r1], dob[c0:c1, :, r0:r1]
-                lc = lseb[c0:c1, :, r0:r1, None]
-                # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
-                p = (-lc if bc is None else bc[:, :, r0:r1] - lc).expand(c1 - c0, h, r1 - r0, m).contiguous()
-                p.view(-1, r1 - r0, m).baddbmm_(qc.reshape(-1, r1 - r0, qc.shape[-1]),
-                                                kc.view(-1, m, kc.shape[-1]).transpose(1, 2))
-                probabilities(p)
-                ds = (doc @ vc.transpose(-1, -2)).sub_(delta[c0:c1, :, r0:r1, None]).mul_(p)
-                dq[c0:c1, :, r0:r1] = ds @ kc
+                dqc, dkc, dvc, dbc = _chunk(qs[c0:c1, :, r0:r1], kc, vc, dob[c0:c1, :, r0:r1],
+                                            lseb[c0:c1, :, r0:r1], delta[c0:c1, :, r0:r1],
+                                            None if bc is None else bc[:, :, r0:r1], n, need_rpb)
+                dq[c0:c1, :, r0:r1] = dqc
                 if r0 == 0:
-                    torch.matmul(ds.transpose(-1, -2), qc, out=dk[c0:c1])
-                    torch.matmul(p.transpose(-1, -2), doc, out=dv[c0:c1])
+                    dk[c0:c1], dv[c0:c1] = dkc, dvc
                 else:
-                    dk[c0:c1] += ds.transpose(-1, -2) @ qc
-                    dv[c0:c1] += p.transpose(-1, -2) @ doc
+                    dk[c0:c1] += dkc
+                    dv[c0:c1] += dvc
                 if dbias is not None:
-                    dbias[:, r0:r1] += ds[..., :n].sum(0)
-        dq.mul_(scale)
+                    dbias[:, r0:r1] += dbc
     drpb = None
     if need_rpb:
         drpb = torch.zeros(rpb.shape[0], rpb[0].numel() + 1, dtype=dtype, device=q.device)  # + the masked entry
         drpb.index_add_(1, lay.rel.reshape(-1), dbias.reshape(dbias.shape[0], -1))
         drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
-    dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
-    dk, dak = _split_extra(dk, lay, add_k, k)
-    dv, dav = _split_extra(dv, lay, add_v, v)
+    dq = _grid_copy(dq, lay, q, scale)
+    if n_extra:
+        dk, dak = _split_extra(dk, lay, add_k, k)
+        dv, dav = _split_extra(dv, lay, add_v, v)
+    else:
+        dk, dv, dak, dav = _grid_copy(dk, lay, k), _grid_copy(dv, lay, v), None, None
     if not need_extra:
         dak = dav = None
     return dq, dk, dv, drpb, dak, dav
+
+
+def _chunk(qs, kb, vb, dob, lse, delta, bias, n: int, need_rpb: bool):
+    """One backward chunk: ``(dq / scale, dk, dv, the rpb part of ds summed over blocks)``."""
+    c, h, r, d = qs.shape
+    m = kb.shape[2]
+    # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
+    p = (-lse if bias is None else bias - lse).expand(c, h, r, m).contiguous()
+    probabilities(p.view(-1, r, m).baddbmm_(qs.reshape(-1, r, d), kb.view(-1, m, d).transpose(1, 2)))
+    ds = torch.matmul(dob, vb.transpose(-1, -2)).sub_(delta).mul_(p)
+    dbias = (ds if ds.shape[-1] == n else ds[..., :n]).sum(0) if need_rpb else None
+    return (torch.matmul(ds, kb), torch.matmul(ds.transpose(-1, -2), qs), torch.matmul(p.transpose(-1, -2), dob),
+            dbias)
