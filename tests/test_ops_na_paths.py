@@ -101,6 +101,17 @@ def test_dense_path_on_nearly_covered_maps_matches_reference(case):
     check_against_reference('torch', c, torch.float32)
 
 
+@pytest.mark.parametrize('case', [Case((14, 14), (7, 7), rpb=True), Case((12, 10), (7, 7), border='mask'),
+                                  Case((40,), (13,), causal=(True,), rpb=True)], ids=str)
+def test_dense_path_forward_in_bands_matches_reference(case):
+    c = _norm(case)
+    spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
+    lay = torch_blocks.dense_layout(c.shape, spec, 'cpu')
+    assert lay is not None and lay.bands is not None  # one flash call per band of rows
+    check_against_reference('torch', c, torch.float64, grad_lse=True)
+    check_against_reference('torch', c, torch.float32)
+
+
 def test_dense_path_not_taken_on_sparse_maps():
     spec = make_spec((14, 14), 3)  # bound 196 / 9 > 4: query tiles
     assert torch_blocks.dense_layout((14, 14), spec, 'cpu') is None
