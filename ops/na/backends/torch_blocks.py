@@ -18,9 +18,10 @@ Small maps that the window nearly covers (:func:`dense_layout`: at most :data:`D
 at most :data:`DENSE_BOUND` x the pattern's) run as one block over the whole map with the pattern as ``-inf``
 entries of the bias (a pair mask): dense attention on the flash kernel costs them little more than the pattern
 (DiNAT-T's 14x14 stage, bound 4: query tiles with their halos were slower, forward and flash backward); the
-backend sends their explicit-math backward (rpb gradient, ``grad_lse``) to its query tiles, which do less work.
-Their forward runs in bands of whole rows (:func:`_bands`): each band's queries and the token range of its keys are
-slices of the map, one flash call each, skipping the pairs outside the range.
+backend sends their explicit-math backward (rpb gradient, ``grad_lse``) to its query tiles, which do less work,
+unless the layout has bands of whole rows (:func:`_bands`): each band's queries and the token range of its keys are
+slices of the map, skipping the pairs outside the range; forward one flash call per band, explicit backward band by
+band.
 """
 from __future__ import annotations
 
@@ -377,12 +378,16 @@ def _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_
     if n_extra:
         kb = torch.cat([kb, _extra(add_k, lay, b, dtype)], 2)
         vb = torch.cat([vb, _extra(add_v, lay, b, dtype)], 2)
-    bias = _bias(lay, rpb, h, n_extra, b, dtype)
     delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1, keepdim=True)  # rowsum(dO * O), [B, *S, H, 1]
     if grad_lse is not None:
         delta = delta - grad_lse[..., None].to(dtype)
     delta = _to_blocks(delta, lay, dtype)  # [B * W, H, n, 1]
     lseb = _to_blocks(lse[..., None], lay, dtype)
+    if lay.bands is not None and not n_extra:
+        dq, dk, dv, drpb = _band_backward(qs, kb, vb, dob, lseb, delta, lay, rpb, need_rpb)
+        drpb = None if drpb is None else drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
+        return (_grid_copy(dq, lay, q, scale), _grid_copy(dk, lay, k), _grid_copy(dv, lay, v), drpb, None, None)
+    bias = _bias(lay, rpb, h, n_extra, b, dtype)
     bw, n, m = qs.shape[0], lay.n, kb.shape[2]
     rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
     step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
@@ -422,6 +427,33 @@ def _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_
     if not need_extra:
         dak = dav = None
     return dq, dk, dv, drpb, dak, dav
+
+
+def _band_backward(qs, kb, vb, dob, lse, delta, lay: Layout, rpb, need_rpb: bool):
+    """The explicit backward of a dense layout band by band (:func:`_bands`: the pairs outside a band's key range
+    are skipped, as in its forward): ``(dq / scale, dk, dv, the rpb table's gradient [H, size + 1] or None)``."""
+    b, h, n, d = qs.shape
+    dtype = qs.dtype
+    dq, dk, dv = torch.empty_like(qs), torch.zeros_like(kb), torch.zeros_like(vb)
+    table = drpb = None
+    if rpb is not None:  # masked pairs index a trailing -inf entry
+        table = torch.nn.functional.pad(rpb.to(dtype).reshape(h, -1), (0, 1), value=float('-inf'))
+        drpb = torch.zeros_like(table) if need_rpb else None
+    for band in lay.bands:
+        qr, kr = slice(band.q0, band.q1), slice(band.k0, band.k1)
+        nq, nk = band.q1 - band.q0, band.k1 - band.k0
+        if table is None:
+            bias = torch.zeros(1, 1, nq, nk, dtype=dtype, device=qs.device).masked_fill_(~lay.pair[qr, kr],
+                                                                                          float('-inf'))
+        else:
+            bias = table.index_select(1, band.rel).view(1, h, nq, nk)
+        dq[:, :, qr], dkc, dvc, dbias = _chunk(qs[:, :, qr], kb[:, :, kr], vb[:, :, kr], dob[:, :, qr],
+                                               lse[:, :, qr], delta[:, :, qr], bias, nk, drpb is not None)
+        dk[:, :, kr] += dkc
+        dv[:, :, kr] += dvc
+        if drpb is not None:
+            drpb.index_add_(1, band.rel, dbias.reshape(h, -1))
+    return dq, dk, dv, drpb
 
 
 def _chunk(qs, kb, vb, dob, lse, delta, bias, n: int, need_rpb: bool):
