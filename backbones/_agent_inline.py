@@ -51,13 +51,6 @@ def agent_grid(agent_num: int) -> tuple[int, int]:
     return side, side
 
 
-def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pair):
-        raise ValueError(f'{name} must be a positive int or a pair of them, got {size!r}')
-    return pair
-
-
 def pool_agents(query: torch.Tensor, agent_shape: tuple[int, int]) -> torch.Tensor:
     """Agent tokens: the adaptive average pool of ``query [B, H, W, heads, D]`` to ``agent_shape``;
     returns ``[B, A, heads, D]`` (agents row-major over the grid)."""
@@ -139,8 +132,8 @@ class AgentBiases(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         self.num_heads, self.agent_num = num_heads, agent_num
         self.grid = agent_grid(agent_num)
-        hq, wq = self.query_size = _pair(query_size, 'query_size')
-        hk, wk = self.key_size = self.query_size if key_size is None else _pair(key_size, 'key_size')
+        hq, wq = self.query_size = ops.size_pair(query_size, 'query_size')
+        hk, wk = self.key_size = self.query_size if key_size is None else ops.size_pair(key_size, 'key_size')
         self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
         self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7, **dd))
         self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, hk, 1, **dd))
@@ -250,7 +243,7 @@ class AgentAttention(AgentBiases, _QKV):
         dd = {'device': device, 'dtype': dtype}
         super().__init__(num_heads, agent_num, size, **dd)
         self._init_qkv(dim, num_heads, qkv_bias, separate_q, dd)
-        self.agent_shape = None if agent_shape is None else _pair(tuple(agent_shape), 'agent_shape')
+        self.agent_shape = None if agent_shape is None else ops.size_pair(tuple(agent_shape), 'agent_shape')
         self.attn_drop = attn_drop
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self._init_proj(dim, proj_drop, dd)

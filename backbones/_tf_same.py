@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_module, to_2tuple
+from timm.layers import register_notrace_module
 from torch import nn
 
 import ops
@@ -18,13 +18,6 @@ import ops
 __all__ = ['SameAvgPool2d', 'SameConv2d']
 
 Size2 = int | tuple[int, int]
-
-
-def _check_sizes(what: str, **sizes: tuple[int, int]) -> None:
-    bad = {k: v for k, v in sizes.items() if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in v)}
-    if bad:
-        raise ValueError(f'{what}: {", ".join(bad)} must be ints >= 1 (or pairs of them), got '
-                         + ', '.join(f'{k}={v}' for k, v in bad.items()))
 
 
 class SameConv2d(nn.Conv2d):
@@ -37,8 +30,8 @@ class SameConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size2, stride: Size2 = 1, *,
                  dilation: Size2 = 1, groups: int = 1, bias: bool = True, device=None, dtype=None):
-        kernel, step, dil = to_2tuple(kernel_size), to_2tuple(stride), to_2tuple(dilation)
-        _check_sizes('SameConv2d', kernel_size=kernel, stride=step, dilation=dil)
+        kernel, step, dil = (ops.size_pair(v, f'SameConv2d {name}') for v, name in
+                             ((kernel_size, 'kernel_size'), (stride, 'stride'), (dilation, 'dilation')))
         static = all(s == 1 and d * (k - 1) % 2 == 0 for k, s, d in zip(kernel, step, dil))
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dil)) if static else 0
         super().__init__(in_channels, out_channels, kernel, step, padding, dil, groups, bias, device=device,
@@ -65,9 +58,8 @@ class SameAvgPool2d(nn.Module):
 
     def __init__(self, kernel_size: Size2, stride: Size2 | None = None, count_include_pad: bool = False):
         super().__init__()
-        self.kernel_size = to_2tuple(kernel_size)
-        self.stride = self.kernel_size if stride is None else to_2tuple(stride)
-        _check_sizes('SameAvgPool2d', kernel_size=self.kernel_size, stride=self.stride)
+        self.kernel_size = ops.size_pair(kernel_size, 'SameAvgPool2d kernel_size')
+        self.stride = self.kernel_size if stride is None else ops.size_pair(stride, 'SameAvgPool2d stride')
         self.count_include_pad = count_include_pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ Shared by all: :mod:`ops._registry` (backends keyed by ``(op, backend)`` with de
 import torch.fx
 
 from . import _export, na, routed
+from ._checks import size_pair
 from ._export import add_onnx_lowering_module, onnx_translation_table, register_onnx_lowerings
 from ._fx import register_fx_leaves
 from ._pool import adaptive_avg_pool2d
@@ -60,8 +61,8 @@ _export.install()  # the ONNX lowerings reach torch.onnx.export without loading 
 
 __all__ = [
     'na', 'na1d', 'na2d', 'na3d', 'neighborhood_attention', 'na_av', 'merge_attentions',
-    'pad_to_multiple', 'crop', 'pad_same', 'same_padding', 'adaptive_avg_pool2d', 'window_attention', 'grid_attention',
-    'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
+    'pad_to_multiple', 'crop', 'pad_same', 'same_padding', 'size_pair', 'adaptive_avg_pool2d', 'window_attention',
+    'grid_attention', 'NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D',
     'NASpec', 'make_spec', 'available_backends', 'backend_names', 'get_backend', 'resolve_backend',
     'WindowAttention1D', 'WindowAttention2D', 'WindowAttention3D', 'dense_attention',
     'linear_attention', 'rope_2d', 'apply_rope', 'agent_attention', 'StageTables', 'relative_position_cpb',

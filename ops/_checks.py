@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['check_tensor', 'check_compatible', 'check_scale', 'check_dropout', 'check_flag', 'autocast_dtype',
-           'autocast_off', 'autocast_inputs', 'register_autocast', 'spatial_sizes']
+           'autocast_off', 'autocast_inputs', 'register_autocast', 'spatial_sizes', 'size_pair']
 
 _AUTOCAST_KEYS = {'cpu': 'AutocastCPU', 'cuda': 'AutocastCUDA'}
 
@@ -132,3 +132,12 @@ def spatial_sizes(x: Tensor, dims: Sequence[int]) -> tuple:
     """Sizes of ``dims``: Python ints, except symbolic sizes under ``torch.compile(dynamic=True)`` stay symbolic
     (``int()`` would specialise the graph to this resolution); constants under ``torch.jit.trace`` (fvcore)."""
     return tuple(n if isinstance(n, torch.SymInt) else int(n) for n in (x.shape[d] for d in dims))
+
+
+def size_pair(value, name: str) -> tuple[int, int]:
+    """``value`` (an int >= 1, or two of them: height, width) as a ``(height, width)`` pair of Python ints; one check
+    and one error wording for every 2-d size argument (kernel sizes, strides, region counts, token grids)."""
+    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in pair):
+        raise ValueError(f'{name} must be an int >= 1 or two of them (height, width), got {value!r}')
+    return int(pair[0]), int(pair[1])

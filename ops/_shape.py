@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import spatial_sizes
+from ._checks import size_pair, spatial_sizes
 
 __all__ = ['pad_to_multiple', 'crop', 'same_padding', 'pad_same']
 
@@ -61,19 +61,12 @@ def same_padding(length, kernel_size: int, stride: int, dilation: int = 1) -> tu
     return total // 2, total - total // 2
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    if len(pair) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in pair):
-        raise ValueError(f'{name} must be an int >= 1 or two of them (height, width), got {value!r}')
-    return pair
-
-
 def pad_same(x: Tensor, kernel_size: int | Sequence[int], stride: int | Sequence[int],
              dilation: int | Sequence[int] = 1, value: float = 0.) -> Tensor:
     """Pad the last two dims of ``x`` for a TF ``'SAME'`` conv / pool (:func:`same_padding`; timm's ``pad_same``);
     ``kernel_size``, ``stride`` and ``dilation``: an int or one per dim ``(height, width)``."""
-    axes = zip(spatial_sizes(x, (-2, -1)), _pair(kernel_size, 'kernel_size'), _pair(stride, 'stride'),
-               _pair(dilation, 'dilation'))
+    axes = zip(spatial_sizes(x, (-2, -1)), size_pair(kernel_size, 'kernel_size'), size_pair(stride, 'stride'),
+               size_pair(dilation, 'dilation'))
     (top, bottom), (left, right) = (same_padding(n, k, s, d) for n, k, s, d in axes)
     return F.pad(x, (left, right, top, bottom), value=value)
 

@@ -114,6 +114,8 @@ def test_onnx_export_script(tmp_path):
     (['--model', 'litv2_small', '--model-kwargs', 'depths=(1,1,1,1)', '--img-size', '64', '--opset', '18'],
      'deformable convolution (ONNX DeformConv, opset 19 or newer)'),
     (['--model', 'nat_mini', '--model-kwargs', 'depths=(1,1,1)'], 'cannot create it'),
+    (['--model', 'litv2_small', '--model-kwargs', 'depths=(1,1,1,1)', '--img-size', '16'],
+     'litv2_small cannot take a (1, 3, 16, 16) input (inputs need at least 29 px per side'),
 ])
 def test_onnx_export_script_bad_requests(tmp_path, capsys, argv, message):
     """Bad requests: one line on stderr, exit status 2, no traceback, no file."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -215,6 +216,15 @@ def test_pad_same_equals_timm():
 def test_pad_same_refuses_bad_sizes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ops.pad_same(torch.zeros(1, 1, 4, 4), **kwargs)
+
+
+def test_size_pair_is_the_one_2d_size_check():
+    """Every 2-d size argument (pad_same, region counts, agent grids, TF-'same' layers) goes through ops.size_pair."""
+    assert ops.size_pair(3, 'k') == (3, 3) and ops.size_pair([2, 5], 'k') == (2, 5)
+    assert ops.size_pair((np.int64(4), 1), 'k') == (4, 1) and type(ops.size_pair(np.int64(4), 'k')[0]) is int
+    for bad in (0, True, 2.0, (1, 2, 3), (3, 0), '3'):
+        with pytest.raises(ValueError, match=r"window must be an int >= 1 or two of them \(height, width\), got"):
+            ops.size_pair(bad, 'window')
 
 
 # --- merge_attentions ---

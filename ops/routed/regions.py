@@ -6,11 +6,12 @@ routing share this one definition.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .._checks import size_pair
 
 __all__ = ['RegionGrid', 'region_grid', 'to_regions', 'from_regions', 'valid_tokens']
 
@@ -37,20 +38,13 @@ class RegionGrid:
         return self.n_h * self.rh, self.n_w * self.rw
 
 
-def _pair(n_win) -> tuple[int, int]:
-    pair = tuple(n_win) if isinstance(n_win, (tuple, list)) else (n_win, n_win)
-    if len(pair) != 2 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in pair):
-        raise ValueError(f'n_win must be an int >= 1 or a pair of them (regions per side), got {n_win!r}')
-    return int(pair[0]), int(pair[1])
-
-
 def region_grid(height: int, width: int, n_win) -> RegionGrid:
     """The partition of an ``[height, width]`` map into ``n_win`` (int or ``(n_h, n_w)``) regions per side.
 
     The map must divide evenly: padding is the caller's (BiFormer's ``auto_pad`` pads the tokens before the qkv
     projection; :func:`ops.pad_to_multiple` does it).
     """
-    n_h, n_w = _pair(n_win)
+    n_h, n_w = size_pair(n_win, 'n_win')
     if height % n_h or width % n_w:
         raise ValueError(f'the map [{height}, {width}] does not divide into n_win=({n_h}, {n_w}) regions per side; '
                          f'pad it to a multiple first (ops.pad_to_multiple(x, ({n_h}, {n_w}), dims=(1, 2)))')
