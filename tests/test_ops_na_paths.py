@@ -58,6 +58,13 @@ def test_blocked_fast_path_matches_reference(case):
     check_against_reference('torch', _norm(case), torch.float64, grad_lse=case.extra == 0)
 
 
+@pytest.mark.parametrize('case', [BLOCKED[1], BLOCKED[4]], ids=str)
+def test_blocked_explicit_backward_in_chunks_matches_reference(case, monkeypatch):
+    # chunks of a few query rows of one block: the sliced chunk loop, rpb and extra-token gradients, grad_lse
+    monkeypatch.setattr(torch_blocks, '_CHUNK_ELEMENTS', 64)
+    check_against_reference('torch', _norm(case), torch.float64, grad_lse=case.extra == 0)
+
+
 @pytest.mark.parametrize('case', NOT_BLOCKED, ids=str)
 def test_blocked_fast_path_only_where_windows_partition(case):
     assert _layout(case) is None
@@ -91,6 +98,17 @@ def test_dense_path_on_nearly_covered_maps_matches_reference(case):
     spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
     assert _layout(case) is None and torch_blocks.dense_layout(c.shape, spec, 'cpu') is not None
     check_against_reference('torch', c, torch.float64, grad_lse=c.extra == 0)
+    check_against_reference('torch', c, torch.float32)
+
+
+@pytest.mark.parametrize('case', [Case((14, 14), (7, 7), rpb=True), Case((12, 10), (7, 7), border='mask'),
+                                  Case((40,), (13,), causal=(True,), rpb=True)], ids=str)
+def test_dense_path_forward_in_bands_matches_reference(case):
+    c = _norm(case)
+    spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
+    lay = torch_blocks.dense_layout(c.shape, spec, 'cpu')
+    assert lay is not None and lay.bands is not None  # one flash call per band of rows
+    check_against_reference('torch', c, torch.float64, grad_lse=True)
     check_against_reference('torch', c, torch.float32)
 
 

@@ -18,7 +18,10 @@ Small maps that the window nearly covers (:func:`dense_layout`: at most :data:`D
 at most :data:`DENSE_BOUND` x the pattern's) run as one block over the whole map with the pattern as ``-inf``
 entries of the bias (a pair mask): dense attention on the flash kernel costs them little more than the pattern
 (DiNAT-T's 14x14 stage, bound 4: query tiles with their halos were slower, forward and flash backward); the
-backend sends their explicit-math backward (rpb gradient, ``grad_lse``) to its query tiles, which do less work.
+backend sends their explicit-math backward (rpb gradient, ``grad_lse``) to its query tiles, which do less work,
+unless the layout has bands of whole rows (:func:`_bands`): each band's queries and the token range of its keys are
+slices of the map, skipping the pairs outside the range; forward one flash call per band, explicit backward band by
+band.
 """
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 _CHUNK_ELEMENTS = 1 << 18
 # dense_layout's limits: tokens, and dense pairs / pattern pairs
 DENSE_TOKENS, DENSE_BOUND = 256, 4.0
+# Queries per band of a dense layout's forward (whole rows, at most this many): one query block of the flash kernel
+# (it splits fewer than 192 queries into blocks of 32; a partial block costs about a full one). DiNAT-T's 14x14
+# stage, batch 4, 1 thread, interleaved: 7 bands of 2 rows 2.12 ms, 3 bands 2.30, 2 bands 2.90, one call over the
+# map 2.89 (dense SDPA without bias: 2.16)
+BAND_QUERIES = 32
 # Lower clamp of the backward's softmax exponent: exp(-87) = 1.6e-38 is still a normal float32, and torch.exp is
 # ~9x slower on -inf and ~100x slower where its result is denormal; masked pairs are zeroed by the mask instead
 EXP_MIN = -87.0
@@ -62,6 +70,19 @@ class Layout:
     rel: torch.Tensor  # [n, n] flat rpb index of (query, key) inside a block (pair layouts: table size if masked)
     valid: torch.Tensor | None  # [W, n] key validity per block (valid_shape), None when every key is real
     pair: torch.Tensor | None = None  # [n, n] may query i attend to key j (dense_layout), None: every pair
+    bands: tuple[Band, ...] | None = None  # dense_layout's forward in bands of rows (see _bands), None: one call
+
+
+@dataclass(frozen=True)
+class Band:
+    """Queries ``[q0, q1)`` of a dense layout (whole rows of the map's first axis, row-major tokens) and the one
+    contiguous token range ``[k0, k1)`` that holds all their keys: a slice of the map, so no gather."""
+
+    q0: int
+    q1: int
+    k0: int
+    k1: int
+    rel: torch.Tensor  # [(q1 - q0) * (k1 - k0)] flat rpb index (table size where masked)
 
 
 def _axis(length: int, k: int, s: int, d: int, causal: bool, border: str) -> int | None:
@@ -74,6 +95,13 @@ def _axis(length: int, k: int, s: int, d: int, causal: bool, border: str) -> int
     if s == k and group % k == 0:
         return group // k
     return None
+
+
+def _perms(m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:attr:`Layout.perm` and its inverse for ``m`` axes."""
+    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), *(2 + 3 * a for a in range(m)), 1 + 3 * m,
+            2 + 3 * m)
+    return perm, tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
 @lru_cache(maxsize=128)
@@ -90,9 +118,7 @@ def layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | None:
     m = len(shape)
     ks, ds = spec.kernel_size, spec.dilation
     view = tuple(x for a in range(m) for x in (blocks[a], ks[a], ds[a]))
-    perm = (0, *(x for a in range(m) for x in (1 + 3 * a, 3 + 3 * a)), *(2 + 3 * a for a in range(m)), 1 + 3 * m,
-            2 + 3 * m)
-    inv_perm = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+    perm, inv_perm = _perms(m)
     n = math.prod(ks)
     rel_strides = [math.prod(2 * x - 1 for x in ks[a + 1:]) for a in range(m)]
     rel, valid = torch.zeros((), dtype=torch.long), torch.ones((), dtype=torch.bool)
@@ -133,8 +159,25 @@ def dense_layout(shape: tuple[int, ...], spec: NASpec, device: str) -> Layout | 
     rel = sum(i * st for i, st in zip(dense_rpb_index(spec, shape), strides))
     rel = torch.where(mask, rel, math.prod(2 * k - 1 for k in spec.kernel_size))  # the -inf entry of _bias' table
     view = tuple(x for length in shape for x in (1, length, 1))
-    perm = tuple(range(3 * m + 3))
-    return Layout(view, perm, perm, 1, n, rel.to(device), None, mask.to(device))
+    return Layout(view, *_perms(m), 1, n, rel.to(device), None, mask.to(device), _bands(mask, rel, shape, device))
+
+
+def _bands(mask: torch.Tensor, rel: torch.Tensor, shape: tuple[int, ...], device: str) -> tuple[Band, ...] | None:
+    """Bands of whole rows (first axis, at most :data:`BAND_QUERIES` queries each), each with the token range of
+    its keys, or None where the bands would not skip at least a quarter of the dense pairs."""
+    n, row = mask.shape[0], mask.shape[0] // shape[0]
+    rows = max(1, BAND_QUERIES // row)
+    if rows >= shape[0]:
+        return None
+    bands = []
+    for q0 in range(0, n, rows * row):
+        q1 = min(n, q0 + rows * row)
+        keys = mask[q0:q1].any(0).nonzero()[:, 0]
+        k0, k1 = int(keys[0]), int(keys[-1]) + 1
+        bands.append(Band(q0, q1, k0, k1, rel[q0:q1, k0:k1].reshape(-1).to(device)))
+    if sum((b.q1 - b.q0) * (b.k1 - b.k0) for b in bands) > 0.75 * n * n:
+        return None
+    return tuple(bands)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -145,9 +188,11 @@ def _to_blocks(x: torch.Tensor, lay: Layout, dtype: torch.dtype) -> torch.Tensor
     """``[B, *S, H, D]`` -> ``[B * W, H, n, D]`` in ``dtype``, laid out as ``[B * W, n, H, D]`` (the flash kernel's
     own layout: a window covering an undilated map needs no copy)."""
     b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    if x.dtype != dtype:
+        x = x.to(dtype)
     if lay.n_blocks == 1:
-        return x.to(dtype).reshape(b, lay.n, h, d).transpose(1, 2)
-    x = x.to(dtype).reshape(b, *lay.view, h, d).permute(lay.perm)
+        return x.reshape(b, lay.n, h, d).transpose(1, 2)
+    x = x.reshape(b, *lay.view, h, d).permute(lay.perm)
     return x.reshape(b * lay.n_blocks, lay.n, h, d).transpose(1, 2)
 
 
@@ -165,6 +210,11 @@ def _bias(lay: Layout, rpb: torch.Tensor | None, heads: int, n_extra: int, batch
     """Additive bias ``[1 or B * W, H, n, n + E]`` (rpb, -inf on invalid keys, 0 on extra keys), or None."""
     if rpb is None and lay.valid is None and lay.pair is None:
         return None
+    if rpb is not None and lay.valid is None and not n_extra:  # the common case in few ops (~3 us of Python each)
+        table = (rpb if rpb.dtype == dtype else rpb.to(dtype)).reshape(heads, -1)
+        if lay.pair is not None:
+            table = torch.nn.functional.pad(table, (0, 1), value=float('-inf'))
+        return table.index_select(1, lay.rel.view(-1)).view(1, heads, lay.n, lay.n)
     if rpb is None:
         bias = torch.zeros(1, 1, lay.n, lay.n, dtype=dtype, device=lay.rel.device)
         if lay.pair is not None:
@@ -207,9 +257,43 @@ def _inputs(q, k, v, lay, rpb, add_k, add_v):
 
 def forward(q, k, v, lay: Layout, scale: float, rpb=None, add_k=None, add_v=None):
     """``(out [B, *S, H, D] in q.dtype, lse [B, *S, H])`` of a blocked pattern (see module doc)."""
+    if lay.bands is not None and add_k is None:
+        return _forward_bands(q, k, v, lay, scale, rpb)
     qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
     out, lse = _FLASH(qb, kb, vb, attn_mask=bias, scale=scale)
-    return _from_blocks(out, lay, q.shape[:-1]).to(q.dtype), _from_blocks(lse[..., None], lay, q.shape[:-1])[..., 0]
+    if lay.n_blocks == 1:  # the flash output is [B, n, H, D] in memory already
+        out, lse = out.transpose(1, 2).reshape(q.shape[:-1] + out.shape[-1:]), lse.transpose(1, 2).reshape(q.shape[:-1])
+    else:
+        out, lse = _from_blocks(out, lay, q.shape[:-1]), _from_blocks(lse[..., None], lay, q.shape[:-1])[..., 0]
+    return (out if out.dtype == q.dtype else out.to(q.dtype)), lse
+
+
+def _forward_bands(q, k, v, lay: Layout, scale: float, rpb):
+    """A dense layout's forward as one flash call per band of rows (:func:`_bands`): its queries and its keys'
+    token range are slices of the map, and the pairs outside the band's range are skipped (DiNAT-T's 14x14 stage:
+    ~0.6x the dense pairs). The output and lse are those of the whole-map call, so the backward ignores the bands."""
+    b, h, d = q.shape[0], q.shape[-2], q.shape[-1]
+    dtype = _compute_dtype(q)
+    qf, kf, vf = (x.reshape(b, lay.n, h, d) if x.dtype == dtype else x.reshape(b, lay.n, h, d).to(dtype)
+                  for x in (q, k, v))
+    if rpb is not None:  # masked pairs index a trailing -inf entry
+        table = torch.nn.functional.pad((rpb if rpb.dtype == dtype else rpb.to(dtype)).reshape(h, -1), (0, 1),
+                                        value=float('-inf'))
+    out = torch.empty(b, lay.n, h, d, dtype=dtype, device=q.device)
+    lse = torch.empty(b, h, lay.n, dtype=dtype, device=q.device)
+    for band in lay.bands:
+        nq, nk = band.q1 - band.q0, band.k1 - band.k0
+        if rpb is None:
+            bias = torch.zeros(1, 1, nq, nk, dtype=dtype, device=q.device).masked_fill_(
+                ~lay.pair[band.q0:band.q1, band.k0:band.k1], float('-inf'))
+        else:
+            bias = table.index_select(1, band.rel).view(1, h, nq, nk)
+        o, lse[:, :, band.q0:band.q1] = _FLASH(qf[:, band.q0:band.q1].transpose(1, 2),
+                                               kf[:, band.k0:band.k1].transpose(1, 2),
+                                               vf[:, band.k0:band.k1].transpose(1, 2), attn_mask=bias, scale=scale)
+        out[:, band.q0:band.q1] = o.transpose(1, 2)
+    out = out.view(q.shape[:-1] + (d,))
+    return (out if out.dtype == q.dtype else out.to(q.dtype)), lse.transpose(1, 2).reshape(q.shape[:-1])
 
 
 def _split_extra(g: torch.Tensor, lay: Layout, add: torch.Tensor | None, like: torch.Tensor):
@@ -233,60 +317,153 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.threshold_(logits.clamp_(min=EXP_MIN).exp_(), P_MIN, 0.)
 
 
+def _block_perm(lay: Layout) -> tuple[int, ...]:
+    """Permutation of ``[B, *view, H, D]`` to ``[B, (blocks, dilation) per axis, H, k per axis, D]``: the order of
+    a contiguous ``[B * W, H, n, D]`` block tensor."""
+    m = len(lay.view) // 3
+    return (*lay.perm[:1 + 2 * m], lay.perm[-2], *lay.perm[1 + 2 * m:-2], lay.perm[-1])
+
+
+def _blocks_copy(x: torch.Tensor, lay: Layout, dtype, scale: float | None = None) -> torch.Tensor:
+    """``[B, *S, H, D]`` -> a contiguous ``[B * W, H, n, D]`` copy in ``dtype`` (times ``scale``), in one pass."""
+    b, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    out = torch.empty(b * lay.n_blocks, h, lay.n, d, dtype=dtype, device=x.device)
+    src = x.reshape(b, *lay.view, h, d).permute(_block_perm(lay))
+    dst = out.view(src.shape)
+    return (dst.copy_(src) if scale is None else torch.mul(src, scale, out=dst)).view(out.shape)
+
+
+def _grid_copy(x: torch.Tensor, lay: Layout, like: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Contiguous ``[B * W, H, n, D]`` -> a new ``[B, *S, H, D]`` tensor like ``like`` (times ``scale``), in one
+    pass (the inverse of :func:`_blocks_copy`)."""
+    b, h, d = like.shape[0], like.shape[-2], x.shape[-1]
+    out = torch.empty(*like.shape[:-1], d, dtype=like.dtype, device=like.device)
+    dst = out.view(b, *lay.view, h, d).permute(_block_perm(lay))
+    src = x.view(dst.shape)
+    if scale is None:
+        dst.copy_(src)
+    else:
+        torch.mul(src, scale, out=dst)
+    return out
+
+
 def backward(grad_out, q, k, v, out, lse, lay: Layout, scale: float, rpb=None, add_k=None, add_v=None,
              grad_lse=None, need_rpb: bool = True, need_extra: bool = True):
     """Gradients ``(dq, dk, dv, drpb, dadd_k, dadd_v)`` of a blocked pattern (``None`` for absent/unneeded)."""
     dtype = _compute_dtype(q)
-    qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
-    dob, ob = _to_blocks(grad_out, lay, dtype), _to_blocks(out, lay, dtype)
-    lseb = _to_blocks(lse[..., None], lay, dtype)[..., 0]  # [B * W, H, n]
     need_rpb = need_rpb and rpb is not None
     if not need_rpb and grad_lse is None:
+        qb, kb, vb, bias = _inputs(q, k, v, lay, rpb, add_k, add_v)
+        dob, ob = _to_blocks(grad_out, lay, dtype), _to_blocks(out, lay, dtype)
+        lseb = _to_blocks(lse[..., None], lay, dtype)[..., 0]  # [B * W, H, n]
         dq, dk, dv = _FLASH_BWD(dob, qb, kb, vb, ob, lseb, 0.0, False, attn_mask=bias, scale=scale)
+        dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
+        dk, dak = _split_extra(dk, lay, add_k, k)
+        dv, dav = _split_extra(dv, lay, add_v, v)
+        return dq, dk, dv, None, *((dak, dav) if need_extra else (None, None))
+    return _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse, need_rpb,
+                              need_extra, dtype)
+
+
+def _explicit_backward(grad_out, q, k, v, out, lse, lay, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra,
+                       dtype):
+    """FlashAttention's backward math (``ds = p * (dO V^T - delta)``) on contiguous ``[B * W, H, n, D]`` copies
+    (batched matmuls ~1.4x faster than on the flash layout), in chunks of blocks and query rows that keep the
+    logits in cache; the few tensor ops of a map that fits one chunk run on whole tensors (no slicing: DiNAT-T's
+    7x7 stage spends more in per-op overhead than in any one kernel)."""
+    b, h = q.shape[0], q.shape[-2]
+    n_extra = 0 if add_k is None else add_k.shape[1]
+    qs = _blocks_copy(q, lay, dtype, scale)  # dk = ds^T (q * scale)
+    kb, vb, dob = _blocks_copy(k, lay, dtype), _blocks_copy(v, lay, dtype), _blocks_copy(grad_out, lay, dtype)
+    if n_extra:
+        kb = torch.cat([kb, _extra(add_k, lay, b, dtype)], 2)
+        vb = torch.cat([vb, _extra(add_v, lay, b, dtype)], 2)
+    delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1, keepdim=True)  # rowsum(dO * O), [B, *S, H, 1]
+    if grad_lse is not None:
+        delta = delta - grad_lse[..., None].to(dtype)
+    delta = _to_blocks(delta, lay, dtype)  # [B * W, H, n, 1]
+    lseb = _to_blocks(lse[..., None], lay, dtype)
+    if lay.bands is not None and not n_extra:
+        dq, dk, dv, drpb = _band_backward(qs, kb, vb, dob, lseb, delta, lay, rpb, need_rpb)
+        drpb = None if drpb is None else drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
+        return (_grid_copy(dq, lay, q, scale), _grid_copy(dk, lay, k), _grid_copy(dv, lay, v), drpb, None, None)
+    bias = _bias(lay, rpb, h, n_extra, b, dtype)
+    bw, n, m = qs.shape[0], lay.n, kb.shape[2]
+    rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
+    step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
+    if rows == n and step >= bw:  # one chunk
+        dq, dk, dv, dbias = _chunk(qs, kb, vb, dob, lseb, delta, bias, n, need_rpb)
     else:
-        delta = (dob * ob).sum(-1)
-        if grad_lse is not None:
-            delta = delta - _to_blocks(grad_lse[..., None], lay, dtype)[..., 0]
-        # contiguous [B * W, H, n, D]: the batched matmuls run ~1.4x faster than on the flash layout
-        # dk = ds^T (q * scale)
-        qs, kb, vb, dob = qb.contiguous() * scale, kb.contiguous(), vb.contiguous(), dob.contiguous()
         dq, dk, dv = torch.empty_like(qs), torch.empty_like(kb), torch.empty_like(vb)
-        dbias = torch.zeros(qs.shape[1], lay.n, lay.n, dtype=dtype, device=q.device) if need_rpb else None
-        bw, h, n, m = qs.shape[0], qs.shape[1], lay.n, kb.shape[2]
-        rows = min(n, max(1, _CHUNK_ELEMENTS // (h * m)))  # query rows per chunk
-        step = max(1, _CHUNK_ELEMENTS // (h * rows * m))  # blocks per chunk
+        dbias = torch.zeros(h, n, n, dtype=dtype, device=q.device) if need_rpb else None
         for c0 in range(0, bw, step):
             c1 = min(bw, c0 + step)
             kc, vc = kb[c0:c1], vb[c0:c1]
             bc = None if bias is None else bias if bias.shape[0] == 1 else bias[c0:c1]
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                qc, doc = qs[c0:c1, :, r0:r1], dob[c0:c1, :, r0:r1]
-                lc = lseb[c0:c1, :, r0:r1, None]
-                # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
-                p = (-lc if bc is None else bc[:, :, r0:r1] - lc).expand(c1 - c0, h, r1 - r0, m).contiguous()
-                p.view(-1, r1 - r0, m).baddbmm_(qc.reshape(-1, r1 - r0, qc.shape[-1]),
-                                                kc.view(-1, m, kc.shape[-1]).transpose(1, 2))
-                probabilities(p)
-                ds = (doc @ vc.transpose(-1, -2)).sub_(delta[c0:c1, :, r0:r1, None]).mul_(p)
-                dq[c0:c1, :, r0:r1] = ds @ kc
+                dqc, dkc, dvc, dbc = _chunk(qs[c0:c1, :, r0:r1], kc, vc, dob[c0:c1, :, r0:r1],
+                                            lseb[c0:c1, :, r0:r1], delta[c0:c1, :, r0:r1],
+                                            None if bc is None else bc[:, :, r0:r1], n, need_rpb)
+                dq[c0:c1, :, r0:r1] = dqc
                 if r0 == 0:
-                    torch.matmul(ds.transpose(-1, -2), qc, out=dk[c0:c1])
-                    torch.matmul(p.transpose(-1, -2), doc, out=dv[c0:c1])
+                    dk[c0:c1], dv[c0:c1] = dkc, dvc
                 else:
-                    dk[c0:c1] += ds.transpose(-1, -2) @ qc
-                    dv[c0:c1] += p.transpose(-1, -2) @ doc
+                    dk[c0:c1] += dkc
+                    dv[c0:c1] += dvc
                 if dbias is not None:
-                    dbias[:, r0:r1] += ds[..., :n].sum(0)
-        dq.mul_(scale)
+                    dbias[:, r0:r1] += dbc
     drpb = None
     if need_rpb:
         drpb = torch.zeros(rpb.shape[0], rpb[0].numel() + 1, dtype=dtype, device=q.device)  # + the masked entry
         drpb.index_add_(1, lay.rel.reshape(-1), dbias.reshape(dbias.shape[0], -1))
         drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
-    dq = _from_blocks(dq, lay, q.shape[:-1]).to(q.dtype)
-    dk, dak = _split_extra(dk, lay, add_k, k)
-    dv, dav = _split_extra(dv, lay, add_v, v)
+    dq = _grid_copy(dq, lay, q, scale)
+    if n_extra:
+        dk, dak = _split_extra(dk, lay, add_k, k)
+        dv, dav = _split_extra(dv, lay, add_v, v)
+    else:
+        dk, dv, dak, dav = _grid_copy(dk, lay, k), _grid_copy(dv, lay, v), None, None
     if not need_extra:
         dak = dav = None
     return dq, dk, dv, drpb, dak, dav
+
+
+def _band_backward(qs, kb, vb, dob, lse, delta, lay: Layout, rpb, need_rpb: bool):
+    """The explicit backward of a dense layout band by band (:func:`_bands`: the pairs outside a band's key range
+    are skipped, as in its forward): ``(dq / scale, dk, dv, the rpb table's gradient [H, size + 1] or None)``."""
+    b, h, n, d = qs.shape
+    dtype = qs.dtype
+    dq, dk, dv = torch.empty_like(qs), torch.zeros_like(kb), torch.zeros_like(vb)
+    table = drpb = None
+    if rpb is not None:  # masked pairs index a trailing -inf entry
+        table = torch.nn.functional.pad(rpb.to(dtype).reshape(h, -1), (0, 1), value=float('-inf'))
+        drpb = torch.zeros_like(table) if need_rpb else None
+    for band in lay.bands:
+        qr, kr = slice(band.q0, band.q1), slice(band.k0, band.k1)
+        nq, nk = band.q1 - band.q0, band.k1 - band.k0
+        if table is None:
+            bias = torch.zeros(1, 1, nq, nk, dtype=dtype, device=qs.device).masked_fill_(~lay.pair[qr, kr],
+                                                                                          float('-inf'))
+        else:
+            bias = table.index_select(1, band.rel).view(1, h, nq, nk)
+        dq[:, :, qr], dkc, dvc, dbias = _chunk(qs[:, :, qr], kb[:, :, kr], vb[:, :, kr], dob[:, :, qr],
+                                               lse[:, :, qr], delta[:, :, qr], bias, nk, drpb is not None)
+        dk[:, :, kr] += dkc
+        dv[:, :, kr] += dvc
+        if drpb is not None:
+            drpb.index_add_(1, band.rel, dbias.reshape(h, -1))
+    return dq, dk, dv, drpb
+
+
+def _chunk(qs, kb, vb, dob, lse, delta, bias, n: int, need_rpb: bool):
+    """One backward chunk: ``(dq / scale, dk, dv, the rpb part of ds summed over blocks)``."""
+    c, h, r, d = qs.shape
+    m = kb.shape[2]
+    # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
+    p = (-lse if bias is None else bias - lse).expand(c, h, r, m).contiguous()
+    probabilities(p.view(-1, r, m).baddbmm_(qs.reshape(-1, r, d), kb.view(-1, m, d).transpose(1, 2)))
+    ds = torch.matmul(dob, vb.transpose(-1, -2)).sub_(delta).mul_(p)
+    dbias = (ds if ds.shape[-1] == n else ds[..., :n]).sum(0) if need_rpb else None
+    return (torch.matmul(ds, kb), torch.matmul(ds.transpose(-1, -2), qs), torch.matmul(p.transpose(-1, -2), dob),
+            dbias)
