@@ -206,24 +206,29 @@ def _from_blocks(x: torch.Tensor, lay: Layout, bsh: torch.Size) -> torch.Tensor:
     return x.reshape(*bsh, x.shape[-1])
 
 
+def rpb_table(rpb: torch.Tensor, heads: int, dtype, masked: bool = True) -> torch.Tensor:
+    """``[heads, size (+ 1)]``: the flattened rpb in ``dtype``; ``masked``: with a trailing -inf entry, which masked
+    pairs index (one gather, no masking pass)."""
+    table = rpb.to(dtype).reshape(heads, -1)
+    return torch.nn.functional.pad(table, (0, 1), value=float('-inf')) if masked else table
+
+
+def _pair_bias(table: torch.Tensor | None, rel: torch.Tensor, pair: torch.Tensor | None, size: tuple[int, int],
+               dtype, device) -> torch.Tensor:
+    """``[1, H or 1, *size]`` bias of query x key pairs: the rpb ``table`` (:func:`rpb_table`) gathered through
+    ``rel``, or without rpb 0 where ``pair`` (None: every pair) allows and -inf elsewhere."""
+    if table is None:
+        bias = torch.zeros(1, 1, *size, dtype=dtype, device=device)
+        return bias if pair is None else bias.masked_fill_(~pair, float('-inf'))
+    return table.index_select(1, rel.reshape(-1)).view(1, table.shape[0], *size)
+
+
 def _bias(lay: Layout, rpb: torch.Tensor | None, heads: int, n_extra: int, batch: int, dtype) -> torch.Tensor | None:
     """Additive bias ``[1 or B * W, H, n, n + E]`` (rpb, -inf on invalid keys, 0 on extra keys), or None."""
     if rpb is None and lay.valid is None and lay.pair is None:
         return None
-    if rpb is not None and lay.valid is None and not n_extra:  # the common case in few ops (~3 us of Python each)
-        table = (rpb if rpb.dtype == dtype else rpb.to(dtype)).reshape(heads, -1)
-        if lay.pair is not None:
-            table = torch.nn.functional.pad(table, (0, 1), value=float('-inf'))
-        return table.index_select(1, lay.rel.view(-1)).view(1, heads, lay.n, lay.n)
-    if rpb is None:
-        bias = torch.zeros(1, 1, lay.n, lay.n, dtype=dtype, device=lay.rel.device)
-        if lay.pair is not None:
-            bias.masked_fill_(~lay.pair, float('-inf'))
-    else:
-        table = rpb.to(dtype).reshape(heads, -1)
-        if lay.pair is not None:  # masked pairs index a trailing -inf entry: one gather, no masking pass
-            table = torch.nn.functional.pad(table, (0, 1), value=float('-inf'))
-        bias = table.index_select(1, lay.rel.reshape(-1)).view(1, heads, lay.n, lay.n)
+    table = None if rpb is None else rpb_table(rpb, heads, dtype, masked=lay.pair is not None)
+    bias = _pair_bias(table, lay.rel, lay.pair, (lay.n, lay.n), dtype, lay.rel.device)
     if lay.valid is not None:
         mask = torch.zeros(lay.n_blocks, 1, 1, lay.n, dtype=dtype, device=bias.device)
         mask.masked_fill_(~lay.valid[:, None, None, :], float('-inf'))
@@ -276,18 +281,11 @@ def _forward_bands(q, k, v, lay: Layout, scale: float, rpb):
     dtype = _compute_dtype(q)
     qf, kf, vf = (x.reshape(b, lay.n, h, d) if x.dtype == dtype else x.reshape(b, lay.n, h, d).to(dtype)
                   for x in (q, k, v))
-    if rpb is not None:  # masked pairs index a trailing -inf entry
-        table = torch.nn.functional.pad((rpb if rpb.dtype == dtype else rpb.to(dtype)).reshape(h, -1), (0, 1),
-                                        value=float('-inf'))
+    table = None if rpb is None else rpb_table(rpb, h, dtype)
     out = torch.empty(b, lay.n, h, d, dtype=dtype, device=q.device)
     lse = torch.empty(b, h, lay.n, dtype=dtype, device=q.device)
     for band in lay.bands:
-        nq, nk = band.q1 - band.q0, band.k1 - band.k0
-        if rpb is None:
-            bias = torch.zeros(1, 1, nq, nk, dtype=dtype, device=q.device).masked_fill_(
-                ~lay.pair[band.q0:band.q1, band.k0:band.k1], float('-inf'))
-        else:
-            bias = table.index_select(1, band.rel).view(1, h, nq, nk)
+        bias = _band_bias(table, lay, band, dtype)
         o, lse[:, :, band.q0:band.q1] = _FLASH(qf[:, band.q0:band.q1].transpose(1, 2),
                                                kf[:, band.k0:band.k1].transpose(1, 2),
                                                vf[:, band.k0:band.k1].transpose(1, 2), attn_mask=bias, scale=scale)
@@ -435,25 +433,24 @@ def _band_backward(qs, kb, vb, dob, lse, delta, lay: Layout, rpb, need_rpb: bool
     b, h, n, d = qs.shape
     dtype = qs.dtype
     dq, dk, dv = torch.empty_like(qs), torch.zeros_like(kb), torch.zeros_like(vb)
-    table = drpb = None
-    if rpb is not None:  # masked pairs index a trailing -inf entry
-        table = torch.nn.functional.pad(rpb.to(dtype).reshape(h, -1), (0, 1), value=float('-inf'))
-        drpb = torch.zeros_like(table) if need_rpb else None
+    table = None if rpb is None else rpb_table(rpb, h, dtype)
+    drpb = torch.zeros_like(table) if table is not None and need_rpb else None
     for band in lay.bands:
         qr, kr = slice(band.q0, band.q1), slice(band.k0, band.k1)
-        nq, nk = band.q1 - band.q0, band.k1 - band.k0
-        if table is None:
-            bias = torch.zeros(1, 1, nq, nk, dtype=dtype, device=qs.device).masked_fill_(~lay.pair[qr, kr],
-                                                                                          float('-inf'))
-        else:
-            bias = table.index_select(1, band.rel).view(1, h, nq, nk)
         dq[:, :, qr], dkc, dvc, dbias = _chunk(qs[:, :, qr], kb[:, :, kr], vb[:, :, kr], dob[:, :, qr],
-                                               lse[:, :, qr], delta[:, :, qr], bias, nk, drpb is not None)
+                                               lse[:, :, qr], delta[:, :, qr], _band_bias(table, lay, band, dtype),
+                                               band.k1 - band.k0, drpb is not None)
         dk[:, :, kr] += dkc
         dv[:, :, kr] += dvc
         if drpb is not None:
             drpb.index_add_(1, band.rel, dbias.reshape(h, -1))
     return dq, dk, dv, drpb
+
+
+def _band_bias(table: torch.Tensor | None, lay: Layout, band: Band, dtype) -> torch.Tensor:
+    """``[1, H or 1, band queries, band keys]``: :func:`_pair_bias` of one band of a dense layout."""
+    pair = lay.pair[band.q0:band.q1, band.k0:band.k1] if table is None else None  # read only without rpb
+    return _pair_bias(table, band.rel, pair, (band.q1 - band.q0, band.k1 - band.k0), dtype, lay.rel.device)
 
 
 def _chunk(qs, kb, vb, dob, lse, delta, bias, n: int, need_rpb: bool):

@@ -328,8 +328,7 @@ def _bias_table(rpb: torch.Tensor | None, heads: int, size: int, dtype: torch.dt
         table = torch.zeros(1, size + 1, dtype=dtype, device=device)
         table[:, -1] = float('-inf')
         return table
-    return torch.cat([rpb.to(dtype).reshape(heads, -1), torch.full((heads, 1), float('-inf'), dtype=dtype,
-                                                                    device=device)], 1)
+    return torch_blocks.rpb_table(rpb, heads, dtype)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -486,9 +485,9 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
 
 def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_lse, need_rpb, need_extra):
     """The explicit backward, chunk by chunk of tiles of one class. The query side (``q * scale``, ``dO``, lse and
-    ``rowsum(dO * O)``) is gathered once for all chunks; keys and values are one ``[.., Dk + Dv]`` tensor, so one
-    gather reads a chunk's halos and one ``index_add_`` scatters their ``(dk, dv)``; the rpb gradient is summed per
-    class and scattered into the table once per class."""
+    ``rowsum(dO * O)``) is gathered once for all chunks, straight from the inputs' token rows (:class:`_Rows`: no
+    heads-first copies); each chunk gathers its key and value halos from the token rows and scatters ``dk``, ``dv``
+    back with ``index_add_``; the rpb gradient is summed per class and scattered into the table once per class."""
     b, *shape, h, d = q.shape
     dv_ = v.shape[-1]
     dtype = _compute_dtype(q)
