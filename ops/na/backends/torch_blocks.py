@@ -455,11 +455,11 @@ def _band_bias(table: torch.Tensor | None, lay: Layout, band: Band, dtype) -> to
 
 def _chunk(qs, kb, vb, dob, lse, delta, bias, n: int, need_rpb: bool):
     """One backward chunk: ``(dq / scale, dk, dv, the rpb part of ds summed over blocks)``."""
-    c, h, r, d = qs.shape
-    m = kb.shape[2]
-    # p = exp(q k^T + bias - lse): the matmul accumulated onto (bias - lse), one pass fewer
-    p = (-lse if bias is None else bias - lse).expand(c, h, r, m).contiguous()
-    probabilities(p.view(-1, r, m).baddbmm_(qs.reshape(-1, r, d), kb.view(-1, m, d).transpose(1, 2)))
+    # p = exp(q k^T + bias - lse): a plain matmul and in-place adds (no materialised bias - lse to baddbmm_ onto)
+    p = torch.matmul(qs, kb.transpose(-1, -2))
+    if bias is not None:
+        p.add_(bias)
+    probabilities(p.sub_(lse))
     ds = torch.matmul(dob, vb.transpose(-1, -2)).sub_(delta).mul_(p)
     dbias = (ds if ds.shape[-1] == n else ds[..., :n]).sum(0) if need_rpb else None
     return (torch.matmul(ds, kb), torch.matmul(ds.transpose(-1, -2), qs), torch.matmul(p.transpose(-1, -2), dob),
