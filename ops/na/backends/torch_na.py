@@ -260,14 +260,15 @@ class _Plan:
                 self._bias_index[cls] = got
         return got
 
-    def rows(self, batch: int, heads: int, budget: int) -> _Rows:
-        """The backward's row indices for ``batch`` x ``heads`` (cached for the last few)."""
-        key = (batch, heads, budget)
+    def rows(self, batch: int, heads: int, per_tile: int, budget: int) -> _Rows:
+        """Row indices of ``batch`` x ``heads`` token rows in chunks of tiles of at most ``budget // per_tile``
+        tiles (cached for the last few)."""
+        key = (batch, heads, per_tile, budget)
         got = self._rows.get(key)
         if got is None:
             if len(self._rows) >= 4:
                 self._rows.pop(next(iter(self._rows)))
-            got = self._rows[key] = _Rows(self, batch, heads, budget)
+            got = self._rows[key] = _Rows(self, batch, heads, per_tile, budget)
         return got
 
     def chunks(self, per_tile: int, budget: int):
@@ -279,12 +280,12 @@ class _Plan:
 
 
 class _Rows:
-    """Row indices of the backward in the inputs' own ``[B * N * H, D]`` token-row layout, so that no heads-first
-    copy is made: ``q_rows`` reads every query slot once, chunk after chunk (each chunk ``[B, H, c * tq]``), so a
-    chunk's query-side operands are one contiguous slice; ``q_inv`` puts the slots back into token rows;
-    ``k_rows[i]`` reads chunk ``i``'s halo keys ``[B, H, c * hk]``."""
+    """Row indices in the inputs' own token-row layout (``[B * N * H, D]``, or ``[B * N, H * D]`` with ``heads``
+    1), so that no heads-first copy is made: ``q_rows`` reads every query slot once, chunk after chunk (each chunk
+    ``[B, H, c * tq]``), so a chunk's query-side operands are one contiguous slice; ``q_inv`` puts the slots back
+    into token rows; ``k_rows[i]`` reads chunk ``i``'s halo keys ``[B, H, c * hk]``."""
 
-    def __init__(self, plan: _Plan, batch: int, heads: int, budget: int):
+    def __init__(self, plan: _Plan, batch: int, heads: int, per_tile: int, budget: int):
         n, dev = plan._n_tokens, plan._device
         base = (torch.arange(batch, device=dev)[:, None, None] * n * heads
                 + torch.arange(heads, device=dev)[None, :, None])  # [B, H, 1]: row of token 0
@@ -294,7 +295,7 @@ class _Rows:
 
         self.chunks, q_rows, q_pad, self.k_rows = [], [], [], []
         offset = 0
-        for t0, t1, cls in plan.chunks(batch * heads * plan.tq * plan.hk, budget):
+        for t0, t1, cls in plan.chunks(per_tile, budget):
             self.chunks.append((t0, t1, cls, offset))
             q_rows.append(rows(plan.q_flat[t0:t1]))
             q_pad.append(plan.q_pad[t0 * plan.tq:t1 * plan.tq].expand(batch, heads, -1).reshape(-1))
@@ -402,34 +403,39 @@ def _run_flash(q, k, v, spec, scale, rpb, add_k, add_v):
     tiles folded into its batch, in its own ``[batch, tokens, heads, head_dim]`` layout (the gathers read the
     inputs' rows directly: no heads-first copies), with the class's ``[heads, tq, hk]`` bias broadcast over the
     batch and the tiles (one small, cached mask instead of one per tile: 56x56 DiNAT-T stage 1, batch 4, 1 thread:
-    34 -> 21 ms)."""
+    34 -> 21 ms). The row indices are cached per plan and batch (:class:`_Rows` with all heads in a row), the
+    queries gathered once for all chunks, and a class's bias gathered once for its run of chunks."""
     b, *shape, h, d = q.shape
     n, dtype = math.prod(shape), _compute_dtype(q)
     n_extra = 0 if add_k is None else add_k.shape[1]
     plan = _plan(tuple(shape), spec, d, n_extra, str(q.device), True)
-    qn, kn, vn = (x.reshape(b, 1, n, h * d) for x in (q, k, v))  # token rows, all heads
+    tq, hk = plan.tq, plan.hk
+    rows = plan.rows(b, 1, b * (hk + n_extra) * h * d, _FLASH_CHUNK_ELEMENTS)
+    qs = q.reshape(b * n, h * d).index_select(0, rows.q_rows)  # token rows, all heads, chunk by chunk
+    kn, vn = k.reshape(b * n, h * d), v.reshape(b * n, h * d)
     table = _bias_table(rpb, h, plan.rpb_size, dtype, q.device)
     ak = None if add_k is None else add_k.to(dtype)[:, None]  # [B or 1, 1, E, H, D]
     av = None if add_v is None else add_v.to(dtype)[:, None]
-    tq, hk = plan.tq, plan.hk
     outs, lses = [], []
-    for t0, t1, cls in plan.chunks(b * (hk + n_extra) * h * d, _FLASH_CHUNK_ELEMENTS):
+    bias_cls = None
+    for i, (t0, t1, cls, off) in enumerate(rows.chunks):
         c = t1 - t0
-        kidx = plan.k_flat[t0:t1].reshape(-1)
-        qt = _take(qn, plan.q_flat[t0:t1].reshape(-1)).to(dtype).view(b * c, tq, h, d).transpose(1, 2)
-        kh = _take(kn, kidx).to(dtype).view(b, c, hk, h, d)
-        vh = _take(vn, kidx).to(dtype).view(b, c, hk, h, d)
-        bias = _class_bias(plan, table, cls)[None]  # [1, H or 1, tq, hk]
+        qt = qs[off:off + b * c * tq].to(dtype).view(b * c, tq, h, d).transpose(1, 2)
+        kh = kn.index_select(0, rows.k_rows[i]).to(dtype).view(b, c, hk, h, d)
+        vh = vn.index_select(0, rows.k_rows[i]).to(dtype).view(b, c, hk, h, d)
+        if cls != bias_cls:
+            bias, bias_cls = _class_bias(plan, table, cls)[None], cls  # [1, H or 1, tq, hk]
+            if ak is not None:
+                bias = torch.nn.functional.pad(bias, (0, n_extra))
         if ak is not None:
             kh = torch.cat([kh, ak.expand(b, c, n_extra, h, d)], 2)
             vh = torch.cat([vh, av.expand(b, c, n_extra, h, d)], 2)
-            bias = torch.nn.functional.pad(bias, (0, n_extra))
         o, lse = _FLASH(qt, kh.view(b * c, -1, h, d).transpose(1, 2), vh.view(b * c, -1, h, d).transpose(1, 2),
                         attn_mask=bias, scale=scale)
-        outs.append(o.transpose(1, 2).reshape(b, c * tq, h * d))
-        lses.append(lse.transpose(1, 2).reshape(b, c * tq, h))
-    out = _take(torch.cat(outs, 1)[:, None], plan.inv)[:, 0]  # [B, N, H * D]
-    lse = _take(torch.cat(lses, 1)[:, None], plan.inv)[:, 0]  # [B, N, H]
+        outs.append(o.transpose(1, 2).reshape(b * c * tq, h * d))
+        lses.append(lse.transpose(1, 2).reshape(b * c * tq, h))
+    out = torch.cat(outs).index_select(0, rows.q_inv).view(b, n, h * d)
+    lse = torch.cat(lses).index_select(0, rows.q_inv).view(b, n, h)
     if n_extra == 0 and not plan.every_query_sees_a_key:
         lse = lse.masked_fill(~plan.seen[plan.inv][:, None], float('-inf'))  # flash gives 0 (and output 0) there
     return out.reshape(*q.shape[:-1], v.shape[-1]).to(q.dtype), lse.reshape(b, *shape, h)
@@ -494,7 +500,7 @@ def _backward(grad_out, q, k, v, out, lse, spec, scale, rpb, add_k, add_v, grad_
     n_extra = 0 if add_k is None else add_k.shape[1]
     plan = _plan(tuple(shape), spec, d, n_extra, str(q.device))
     tq, hk = plan.tq, plan.hk
-    rows = plan.rows(b, h, _CHUNK_ELEMENTS)
+    rows = plan.rows(b, h, b * h * tq * hk, _CHUNK_ELEMENTS)
     qs = q.reshape(-1, d).index_select(0, rows.q_rows).to(dtype).mul_(scale)  # chunk by chunk [B, H, c*tq, D]
     dos = grad_out.reshape(-1, dv_).index_select(0, rows.q_rows).to(dtype)
     delta = (grad_out.to(dtype) * out.to(dtype)).sum(-1)  # rowsum(dO * O) [B, *S, H]
