@@ -8,7 +8,7 @@ import pytest
 import torch
 from _na_cases import Case, check_against_reference, make_inputs, run
 
-from ops.na.backends import torch_blocks
+from ops.na.backends import torch_blocks, torch_na
 from ops.na.pattern import make_spec
 
 BLOCKED = [
@@ -90,6 +90,24 @@ def test_flash_forward_query_that_sees_no_key():
     check_against_reference('torch', case, torch.float64)
     out, lse = run('torch', case, make_inputs(case, torch.float64))
     assert torch.isneginf(lse[:, 8:]).all() and (out[:, 8:] == 0).all()
+
+
+SLIDING = [  # general sliding windows (neither blocked nor dense): the tiled flash forward
+    Case((13, 11), (3, 3), rpb=True, extra=2),  # padded last tiles, extra tokens (the bias padded once per class)
+    Case((21,), (5,), dilation=(2,), causal=(True,), rpb=True, valid=(18,)),
+    Case((9, 8, 7), (3, 3, 3), rpb=True, extra=1, extra_batch1=True),
+]
+
+
+@pytest.mark.parametrize('case', SLIDING, ids=str)
+def test_flash_forward_in_many_chunks_matches_reference(case, monkeypatch):
+    # one or two tiles per chunk: every class runs several chunks (its bias gathered once for the run, the cached
+    # row indices sliced per chunk), the outputs put back from many chunks
+    c = _norm(case)
+    spec = make_spec(c.shape, c.kernel, c.stride, c.dilation, c.causal, c.valid, c.border)
+    assert _layout(case) is None and torch_blocks.dense_layout(c.shape, spec, 'cpu') is None
+    monkeypatch.setattr(torch_na, '_FLASH_CHUNK_ELEMENTS', 1)
+    check_against_reference('torch', c, torch.float64, backward=False)
 
 
 @pytest.mark.parametrize('case', DENSE, ids=str)
