@@ -439,10 +439,12 @@ def run_meta(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
                 amp_dtype=args.amp_dtype, **extra, loadavg_before=loadavg())
 
 
-def write_results(name: str, result: dict[str, Any], md: str, device: torch.device) -> Path:
-    """Print the markdown, write ``<name>.json`` and ``<name>.md`` under ``benchmarks/results/<device>/``."""
+def write_results(name: str, result: dict[str, Any], md: str, device: torch.device,
+                  out_dir: Path | None = None) -> Path:
+    """Print the markdown, write ``<name>.json`` and ``<name>.md`` under ``out_dir`` (default
+    ``benchmarks/results/<device>/``)."""
     print('\n' + md)
-    out = RESULTS / device_name(device)
+    out = out_dir or RESULTS / device_name(device)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{name}.json').write_text(json.dumps(result, indent=1) + '\n')
     (out / f'{name}.md').write_text(md)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import random
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository's `ops`, not benchmarks/ops.py
 
-from benchmarks._common import RESULTS, cpu_name, device_name, loadavg  # noqa: E402
+from benchmarks._common import cpu_name, loadavg, write_results  # noqa: E402
 from ops.na.backends import torch_na  # noqa: E402
 from ops.na.pattern import make_spec  # noqa: E402
 
@@ -136,11 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     md += [f"| {r['case']} | {r['base_fwd']:.2f} | {r['new_fwd']:.2f} | {r['speedup_fwd']:.3f}x | "
            f"{r['base_bwd']:.2f} | {r['new_bwd']:.2f} | {r['speedup_bwd']:.3f}x | {r['max_abs_diff']:.1e} |"
            for r in rows]
-    out = args.out_dir or RESULTS / device_name(torch.device('cpu'))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f'{args.name}.json').write_text(json.dumps({'meta': meta, 'rows': rows}, indent=1) + '\n')
-    (out / f'{args.name}.md').write_text('\n'.join(md) + '\n')
-    print(f'wrote {out / args.name}.json and .md')
+    write_results(args.name, {'meta': meta, 'rows': rows}, '\n'.join(md) + '\n', torch.device('cpu'), args.out_dir)
     return rows
 
 
